@@ -1,0 +1,1 @@
+"""ucwasim: a UCWA 2.0 server simulator for tests and demos."""
