@@ -1,0 +1,257 @@
+"""The Flask application: routes for messages, probes and the OpenAPI document.
+
+Every error leaves as problem+json; unexpected exceptions are logged, never shown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from bridge.api.auth import Authenticator, Caller
+from bridge.api.health import readiness
+from bridge.api.idempotency import (
+    HEADER as IDEMPOTENCY_HEADER,
+)
+from bridge.api.idempotency import (
+    REPLAYED_HEADER,
+    Claim,
+    IdempotencyStore,
+    StoredResponse,
+    fingerprint,
+    validate_key,
+)
+from bridge.api.openapi import build_document
+from bridge.api.problems import (
+    BAD_REQUEST,
+    HTTP_ERROR,
+    IDEMPOTENCY_IN_PROGRESS,
+    INTERNAL,
+    MALFORMED_JSON,
+    MESSAGE_NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    Problem,
+    ProblemType,
+)
+from bridge.api.schemas import Limits, parse_send_request
+from bridge.intake import Intake, IntakeConflict
+from bridge.messages import MessageNotFound, MessageRecord, MessageStore
+from bridge.settings import Scope, Settings
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+_MESSAGE_ID = re.compile(r"^msg_[0-9a-f]{32}$")
+_HTTP_PROBLEMS = {
+    400: BAD_REQUEST,
+    404: NOT_FOUND,
+    405: METHOD_NOT_ALLOWED,
+    413: PAYLOAD_TOO_LARGE,
+}
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the views need, built once per app."""
+
+    settings: Settings
+    redis: redis.Redis
+    auth: Authenticator
+    store: MessageStore
+    intake: Intake
+    idempotency: IdempotencyStore
+    limits: Limits
+    openapi: dict[str, Any]
+
+
+def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> Flask:
+    """Build the API. ``redis_client`` must not decode responses (RQ stores bytes)."""
+    client = redis_client or redis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    )
+    store = MessageStore(client, record_ttl_s=settings.record_ttl_s)
+    services = Services(
+        settings=settings,
+        redis=client,
+        auth=Authenticator(settings.api_keys, disabled=settings.auth_disabled),
+        store=store,
+        intake=Intake(client, store),
+        idempotency=IdempotencyStore(
+            client, settings.idempotency_ttl_s, settings.idempotency_lock_ttl_s
+        ),
+        limits=Limits(settings.max_message_chars),
+        openapi=build_document(settings.max_message_chars),
+    )
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["bridge"] = services
+
+    app.add_url_rule("/messages", "send_message", send_message, methods=["POST"])
+    app.add_url_rule("/messages/<message_id>", "get_message", get_message, methods=["GET"])
+    app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
+    app.add_url_rule("/readyz", "readyz", readyz, methods=["GET"])
+    app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
+
+    app.register_error_handler(Problem, _problem_response)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(redis.RedisError, _redis_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _services() -> Services:
+    services: Services = current_app.extensions["bridge"]
+    return services
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(data, ensure_ascii=False), status=status, mimetype=JSON, headers=headers
+    )
+
+
+def send_message() -> Response:
+    services = _services()
+    caller = services.auth.authenticate(request.headers.get("Authorization"), Scope.SEND)
+    if request.mimetype != JSON:
+        raise Problem(
+            UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type must be {JSON}",
+            headers={"Accept-Post": JSON},
+        )
+    body = _decode_json(request.get_data(cache=False))
+    payload = parse_send_request(body, services.limits)
+    record = MessageRecord.new(
+        to=payload.to,
+        conversation=payload.conversation,
+        text=payload.text,
+        html=payload.html,
+        subject=payload.subject,
+        importance=payload.importance,
+        validity_s=payload.validity or services.settings.default_validity_s,
+    )
+    claim = _claim(services, caller, body)
+    if isinstance(claim, StoredResponse):
+        return Response(
+            claim.body,
+            status=claim.status,
+            mimetype=JSON,
+            headers={**claim.headers, REPLAYED_HEADER: "true"},
+        )
+    try:
+        stored = services.intake.submit(record, claim)
+    except BaseException as exc:
+        if claim is not None:
+            _release_quietly(claim)
+        if isinstance(exc, IntakeConflict):
+            kind = IDEMPOTENCY_IN_PROGRESS if claim is not None else UNAVAILABLE
+            raise Problem(kind, str(exc), headers={"Retry-After": "1"}) from exc
+        raise
+    log.info("message accepted", extra={"message_id": stored.id, "key_id": caller.key_id})
+    response = _accepted(stored)
+    return Response(response.body, status=response.status, mimetype=JSON, headers=response.headers)
+
+
+def _claim(services: Services, caller: Caller, body: Any) -> Claim | StoredResponse | None:
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    if header is None:
+        return None
+    return services.idempotency.begin(
+        caller.key_id,
+        validate_key(header),
+        fingerprint(request.method, request.path, body),
+        _accepted,
+    )
+
+
+def _accepted(record: MessageRecord) -> StoredResponse:
+    return StoredResponse(
+        202,
+        json.dumps(record.public_view(), ensure_ascii=False),
+        {"Location": f"/messages/{record.id}"},
+    )
+
+
+def _release_quietly(claim: Claim) -> None:
+    try:
+        claim.release()
+    except redis.RedisError:
+        log.warning("could not release an idempotency claim; it expires on its own")
+
+
+def _decode_json(raw: bytes) -> Any:
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
+    except UnicodeDecodeError:
+        raise Problem(MALFORMED_JSON, "the body is not UTF-8") from None
+    except ValueError as exc:
+        raise Problem(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
+
+
+def get_message(message_id: str) -> Response:
+    services = _services()
+    services.auth.authenticate(request.headers.get("Authorization"), Scope.READ)
+    if not _MESSAGE_ID.match(message_id):
+        raise Problem(MESSAGE_NOT_FOUND, "no message has this id")
+    try:
+        record = services.store.get(message_id)
+    except MessageNotFound:
+        raise Problem(MESSAGE_NOT_FOUND, "no message has this id") from None
+    return _json(record.public_view())
+
+
+def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+def readyz() -> Response:
+    ok, reasons = readiness(_services().redis)
+    if ok:
+        return _json({"status": "ready"})
+    return _json({"status": "not ready", "reasons": reasons}, status=503)
+
+
+def openapi() -> Response:
+    return _json(_services().openapi)
+
+
+def _problem_response(problem: Problem) -> Response:
+    return problem.to_response(request.path)
+
+
+def _http_error(error: HTTPException) -> Response:
+    code = error.code or 500
+    kind = _HTTP_PROBLEMS.get(code) or ProblemType(HTTP_ERROR.slug, code, error.name)
+    headers = {}
+    if code == 405:
+        headers = {k: v for k, v in error.get_headers() if k == "Allow"}
+    detail = None
+    if code == 413:
+        detail = f"the body exceeds {_services().settings.max_body_bytes} bytes"
+    return Problem(kind, detail, headers=headers).to_response(request.path)
+
+
+def _redis_error(error: redis.RedisError) -> Response:
+    log.error("redis error", extra={"error": type(error).__name__})
+    return Problem(
+        UNAVAILABLE, "storage is unavailable; retry later", headers={"Retry-After": "5"}
+    ).to_response(request.path)
+
+
+def _unexpected_error(error: Exception) -> Response:
+    log.exception("unexpected error")
+    return Problem(INTERNAL, "an unexpected error occurred").to_response(request.path)

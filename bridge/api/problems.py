@@ -1,0 +1,123 @@
+"""RFC 9457 problem details: the catalogue of problem types and their JSON responses.
+
+Every error the API returns goes through ``Problem``; each kind has a stable ``type`` URI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Response
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:ucwa-bridge:problem:"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    slug: str
+    status: int
+    title: str
+
+    @property
+    def uri(self) -> str:
+        return TYPE_PREFIX + self.slug
+
+
+BAD_REQUEST = ProblemType("bad-request", 400, "Bad request")
+HTTP_ERROR = ProblemType("http-error", 400, "HTTP error")  # other protocol errors; status varies
+MALFORMED_JSON = ProblemType("malformed-json", 400, "Request body is not valid JSON")
+INVALID_HEADER = ProblemType("invalid-header", 400, "A request header is invalid")
+UNAUTHORIZED = ProblemType("unauthorized", 401, "Missing or invalid API key")
+FORBIDDEN = ProblemType("forbidden", 403, "API key lacks the required scope")
+NOT_FOUND = ProblemType("not-found", 404, "No such resource")
+MESSAGE_NOT_FOUND = ProblemType("message-not-found", 404, "No such message")
+METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed")
+IDEMPOTENCY_IN_PROGRESS = ProblemType(
+    "idempotency-in-progress", 409, "A request with this Idempotency-Key is still in progress"
+)
+PAYLOAD_TOO_LARGE = ProblemType("payload-too-large", 413, "Request or message too large")
+UNSUPPORTED_MEDIA_TYPE = ProblemType(
+    "unsupported-media-type", 415, "Request body must be application/json"
+)
+VALIDATION = ProblemType("validation-error", 422, "Request body failed validation")
+IDEMPOTENCY_KEY_REUSED = ProblemType(
+    "idempotency-key-reused", 422, "Idempotency-Key was already used with a different request"
+)
+INTERNAL = ProblemType("internal-error", 500, "Internal error")
+UNAVAILABLE = ProblemType("service-unavailable", 503, "Service temporarily unavailable")
+
+ALL_TYPES: tuple[ProblemType, ...] = (
+    BAD_REQUEST,
+    HTTP_ERROR,
+    MALFORMED_JSON,
+    INVALID_HEADER,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    NOT_FOUND,
+    MESSAGE_NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    IDEMPOTENCY_IN_PROGRESS,
+    PAYLOAD_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    VALIDATION,
+    IDEMPOTENCY_KEY_REUSED,
+    INTERNAL,
+    UNAVAILABLE,
+)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One failed field: ``field`` is a dotted path into the body (or a header name)."""
+
+    field: str
+    message: str
+    code: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message, "code": self.code}
+
+
+class Problem(Exception):
+    """Raised anywhere in a request; rendered as ``application/problem+json``."""
+
+    def __init__(
+        self,
+        kind: ProblemType,
+        detail: str | None = None,
+        *,
+        errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or kind.title)
+        self.kind = kind
+        self.detail = detail or kind.title
+        self.errors = tuple(errors)
+        self.headers = dict(headers or {})
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "type": self.kind.uri,
+            "title": self.kind.title,
+            "status": self.kind.status,
+            "detail": self.detail,
+        }
+        if instance:
+            data["instance"] = instance
+        if self.errors:
+            data["errors"] = [error.to_dict() for error in self.errors]
+        return data
+
+    def to_response(self, instance: str | None = None) -> Response:
+        response = Response(
+            json.dumps(self.body(instance), ensure_ascii=False),
+            status=self.kind.status,
+            mimetype=PROBLEM_MEDIA_TYPE,
+        )
+        for name, value in self.headers.items():
+            response.headers[name] = value
+        return response

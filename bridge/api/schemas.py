@@ -1,0 +1,140 @@
+"""The ``POST /messages`` request model and its translation into field errors.
+
+Pydantic checks types and single fields; cross-field rules and size limits are checked here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from bridge.api.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
+from bridge.settings import MAX_VALIDITY_S
+
+MAX_SUBJECT_CHARS = 250
+MAX_URI_CHARS = 256
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+SIP_URI = re.compile(rf"^sip:[a-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})*$", re.I)
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._~:=+/-]{1,200}$")
+
+
+class SendMessageRequest(BaseModel):
+    """Send ``text`` or ``html`` to ``to`` (a SIP URI) or into ``conversation``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="SendMessageRequest")
+
+    to: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=MAX_URI_CHARS,
+            description="Recipient SIP URI, e.g. sip:alice@contoso.com. Exactly one of "
+            "to/conversation.",
+            examples=["sip:alice@contoso.com"],
+        ),
+    ]
+    conversation: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="Id of an existing conversation to reply into. Exactly one of "
+            "to/conversation.",
+        ),
+    ]
+    text: Annotated[
+        str | None,
+        Field(default=None, description="Plain-text message. Exactly one of text/html."),
+    ]
+    html: Annotated[
+        str | None,
+        Field(default=None, description="HTML message. Exactly one of text/html."),
+    ]
+    subject: Annotated[str | None, Field(default=None, max_length=MAX_SUBJECT_CHARS)]
+    importance: Literal["Normal", "Urgent"] = "Normal"
+    validity: Annotated[
+        int | None,
+        Field(
+            default=None,
+            gt=0,
+            le=MAX_VALIDITY_S,
+            description="Seconds before an undelivered message expires; the server default "
+            "applies when absent.",
+        ),
+    ]
+
+    @field_validator("to")
+    @classmethod
+    def _sip_uri(cls, value: str | None) -> str | None:
+        if value is not None and not SIP_URI.match(value):
+            raise PydanticCustomError("invalid_sip_uri", "must be a SIP URI like sip:user@domain")
+        return value
+
+    @field_validator("conversation")
+    @classmethod
+    def _conversation_id(cls, value: str | None) -> str | None:
+        if value is not None and not CONVERSATION_ID.match(value):
+            raise PydanticCustomError(
+                "invalid_conversation_id",
+                "must be 1 to 200 characters of letters, digits and ._~:=+/-",
+            )
+        return value
+
+    @field_validator("text", "html", "subject")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise PydanticCustomError("blank", "must not be empty or only whitespace")
+        return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_chars: int
+
+
+def parse_send_request(body: Any, limits: Limits) -> SendMessageRequest:
+    """Validate a decoded JSON body; raise a 413 or 422 ``Problem`` naming every bad field."""
+    if not isinstance(body, dict):
+        raise Problem(
+            VALIDATION,
+            "the request body must be a JSON object",
+            errors=[FieldError("body", "must be a JSON object", "type")],
+        )
+    oversized = [
+        FieldError(name, f"must be at most {limits.max_message_chars} characters", "too_long")
+        for name in ("text", "html")
+        if isinstance(body.get(name), str) and len(body[name]) > limits.max_message_chars
+    ]
+    if oversized:
+        raise Problem(PAYLOAD_TOO_LARGE, "the message is too long", errors=oversized)
+
+    errors = _exactly_one(body, "to", "conversation") + _exactly_one(body, "text", "html")
+    try:
+        request = SendMessageRequest.model_validate(body)
+    except ValidationError as exc:
+        errors += [_field_error(error) for error in exc.errors(include_url=False)]
+    else:
+        if not errors:
+            return request
+    raise Problem(VALIDATION, f"{len(errors)} field(s) failed validation", errors=errors)
+
+
+def _exactly_one(body: dict[str, Any], first: str, second: str) -> list[FieldError]:
+    present = [name for name in (first, second) if body.get(name) is not None]
+    if len(present) == 1:
+        return []
+    if present:
+        return [FieldError(second, f"give either {first} or {second}, not both", "conflict")]
+    return [FieldError(first, f"one of {first} or {second} is required", "missing")]
+
+
+def _field_error(error: Any) -> FieldError:
+    location = ".".join(str(part) for part in error["loc"]) or "body"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return FieldError(location, "unknown field", "unknown_field")
+    return FieldError(location, error["msg"], kind)

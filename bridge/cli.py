@@ -1,0 +1,146 @@
+"""``ucwa-bridge api | worker | poller | demo``: start one process role, configured by BRIDGE_*.
+
+Bad configuration stops start-up with one line naming the variable and exit code 78.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from bridge.settings import ConfigError, Settings
+
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(name, "must be positive")
+    return value
+
+
+def poller_settings() -> object:
+    from workers.poller import PollerSettings
+
+    return PollerSettings(
+        event_timeout_s=int(_env_float("BRIDGE_EVENT_TIMEOUT_S", 180)),
+        keepalive_s=_env_float("BRIDGE_KEEPALIVE_S", 150),
+        lease_ttl_s=_env_float("BRIDGE_POLLER_LEASE_S", 5),
+        idle_conversation_s=_env_float("BRIDGE_CONVERSATION_IDLE_S", 600),
+        sweep_s=_env_float("BRIDGE_SWEEP_S", 5),
+    )
+
+
+def send_settings() -> object:
+    from bridge.sender import SendSettings
+
+    return SendSettings(
+        invitation_timeout_s=_env_float("BRIDGE_INVITATION_TIMEOUT_S", 45),
+        message_timeout_s=_env_float("BRIDGE_MESSAGE_TIMEOUT_S", 20),
+        ambiguity_grace_s=_env_float("BRIDGE_AMBIGUITY_GRACE_S", 5),
+        max_attempts=int(_env_float("BRIDGE_MAX_ATTEMPTS", 8)),
+        backoff_base_s=_env_float("BRIDGE_BACKOFF_BASE_S", 1),
+        backoff_cap_s=_env_float("BRIDGE_BACKOFF_CAP_S", 60),
+    )
+
+
+def run_poller(settings: Settings) -> int:
+    import redis
+
+    from bridge.ucwa.auth import Credentials
+    from workers.poller import Poller, PollerSettings
+
+    assert settings.ucwa_username and settings.ucwa_password and settings.ucwa_discovery_url
+    knobs = poller_settings()
+    assert isinstance(knobs, PollerSettings)
+    poller = Poller(
+        redis.Redis.from_url(settings.redis_url),
+        Credentials(settings.ucwa_username, settings.ucwa_password),
+        settings.ucwa_discovery_url,
+        knobs,
+    )
+    signal.signal(signal.SIGTERM, poller.on_signal)
+    signal.signal(signal.SIGINT, poller.on_signal)
+    poller.run()
+    return 0
+
+
+def run_worker(settings: Settings, burst: bool = False) -> int:
+    import redis
+    from rq import Queue, SimpleWorker
+
+    from bridge.sender import SendSettings
+    from workers import send
+
+    knobs = send_settings()
+    assert isinstance(knobs, SendSettings)
+    send.configure(send.build_sender(settings, knobs))
+    connection = redis.Redis.from_url(settings.redis_url)
+    queues = [Queue(name, connection=connection) for name in ("send", "webhooks")]
+    # Short monitoring and maintenance intervals: a killed worker's job is retried within
+    # about two minutes (heartbeat TTL = monitoring interval + 60 s, then the next cleanup).
+    worker = SimpleWorker(
+        queues,
+        connection=connection,
+        job_monitoring_interval=10,
+        maintenance_interval=int(_env_float("BRIDGE_MAINTENANCE_INTERVAL_S", 30)),
+        worker_ttl=60,
+    )
+    worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
+    return 0
+
+
+def run_api(settings: Settings, bind: str) -> int:
+    from gunicorn.app.wsgiapp import run as gunicorn_run
+
+    sys.argv = [
+        "gunicorn",
+        "--bind",
+        bind,
+        "--workers",
+        os.environ.get("BRIDGE_API_WORKERS", "2"),
+        "--graceful-timeout",
+        "20",
+        "bridge.api.wsgi:app",
+    ]
+    gunicorn_run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ucwa-bridge", description=__doc__)
+    sub = parser.add_subparsers(dest="role", required=True)
+    api = sub.add_parser("api", help="serve the HTTP API with gunicorn")
+    api.add_argument("--bind", default=os.environ.get("BRIDGE_API_BIND", "127.0.0.1:8080"))
+    worker = sub.add_parser("worker", help="run an RQ worker (send and webhook queues)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    sub.add_parser("poller", help="own the UCWA session and its event channel")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"))
+    try:
+        settings = Settings.from_env(args.role)
+        if args.role == "poller":
+            poller_settings()
+            return run_poller(settings)
+        if args.role == "worker":
+            send_settings()
+            return run_worker(settings, burst=args.burst)
+        return run_api(settings, args.bind)
+    except ConfigError as exc:
+        print(f"ucwa-bridge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

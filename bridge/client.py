@@ -1,0 +1,73 @@
+"""A UCWA client for one account: the transport plus the MsRtcOAuth flow, following hrefs only.
+
+Workers seed it with the token the poller published; a 401 anywhere triggers one fresh grant.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.transport import UcwaTransport
+from bridge.ucwa.auth import Credentials, MsRtcOAuth, Token, drive, raise_for_status
+from bridge.ucwa.links import resolve, with_query
+from bridge.ucwa.messages import HttpRequest, HttpResponse
+
+
+class UcwaClient:
+    """Sends authorised requests to hrefs resolved against ``base_url``."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        transport: UcwaTransport | None = None,
+        base_url: str = "",
+    ) -> None:
+        self.transport = transport or UcwaTransport()
+        self.oauth = MsRtcOAuth(credentials)
+        self.base_url = base_url
+
+    def seed_token(self, access_token: str, expires_at: float, host: str) -> None:
+        expiry = datetime.fromtimestamp(expires_at, UTC)
+        self.oauth.tokens[host.lower()] = Token(access_token, expiry, host.lower())
+
+    def token(self, host: str) -> Token | None:
+        return self.oauth.tokens.get(host.lower())
+
+    def url(self, href: str) -> str:
+        return resolve(self.base_url, href) if self.base_url else href
+
+    def request(
+        self,
+        method: str,
+        href: str,
+        *,
+        json: Any = None,
+        content: str | None = None,
+        content_type: str | None = None,
+        params: dict[str, str] | None = None,
+        read_timeout: float | None = None,
+        kind: str = "other",
+        check: bool = True,
+    ) -> HttpResponse:
+        url = self.url(href)
+        if params:
+            url = with_query(url, dict(params))
+        headers: list[tuple[str, str]] = []
+        if content_type:
+            headers.append(("Content-Type", content_type))
+        request = HttpRequest(method, url, headers=tuple(headers), json=json, content=content)
+
+        def send(outgoing: HttpRequest) -> HttpResponse:
+            return self.transport.send(outgoing, read_timeout=read_timeout, kind=kind)
+
+        response = drive(self.oauth.auth_flow(request), send)
+        if check:
+            raise_for_status(response, request, datetime.now(UTC))
+        return response
+
+    def get_json(self, href: str, **kwargs: Any) -> Any:
+        return self.request("GET", href, **kwargs).json()
+
+    def close(self) -> None:
+        self.transport.close()

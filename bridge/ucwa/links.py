@@ -1,0 +1,125 @@
+"""HAL helpers for UCWA resources: read links and embedded resources by rel, resolve hrefs,
+edit query strings of server-supplied hrefs, and parse ASP.NET ``/Date(ms)/`` values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
+
+_DATE = re.compile(r"^\\?/Date\((-?\d+)(?:[+-]\d{4})?\)\\?/$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _link_entries(resource: Mapping[str, Any] | None, rel: str) -> list[Mapping[str, Any]]:
+    if not isinstance(resource, Mapping):
+        return []
+    links = resource.get("_links")
+    if not isinstance(links, Mapping):
+        return []
+    value = links.get(rel)
+    if isinstance(value, Mapping):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, Mapping)]
+    return []
+
+
+def link(resource: Mapping[str, Any] | None, rel: str) -> str | None:
+    """The href of ``rel`` (the first one for repeatable rels), or None."""
+    for entry in _link_entries(resource, rel):
+        href = entry.get("href")
+        if isinstance(href, str) and href:
+            return href
+    return None
+
+
+def links(resource: Mapping[str, Any] | None, rel: str) -> list[str]:
+    """Every href of ``rel``; repeatable rels are arrays even with one element."""
+    hrefs = (e.get("href") for e in _link_entries(resource, rel))
+    return [h for h in hrefs if isinstance(h, str) and h]
+
+
+def link_title(resource: Mapping[str, Any] | None, rel: str) -> str | None:
+    for entry in _link_entries(resource, rel):
+        title = entry.get("title")
+        if isinstance(title, str):
+            return title
+    return None
+
+
+def embedded(resource: Mapping[str, Any] | None, rel: str) -> dict[str, Any] | None:
+    """The embedded resource under ``rel`` (the first one if it is an array), or None."""
+    items = embedded_list(resource, rel)
+    return items[0] if items else None
+
+
+def embedded_list(resource: Mapping[str, Any] | None, rel: str) -> list[dict[str, Any]]:
+    if not isinstance(resource, Mapping):
+        return []
+    emb = resource.get("_embedded")
+    if not isinstance(emb, Mapping):
+        return []
+    value = emb.get(rel)
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, dict)]
+    return []
+
+
+def resolve(base: str, href: str) -> str:
+    """Absolute URL for a (possibly relative) href served by ``base``; data: URIs unchanged."""
+    if href.startswith("data:"):
+        return href
+    return urljoin(base, href)
+
+
+def with_query(href: str, params: Mapping[str, str | int | None]) -> str:
+    """Add or replace query parameters on ``href``, keeping the ones it already carries.
+
+    A value of None removes that parameter.
+    """
+    parts = urlsplit(href)
+    existing = parse_qsl(parts.query, keep_blank_values=True)
+    wanted = {k: v for k, v in params.items()}
+    lowered = {k.lower() for k in wanted}
+    kept = [(k, v) for k, v in existing if k.lower() not in lowered]
+    added = [(k, str(v)) for k, v in wanted.items() if v is not None]
+    return urlunsplit(parts._replace(query=urlencode(kept + added)))
+
+
+def query_param(href: str, name: str) -> str | None:
+    for key, value in parse_qsl(urlsplit(href).query, keep_blank_values=True):
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def parse_ms_date(value: object) -> datetime | None:
+    """``/Date(1364327898968)/`` or ``\\/Date(...)\\/`` (ms since epoch) as an aware UTC time."""
+    if not isinstance(value, str):
+        return None
+    match = _DATE.match(value.strip())
+    if not match:
+        return None
+    return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+
+
+def sip_uri_from_href(href: str | None) -> str | None:
+    """``.../people/lenea@contoso.com`` or ``.../participants/lenea@contoso.com`` → SIP URI."""
+    if not href:
+        return None
+    path = urlsplit(href).path.rstrip("/")
+    segments = path.split("/")
+    for marker in ("people", "participants"):
+        if marker in segments[:-1]:
+            index = len(segments) - 1 - segments[::-1].index(marker)
+            if index + 1 < len(segments):
+                name = unquote(segments[index + 1])
+                if "@" in name:
+                    return name if name.lower().startswith("sip:") else f"sip:{name}"
+    return None

@@ -1,0 +1,178 @@
+"""HTTP API for operators: the delivery log, retry and replay, endpoint state (Flask Blueprint).
+
+No auth here: the app registers ``blueprint`` behind its own ``before_request`` check and calls
+``init_app(app, admin)`` once. Errors are RFC 9457 ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from bridge.webhooks.admin import WebhookAdmin, decode_cursor
+from bridge.webhooks.errors import DeliveryInFlight, DeliveryNotFound, EndpointNotFound
+from bridge.webhooks.events import ALL_EVENT_TYPES
+from bridge.webhooks.log import DeliveryStatus
+
+blueprint = Blueprint("webhooks", __name__)
+EXTENSION_KEY = "ucwa_bridge.webhooks"
+PROBLEM_BASE = "urn:ucwa-bridge:problem:"
+MAX_LIMIT = 200
+
+
+def init_app(app: Flask, admin: WebhookAdmin) -> None:
+    """Give the blueprint's views the admin object (Redis connection, endpoints, settings)."""
+    app.extensions[EXTENSION_KEY] = admin
+
+
+def _admin() -> WebhookAdmin:
+    admin: WebhookAdmin = current_app.extensions[EXTENSION_KEY]
+    return admin
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail, self.errors = (
+            status,
+            slug,
+            title,
+            detail,
+            errors,
+        )
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors:
+            body["errors"] = self.errors
+        resp = jsonify(body)
+        resp.status_code = self.status
+        resp.mimetype = "application/problem+json"
+        return resp
+
+
+def invalid(field: str, message: str) -> Problem:
+    return Problem(
+        422,
+        "validation",
+        "Invalid request",
+        f"{field}: {message}",
+        [{"field": field, "message": message}],
+    )
+
+
+@blueprint.errorhandler(Problem)
+def _problem(exc: Problem) -> Response:
+    return exc.response()
+
+
+@blueprint.errorhandler(DeliveryNotFound)
+def _no_delivery(exc: DeliveryNotFound) -> Response:
+    return Problem(
+        404,
+        "delivery-not-found",
+        "Delivery not found",
+        f"no delivery {exc} (unknown or past retention)",
+    ).response()
+
+
+@blueprint.errorhandler(DeliveryInFlight)
+def _in_flight(exc: DeliveryInFlight) -> Response:
+    return Problem(
+        409,
+        "delivery-in-flight",
+        "Delivery in flight",
+        f"delivery {exc} is queued or being attempted; try again later",
+    ).response()
+
+
+@blueprint.errorhandler(EndpointNotFound)
+def _no_endpoint(exc: EndpointNotFound) -> Response:
+    return Problem(
+        404, "endpoint-not-found", "Endpoint not found", f"no configured endpoint {exc}"
+    ).response()
+
+
+@blueprint.get("/webhooks/deliveries")
+def list_deliveries() -> Response:
+    args = request.args
+    status = args.get("status") or None
+    if status is not None and status not in {s.value for s in DeliveryStatus}:
+        raise invalid("status", "one of " + ", ".join(s.value for s in DeliveryStatus))
+    event_type = args.get("type") or None
+    if event_type is not None and event_type not in ALL_EVENT_TYPES:
+        raise invalid("type", "unknown event type")
+    raw_limit = args.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise invalid("limit", f"an integer from 1 to {MAX_LIMIT}")
+    cursor = None
+    if args.get("cursor"):
+        try:
+            cursor = decode_cursor(args["cursor"])
+        except ValueError:
+            raise invalid("cursor", "not a cursor returned by this API") from None
+    return jsonify(
+        _admin().list_deliveries(
+            status=status,
+            endpoint_id=args.get("endpoint") or None,
+            event_type=event_type,
+            limit=int(raw_limit),
+            cursor=cursor,
+        )
+    )
+
+
+@blueprint.get("/webhooks/deliveries/<delivery_id>")
+def get_delivery(delivery_id: str) -> Response:
+    return jsonify(_admin().get_delivery(delivery_id))
+
+
+@blueprint.post("/webhooks/deliveries/<delivery_id>/retry")
+def retry_delivery(delivery_id: str) -> tuple[Response, int]:
+    return jsonify(_admin().retry(delivery_id)), 202
+
+
+@blueprint.post("/webhooks/replay")
+def replay() -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise invalid("body", "a JSON object is required")
+    since_raw = body.get("since")
+    if not isinstance(since_raw, str):
+        raise invalid("since", "an RFC 3339 timestamp is required")
+    try:
+        since = datetime.fromisoformat(since_raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid("since", "not an RFC 3339 timestamp") from None
+    if since.tzinfo is None:
+        raise invalid("since", "must include a UTC offset or Z")
+    endpoint_id = body.get("endpoint")
+    if endpoint_id is not None and not isinstance(endpoint_id, str):
+        raise invalid("endpoint", "an endpoint id string")
+    if endpoint_id is not None and endpoint_id not in _admin().endpoints:
+        raise invalid("endpoint", "no configured endpoint with this id")
+    return jsonify({"replayed": _admin().replay(since, endpoint_id)}), 202
+
+
+@blueprint.get("/webhooks/endpoints")
+def list_endpoints() -> Response:
+    return jsonify({"items": _admin().list_endpoints()})
+
+
+@blueprint.post("/webhooks/endpoints/<endpoint_id>/enable")
+def enable_endpoint(endpoint_id: str) -> Response:
+    return jsonify(_admin().enable_endpoint(endpoint_id))

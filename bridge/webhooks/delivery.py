@@ -1,0 +1,244 @@
+"""One delivery try: claim it, vet the target, sign, POST, log the attempt, decide what comes next.
+
+Run by the RQ job ``workers.webhook_jobs.deliver_webhook``. Never sleeps: RQ's scheduler retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import redis
+from redis.client import Pipeline
+
+from bridge.webhooks import ssrf, transport
+from bridge.webhooks.endpoint_status import EndpointStatusStore
+from bridge.webhooks.endpoints import WebhookEndpoint
+from bridge.webhooks.errors import AddressResolutionError, SsrfBlocked
+from bridge.webhooks.jobs import DeliveryJobs
+from bridge.webhooks.log import (
+    Attempt,
+    Claimed,
+    DeliveryLog,
+    DeliveryRecord,
+    DeliveryStatus,
+    NotDue,
+)
+from bridge.webhooks.retry import RetryPolicy, Verdict, decide, parse_retry_after
+from bridge.webhooks.settings import WebhookSettings
+from bridge.webhooks.signing import signed_headers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What one try came to; the single place where attempt outcomes are counted."""
+
+    delivery_id: str
+    endpoint_id: str
+    event_type: str
+    try_no: int
+    verdict: str  # succeeded | retry | dead | disable_endpoint
+    reason: str
+    status_code: int | None
+    latency_ms: int | None
+
+
+def log_outcome(outcome: AttemptOutcome) -> None:
+    """Default outcome hook: one JSON log line. Metrics counters plug in beside it."""
+    logger.info(json.dumps({"msg": "webhook attempt", **outcome.__dict__}))
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a job run did: ``action`` is succeeded, retry_scheduled, dead, not_due or skipped."""
+
+    delivery_id: str
+    action: str
+    reason: str = ""
+    next_attempt_at: datetime | None = None
+
+
+class Deliverer:
+    """Performs delivery tries against the configured endpoints."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        settings: WebhookSettings,
+        endpoints: Iterable[WebhookEndpoint],
+        *,
+        on_outcome: Callable[[AttemptOutcome], None] = log_outcome,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.endpoints = {e.id: e for e in endpoints}
+        self.log = DeliveryLog(connection, settings.retention_s)
+        self.jobs = DeliveryJobs(connection, job_timeout_s=settings.job_timeout_s)
+        self.status = EndpointStatusStore(connection)
+        self.policy = RetryPolicy.from_settings(settings)
+        self._r = connection
+        self._on_outcome = on_outcome
+        self._rand = rand
+        self._clock = clock
+
+    def deliver(self, delivery_id: str) -> DeliveryReport:
+        now_ms = self._now_ms()
+        claim = self.log.claim(delivery_id, now_ms, lease_ms=self.settings.job_timeout_s * 1000)
+        if isinstance(claim, NotDue):
+            # Ran early (a duplicate run, or a manual enqueue): put the try back on schedule.
+            at = _from_ms(claim.at_ms)
+            with self._r.pipeline() as pipe:
+                self.jobs.schedule(pipe, delivery_id, claim.try_no, at)
+                pipe.execute()
+            return DeliveryReport(delivery_id, "not_due", next_attempt_at=at)
+        if not isinstance(claim, Claimed):
+            return DeliveryReport(delivery_id, "skipped", claim.reason)
+        record = claim.record
+        endpoint = self.endpoints.get(record.endpoint_id)
+        if endpoint is None:
+            return self._dead(record, "endpoint_removed", None)
+        if not endpoint.enabled or self.status.disabled(endpoint.id) is not None:
+            return self._dead(record, "endpoint_disabled", None)
+        body = self.log.event_body(record.event_id)
+        if body is None:
+            return self._dead(record, "event_expired", None)
+        return self._attempt(record, endpoint, body)
+
+    def _attempt(
+        self, record: DeliveryRecord, endpoint: WebhookEndpoint, body: bytes
+    ) -> DeliveryReport:
+        at_ms = self._now_ms()
+        allow_private = endpoint.allow_private or self.settings.allow_private
+        try:
+            target = ssrf.vet(endpoint.url, allow_private=allow_private)
+        except SsrfBlocked as exc:
+            attempt = Attempt(at_ms, record.try_no, None, f"ssrf_blocked: {exc}", 0)
+            return self._dead(record, "ssrf_blocked", attempt)
+        except AddressResolutionError as exc:
+            result = transport.HttpResult(None, f"dns_error: {exc}", 0, "", None)
+        else:
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": self.settings.user_agent,
+                **signed_headers(record.event_id, int(self._clock()), body, endpoint.secrets),
+            }
+            result = transport.post(
+                endpoint.url,
+                body,
+                headers,
+                pinned_address=target.address,
+                timeout_s=self.settings.timeout_s,
+                excerpt_bytes=self.settings.excerpt_bytes,
+            )
+        attempt = Attempt(
+            at_ms,
+            record.try_no,
+            result.status_code,
+            result.error,
+            result.latency_ms,
+            result.excerpt,
+        )
+        decision = decide(
+            self.policy,
+            record.round_failures,
+            result.status_code,
+            result.error,
+            parse_retry_after(result.retry_after, self._clock()),
+            self._rand(),
+        )
+        now_ms = self._now_ms()
+        if decision.verdict is Verdict.SUCCEEDED:
+            done = replace(
+                record,
+                status=DeliveryStatus.SUCCEEDED,
+                next_attempt_ms=None,
+                reason="",
+                updated_ms=now_ms,
+            )
+            return self._conclude(record, done, attempt, "succeeded", decision.verdict)
+        if decision.verdict is Verdict.DISABLE_ENDPOINT:
+
+            def disable(pipe: Pipeline) -> None:
+                self.status.disable(pipe, endpoint.id, "410 Gone", now_ms, record.id)
+
+            return self._dead(record, decision.reason, attempt, disable, decision.verdict)
+        if decision.verdict is Verdict.DEAD:
+            return self._dead(record, decision.reason, attempt)
+        next_ms = now_ms + int(decision.delay_s * 1000)
+        retry = replace(
+            record,
+            status=DeliveryStatus.FAILED,
+            try_no=record.try_no + 1,
+            round_failures=record.round_failures + 1,
+            next_attempt_ms=next_ms,
+            reason=decision.reason,
+            updated_ms=now_ms,
+        )
+
+        def schedule(pipe: Pipeline) -> None:
+            if decision.delay_s <= 0:
+                self.jobs.enqueue_now(pipe, record.id, retry.try_no)
+            else:
+                self.jobs.schedule(pipe, record.id, retry.try_no, _from_ms(next_ms))
+
+        report = self._conclude(
+            record, retry, attempt, "retry_scheduled", decision.verdict, schedule
+        )
+        return replace(report, next_attempt_at=_from_ms(next_ms))
+
+    def _dead(
+        self,
+        record: DeliveryRecord,
+        reason: str,
+        attempt: Attempt | None,
+        after: Callable[[Pipeline], None] | None = None,
+        verdict: Verdict = Verdict.DEAD,
+    ) -> DeliveryReport:
+        dead = replace(
+            record,
+            status=DeliveryStatus.DEAD,
+            next_attempt_ms=None,
+            reason=reason,
+            updated_ms=self._now_ms(),
+        )
+        return self._conclude(record, dead, attempt, "dead", verdict, after)
+
+    def _conclude(
+        self,
+        claimed: DeliveryRecord,
+        updated: DeliveryRecord,
+        attempt: Attempt | None,
+        action: str,
+        verdict: Verdict,
+        after: Callable[[Pipeline], None] | None = None,
+    ) -> DeliveryReport:
+        if not self.log.conclude(claimed, updated, attempt, after):
+            return DeliveryReport(claimed.id, "skipped", "superseded")
+        self._on_outcome(
+            AttemptOutcome(
+                delivery_id=claimed.id,
+                endpoint_id=claimed.endpoint_id,
+                event_type=claimed.event_type,
+                try_no=claimed.try_no,
+                verdict=verdict.value,
+                reason=updated.reason,
+                status_code=attempt.status_code if attempt else None,
+                latency_ms=attempt.latency_ms if attempt else None,
+            )
+        )
+        return DeliveryReport(claimed.id, action, updated.reason)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

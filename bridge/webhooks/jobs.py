@@ -1,0 +1,85 @@
+"""The RQ side of deliveries: queue name, job function path, job ids, enqueue and schedule.
+
+Everything writes into a caller's pipeline so job creation commits with the delivery record.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import redis
+from redis.client import Pipeline
+from rq import Queue
+from rq.job import JobStatus
+from rq.registry import ScheduledJobRegistry
+
+QUEUE_NAME = "webhooks"
+# A string, not an import: ``bridge`` never imports ``workers``.
+JOB_FUNC = "workers.webhook_jobs.deliver_webhook"
+
+
+def job_id_for(delivery_id: str, try_no: int) -> str:
+    """One RQ job id per scheduled try, so enqueueing a try twice cannot double it."""
+    return f"{delivery_id}-t{try_no}"
+
+
+class DeliveryJobs:
+    """Creates delivery jobs on the ``webhooks`` queue inside a caller's MULTI pipeline."""
+
+    def __init__(self, connection: redis.Redis, job_timeout_s: int = 120) -> None:
+        self.queue = Queue(QUEUE_NAME, connection=connection)
+        self.job_timeout_s = job_timeout_s
+        self._scheduled = ScheduledJobRegistry(queue=self.queue)
+
+    @property
+    def scheduled_registry(self) -> ScheduledJobRegistry:
+        return self._scheduled
+
+    def enqueue_now(self, pipe: Pipeline, delivery_id: str, try_no: int) -> str:
+        job_id = job_id_for(delivery_id, try_no)
+        # enqueue_many never calls pipe.multi(), so it works with explicit and implicit MULTI.
+        self.queue.enqueue_many(
+            [
+                Queue.prepare_data(
+                    JOB_FUNC,
+                    args=(delivery_id,),
+                    job_id=job_id,
+                    timeout=self.job_timeout_s,
+                    description=f"deliver webhook {delivery_id} try {try_no}",
+                )
+            ],
+            pipeline=pipe,
+        )
+        pipe.zrem(self._scheduled.key, job_id)
+        return job_id
+
+    def schedule(self, pipe: Pipeline, delivery_id: str, try_no: int, at: datetime) -> str:
+        """Put the try on RQ's scheduled registry; a worker started ``--with-scheduler`` runs it.
+
+        Written by hand because ``ScheduledJobRegistry.schedule`` ignores the pipeline it is
+        given, which would leak a registry entry when the surrounding transaction aborts.
+        """
+        job_id = job_id_for(delivery_id, try_no)
+        job = self.queue.create_job(
+            JOB_FUNC,
+            args=(delivery_id,),
+            job_id=job_id,
+            timeout=self.job_timeout_s,
+            status=JobStatus.SCHEDULED,
+            description=f"deliver webhook {delivery_id} try {try_no}",
+        )
+        job.origin = self.queue.name
+        pipe.sadd(self.queue.redis_queues_keys, self.queue.key)
+        job.save(pipeline=pipe)
+        # Rounded up: the registry has whole seconds and a try must never run early.
+        pipe.zadd(self._scheduled.key, {job_id: math.ceil(at.astimezone(UTC).timestamp())})
+        return job_id
+
+    def unschedule(self, pipe: Pipeline, job_id: str) -> None:
+        pipe.zrem(self._scheduled.key, job_id)
+
+    def scheduled_at(self, job_id: str) -> datetime | None:
+        """When RQ's scheduler will enqueue ``job_id`` (whole seconds), or None."""
+        score = self.queue.connection.zscore(self._scheduled.key, job_id)
+        return None if score is None else datetime.fromtimestamp(float(score), tz=UTC)

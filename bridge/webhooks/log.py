@@ -1,0 +1,403 @@
+"""The delivery log in Redis: one record per (event, endpoint), its attempts, indexes, dead letters.
+
+State changes run in WATCH/MULTI transactions so records, indexes and jobs never disagree.
+
+Keys (all under ``webhooks:``)::
+
+    event:{event_id}              STRING  exact body bytes that are signed and POSTed
+    delivery:{id}                 HASH    the DeliveryRecord fields
+    delivery:{id}:attempts        LIST    one JSON object per attempt, oldest first
+    index:all                     ZSET    id -> created ms (newest first listing)
+    index:status:{status}         ZSET    id -> created ms
+    index:endpoint:{endpoint_id}  ZSET    id -> created ms
+    index:type:{event_type}       ZSET    id -> created ms
+    dead                          ZSET    id -> dead-lettered ms
+
+Records, attempts and bodies expire after the retention; index entries are pruned on write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, TypeVar, cast
+
+import redis
+from redis.client import Pipeline
+from redis.exceptions import WatchError
+
+from bridge.webhooks.errors import DeliveryInFlight, DeliveryNotFound
+
+PREFIX = "webhooks:"
+T = TypeVar("T")
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # queued or being attempted
+    FAILED = "failed"  # the last attempt failed; a retry is scheduled
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"  # no further attempts; see ``reason``
+
+
+class Keys:
+    event = staticmethod(lambda event_id: f"{PREFIX}event:{event_id}")
+    delivery = staticmethod(lambda delivery_id: f"{PREFIX}delivery:{delivery_id}")
+    attempts = staticmethod(lambda delivery_id: f"{PREFIX}delivery:{delivery_id}:attempts")
+    by_status = staticmethod(lambda status: f"{PREFIX}index:status:{status}")
+    by_endpoint = staticmethod(lambda endpoint_id: f"{PREFIX}index:endpoint:{endpoint_id}")
+    by_type = staticmethod(lambda event_type: f"{PREFIX}index:type:{event_type}")
+    all = f"{PREFIX}index:all"
+    dead = f"{PREFIX}dead"
+
+
+def delivery_id_for(event_id: str, endpoint_id: str) -> str:
+    """Deterministic, so staging the same event twice names the same delivery."""
+    digest = hashlib.sha256(f"{event_id}\n{endpoint_id}".encode()).hexdigest()
+    return "dlv_" + digest[:24]
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One delivery. ``try_no`` is the try the next job performs; ``started`` the last claimed."""
+
+    id: str
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    status: DeliveryStatus
+    created_ms: int
+    updated_ms: int
+    try_no: int = 1
+    started: int = 0
+    round_failures: int = 0
+    attempt_count: int = 0
+    next_attempt_ms: int | None = None
+    lease_until_ms: int = 0
+    reason: str = ""
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> DeliveryRecord:
+        f = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            id=f["id"],
+            event_id=f["event_id"],
+            event_type=f["event_type"],
+            endpoint_id=f["endpoint_id"],
+            status=DeliveryStatus(f["status"]),
+            created_ms=int(f["created_ms"]),
+            updated_ms=int(f["updated_ms"]),
+            try_no=int(f.get("try_no", 1)),
+            started=int(f.get("started", 0)),
+            round_failures=int(f.get("round_failures", 0)),
+            attempt_count=int(f.get("attempt_count", 0)),
+            next_attempt_ms=int(f["next_attempt_ms"]) if f.get("next_attempt_ms") else None,
+            lease_until_ms=int(f.get("lease_until_ms", 0)),
+            reason=f.get("reason", ""),
+        )
+
+    def to_hash(self) -> dict[str, str | int]:
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "endpoint_id": self.endpoint_id,
+            "status": self.status.value,
+            "created_ms": self.created_ms,
+            "updated_ms": self.updated_ms,
+            "try_no": self.try_no,
+            "started": self.started,
+            "round_failures": self.round_failures,
+            "attempt_count": self.attempt_count,
+            "next_attempt_ms": "" if self.next_attempt_ms is None else self.next_attempt_ms,
+            "lease_until_ms": self.lease_until_ms,
+            "reason": self.reason,
+        }
+
+    def in_flight(self, now_ms: int) -> bool:
+        """Queued (a try not yet claimed) or being attempted under an unexpired lease."""
+        if self.status is not DeliveryStatus.PENDING:
+            return False
+        return self.started < self.try_no or self.lease_until_ms > now_ms
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP attempt as an operator sees it; ``excerpt`` is already capped by the sender."""
+
+    at_ms: int
+    try_no: int
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    excerpt: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "at_ms": self.at_ms,
+                "try": self.try_no,
+                "status_code": self.status_code,
+                "error": self.error,
+                "latency_ms": self.latency_ms,
+                "response_excerpt": self.excerpt,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    record: DeliveryRecord
+
+
+@dataclass(frozen=True)
+class NotDue:
+    try_no: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str
+
+
+Claim = Claimed | NotDue | Skipped
+
+
+class DeliveryLog:
+    """Reads and writes delivery records; every state change is one Redis transaction."""
+
+    def __init__(self, connection: redis.Redis, retention_s: int) -> None:
+        self._r = connection
+        self.retention_s = retention_s
+
+    # -- staging (inside the producer's MULTI) -------------------------------------------------
+
+    def stage(self, pipe: Pipeline, record: DeliveryRecord, body: bytes) -> None:
+        """Queue the writes for a new delivery (and its event body) on ``pipe``; no reads."""
+        ttl = self.retention_s
+        pipe.set(Keys.event(record.event_id), body, ex=ttl)
+        pipe.delete(Keys.delivery(record.id), Keys.attempts(record.id))
+        pipe.hset(Keys.delivery(record.id), mapping=record.to_hash())  # type: ignore[arg-type]
+        pipe.expire(Keys.delivery(record.id), ttl)
+        score = {record.id: record.created_ms}
+        cutoff = record.created_ms - ttl * 1000
+        for index in (
+            Keys.all,
+            Keys.by_status(record.status),
+            Keys.by_endpoint(record.endpoint_id),
+            Keys.by_type(record.event_type),
+        ):
+            pipe.zadd(index, score)
+            pipe.zremrangebyscore(index, "-inf", cutoff)
+        for status in DeliveryStatus:
+            if status is not record.status:
+                pipe.zremrangebyscore(Keys.by_status(status), "-inf", cutoff)
+        pipe.zremrangebyscore(Keys.dead, "-inf", cutoff)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, delivery_id: str) -> DeliveryRecord | None:
+        raw = self._r.hgetall(Keys.delivery(delivery_id))
+        return DeliveryRecord.from_hash(raw) if raw else None  # type: ignore[arg-type]
+
+    def attempts(self, delivery_id: str) -> list[dict[str, Any]]:
+        items = cast(list[bytes], self._r.lrange(Keys.attempts(delivery_id), 0, -1))
+        return [json.loads(item) for item in items]
+
+    def event_body(self, event_id: str) -> bytes | None:
+        return self._r.get(Keys.event(event_id))  # type: ignore[return-value]
+
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        endpoint_id: str | None = None,
+        event_type: str | None = None,
+        limit: int = 50,
+        cursor: tuple[int, str] | None = None,
+    ) -> tuple[list[DeliveryRecord], tuple[int, str] | None]:
+        """Newest first. Walks the most selective index and filters the rest; ``cursor`` is the
+        (created ms, id) of the last item of the previous page."""
+        if status is not None:
+            index = Keys.by_status(status)
+        elif endpoint_id is not None:
+            index = Keys.by_endpoint(endpoint_id)
+        elif event_type is not None:
+            index = Keys.by_type(event_type)
+        else:
+            index = Keys.all
+        high: str | int = "+inf" if cursor is None else cursor[0]
+        found: list[DeliveryRecord] = []
+        offset, batch = 0, max(limit * 2, 20)
+        while len(found) < limit:
+            rows = cast(
+                list[tuple[bytes, float]],
+                self._r.zrevrangebyscore(
+                    index, high, "-inf", start=offset, num=batch, withscores=True
+                ),
+            )
+            if not rows:
+                break
+            offset += len(rows)
+            ids = []
+            for member, score in rows:
+                delivery_id = member.decode()
+                if cursor is not None and int(score) == cursor[0] and delivery_id >= cursor[1]:
+                    continue  # same millisecond: members come in descending id order
+                ids.append(delivery_id)
+            for record in self._get_many(ids):
+                if status is not None and record.status != status:
+                    continue
+                if endpoint_id is not None and record.endpoint_id != endpoint_id:
+                    continue
+                if event_type is not None and record.event_type != event_type:
+                    continue
+                found.append(record)
+                if len(found) == limit:
+                    break
+        more = len(found) == limit
+        last = found[-1] if more and found else None
+        return found, (last.created_ms, last.id) if last else None
+
+    def replayable_since(self, since_ms: int, endpoint_id: str | None = None) -> list[str]:
+        """Ids of dead and failed deliveries created at or after ``since_ms``, oldest first."""
+        ids: list[tuple[float, str]] = []
+        for status in (DeliveryStatus.DEAD, DeliveryStatus.FAILED):
+            rows = cast(
+                list[tuple[bytes, float]],
+                self._r.zrangebyscore(Keys.by_status(status), since_ms, "+inf", withscores=True),
+            )
+            ids.extend((score, member.decode()) for member, score in rows)
+        records = self._get_many([i for _, i in sorted(ids)])
+        return [r.id for r in records if endpoint_id is None or r.endpoint_id == endpoint_id]
+
+    def _get_many(self, ids: list[str]) -> list[DeliveryRecord]:
+        with self._r.pipeline(transaction=False) as pipe:
+            for delivery_id in ids:
+                pipe.hgetall(Keys.delivery(delivery_id))
+            raws = pipe.execute()
+        return [DeliveryRecord.from_hash(raw) for raw in raws if raw]
+
+    # -- state changes -------------------------------------------------------------------------
+
+    def claim(self, delivery_id: str, now_ms: int, lease_ms: int, early_ms: int = 1000) -> Claim:
+        """Take the scheduled try for this run, at most once per try (RQ may run a job twice)."""
+
+        def attempt(pipe: Pipeline) -> Claim:
+            record = self._read(pipe, delivery_id)
+            if record is None:
+                return Skipped("missing")
+            if record.status not in (DeliveryStatus.PENDING, DeliveryStatus.FAILED):
+                return Skipped(f"already {record.status.value}")
+            if record.started >= record.try_no:
+                return Skipped("try already taken")
+            if record.next_attempt_ms is not None and record.next_attempt_ms > now_ms + early_ms:
+                return NotDue(record.try_no, record.next_attempt_ms)
+            claimed = replace(
+                record,
+                status=DeliveryStatus.PENDING,
+                started=record.try_no,
+                lease_until_ms=now_ms + lease_ms,
+                updated_ms=now_ms,
+            )
+            pipe.multi()
+            self._write(pipe, record, claimed)
+            pipe.execute()
+            return Claimed(claimed)
+
+        return self._transact(delivery_id, attempt)
+
+    def conclude(
+        self,
+        claimed: DeliveryRecord,
+        updated: DeliveryRecord,
+        attempt: Attempt | None,
+        after: Callable[[Pipeline], None] | None = None,
+    ) -> bool:
+        """Record the outcome of a claimed try; False if the try is no longer ours."""
+
+        def attempt_(pipe: Pipeline) -> bool:
+            current = self._read(pipe, claimed.id)
+            if (
+                current is None
+                or current.status is not DeliveryStatus.PENDING
+                or current.started != claimed.started
+            ):
+                return False
+            pipe.multi()
+            final = replace(
+                updated,
+                attempt_count=current.attempt_count + (1 if attempt else 0),
+                lease_until_ms=0,
+            )
+            if attempt is not None:
+                pipe.rpush(Keys.attempts(claimed.id), attempt.to_json())
+                pipe.expire(Keys.attempts(claimed.id), self.retention_s)
+            self._write(pipe, current, final)
+            if after is not None:
+                after(pipe)
+            pipe.execute()
+            return True
+
+        return self._transact(claimed.id, attempt_)
+
+    def requeue(
+        self, delivery_id: str, now_ms: int, enqueue: Callable[[Pipeline, int], None]
+    ) -> DeliveryRecord:
+        """Make a dead, failed or succeeded delivery try again now with a fresh schedule."""
+
+        def attempt(pipe: Pipeline) -> DeliveryRecord:
+            record = self._read(pipe, delivery_id)
+            if record is None:
+                raise DeliveryNotFound(delivery_id)
+            if record.in_flight(now_ms):
+                raise DeliveryInFlight(delivery_id)
+            again = replace(
+                record,
+                status=DeliveryStatus.PENDING,
+                try_no=record.started + 1,
+                round_failures=0,
+                next_attempt_ms=now_ms,
+                lease_until_ms=0,
+                reason="",
+                updated_ms=now_ms,
+            )
+            pipe.multi()
+            self._write(pipe, record, again)
+            enqueue(pipe, again.try_no)
+            pipe.execute()
+            return again
+
+        return self._transact(delivery_id, attempt)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _transact(self, delivery_id: str, body: Callable[[Pipeline], T]) -> T:
+        with self._r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(Keys.delivery(delivery_id))
+                    return body(pipe)
+                except WatchError:
+                    continue
+
+    @staticmethod
+    def _read(pipe: Pipeline, delivery_id: str) -> DeliveryRecord | None:
+        raw = pipe.hgetall(Keys.delivery(delivery_id))
+        return DeliveryRecord.from_hash(raw) if raw else None  # type: ignore[arg-type]
+
+    def _write(self, pipe: Pipeline, before: DeliveryRecord, after: DeliveryRecord) -> None:
+        key = Keys.delivery(after.id)
+        pipe.hset(key, mapping=after.to_hash())  # type: ignore[arg-type]
+        pipe.expire(key, self.retention_s)
+        pipe.expire(Keys.event(after.event_id), self.retention_s)
+        if before.status is not after.status:
+            pipe.zrem(Keys.by_status(before.status), after.id)
+            pipe.zadd(Keys.by_status(after.status), {after.id: after.created_ms})
+        if after.status is DeliveryStatus.DEAD:
+            pipe.zadd(Keys.dead, {after.id: after.updated_ms})
+        elif before.status is DeliveryStatus.DEAD:
+            pipe.zrem(Keys.dead, after.id)

@@ -1,0 +1,81 @@
+"""Test helpers: configure endpoints, publish events, run real RQ workers and the scheduler."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+import redis
+from rq import Queue, SimpleWorker
+from rq.registry import ScheduledJobRegistry
+from rq.scheduler import RQScheduler
+
+from bridge.webhooks.endpoints import WebhookEndpoint, load_endpoints
+from bridge.webhooks.jobs import QUEUE_NAME
+from bridge.webhooks.log import DeliveryLog, DeliveryRecord
+from bridge.webhooks.outbox import new_event, stage_event
+from bridge.webhooks.settings import WebhookSettings
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, *endpoints: dict[str, Any]) -> list[WebhookEndpoint]:
+    """Set BRIDGE_WEBHOOKS (what workers read) and return the parsed endpoints."""
+    monkeypatch.setenv("BRIDGE_WEBHOOKS", json.dumps(list(endpoints)))
+    return load_endpoints(os.environ)
+
+
+def publish(
+    conn: redis.Redis,
+    endpoints: list[WebhookEndpoint],
+    event_type: str = "message.received",
+    data: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    event = new_event(event_type, data or {"text": "hello"}, datetime.now(UTC))
+    with conn.pipeline() as pipe:
+        pipe.multi()
+        ids = stage_event(pipe, event, endpoints, WebhookSettings.from_env(os.environ))
+        pipe.execute()
+    return event, ids
+
+
+def record(conn: redis.Redis, delivery_id: str) -> DeliveryRecord:
+    found = DeliveryLog(conn, 3600).get(delivery_id)
+    assert found is not None, delivery_id
+    return found
+
+
+def attempts(conn: redis.Redis, delivery_id: str) -> list[dict[str, Any]]:
+    return DeliveryLog(conn, 3600).attempts(delivery_id)
+
+
+def run_deliveries(conn: redis.Redis, wait_scheduled_s: float = 0.0, timeout_s: float = 20) -> None:
+    """Burst-work the webhooks queue, moving due scheduled retries over as RQ's scheduler does,
+    until nothing is queued and nothing is scheduled within ``wait_scheduled_s``."""
+    queue = Queue(QUEUE_NAME, connection=conn)
+    registry = ScheduledJobRegistry(queue=queue)
+    scheduler = RQScheduler([QUEUE_NAME], connection=conn, logging_level="WARNING")
+    scheduler.acquire_locks()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            scheduler.enqueue_scheduled_jobs()
+            if queue.count:
+                SimpleWorker([queue], connection=conn).work(burst=True, logging_level="WARNING")
+                continue
+            earliest = cast(
+                list[tuple[bytes, float]], conn.zrange(registry.key, 0, 0, withscores=True)
+            )
+            if not earliest or earliest[0][1] > time.time() + wait_scheduled_s:
+                return
+            time.sleep(0.1)
+        raise AssertionError("webhook jobs still pending at the deadline")
+    finally:
+        scheduler.release_locks()

@@ -1,0 +1,380 @@
+"""The poller: owns the account's UCWA application and its event channel, one active per account.
+
+Standbys wait on a Redis lease; the active one keeps one event GET outstanding, publishes the
+session for workers, settles outbound messages and accepts incoming invitations.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+
+from bridge.bootstrap import Application, Bootstrap
+from bridge.client import UcwaClient
+from bridge.conversations import ConversationRegistry
+from bridge.event_sink import EventSink, InboundHook
+from bridge.lease import LeaseLost, PollerLease
+from bridge.messages import MessageNotFound, MessageStore, RecipientQueue, recipient_key
+from bridge.outbound import Outbound
+from bridge.redis_text import text_map
+from bridge.session import Session, SessionStore
+from bridge.transport import UcwaTransport
+from bridge.ucwa import errors as ue
+from bridge.ucwa.auth import Credentials
+from bridge.ucwa.events import parse_events
+from bridge.ucwa.links import with_query
+from bridge.ucwa.retry import backoff_delay
+
+log = logging.getLogger("ucwa_bridge.poller")
+
+
+@dataclass(frozen=True)
+class PollerSettings:
+    """Timings of the poller (seconds unless named otherwise)."""
+
+    event_timeout_s: int = 180  # the P-GET ``timeout`` parameter (180..1800)
+    read_margin_s: float = 30.0  # client read timeout = event timeout + margin
+    keepalive_s: float = 150.0  # reportMyActivity cadence (UCWA wants < 4 min)
+    lease_ttl_s: float = 5.0
+    idle_conversation_s: float = 600.0
+    sweep_s: float = 5.0
+    token_renew_margin_s: float = 300.0
+    backoff_cap_s: float = 30.0
+
+
+class Shutdown(BaseException):
+    """Raised by the SIGTERM handler to abort a parked event GET; not an error."""
+
+
+class Poller:
+    """Run ``run()`` in a process; ``stop()`` (e.g. on SIGTERM) releases the lease cleanly."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        credentials: Credentials,
+        discovery_url: str,
+        settings: PollerSettings | None = None,
+        inbound_hook: InboundHook | None = None,
+    ) -> None:
+        self.redis = client
+        self.credentials = credentials
+        self.account = credentials.username.lower()
+        self.discovery_url = discovery_url
+        self.settings = settings or PollerSettings()
+        self.lease = PollerLease(client, self.account, self.settings.lease_ttl_s)
+        self.sessions = SessionStore(client, self.account)
+        self.registry = ConversationRegistry(client, self.account)
+        self.outbound = Outbound(client, MessageStore(client))
+        self.sink = EventSink(client, self.account, self.outbound, inbound_hook)
+        self.stopping = threading.Event()
+        self._lost = threading.Event()
+        self._ucwa: UcwaClient | None = None
+        self.app: Application | None = None
+        self.generation = 0
+        self._in_get = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def on_signal(self, *_: object) -> None:
+        """Signal handler: stop, and abort the event GET if the main thread is parked in it."""
+        self.stop()
+        if self._in_get:
+            raise Shutdown()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            if not self.lease.acquire(timeout=1.0, poll_s=0.25):
+                continue
+            log.info("poller active", extra={"fence": self.lease.fence})
+            self._lost.clear()
+            keeper = threading.Thread(target=self._keep, name="poller-keeper", daemon=True)
+            keeper.start()
+            try:
+                self._serve()
+            except LeaseLost:
+                log.warning("lease lost; standing by")
+            except Shutdown:
+                log.info("shutting down")
+            finally:
+                self._lost.set()
+                keeper.join(timeout=5)
+                if self.stopping.is_set():
+                    self.sessions.set_state("stopped")
+                self.lease.release()
+                if self._ucwa is not None:
+                    self._ucwa.close()
+                    self._ucwa = None
+
+    # -- the active poller ----------------------------------------------------------------------
+    def _serve(self) -> None:
+        failures = 0
+        while self._active():
+            try:
+                cursor = self._bootstrap()
+                failures = 0
+                self._listen(cursor)
+            except (ue.ApplicationGone, ue.ResourceNotFound) as exc:
+                log.warning("application gone, rebuilding: %s", exc)
+                self.sessions.set_state("rebuilding")
+            except (ue.CredentialsRejected, ue.GrantNotSupported) as exc:
+                # Account lockout risk: back off hard and say why in readiness.
+                self.sessions.set_state("credentials_rejected")
+                log.error("UCWA rejected the credentials: %s", exc)
+                self._sleep(max(60.0, self.settings.backoff_cap_s))
+            except (ue.UcwaError, OSError) as exc:
+                if not self._active():
+                    return
+                failures += 1
+                self.sessions.set_state("down")
+                delay = backoff_delay(failures, 0.5, self.settings.backoff_cap_s, 0.2)
+                log.warning("UCWA session failed (%s); retrying in %.1fs", exc, delay)
+                self._sleep(delay)
+
+    def _active(self) -> bool:
+        return not self.stopping.is_set() and not self._lost.is_set()
+
+    def _client(self) -> UcwaClient:
+        if self._ucwa is None:
+            transport = UcwaTransport(
+                read_timeout=self.settings.event_timeout_s + self.settings.read_margin_s
+            )
+            self._ucwa = UcwaClient(self.credentials, transport)
+        return self._ucwa
+
+    def _bootstrap(self) -> str:
+        ucwa = self._client()
+        app = Bootstrap(ucwa, self.credentials.username, self.discovery_url).run()
+        ucwa.base_url = app.base_url
+        self.app = app
+        saved = text_map(self.redis.hgetall(self._cursor_key()))
+        same_app = saved.get("application", "") == app.href
+        with self.redis.pipeline() as pipe:
+            self.lease.check(pipe)
+            pipe.multi()
+            if same_app and saved.get("generation"):
+                self.generation = int(saved["generation"])
+            else:
+                self.generation = int(self.redis.incr(f"session:{self.account}:generation"))
+                self.registry.forget_live_state(pipe)
+            self.sessions.publish(self._session(app), pipe)
+            pipe.hset(
+                self._cursor_key(),
+                mapping={"application": app.href, "generation": str(self.generation)},
+            )
+            pipe.execute()
+        cursor = saved.get("cursor", "") if same_app else ""
+        log.info(
+            "UCWA session ready",
+            extra={"generation": self.generation, "reattached": not app.created},
+        )
+        return cursor or with_query(app.events_href, {"timeout": self.settings.event_timeout_s})
+
+    def _session(self, app: Application) -> Session:
+        ucwa = self._client()
+        token = ucwa.token(_host(app.base_url))
+        return Session(
+            account=self.account,
+            generation=self.generation,
+            base_url=app.base_url,
+            application_href=app.href,
+            token=token.access_token if token else "",
+            token_expires_at=token.expires_at.timestamp() if token else 0.0,
+            token_url="",
+            links=dict(app.links),
+            state="ready",
+            poller=self.lease.holder,
+            fence=self.lease.fence or 0,
+        )
+
+    def _listen(self, cursor: str) -> None:
+        ucwa = self._client()
+        failures = 0
+        read_timeout = self.settings.event_timeout_s + self.settings.read_margin_s
+        while self._active():
+            try:
+                self._in_get = True
+                response = ucwa.request("GET", cursor, read_timeout=read_timeout, kind="events")
+            except ue.PGetReplaced:
+                # Ours was replaced: only another reader can do that. Keep the cursor and re-park.
+                log.warning("event GET replaced (another reader on this application?)")
+                continue
+            except (ue.ApplicationGone, ue.ResourceNotFound, ue.CredentialsRejected):
+                raise
+            except ue.UcwaError as exc:
+                if not self._active():
+                    return
+                failures += 1
+                delay = backoff_delay(failures, 0.2, self.settings.backoff_cap_s, 0.2)
+                log.warning("event GET failed (%s); same cursor in %.1fs", exc, delay)
+                self._sleep(delay)
+                continue
+            finally:
+                self._in_get = False
+            failures = 0
+            batch = parse_events(response.json())
+            next_cursor = batch.cursor()
+            cursor = self._apply(batch, next_cursor.href, next_cursor.drop_transient_state)
+
+    def _apply(self, batch: object, cursor: str, drop_state: bool) -> str:
+        from bridge.ucwa.events import EventBatch
+
+        assert isinstance(batch, EventBatch)
+        app = self.app
+        assert app is not None
+        base = app.base_url
+        if drop_state:
+            log.warning("event channel resynced or resumed: dropping live conversation state")
+        notices = self.sink.notices(batch, base)
+        ucwa = self._client()
+        for accept in _accepts(notices, base):
+            try:  # accept before the cursor moves: a crash re-delivers and we accept again
+                ucwa.request("POST", accept, kind="accept")
+            except ue.UcwaError as exc:
+                log.warning("could not accept an incoming invitation: %s", exc)
+        if drop_state:
+            cursor = with_query(cursor, {"timeout": self.settings.event_timeout_s})
+        with self.redis.pipeline() as pipe:
+            self.lease.check(pipe)
+            pipe.multi()
+            if drop_state:
+                self.registry.forget_live_state(pipe)
+            self.sink.note_operations(batch, base, pipe)
+            result = self.sink.apply_state(notices, self.generation, base, pipe)
+            pipe.hset(self._cursor_key(), "cursor", cursor)
+            self.sessions.pulse(pipe=pipe)
+            pipe.execute()
+        self.sink.settle(notices, base, result)
+        return cursor
+
+    # -- background duties ----------------------------------------------------------------------
+    def _keep(self) -> None:
+        """Lease renewal, keep-alive, token renewal, idle conversations and the FIFO sweep."""
+        ucwa: UcwaClient | None = None
+        last_activity = last_sweep = time.monotonic()
+        renew_every = self.settings.lease_ttl_s / 3
+        while not self._lost.wait(renew_every):
+            try:
+                self.lease.renew()
+            except LeaseLost:
+                self._lost.set()
+                self._close_listener()
+                return
+            except redis.RedisError as exc:
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            app = self.app
+            if app is None or self.sessions.load() is None:
+                continue
+            if ucwa is None:
+                ucwa = UcwaClient(self.credentials, UcwaTransport(read_timeout=30))
+            ucwa.base_url = app.base_url
+            try:
+                self._refresh_token(ucwa, app)
+                now = time.monotonic()
+                if now - last_activity >= self.settings.keepalive_s:
+                    last_activity = now
+                    href = app.links.get("reportMyActivity")
+                    if href:
+                        ucwa.request("POST", href, kind="reportMyActivity")
+                if now - last_sweep >= self.settings.sweep_s:
+                    last_sweep = now
+                    self._sweep(ucwa)
+            except ue.UcwaError as exc:
+                log.warning("keep-alive step failed: %s", exc)
+            except redis.RedisError as exc:
+                log.warning("keep-alive Redis step failed: %s", exc)
+        if ucwa is not None:
+            ucwa.close()
+
+    def _refresh_token(self, ucwa: UcwaClient, app: Application) -> None:
+        session = self.sessions.load()
+        if session is None or session.generation != self.generation:
+            return
+        host = _host(app.base_url)
+        ucwa.seed_token(session.token, session.token_expires_at, host)
+        if time.time() < session.token_expires_at - self.settings.token_renew_margin_s:
+            return
+        ucwa.oauth.forget(host)
+        ucwa.request("GET", app.href, kind="application")  # 401 → challenge → fresh grant
+        token = ucwa.token(host)
+        if token is not None:
+            self.sessions.replace_token(
+                self.generation, token.access_token, token.expires_at.timestamp()
+            )
+            main = self._ucwa
+            if main is not None:
+                main.seed_token(token.access_token, token.expires_at.timestamp(), host)
+
+    def _sweep(self, ucwa: UcwaClient) -> None:
+        """End idle conversations with nothing waiting, and restart stalled recipient lines."""
+        fifo = RecipientQueue(self.redis)
+        for conv in self.registry.idle(self.settings.idle_conversation_s):
+            stop = conv.links.get("stopMessaging")
+            pending = fifo.head(recipient_key(conv.remote, None)) if conv.remote else None
+            if stop and pending is None and conv.generation == self.generation:
+                try:
+                    ucwa.request("POST", stop, kind="stopMessaging")
+                except ue.UcwaError as exc:
+                    log.info("stopping idle conversation failed: %s", exc)
+        stale = time.time() - 2 * self.settings.sweep_s
+        for key in self.redis.scan_iter(match="rcpt:*:fifo", count=200):
+            recipient = key.decode()[len("rcpt:") : -len(":fifo")]
+            head = fifo.head(recipient)
+            if head is None:
+                continue
+            try:
+                record = self.outbound.store.get(head)
+            except MessageNotFound:  # a vanished record is handled by kick()
+                self.outbound.kick(recipient)
+                continue
+            touched = max(_epoch(t) for t in record.history.values()) if record.history else 0
+            if record.status.is_terminal or (record.step == "queued" and touched < stale):
+                self.outbound.kick(recipient)
+
+    def _close_listener(self) -> None:
+        ucwa = self._ucwa
+        if ucwa is not None:
+            ucwa.close()
+
+    def _cursor_key(self) -> str:
+        return f"poller:{self.account}:cursor"
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds * random.uniform(0.9, 1.1)
+        while self._active() and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _accepts(notices: Sequence[object], base: str) -> list[str]:
+    from bridge.ucwa.links import resolve
+    from bridge.ucwa.notices import IncomingInvitation
+
+    return [
+        resolve(base, n.accept_href)
+        for n in notices
+        if isinstance(n, IncomingInvitation) and n.event_type == "started" and n.accept_href
+    ]
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "").lower()
+
+
+def _epoch(text: str) -> float:
+    from bridge.messages import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError:
+        return 0.0

@@ -1,0 +1,64 @@
+"""RQ job entry points for outbound messages: one send attempt, and the outcome watchdog.
+
+Each worker process keeps one Sender (and so one pooled UCWA connection) for all its jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rq import get_current_job
+
+from bridge.client import UcwaClient
+from bridge.sender import Sender, SendSettings
+from bridge.settings import Settings
+from bridge.transport import UcwaTransport
+from bridge.ucwa.auth import Credentials
+
+log = logging.getLogger("ucwa_bridge.send")
+
+_sender: Sender | None = None
+
+
+def configure(sender: Sender) -> None:
+    """Install the process-wide Sender (the worker command does this at start-up)."""
+    global _sender
+    _sender = sender
+
+
+def build_sender(settings: Settings, send_settings: SendSettings | None = None) -> Sender:
+    import redis
+
+    assert settings.ucwa_username and settings.ucwa_password
+    credentials = Credentials(settings.ucwa_username, settings.ucwa_password)
+    client = redis.Redis.from_url(settings.redis_url)
+    ucwa = UcwaClient(credentials, UcwaTransport())
+    return Sender(client, ucwa, settings.ucwa_username.lower(), send_settings)
+
+
+def _current() -> Sender:
+    global _sender
+    if _sender is None:
+        _sender = build_sender(Settings.from_env("worker"))
+    return _sender
+
+
+def send_message(message_id: str) -> str:
+    outcome = _current().run(message_id)
+    job = get_current_job()
+    log.info(
+        "send attempt: %s",
+        outcome,
+        extra={
+            "message_id": message_id,
+            "operation_id": message_id,
+            "job_id": job.id if job else None,
+        },
+    )
+    return outcome
+
+
+def check_message(message_id: str) -> str:
+    outcome = _current().check(message_id)
+    log.info("outcome check: %s", outcome, extra={"message_id": message_id})
+    return outcome

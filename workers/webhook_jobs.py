@@ -1,0 +1,41 @@
+"""RQ job entry point for webhook deliveries; the logic lives in ``bridge.webhooks.delivery``.
+
+Run workers as ``rq worker webhooks --with-scheduler`` so scheduled retries get enqueued.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import redis
+from rq import get_current_job
+
+from bridge.webhooks.delivery import Deliverer
+from bridge.webhooks.endpoints import WebhookEndpoint, load_endpoints
+from bridge.webhooks.settings import WebhookSettings
+
+
+def deliver_webhook(delivery_id: str) -> dict[str, str]:
+    """Perform the scheduled try of one delivery; safe to run twice (the record decides)."""
+    job = get_current_job()
+    if job is None:  # called outside a worker, e.g. from a shell
+        connection = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
+    else:
+        connection = job.connection
+    settings, endpoints = _config(_webhook_env())
+    report = Deliverer(connection, settings, endpoints).deliver(delivery_id)
+    return {"action": report.action, "reason": report.reason}
+
+
+def _webhook_env() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("BRIDGE_WEBHOOK")))
+
+
+@lru_cache(maxsize=4)
+def _config(
+    env: tuple[tuple[str, str], ...],
+) -> tuple[WebhookSettings, tuple[WebhookEndpoint, ...]]:
+    # Read once per distinct environment; a changed file needs a worker restart.
+    values = dict(env)
+    return WebhookSettings.from_env(values), tuple(load_endpoints(values))
