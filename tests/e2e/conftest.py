@@ -1,0 +1,223 @@
+"""End-to-end fixtures: the simulator, gunicorn API, poller and worker processes on real Redis.
+
+Every bridge role runs as a real subprocess with BRIDGE_* settings, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from bridge.embedded_redis import free_port
+from ucwasim import SimConfig, Simulator, SimUser
+
+BOT = "sip:bot@contoso.com"
+API_KEY = "e2e-test-key-0123456789abcdef"
+FINAL = ("delivered", "failed", "expired")
+
+
+def sim_users() -> list[SimUser]:
+    return [
+        SimUser(BOT, "secret", name="Bridge Bot"),
+        SimUser("sip:alice@contoso.com", "pw", name="Alice Adams"),
+        SimUser("sip:bob@contoso.com", "pw", name="Bob Brown"),
+        SimUser("sip:echo@contoso.com", "pw", behaviour="echo"),
+        SimUser("sip:decliner@contoso.com", "pw", behaviour="decline"),
+        SimUser("sip:silent@contoso.com", "pw", behaviour="no-answer"),
+        SimUser("sip:away@contoso.com", "pw", behaviour="offline"),
+    ]
+
+
+@dataclass
+class Bridge:
+    """Handles on a running bridge and its simulator, with helpers tests read like prose."""
+
+    redis_url: str
+    sim: Simulator
+    workdir: Path
+    env: dict[str, str]
+    api_url: str = ""
+    procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+
+    # -- processes ------------------------------------------------------------------------------
+    def spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+        count = sum(len(v) for v in self.procs.values())
+        log = open(self.workdir / f"{role}-{count}.log", "wb")  # noqa: SIM115 - lives with proc
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", role, *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.setdefault(role, []).append(proc)
+        return proc
+
+    def start_api(self) -> None:
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.spawn("api", "--bind", f"127.0.0.1:{port}")
+        wait_for(lambda: _up(self.api_url + "/healthz"), 20, "the API to answer")
+
+    def start_poller(self, wait: bool = True) -> subprocess.Popen[bytes]:
+        proc = self.spawn("poller")
+        if wait:
+            wait_for(lambda: self.session_state() == "ready", 20, "the UCWA session")
+        return proc
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        return self.spawn("worker")
+
+    def stop_all(self) -> None:
+        for procs in self.procs.values():
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+        for procs in self.procs.values():
+            for proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"----- {path.name}\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+    # -- the API --------------------------------------------------------------------------------
+    def post(
+        self, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> requests.Response:
+        merged = {"Authorization": f"Bearer {API_KEY}", **(headers or {})}
+        return requests.post(self.api_url + "/messages", json=body, headers=merged, timeout=10)
+
+    def send(self, to: str, text: str | None = None, **extra: Any) -> str:
+        body: dict[str, Any] = {"to": to, **extra}
+        if text is not None:
+            body["text"] = text
+        response = self.post(body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        response = requests.get(
+            f"{self.api_url}/messages/{message_id}",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_final(self, *ids: str, timeout: float = 30) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+
+        def done() -> bool:
+            for message_id in ids:
+                found[message_id] = self.message(message_id)
+            return all(m["status"] in FINAL for m in found.values())
+
+        wait_for(done, timeout, f"messages {ids} to end", self.logs)
+        return found
+
+    # -- Redis and the simulator ----------------------------------------------------------------
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def session_state(self) -> str | None:
+        value = self.redis().hget(f"session:{BOT}", "state")
+        return value.decode() if value else None
+
+    def sim_call(self, method: str, path: str, body: Any = None) -> Any:
+        response = requests.request(method, self.sim.base_url + path, json=body, timeout=10)
+        assert response.status_code < 400, response.text
+        return response.json() if response.content else None
+
+    def inbox(self, sip: str) -> list[dict[str, Any]]:
+        return list(self.sim_call("GET", f"/_sim/users/{sip}/messages"))
+
+    def request_counts(self) -> dict[str, int]:
+        return dict(self.sim_call("GET", "/_sim/requests")["counts"])
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    diagnostics: Callable[[], str] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    extra = f"\n{diagnostics()}" if diagnostics else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+BRIDGE_ENV = {
+    "BRIDGE_API_KEYS": API_KEY,
+    "BRIDGE_UCWA_USERNAME": BOT,
+    "BRIDGE_UCWA_PASSWORD": "secret",
+    "BRIDGE_API_WORKERS": "1",
+    "BRIDGE_INVITATION_TIMEOUT_S": "5",
+    "BRIDGE_MESSAGE_TIMEOUT_S": "3",
+    "BRIDGE_AMBIGUITY_GRACE_S": "1",
+    "BRIDGE_BACKOFF_BASE_S": "0.2",
+    "BRIDGE_BACKOFF_CAP_S": "2",
+    "BRIDGE_KEEPALIVE_S": "2",
+    "BRIDGE_SWEEP_S": "1",
+    "BRIDGE_POLLER_LEASE_S": "2",
+    "BRIDGE_EVENT_TIMEOUT_S": "180",
+    "BRIDGE_LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture()
+def make_bridge(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[Callable[..., Bridge]]:
+    """Build a bridge against a fresh simulator; ``sim`` overrides SimConfig fields."""
+    made: list[Bridge] = []
+
+    def build(start: bool = True, env: dict[str, str] | None = None, **sim: Any) -> Bridge:
+        config = SimConfig(users=sim_users(), **{"time_scale": 0.05, **sim})
+        simulator = Simulator(config).start()
+        environ = {
+            **os.environ,
+            **BRIDGE_ENV,
+            "BRIDGE_REDIS_URL": redis_url,
+            "BRIDGE_UCWA_DISCOVERY_URL": simulator.discovery_url,
+            **(env or {}),
+        }
+        bridge = Bridge(redis_url, simulator, tmp_path, environ)
+        made.append(bridge)
+        if start:
+            bridge.start_api()
+            bridge.start_poller()
+            bridge.start_worker()
+        return bridge
+
+    yield build
+    for bridge in made:
+        bridge.stop_all()
+        bridge.sim.stop()

@@ -1,0 +1,216 @@
+"""POST /messages to a delivered IM, end to end: gunicorn API, RQ worker, poller, simulator."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+from tests.e2e.conftest import BOT, Bridge, wait_for
+
+ALICE = "sip:alice@contoso.com"
+BOB = "sip:bob@contoso.com"
+
+MakeBridge = Callable[..., Bridge]
+
+
+def texts(bridge: Bridge, sip: str) -> list[str]:
+    return [m["text"] for m in bridge.inbox(sip)]
+
+
+def test_cold_then_warm_send_costs_one_ucwa_request_each(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    bridge.sim_call("DELETE", "/_sim/requests")
+
+    first = bridge.send(ALICE, "Deploy finished")
+    done = bridge.wait_final(first)[first]
+    assert done["status"] == "delivered", done
+    assert {"queued", "sending", "delivered"} <= set(done["history"])
+    counts = bridge.request_counts()
+    assert counts.get("startMessaging") == 1
+    assert counts.get("sendMessage", 0) == 0
+
+    second = bridge.send(ALICE, "Second line")
+    assert bridge.wait_final(second)[second]["status"] == "delivered"
+    counts = bridge.request_counts()
+    assert counts.get("startMessaging") == 1, "a warm send must not open a new conversation"
+    assert counts.get("sendMessage") == 1
+    assert texts(bridge, ALICE) == ["Deploy finished", "Second line"]
+    assert all(m["from"] == BOT for m in bridge.inbox(ALICE))
+
+
+def test_html_cold_and_warm(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    first = bridge.send(BOB, html="<b>Build</b> is <i>green</i>")
+    second = bridge.send(BOB, html="<p>Release <a href='https://example.org'>notes</a></p>")
+    results = bridge.wait_final(first, second)
+    assert [results[i]["status"] for i in (first, second)] == ["delivered", "delivered"]
+    inbox = bridge.inbox(BOB)
+    assert [m["html"] for m in inbox] == [
+        "<b>Build</b> is <i>green</i>",
+        "<p>Release <a href='https://example.org'>notes</a></p>",
+    ]
+    assert inbox[0]["text"] == "Build is green"
+
+
+def test_failures_carry_a_stable_code_and_the_ucwa_reason(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    ids = {
+        "declined": bridge.send("sip:decliner@contoso.com", "hi"),
+        "no_answer": bridge.send("sip:silent@contoso.com", "hi"),
+        "offline": bridge.send("sip:away@contoso.com", "hi"),
+        "not_found": bridge.send("sip:nobody@contoso.com", "hi"),
+    }
+    results = bridge.wait_final(*ids.values())
+    for code, message_id in ids.items():
+        message = results[message_id]
+        assert message["status"] == "failed", message
+        assert message["error"]["code"] == code, message
+        assert message["error"]["ucwa"]["code"], message
+        assert "failed" in message["history"]
+    declined = results[ids["declined"]]["error"]["ucwa"]
+    assert (declined["code"], declined["subcode"]) == ("RemoteFailure", "Declined")
+
+
+def test_transient_ucwa_faults_end_delivered_exactly_once(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    bridge.sim_call(
+        "POST",
+        "/_sim/faults",
+        {"match": {"rel": "startMessaging"}, "status": 503, "times": 2, "retry_after": 1},
+    )
+    first = bridge.send(ALICE, "after two 503s")
+    message = bridge.wait_final(first)[first]
+    assert message["status"] == "delivered", message
+    assert message["attempts"] >= 3
+
+    bridge.sim_call(
+        "POST",
+        "/_sim/faults",
+        {"match": {"rel": "sendMessage"}, "drop_connection": True, "times": 1},
+    )
+    second = bridge.send(ALICE, "after a dropped connection")
+    bridge.sim_call(
+        "POST", "/_sim/faults", {"match": {"rel": "sendMessage"}, "status": 500, "times": 1}
+    )
+    third = bridge.send(ALICE, "after a 500")
+    results = bridge.wait_final(second, third)
+    assert results[second]["status"] == "delivered", results[second]
+    assert results[third]["status"] == "delivered", results[third]
+    assert texts(bridge, ALICE) == ["after two 503s", "after a dropped connection", "after a 500"]
+
+
+def test_token_and_application_expiry_mid_flow(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    first = bridge.send(ALICE, "one")
+    assert bridge.wait_final(first)[first]["status"] == "delivered"
+
+    bridge.sim_call("POST", "/_sim/expire", {"user": BOT, "what": "token"})
+    second = bridge.send(ALICE, "two")
+    assert bridge.wait_final(second)[second]["status"] == "delivered"
+
+    generation = int(bridge.redis().hget(f"session:{BOT}", "generation") or 0)
+    bridge.sim_call("POST", "/_sim/expire", {"user": BOT, "what": "application"})
+    wait_for(
+        lambda: int(bridge.redis().hget(f"session:{BOT}", "generation") or 0) > generation,
+        20,
+        "the poller to rebuild the session",
+        bridge.logs,
+    )
+    third = bridge.send(ALICE, "three")
+    assert bridge.wait_final(third)[third]["status"] == "delivered"
+    assert texts(bridge, ALICE) == ["one", "two", "three"]
+
+
+def test_event_channel_resume_drops_stale_conversations(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    first = bridge.send(ALICE, "before")
+    assert bridge.wait_final(first)[first]["status"] == "delivered"
+    bridge.sim_call("POST", "/_sim/expire", {"user": BOT, "what": "event_channel"})
+    time.sleep(1.0)
+    second = bridge.send(ALICE, "after")
+    assert bridge.wait_final(second)[second]["status"] == "delivered"
+    assert texts(bridge, ALICE) == ["before", "after"]
+
+
+def test_messages_to_one_recipient_keep_order_others_go_in_parallel(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = make_bridge()
+    bridge.start_worker()
+    lines = [f"line {n}" for n in range(6)]
+    ids = [bridge.send(ALICE, line) for line in lines]
+    ids += [bridge.send(BOB, "parallel")]
+    results = bridge.wait_final(*ids, timeout=45)
+    assert all(m["status"] == "delivered" for m in results.values()), results
+    assert texts(bridge, ALICE) == lines
+    assert texts(bridge, BOB) == ["parallel"]
+
+
+def test_idempotent_repeat_returns_the_first_answer_and_sends_once(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = make_bridge()
+    headers = {"Idempotency-Key": "incident-42-page"}
+    first = bridge.post({"to": ALICE, "text": "paging"}, headers)
+    again = bridge.post({"to": ALICE, "text": "paging"}, headers)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Location"] == first.headers["Location"]
+    other = bridge.post({"to": ALICE, "text": "different"}, headers)
+    assert other.status_code == 422
+    bridge.wait_final(first.json()["id"])
+    time.sleep(0.5)
+    assert texts(bridge, ALICE) == ["paging"]
+
+
+def test_message_expires_when_no_poller_is_alive(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge(start=False)
+    bridge.start_api()
+    bridge.start_worker()
+    message_id = bridge.send(ALICE, "too late", validity=2)
+    message = bridge.wait_final(message_id, timeout=20)[message_id]
+    assert message["status"] == "expired", message
+    assert message["error"]["code"] == "expired"
+    assert bridge.inbox(ALICE) == []
+
+
+def test_worker_killed_mid_send_still_delivers_exactly_once(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    bridge.sim_call(
+        "POST", "/_sim/faults", {"match": {"rel": "startMessaging"}, "delay_ms": 1500, "times": 1}
+    )
+    message_id = bridge.send(ALICE, "survives a crash")
+    redis_client = bridge.redis()
+
+    def posting() -> bool:
+        raw = redis_client.get(f"msg:{message_id}")
+        return raw is not None and b'"step":"posting_cold"' in raw
+
+    wait_for(posting, 10, "the worker to start posting")
+    worker = bridge.procs["worker"][0]
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=5)
+    bridge.start_worker()
+    message = bridge.wait_final(message_id, timeout=30)[message_id]
+    assert message["status"] == "delivered", message
+    time.sleep(1.0)
+    assert texts(bridge, ALICE) == ["survives a crash"]
+
+
+def test_standby_poller_takes_over_and_nothing_is_lost(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    active = bridge.procs["poller"][0]
+    bridge.start_poller(wait=False)  # the standby
+    first = bridge.send(ALICE, "before failover")
+    assert bridge.wait_final(first)[first]["status"] == "delivered"
+
+    active.send_signal(signal.SIGKILL)
+    active.wait(timeout=5)
+    killed_at = time.monotonic()
+    ids = [bridge.send(ALICE, f"during failover {n}") for n in range(3)]
+    results = bridge.wait_final(*ids, timeout=40)
+    took_over = time.monotonic() - killed_at
+    assert all(m["status"] == "delivered" for m in results.values()), results
+    assert texts(bridge, ALICE) == ["before failover"] + [f"during failover {n}" for n in range(3)]
+    assert took_over < 30

@@ -1,0 +1,163 @@
+"""Injected faults: rules that match UCWA requests and delay, fail or drop them.
+
+A rule fires ``times`` times (or forever), or with probability ``rate``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ucwasim.errors import ConfigError
+
+_DEFAULT_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    408: "ClientTimeout",
+    409: "Conflict",
+    410: "Gone",
+    412: "PreconditionFailed",
+    413: "EntityTooLarge",
+    415: "UnsupportedMediaType",
+    428: "PreconditionRequired",
+    429: "TooManyRequests",
+    500: "ServiceFailure",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
+
+
+@dataclass
+class Fault:
+    id: str
+    method: str | None
+    path: re.Pattern[str] | None
+    kind: str | None
+    status: int | None
+    code: str | None
+    subcode: str | None
+    message: str
+    retry_after: int | None
+    delay_ms: int
+    drop_connection: bool
+    times: int | None
+    rate: float | None
+    hits: int = 0
+
+    def matches(self, method: str, path: str, kind: str) -> bool:
+        if self.method and self.method != method.upper():
+            return False
+        if self.kind and self.kind.lower() != kind.lower():
+            return False
+        return not (self.path and not self.path.search(path))
+
+    def error_code(self) -> str:
+        assert self.status is not None
+        return self.code or _DEFAULT_CODES.get(self.status, "ServiceFailure")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "match": {
+                "method": self.method,
+                "path": self.path.pattern if self.path else None,
+                "rel": self.kind,
+            },
+            "status": self.status,
+            "code": self.code,
+            "subcode": self.subcode,
+            "retry_after": self.retry_after,
+            "delay_ms": self.delay_ms,
+            "drop_connection": self.drop_connection,
+            "times": self.times,
+            "rate": self.rate,
+            "hits": self.hits,
+        }
+
+
+def _opt_int(spec: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = spec.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer between {low} and {high}")
+    return value
+
+
+class FaultBook:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1)
+
+    def add(self, spec: dict[str, Any]) -> Fault:
+        match = spec.get("match") or {}
+        if not isinstance(match, dict):
+            raise ConfigError("match must be an object")
+        try:
+            path = re.compile(match["path"]) if match.get("path") else None
+        except (re.error, TypeError) as exc:
+            raise ConfigError(f"match.path is not a valid regular expression: {exc}") from exc
+        rate = spec.get("rate")
+        if rate is not None and (not isinstance(rate, int | float) or not 0 <= rate <= 1):
+            raise ConfigError("rate must be a number between 0 and 1")
+        status = _opt_int(spec, "status", 400, 599)
+        drop = bool(spec.get("drop_connection", False))
+        delay = _opt_int(spec, "delay_ms", 0, 600_000) or 0
+        if status is None and not drop and not delay:
+            raise ConfigError("a fault needs status, delay_ms or drop_connection")
+        fault = Fault(
+            id=str(next(self._ids)),
+            method=str(match["method"]).upper() if match.get("method") else None,
+            path=path,
+            kind=str(match.get("rel") or match.get("kind") or "") or None,
+            status=status,
+            code=spec.get("code"),
+            subcode=spec.get("subcode"),
+            message=str(spec.get("message") or "Injected fault."),
+            retry_after=_opt_int(spec, "retry_after", 0, 86_400),
+            delay_ms=delay,
+            drop_connection=drop,
+            times=_opt_int(spec, "times", 1, 1_000_000),
+            rate=float(rate) if rate is not None else None,
+        )
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f.describe() for f in self._faults]
+
+    def remove(self, fault_id: str) -> bool:
+        with self._lock:
+            before = len(self._faults)
+            self._faults = [f for f in self._faults if f.id != fault_id]
+            return len(self._faults) != before
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults = []
+
+    def match(self, method: str, path: str, kind: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if not fault.matches(method, path, kind):
+                    continue
+                if fault.rate is not None and random.random() >= fault.rate:
+                    continue
+                fault.hits += 1
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                return fault
+        return None
