@@ -85,10 +85,13 @@ class SessionStore:
         return Session.from_redis(raw)
 
     def require(self) -> Session:
+        """The session, if a live poller holds the lease and reported it ready; else raise."""
         session = self.load()
         if session is None or session.state != "ready":
             state = "missing" if session is None else session.state
             raise SessionUnavailable(f"UCWA session is {state}")
+        if not self.client.exists(f"poller:lease:{self.account}"):
+            raise SessionUnavailable("no live poller holds the UCWA session")
         return session
 
     def set_state(self, state: str, pipe: redis.client.Pipeline | None = None) -> None:

@@ -23,13 +23,14 @@ from bridge.embedded_redis import free_port
 from ucwasim import SimConfig, Simulator, SimUser
 
 BOT = "sip:bot@contoso.com"
+BOT_PASSWORD = "Bot-Passw0rd-e2e"
 API_KEY = "e2e-test-key-0123456789abcdef"
 FINAL = ("delivered", "failed", "expired")
 
 
 def sim_users() -> list[SimUser]:
     return [
-        SimUser(BOT, "secret", name="Bridge Bot"),
+        SimUser(BOT, BOT_PASSWORD, name="Bridge Bot"),
         SimUser("sip:alice@contoso.com", "pw", name="Alice Adams"),
         SimUser("sip:bob@contoso.com", "pw", name="Bob Brown"),
         SimUser("sip:echo@contoso.com", "pw", behaviour="echo"),
@@ -96,6 +97,9 @@ class Bridge:
         for path in sorted(self.workdir.glob("*.log")):
             parts.append(f"----- {path.name}\n{path.read_text(errors='replace')[-4000:]}")
         return "\n".join(parts)
+
+    def full_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
 
     # -- the API --------------------------------------------------------------------------------
     def post(
@@ -177,7 +181,7 @@ def _up(url: str) -> bool:
 BRIDGE_ENV = {
     "BRIDGE_API_KEYS": API_KEY,
     "BRIDGE_UCWA_USERNAME": BOT,
-    "BRIDGE_UCWA_PASSWORD": "secret",
+    "BRIDGE_UCWA_PASSWORD": BOT_PASSWORD,
     "BRIDGE_API_WORKERS": "1",
     "BRIDGE_INVITATION_TIMEOUT_S": "5",
     "BRIDGE_MESSAGE_TIMEOUT_S": "3",

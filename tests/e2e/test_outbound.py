@@ -6,7 +6,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from tests.e2e.conftest import BOT, Bridge, wait_for
+from tests.e2e.conftest import API_KEY, BOT, BOT_PASSWORD, Bridge, wait_for
 
 ALICE = "sip:alice@contoso.com"
 BOB = "sip:bob@contoso.com"
@@ -214,3 +214,27 @@ def test_standby_poller_takes_over_and_nothing_is_lost(make_bridge: MakeBridge) 
     assert all(m["status"] == "delivered" for m in results.values()), results
     assert texts(bridge, ALICE) == ["before failover"] + [f"during failover {n}" for n in range(3)]
     assert took_over < 30
+
+
+def test_idle_conversations_are_ended_and_secrets_never_logged(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge(env={"BRIDGE_CONVERSATION_IDLE_S": "1", "BRIDGE_LOG_LEVEL": "DEBUG"})
+    first = bridge.send(ALICE, "short chat")
+    assert bridge.wait_final(first)[first]["status"] == "delivered"
+    wait_for(
+        lambda: bridge.request_counts().get("stopMessaging", 0) >= 1,
+        15,
+        "the idle conversation to be ended",
+        bridge.logs,
+    )
+    second = bridge.send(ALICE, "a new chat")
+    assert bridge.wait_final(second)[second]["status"] == "delivered"
+    assert bridge.request_counts().get("startMessaging") == 2
+    assert texts(bridge, ALICE) == ["short chat", "a new chat"]
+
+    token = (bridge.redis().hget(f"session:{BOT}", "token") or b"").decode()
+    assert token.startswith("cwt=")
+    logs = bridge.full_logs()
+    assert logs, "the processes wrote no logs at all"
+    assert BOT_PASSWORD not in logs
+    assert token not in logs and token[4:] not in logs
+    assert API_KEY not in logs
