@@ -12,7 +12,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from bridge.hooks import webhook_config
 from bridge.settings import ConfigError, Settings
+from bridge.webhooks.errors import WebhookConfigError
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
@@ -58,17 +60,21 @@ def send_settings() -> object:
 def run_poller(settings: Settings) -> int:
     import redis
 
+    from bridge.hooks import inbound_events, status_events
     from bridge.ucwa.auth import Credentials
     from workers.poller import Poller, PollerSettings
 
     assert settings.ucwa_username and settings.ucwa_password and settings.ucwa_discovery_url
     knobs = poller_settings()
     assert isinstance(knobs, PollerSettings)
+    account = settings.ucwa_username.lower()
     poller = Poller(
         redis.Redis.from_url(settings.redis_url),
         Credentials(settings.ucwa_username, settings.ucwa_password),
         settings.ucwa_discovery_url,
         knobs,
+        inbound_hook=inbound_events(account),
+        on_final=status_events(account),
     )
     signal.signal(signal.SIGTERM, poller.on_signal)
     signal.signal(signal.SIGINT, poller.on_signal)
@@ -130,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"))
     try:
         settings = Settings.from_env(args.role)
+        if args.role in ("poller", "worker"):
+            webhook_config()  # refuse a bad webhook configuration at start-up
         if args.role == "poller":
             poller_settings()
             return run_poller(settings)
@@ -137,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             send_settings()
             return run_worker(settings, burst=args.burst)
         return run_api(settings, args.bind)
-    except ConfigError as exc:
+    except (ConfigError, WebhookConfigError) as exc:
         print(f"ucwa-bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

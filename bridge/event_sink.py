@@ -95,6 +95,9 @@ class EventSink:
     ) -> BatchResult:
         """Queue registry writes (and inbound hooks) on ``pipe``, which the caller executes."""
         result = BatchResult()
+        begin = getattr(self.inbound_hook, "begin_batch", None)
+        if callable(begin):
+            begin()
         cache: dict[str, Conversation] = {}
         now = time.time()
 
@@ -130,6 +133,8 @@ class EventSink:
                 conv.subject = notice.subject or conv.subject
                 if notice.change == "deleted":
                     conv.state, conv.messaging_state, conv.links = "Deleted", "Disconnected", {}
+                    if self.inbound_hook is not None:
+                        self.inbound_hook(pipe, notice, conv)
                 elif notice.state:
                     conv.state = notice.state
             elif isinstance(notice, MessagingChanged):

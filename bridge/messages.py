@@ -258,7 +258,10 @@ class MessageStore:
         pipe.set(record_key(record.id), record.to_json(), ex=self.record_ttl_s)
 
     def update(
-        self, message_id: str, mutate: Callable[[MessageRecord], MessageRecord]
+        self,
+        message_id: str,
+        mutate: Callable[[MessageRecord], MessageRecord],
+        also: Callable[[Pipeline, MessageRecord], None] | None = None,
     ) -> MessageRecord:
         """Apply ``mutate`` to the current record and save it unless someone wrote in between.
 
@@ -277,6 +280,8 @@ class MessageStore:
                         raise ValueError("an update must not change the message id")
                     pipe.multi()
                     pipe.set(key, updated.to_json(), keepttl=True)
+                    if also is not None:
+                        also(pipe, updated)  # e.g. a status webhook, in the same transaction
                     pipe.execute()
                     return updated
                 except redis.WatchError:
@@ -285,7 +290,13 @@ class MessageStore:
                     pipe.reset()
         raise TooMuchContention(message_id)
 
-    def transition(self, message_id: str, status: MessageStatus, **fields: Any) -> MessageRecord:
+    def transition(
+        self,
+        message_id: str,
+        status: MessageStatus,
+        also: Callable[[Pipeline, MessageRecord], None] | None = None,
+        **fields: Any,
+    ) -> MessageRecord:
         """Move to ``status`` (appending to the history) and set ``fields`` in the same write.
 
         Raises ``IllegalTransition`` when the current status does not allow it: a final status
@@ -301,7 +312,7 @@ class MessageStore:
             history = {**record.history, status.value: utc_now()}
             return replace(record, status=status, history=history, **fields)
 
-        return self.update(message_id, move)
+        return self.update(message_id, move, also)
 
 
 _POP_IF_HEAD = """

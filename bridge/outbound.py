@@ -110,14 +110,11 @@ class Outbound:
     def _safe_transition(
         self, message_id: str, status: MessageStatus, **fields: Any
     ) -> MessageRecord | None:
+        also = self.on_final if status.is_terminal else None
         try:
-            record = self.store.transition(message_id, status, **fields)
+            record = self.store.transition(message_id, status, also, **fields)
         except IllegalTransition:
             return None
-        if self.on_final is not None and status.is_terminal:
-            with self.client.pipeline() as pipe:
-                self.on_final(pipe, record)
-                pipe.execute()
         log.info(
             "message %s", status.value, extra={"message_id": message_id, "status": status.value}
         )

@@ -21,7 +21,7 @@ from bridge.conversations import ConversationRegistry
 from bridge.event_sink import EventSink, InboundHook
 from bridge.lease import LeaseLost, PollerLease
 from bridge.messages import MessageNotFound, MessageStore, RecipientQueue, recipient_key
-from bridge.outbound import Outbound
+from bridge.outbound import Outbound, StatusHook
 from bridge.redis_text import text_map
 from bridge.session import Session, SessionStore
 from bridge.transport import UcwaTransport
@@ -62,6 +62,7 @@ class Poller:
         discovery_url: str,
         settings: PollerSettings | None = None,
         inbound_hook: InboundHook | None = None,
+        on_final: StatusHook | None = None,
     ) -> None:
         self.redis = client
         self.credentials = credentials
@@ -71,7 +72,7 @@ class Poller:
         self.lease = PollerLease(client, self.account, self.settings.lease_ttl_s)
         self.sessions = SessionStore(client, self.account)
         self.registry = ConversationRegistry(client, self.account)
-        self.outbound = Outbound(client, MessageStore(client))
+        self.outbound = Outbound(client, MessageStore(client), on_final)
         self.sink = EventSink(client, self.account, self.outbound, inbound_hook)
         self.stopping = threading.Event()
         self._lost = threading.Event()

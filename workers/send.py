@@ -10,6 +10,8 @@ import logging
 from rq import get_current_job
 
 from bridge.client import UcwaClient
+from bridge.hooks import status_events
+from bridge.outbound import Outbound
 from bridge.sender import Sender, SendSettings
 from bridge.settings import Settings
 from bridge.transport import UcwaTransport
@@ -33,7 +35,9 @@ def build_sender(settings: Settings, send_settings: SendSettings | None = None) 
     credentials = Credentials(settings.ucwa_username, settings.ucwa_password)
     client = redis.Redis.from_url(settings.redis_url)
     ucwa = UcwaClient(credentials, UcwaTransport())
-    return Sender(client, ucwa, settings.ucwa_username.lower(), send_settings)
+    account = settings.ucwa_username.lower()
+    outbound = Outbound(client, on_final=status_events(account))
+    return Sender(client, ucwa, account, send_settings, outbound)
 
 
 def _current() -> Sender:

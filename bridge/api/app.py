@@ -45,9 +45,12 @@ from bridge.api.problems import (
     ProblemType,
 )
 from bridge.api.schemas import Limits, parse_send_request
+from bridge.hooks import webhook_config
 from bridge.intake import Intake, IntakeConflict
 from bridge.messages import MessageNotFound, MessageRecord, MessageStore
 from bridge.settings import Scope, Settings
+from bridge.webhooks import api as webhooks_api
+from bridge.webhooks.admin import WebhookAdmin
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +106,24 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.add_url_rule("/readyz", "readyz", readyz, methods=["GET"])
     app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
 
+    endpoints, webhook_settings = webhook_config()
+    webhooks_api.init_app(app, WebhookAdmin(client, webhook_settings, endpoints))
+    app.register_blueprint(webhooks_api.blueprint)
+    app.before_request(_authorize_webhooks)
+
     app.register_error_handler(Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(redis.RedisError, _redis_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def _authorize_webhooks() -> None:
+    """The delivery log is read with the read scope; retry, replay and enable need send."""
+    if request.blueprint != webhooks_api.blueprint.name:
+        return
+    scope = Scope.READ if request.method == "GET" else Scope.SEND
+    _services().auth.authenticate(request.headers.get("Authorization"), scope)
 
 
 def _services() -> Services:

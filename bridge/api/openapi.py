@@ -240,6 +240,114 @@ def _get_message() -> dict[str, Any]:
     }
 
 
+def _webhook_op(
+    operation_id: str,
+    summary: str,
+    ok: str,
+    *,
+    path_param: str | None = None,
+    query: tuple[str, ...] = (),
+    body: dict[str, Any] | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+        for name in query
+    ]
+    if path_param:
+        parameters.append(
+            {"name": path_param, "in": "path", "required": True, "schema": {"type": "string"}}
+        )
+    status = "202" if operation_id in ("retryDelivery", "replayDeliveries") else "200"
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["webhooks"],
+        "security": [{"apiKey": []}],
+        "parameters": parameters,
+        "responses": {
+            status: {
+                "description": ok,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            **{code: _problem(text) for code, text in (extra or {}).items()},
+            **_common("Unauthorized", "Forbidden", "MethodNotAllowed", "Internal", "Unavailable"),
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    return operation
+
+
+def _webhook_paths() -> dict[str, Any]:
+    """The delivery log, retry and replay API (see the README's Webhooks section)."""
+    return {
+        "/webhooks/deliveries": {
+            "get": _webhook_op(
+                "listDeliveries",
+                "Webhook deliveries, newest first",
+                "A page of deliveries and the cursor of the next page.",
+                query=("status", "endpoint", "type", "limit", "cursor"),
+                extra={"422": "Invalid filter."},
+            )
+        },
+        "/webhooks/deliveries/{delivery_id}": {
+            "get": _webhook_op(
+                "getDelivery",
+                "One delivery with all its attempts",
+                "The delivery and its attempts (status, latency, response excerpt).",
+                path_param="delivery_id",
+                extra={"404": "No such delivery."},
+            )
+        },
+        "/webhooks/deliveries/{delivery_id}/retry": {
+            "post": _webhook_op(
+                "retryDelivery",
+                "Deliver again now",
+                "Queued again.",
+                path_param="delivery_id",
+                extra={"404": "No such delivery.", "409": "An attempt is in flight."},
+            )
+        },
+        "/webhooks/replay": {
+            "post": _webhook_op(
+                "replayDeliveries",
+                "Deliver again every failed or dead delivery since a time",
+                "How many deliveries were queued again.",
+                body={
+                    "type": "object",
+                    "required": ["since"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "since": {"type": "string", "format": "date-time"},
+                        "endpoint": {"type": "string"},
+                    },
+                },
+                extra={"422": "Invalid body."},
+            )
+        },
+        "/webhooks/endpoints": {
+            "get": _webhook_op(
+                "listEndpoints",
+                "Configured webhook endpoints (never their secrets)",
+                "Endpoints with their event types and whether they are enabled.",
+            )
+        },
+        "/webhooks/endpoints/{endpoint_id}/enable": {
+            "post": _webhook_op(
+                "enableEndpoint",
+                "Enable an endpoint disabled after a 410",
+                "The endpoint.",
+                path_param="endpoint_id",
+                extra={"404": "No such endpoint."},
+            )
+        },
+    }
+
+
 def _probe(summary: str, codes: dict[str, str]) -> dict[str, Any]:
     return {
         "summary": summary,
@@ -269,6 +377,7 @@ def build_document(max_message_chars: int, version: str = "0.1.0") -> dict[str, 
         "paths": {
             "/messages": {"post": _post_messages()},
             "/messages/{message_id}": {"get": _get_message()},
+            **_webhook_paths(),
             "/healthz": {"get": _probe("Process is up", {"200": "Up."})},
             "/readyz": {
                 "get": _probe("Ready to accept traffic", {"200": "Ready.", "503": "Not ready."})
