@@ -6,13 +6,13 @@ Bad configuration stops start-up with one line naming the variable and exit code
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 
 from bridge.hooks import webhook_config
+from bridge.observability.logging import add_secrets, configure_logging
 from bridge.settings import ConfigError, Settings
 from bridge.webhooks.errors import WebhookConfigError
 
@@ -112,6 +112,8 @@ def run_api(settings: Settings, bind: str) -> int:
 
     sys.argv = [
         "gunicorn",
+        "--config",
+        "python:bridge.observability.gunicorn_conf",
         "--bind",
         bind,
         "--workers",
@@ -125,6 +127,23 @@ def run_api(settings: Settings, bind: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["demo"]:
+        from bridge.demo import run_demo
+
+        return run_demo(args_list[1:])
+    if args_list[:1] == ["health"]:
+        from bridge.observability.health import check
+
+        if len(args_list) != 2 or not os.environ.get("BRIDGE_REDIS_URL"):
+            print(
+                "usage: ucwa-bridge health api|poller|worker (needs BRIDGE_REDIS_URL)",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        return check(
+            args_list[1], os.environ["BRIDGE_REDIS_URL"], os.environ.get("BRIDGE_UCWA_USERNAME")
+        )
     parser = argparse.ArgumentParser(prog="ucwa-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="role", required=True)
     api = sub.add_parser("api", help="serve the HTTP API with gunicorn")
@@ -132,10 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run an RQ worker (send and webhook queues)")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     sub.add_parser("poller", help="own the UCWA session and its event channel")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"))
+    sub.add_parser("demo", help="run everything locally against the simulator")
+    sub.add_parser("health", help="exit 0 if the role is healthy: health api|poller|worker")
+    args = parser.parse_args(args_list)
+    configure_logging(
+        os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
+        json=os.environ.get("BRIDGE_LOG_FORMAT", "json") != "text",
+    )
     try:
         settings = Settings.from_env(args.role)
+        add_secrets([settings.ucwa_password or "", *(k.secret for k in settings.api_keys)])
         if args.role in ("poller", "worker"):
             webhook_config()  # refuse a bad webhook configuration at start-up
         if args.role == "poller":

@@ -338,7 +338,15 @@ class Poller:
                 self.outbound.kick(recipient)
                 continue
             touched = max(_epoch(t) for t in record.history.values()) if record.history else 0
-            if record.status.is_terminal or (record.step == "queued" and touched < stale):
+            stalled = record.step == "queued" and touched < stale
+            # A worker that died mid-POST leaves ``posting_*``; once its lock has expired a new
+            # run settles it (adopting what the event channel saw, or resending).
+            orphaned = (
+                record.step.startswith("posting")
+                and (record.attempt_at or 0) < stale
+                and not self.redis.exists(f"lock:send:{record.id}")
+            )
+            if record.status.is_terminal or stalled or orphaned:
                 self.outbound.kick(recipient)
 
     def _close_listener(self) -> None:

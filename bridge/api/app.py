@@ -48,6 +48,8 @@ from bridge.api.schemas import Limits, parse_send_request
 from bridge.hooks import webhook_config
 from bridge.intake import Intake, IntakeConflict
 from bridge.messages import MessageNotFound, MessageRecord, MessageStore
+from bridge.observability.health import api_readiness, max_pulse_age_s
+from bridge.observability.metrics import metrics_response
 from bridge.settings import Scope, Settings
 from bridge.webhooks import api as webhooks_api
 from bridge.webhooks.admin import WebhookAdmin
@@ -105,6 +107,12 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/readyz", "readyz", readyz, methods=["GET"])
     app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
+    app.add_url_rule(
+        "/metrics",
+        "metrics",
+        lambda: metrics_response(client, (settings.ucwa_username or "").lower() or None),
+        methods=["GET"],
+    )
 
     endpoints, webhook_settings = webhook_config()
     webhooks_api.init_app(app, WebhookAdmin(client, webhook_settings, endpoints))
@@ -235,7 +243,12 @@ def healthz() -> Response:
 
 
 def readyz() -> Response:
-    ok, reasons = readiness(_services().redis)
+    services = _services()
+    account = services.settings.ucwa_username
+    if account:
+        ok, reasons = api_readiness(services.redis, account.lower(), max_pulse_age_s())
+    else:
+        ok, reasons = readiness(services.redis)
     if ok:
         return _json({"status": "ready"})
     return _json({"status": "not ready", "reasons": reasons}, status=503)

@@ -379,6 +379,7 @@ def build_document(max_message_chars: int, version: str = "0.1.0") -> dict[str, 
             "/messages/{message_id}": {"get": _get_message()},
             **_webhook_paths(),
             "/healthz": {"get": _probe("Process is up", {"200": "Up."})},
+            "/metrics": {"get": _probe("Prometheus metrics (text format)", {"200": "Metrics."})},
             "/readyz": {
                 "get": _probe("Ready to accept traffic", {"200": "Ready.", "503": "Not ready."})
             },

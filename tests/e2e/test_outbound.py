@@ -192,7 +192,8 @@ def test_worker_killed_mid_send_still_delivers_exactly_once(make_bridge: MakeBri
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=5)
     bridge.start_worker()
-    message = bridge.wait_final(message_id, timeout=30)[message_id]
+    # Recovery of a job whose worker died before its POST left takes up to about two minutes.
+    message = bridge.wait_final(message_id, timeout=150)[message_id]
     assert message["status"] == "delivered", message
     time.sleep(1.0)
     assert texts(bridge, ALICE) == ["survives a crash"]

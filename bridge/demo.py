@@ -1,0 +1,382 @@
+"""``ucwa-bridge demo``: the whole bridge on one machine against the UCWA simulator, no setup.
+
+Starts a private Redis, the simulator, the api, a worker, the poller and a webhook receiver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import redis
+import requests
+
+BOT = "sip:bot@contoso.com"
+ECHO = "sip:echo@contoso.com"
+# (SIP URI, simulated behaviour); the bot is the account the bridge signs in as.
+PEOPLE = (
+    ("sip:alice@contoso.com", "accept"),
+    ("sip:bob@contoso.com", "accept"),
+    (ECHO, "echo"),
+    ("sip:carol@contoso.com", "decline"),
+    ("sip:dave@contoso.com", "offline"),
+)
+ROLES = ("api", "worker", "poller")
+STOP_TIMEOUT_S = 25.0
+READY_TIMEOUT_S = 90.0
+
+_print_lock = threading.Lock()
+
+
+def say(text: str = "") -> None:
+    with _print_lock:
+        print(text, flush=True)
+
+
+class DemoError(RuntimeError):
+    """Start-up failed; the message says what, in one line."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ucwa-bridge demo",
+        description="Run the bridge, a UCWA simulator and a webhook receiver on this machine.",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    parser.add_argument("--sim-port", type=int, default=0, help="simulator port (default: any)")
+    parser.add_argument("--no-receiver", action="store_true", help="configure no webhooks")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="simulator time scale (default 1.0)"
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the log directory")
+    args = parser.parse_args(argv)
+    if args.time_scale <= 0:
+        parser.error("--time-scale must be positive")
+    return args
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def pick_port(wanted: int, what: str) -> int:
+    """``wanted`` if it is free (0 means any), else a free port, saying so."""
+    from bridge.embedded_redis import free_port
+
+    if wanted and port_free(wanted):
+        return wanted
+    chosen = free_port()
+    if wanted:
+        say(f"port {wanted} is busy; the {what} uses port {chosen} instead")
+    return chosen
+
+
+class WebhookReceiver:
+    """A tiny HTTP server that verifies Standard Webhooks signatures and prints each event."""
+
+    def __init__(self, secret: str, show: Callable[[str], None] = say) -> None:
+        from standardwebhooks.webhooks import Webhook
+
+        self.verifier = Webhook(secret)
+        self.show = show
+        self.events: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = receiver.handle(body, {k: v for k, v in self.headers.items()})
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
+
+    def start(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def handle(self, body: bytes, headers: dict[str, str]) -> int:
+        from standardwebhooks.webhooks import WebhookVerificationError
+
+        try:
+            event = self.verifier.verify(body, headers)
+        except (WebhookVerificationError, ValueError):
+            self.show("[webhook] rejected a request with a bad signature")
+            return 401
+        self.events.append(event)
+        self.show(describe_event(event))
+        return 204
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    kind = str(event.get("type"))
+    data = event.get("data") or {}
+    if kind == "message.received":
+        sender = data.get("from") or {}
+        uri = sender.get("uri") if isinstance(sender, dict) else sender
+        text = data.get("text") if data.get("text") is not None else data.get("html")
+        return f"[webhook] {kind} from {uri or '?'}: {json.dumps(text, ensure_ascii=False)}"
+    detail = data.get("message_id") or data.get("id") or ""
+    error = data.get("error") or {}
+    code = f" ({error.get('code')})" if isinstance(error, dict) and error.get("code") else ""
+    return f"[webhook] {kind} {detail}{code}".rstrip()
+
+
+class Demo:
+    """Owns everything the demo started; ``shutdown`` undoes it in reverse, whatever happened."""
+
+    def __init__(self, args: argparse.Namespace, stop: threading.Event) -> None:
+        self.args = args
+        self.stop = stop
+        self.workdir = Path(tempfile.mkdtemp(prefix="ucwa-bridge-demo-"))
+        self.logs = self.workdir / "logs"
+        self.logs.mkdir()
+        self.api_key = "demo_" + secrets.token_urlsafe(24)
+        self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        self.bot_password = secrets.token_urlsafe(18)
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis: Any = None
+        self.sim: Any = None
+        self.receiver: WebhookReceiver | None = None
+        self.api_url = ""
+
+    # -- start-up -------------------------------------------------------------------------------
+    def start(self) -> None:
+        from bridge.embedded_redis import EmbeddedRedis
+        from ucwasim import SimConfig, Simulator, SimUser
+
+        api_port = pick_port(self.args.port, "API")
+        sim_port = pick_port(self.args.sim_port, "simulator")
+        self.redis = EmbeddedRedis(data_dir=str(self.workdir / "redis"), appendonly=False)
+        Path(self.redis.data_dir).mkdir()
+        self.redis.start()
+        users = [SimUser(BOT, self.bot_password)]
+        users += [SimUser(sip, secrets.token_urlsafe(12), behaviour=b) for sip, b in PEOPLE]
+        self.sim = Simulator(SimConfig(users=users, time_scale=self.args.time_scale))
+        self.sim.start("127.0.0.1", sim_port)
+        if not self.args.no_receiver:
+            self.receiver = WebhookReceiver(self.webhook_secret).start()
+        say("ucwa-bridge demo")
+        say(f"  redis:      {self.redis.url} (private, removed on exit)")
+        say(f"  simulator:  {self.sim.base_url} (signed in as {BOT})")
+        if self.receiver is not None:
+            say(f"  webhooks:   {self.receiver.url} (signatures verified, events shown below)")
+        say(f"  logs:       {self.logs}")
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        self._spawn("api", ["api", "--bind", f"127.0.0.1:{api_port}"])
+        self._spawn("worker", ["worker"])
+        self._spawn("poller", ["poller"])
+        self._wait_ready()
+
+    def environment(self, role: str) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("BRIDGE_") and k != "PROMETHEUS_MULTIPROC_DIR"
+        }
+        env.update(
+            PYTHONUNBUFFERED="1",
+            BRIDGE_LOG_LEVEL="INFO",
+            BRIDGE_REDIS_URL=self.redis.url,
+            BRIDGE_UCWA_DISCOVERY_URL=self.sim.discovery_url,
+            BRIDGE_UCWA_USERNAME=BOT,
+        )
+        if role == "api":
+            env["BRIDGE_API_KEYS"] = self.api_key
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
+        else:
+            env["BRIDGE_UCWA_PASSWORD"] = self.bot_password
+        if self.receiver is not None:
+            env.update(
+                BRIDGE_WEBHOOK_URL=self.receiver.url,
+                BRIDGE_WEBHOOK_SECRET=self.webhook_secret,
+                BRIDGE_WEBHOOK_ALLOW_PRIVATE="true",
+            )
+        return env
+
+    def _spawn(self, role: str, args: list[str]) -> None:
+        log = open(self.logs / f"{role}.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            self.children[role] = subprocess.Popen(
+                [sys.executable, "-m", "bridge.cli", *args],
+                env=self.environment(role),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
+            )
+        finally:
+            log.close()
+
+    def _wait_ready(self) -> None:
+        from bridge.observability.health import api_readiness, worker_health
+
+        client = redis.Redis.from_url(self.redis.url)
+        deadline = time.monotonic() + READY_TIMEOUT_S * max(1.0, self.args.time_scale)
+        waiting_for = ["the API"]
+        try:
+            while not self.stop.is_set():
+                self.check_children()
+                waiting_for = []
+                if not self._api_up():
+                    waiting_for.append("the API")
+                ok, _ = worker_health(client)
+                if not ok:
+                    waiting_for.append("the worker")
+                ok, reasons = api_readiness(client, BOT)
+                if not ok:
+                    waiting_for.append("the poller (" + "; ".join(reasons) + ")")
+                if not waiting_for:
+                    return
+                if time.monotonic() > deadline:
+                    raise DemoError("timed out waiting for " + ", ".join(waiting_for))
+                self.stop.wait(0.25)
+        finally:
+            client.close()
+
+    def _api_up(self) -> bool:
+        try:
+            return requests.get(f"{self.api_url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def announce(self) -> None:
+        auth = f'-H "Authorization: Bearer {self.api_key}"'
+        body = json.dumps({"to": ECHO, "text": "Hello from ucwa-bridge"})
+        say("")
+        say(f"API: {self.api_url}")
+        say(f"API key: {self.api_key}")
+        say("")
+        say(f"Send a message ({ECHO} answers with an echo):")
+        say(
+            f"  curl -s -X POST {self.api_url}/messages {auth} "
+            f"-H \"Content-Type: application/json\" -d '{body}'"
+        )
+        say("Read its status (the id is in the answer):")
+        say(f"  curl -s {self.api_url}/messages/MESSAGE_ID {auth}")
+        say("Other recipients: " + ", ".join(f"{sip} ({b})" for sip, b in PEOPLE if sip != ECHO))
+        if self.receiver is None:
+            say("No webhook receiver (--no-receiver): inbound replies are not shown.")
+        say("")
+        say("ready (press Ctrl-C to stop)")
+
+    # -- running --------------------------------------------------------------------------------
+    def check_children(self) -> None:
+        for role, child in self.children.items():
+            code = child.poll()
+            if code is not None:
+                raise DemoError(f"the {role} exited with code {code}\n{self.tail(role)}")
+
+    def tail(self, role: str, lines: int = 15) -> str:
+        path = self.logs / f"{role}.log"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"  {role}| {line}" for line in text[-lines:])
+
+    # -- shutdown -------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for role, child in self.children.items():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"the {role} did not stop in {STOP_TIMEOUT_S:.0f}s; killing it")
+            # Also reaps what the role started (gunicorn workers, the RQ scheduler).
+            _kill_group(child.pid)
+            if child.poll() is None:
+                child.wait(timeout=10)
+        if self.receiver is not None:
+            self.receiver.stop()
+        if self.sim is not None:
+            self.sim.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.args.keep_logs:
+            say(f"logs kept in {self.logs}")
+            shutil.rmtree(self.workdir / "redis", ignore_errors=True)
+            shutil.rmtree(self.workdir / "metrics", ignore_errors=True)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def run_demo(argv: list[str] | None = None) -> int:
+    """Run until SIGINT or SIGTERM; 0 after a clean stop, 1 if something failed."""
+    args = parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    demo = Demo(args, stop)
+    code = 0
+    try:
+        demo.start()
+        if not stop.is_set():
+            demo.announce()
+        while not stop.wait(0.5):
+            demo.check_children()
+    except DemoError as exc:
+        say(f"demo: {exc}")
+        code = 1
+    except Exception as exc:  # e.g. no redis-server, a port taken meanwhile
+        say(f"demo: could not start: {type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        say("stopping…")
+        demo.shutdown()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        say("stopped")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_demo())

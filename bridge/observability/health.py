@@ -1,0 +1,200 @@
+"""Readiness and health checks per role, as ``(ok, reasons)``, and ``check`` for exec probes.
+
+Each reason is one line naming what is wrong; ``check`` prints them and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TextIO
+
+import redis
+
+from bridge.lease import PollerLease
+from bridge.session import SessionStore
+
+# A healthy idle poller completes an event GET at least every event timeout (180 s by default).
+DEFAULT_MAX_PULSE_AGE_S = 240.0
+# An idle RQ worker heartbeats every worker_ttl - 15 s (45 s with the worker role's ttl of 60).
+DEFAULT_MAX_HEARTBEAT_AGE_S = 120.0
+WORKER_QUEUES = ("send", "webhooks")
+ROLES = ("api", "poller", "worker")
+EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
+
+Result = tuple[bool, list[str]]
+
+
+def redis_reasons(client: redis.Redis) -> list[str]:
+    try:
+        if not client.ping():
+            return ["redis: ping failed"]
+    except redis.RedisError as exc:
+        return [f"redis: unreachable ({type(exc).__name__})"]
+    return []
+
+
+def poller_reasons(
+    client: redis.Redis,
+    account: str,
+    max_pulse_age_s: float = DEFAULT_MAX_PULSE_AGE_S,
+    now: float | None = None,
+) -> list[str]:
+    """Why the account has no working poller: no lease, a session not ready, a stale pulse."""
+    account = account.lower()
+    reasons: list[str] = []
+    if PollerLease.current(client, account) is None:
+        reasons.append(f"poller: no live poller holds the lease for {account}")
+    store = SessionStore(client, account)
+    session = store.load()
+    if session is None:
+        reasons.append("session: no UCWA session has been published")
+    elif session.state != "ready":
+        reasons.append(f"session: state is {session.state}")
+    pulse = store.last_pulse()
+    if pulse is None:
+        reasons.append("poller: no event GET has completed yet")
+    else:
+        age = (time.time() if now is None else now) - pulse
+        if age > max_pulse_age_s:
+            reasons.append(
+                f"poller: last event GET completed {age:.0f}s ago (limit {max_pulse_age_s:.0f}s)"
+            )
+    return reasons
+
+
+def api_readiness(
+    client: redis.Redis,
+    account: str,
+    max_pulse_age_s: float = DEFAULT_MAX_PULSE_AGE_S,
+    now: float | None = None,
+) -> Result:
+    """Whether accepted messages can be sent: Redis answers and the account's poller is live."""
+    reasons = redis_reasons(client)
+    if not reasons:
+        try:
+            reasons = poller_reasons(client, account, max_pulse_age_s, now)
+        except redis.RedisError as exc:
+            reasons = [f"redis: {type(exc).__name__}"]
+    return not reasons, reasons
+
+
+def poller_health(
+    client: redis.Redis,
+    account: str,
+    max_pulse_age_s: float = DEFAULT_MAX_PULSE_AGE_S,
+    now: float | None = None,
+) -> Result:
+    """The account-level view of the poller (any replica): use it for readiness and alerts.
+
+    A standby replica reports the active one's health, so as a liveness probe give it a
+    failure threshold longer than a lease takeover.
+    """
+    return api_readiness(client, account, max_pulse_age_s, now)
+
+
+def worker_health(
+    client: redis.Redis,
+    hostname: str | None = None,
+    max_heartbeat_age_s: float = DEFAULT_MAX_HEARTBEAT_AGE_S,
+    queues: tuple[str, ...] = WORKER_QUEUES,
+    now: datetime | None = None,
+) -> Result:
+    """Whether an RQ worker (on ``hostname``, if given) is registered, listens on ``queues``
+    and has sent a heartbeat within ``max_heartbeat_age_s``."""
+    from rq import Worker
+
+    reasons = redis_reasons(client)
+    if reasons:
+        return False, reasons
+    try:
+        workers = Worker.all(connection=client)
+    except redis.RedisError as exc:
+        return False, [f"redis: {type(exc).__name__}"]
+    where = f" on {hostname}" if hostname else ""
+    mine = [w for w in workers if hostname is None or w.hostname == hostname]
+    if not mine:
+        return False, [f"worker: no RQ worker is registered{where}"]
+    moment = now or datetime.now(UTC)
+    stale: list[str] = []
+    for worker in mine:
+        missing = sorted(set(queues) - set(worker.queue_names()))
+        beat = worker.last_heartbeat
+        age = (moment - _aware(beat)).total_seconds() if beat else None
+        if missing:
+            stale.append(f"worker: {worker.name} does not listen on {', '.join(missing)}")
+        elif age is None or age > max_heartbeat_age_s:
+            shown = "never" if age is None else f"{age:.0f}s ago"
+            stale.append(
+                f"worker: {worker.name} last heartbeat {shown} (limit {max_heartbeat_age_s:.0f}s)"
+            )
+        else:
+            return True, []
+    return False, stale
+
+
+def check(
+    role: str,
+    redis_url: str,
+    account: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run the role's check; print ``ok`` or one reason per line; return 0, 1, or 2 (usage).
+
+    ``BRIDGE_POLLER_MAX_LAG_S`` and ``BRIDGE_WORKER_MAX_HEARTBEAT_S`` override the thresholds.
+    """
+    env = os.environ if environ is None else environ
+    stream = out or sys.stdout
+    if role not in ROLES:
+        print(f"health: unknown role {role!r} (expected {', '.join(ROLES)})", file=stream)
+        return EXIT_USAGE
+    try:
+        max_lag = max_pulse_age_s(env)
+        max_beat = _seconds(env, "BRIDGE_WORKER_MAX_HEARTBEAT_S", DEFAULT_MAX_HEARTBEAT_AGE_S)
+    except ValueError as exc:
+        print(f"health: {exc}", file=stream)
+        return EXIT_USAGE
+    if role in ("api", "poller") and not account:
+        print("health: BRIDGE_UCWA_USERNAME is required to check the poller", file=stream)
+        return EXIT_USAGE
+    client = redis.Redis.from_url(redis_url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        if role == "worker":
+            ok, reasons = worker_health(client, socket.gethostname(), max_beat)
+        else:
+            assert account is not None
+            ok, reasons = api_readiness(client, account, max_lag)
+    finally:
+        client.close()
+    for line in reasons or ["ok"]:
+        print(line, file=stream)
+    return EXIT_OK if ok else EXIT_UNHEALTHY
+
+
+def max_pulse_age_s(environ: Mapping[str, str] | None = None) -> float:
+    """``BRIDGE_POLLER_MAX_LAG_S`` or the default; raises ValueError naming a bad value."""
+    env = os.environ if environ is None else environ
+    return _seconds(env, "BRIDGE_POLLER_MAX_LAG_S", DEFAULT_MAX_PULSE_AGE_S)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

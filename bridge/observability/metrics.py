@@ -1,0 +1,264 @@
+"""Prometheus metrics: counters the roles increment, and gauges read from Redis at scrape time.
+
+Under gunicorn, set ``PROMETHEUS_MULTIPROC_DIR`` before ``prometheus_client`` is first imported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import redis
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from bridge.lease import PollerLease
+from bridge.messages import MessageRecord, MessageStatus, parse_time
+from bridge.session import SessionStore
+
+if TYPE_CHECKING:
+    from flask import Response
+
+    from bridge.webhooks.delivery import AttemptOutcome
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+QUEUES = ("send", "webhooks")
+REGISTRY_STATES = ("queued", "started", "scheduled", "failed", "deferred")
+SESSION_STATES = ("ready", "rebuilding", "down", "stopped", "credentials_rejected", "missing")
+WEBHOOK_OUTCOMES = ("succeeded", "retry", "dead", "disable_endpoint")
+OTHER = "other"
+
+SENDS = Counter(
+    "ucwa_bridge_sends_total",
+    "Messages that reached a final status, by status and bridge error code.",
+    ["outcome", "error_code"],
+)
+SEND_LATENCY = Histogram(
+    "ucwa_bridge_send_latency_seconds",
+    "Time from acceptance by the API to delivery confirmed on the event channel.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
+UCWA_REQUESTS = Counter(
+    "ucwa_bridge_ucwa_requests_total",
+    "UCWA HTTP exchanges by request kind and status (no_response: none came back).",
+    ["kind", "status"],
+)
+UCWA_SECONDS = Histogram(
+    "ucwa_bridge_ucwa_request_seconds",
+    "Duration of UCWA HTTP exchanges; kind=events are long polls.",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180, 300),
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "ucwa_bridge_webhook_attempts_total",
+    "Webhook delivery tries by verdict.",
+    ["outcome"],
+)
+
+
+class BoundedLabel:
+    """Keeps a label's value set small: malformed values and any beyond ``limit`` become other."""
+
+    def __init__(self, limit: int, pattern: str = r"^[A-Za-z][A-Za-z0-9_]{0,39}$") -> None:
+        self.limit = limit
+        self.pattern = re.compile(pattern)
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str | None) -> str:
+        if not value or not self.pattern.match(value):
+            return OTHER
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) >= self.limit:
+                return OTHER
+            self._seen.add(value)
+            return value
+
+
+_kind_label = BoundedLabel(32)
+_error_label = BoundedLabel(40, r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def observe_ucwa_request(kind: str, method: str, status: int | None, seconds: float) -> None:
+    """A ``bridge.transport.Observer``: pass it as ``UcwaTransport(observer=...)``."""
+    label = _kind_label(kind)
+    code = str(status) if status is not None and 100 <= status <= 599 else "no_response"
+    UCWA_REQUESTS.labels(kind=label, status=code).inc()
+    UCWA_SECONDS.labels(kind=label).observe(max(0.0, seconds))
+
+
+def record_send_outcome(record: MessageRecord) -> None:
+    """Count a message that reached a final status; delivered ones feed the latency histogram."""
+    if not record.status.is_terminal:
+        return
+    code = _error_label(record.error.code) if record.error is not None else "none"
+    SENDS.labels(outcome=record.status.value, error_code=code).inc()
+    if record.status is MessageStatus.DELIVERED:
+        delivered = record.history.get(MessageStatus.DELIVERED.value)
+        try:
+            end = parse_time(delivered) if delivered else time.time()
+            seconds = end - parse_time(record.created_at)
+        except ValueError:
+            return
+        if seconds >= 0:
+            SEND_LATENCY.observe(seconds)
+
+
+def send_outcome_hook(pipe: redis.client.Pipeline, record: MessageRecord) -> None:
+    """A ``bridge.outbound.StatusHook`` (``Outbound(on_final=...)``); adds nothing to ``pipe``."""
+    record_send_outcome(record)
+
+
+def with_send_metrics(
+    hook: Callable[[redis.client.Pipeline, MessageRecord], None] | None,
+) -> Callable[[redis.client.Pipeline, MessageRecord], None]:
+    """``hook`` (e.g. the status-webhook hook, or None) followed by the send counters."""
+
+    def both(pipe: redis.client.Pipeline, record: MessageRecord) -> None:
+        if hook is not None:
+            hook(pipe, record)
+        record_send_outcome(record)
+
+    return both
+
+
+def count_webhook_outcome(outcome: AttemptOutcome) -> None:
+    """An ``on_outcome`` hook for ``bridge.webhooks.delivery.Deliverer``: counts only."""
+    verdict = outcome.verdict if outcome.verdict in WEBHOOK_OUTCOMES else OTHER
+    WEBHOOK_ATTEMPTS.labels(outcome=verdict).inc()
+
+
+def log_and_count_webhook_outcome(outcome: AttemptOutcome) -> None:
+    """The Deliverer's default log line plus the counter: pass as ``on_outcome``."""
+    from bridge.webhooks.delivery import log_outcome
+
+    log_outcome(outcome)
+    count_webhook_outcome(outcome)
+
+
+class RedisStateCollector(Collector):
+    """Gauges computed from Redis on every scrape: queues, RQ registries, poller and session."""
+
+    def __init__(
+        self, client: redis.Redis, account: str | None, queues: tuple[str, ...] = QUEUES
+    ) -> None:
+        self.client = client
+        self.account = account.lower() if account else None
+        self.queues = queues
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("ucwa_bridge_redis_up", "Whether Redis answered this scrape.")
+        try:
+            families = list(self._families())
+        except redis.RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _families(self) -> Iterator[Metric]:
+        from rq import Queue
+
+        jobs = GaugeMetricFamily(
+            "ucwa_bridge_queue_jobs",
+            "RQ jobs per queue and state (queued = waiting in the queue list).",
+            labels=["queue", "state"],
+        )
+        for name in self.queues:
+            queue = Queue(name, connection=self.client)
+            jobs.add_metric([name, "queued"], queue.count)
+            registries: dict[str, Any] = {
+                "started": queue.started_job_registry,
+                "scheduled": queue.scheduled_job_registry,
+                "failed": queue.failed_job_registry,
+                "deferred": queue.deferred_job_registry,
+            }
+            for state, registry in registries.items():
+                # cleanup=False: a scrape observes; RQ's own maintenance moves stale entries.
+                jobs.add_metric([name, state], registry.get_job_count(cleanup=False))
+        yield jobs
+        if self.account is None:
+            return
+        store = SessionStore(self.client, self.account)
+        lag = GaugeMetricFamily(
+            "ucwa_bridge_poller_lag_seconds",
+            "Seconds since the poller's last completed event GET; +Inf if it never reported.",
+        )
+        pulse = store.last_pulse()
+        lag.add_metric([], max(0.0, time.time() - pulse) if pulse is not None else math.inf)
+        yield lag
+        lease = GaugeMetricFamily(
+            "ucwa_bridge_poller_lease_held", "Whether some poller holds the account's lease."
+        )
+        lease.add_metric([], 1 if PollerLease.current(self.client, self.account) else 0)
+        yield lease
+        session = store.load()
+        current = "missing" if session is None else session.state
+        if current not in SESSION_STATES:
+            current = OTHER
+        states = GaugeMetricFamily(
+            "ucwa_bridge_session_state",
+            "1 for the UCWA session's current state, 0 for the others.",
+            labels=["state"],
+        )
+        for name in (*SESSION_STATES, OTHER):
+            states.add_metric([name], 1 if name == current else 0)
+        yield states
+
+
+class _Combined(Collector):
+    def __init__(self, *parts: Any) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()
+
+
+def render_metrics(
+    client: redis.Redis | None = None, account: str | None = None
+) -> tuple[bytes, str]:
+    """The exposition body and its content type: every process's counters when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (gunicorn), else this process's, plus Redis gauges."""
+    parts: list[Any] = []
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        parts.append(registry)
+    else:
+        parts.append(REGISTRY)
+    if client is not None:
+        parts.append(RedisStateCollector(client, account))
+    return generate_latest(_Combined(*parts)), CONTENT_TYPE_LATEST
+
+
+def metrics_response(client: redis.Redis | None = None, account: str | None = None) -> Response:
+    """A Flask response for ``GET /metrics``."""
+    from flask import Response
+
+    body, content_type = render_metrics(client, account)
+    return Response(body, status=200, headers={"Content-Type": content_type})
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve this process's metrics on ``port`` (worker and poller; one process each)."""
+    start_http_server(port, addr=addr)

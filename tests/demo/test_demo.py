@@ -1,0 +1,182 @@
+"""The demo as a user runs it: a real subprocess, a message to the echo user, then Ctrl-C.
+
+The tests in this module share one demo run and must run in file order; the last one stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from bridge.embedded_redis import free_port
+
+ECHO = "sip:echo@contoso.com"
+TEXT = "Hello from the demo test"
+
+
+@dataclass
+class DemoRun:
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    fresh: queue.Queue[str] = field(default_factory=queue.Queue)
+    api: str = ""
+    key: str = ""
+    logs: str = ""
+    descendants: set[int] = field(default_factory=set)
+    message_id: str = ""
+
+    def read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self.fresh.put(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        compiled = re.compile(pattern)
+        for line in list(self.lines):
+            if match := compiled.search(line):
+                return match
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.fresh.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.fresh.empty():
+                    break
+                continue
+            if match := compiled.search(line):
+                return match
+        output = "\n".join(self.lines[-40:])
+        raise AssertionError(f"no line matching {pattern!r} within {timeout}s; output:\n{output}")
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def _children_of() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def descendants(pid: int) -> set[int]:
+    tree, found, todo = _children_of(), set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[DemoRun]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge.demo", "--port", str(port), "--time-scale", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
+    )
+    run = DemoRun(process)
+    threading.Thread(target=run.read, daemon=True).start()
+    try:
+        run.wait_for(r"^ready\b", timeout=90)
+        run.api = run.wait_for(r"^API: (http://\S+)$", 1).group(1)
+        run.key = run.wait_for(r"^API key: (\S+)$", 1).group(1)
+        run.logs = run.wait_for(r"^\s+logs:\s+(\S+)$", 1).group(1)
+        run.descendants = descendants(process.pid)
+        yield run
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in descendants(process.pid) | run.descendants:
+            if alive(pid):  # never leave strays behind, whatever failed
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_prints_the_api_address_key_and_a_curl_command(demo: DemoRun) -> None:
+    assert demo.api == f"http://127.0.0.1:{demo.api.rsplit(':', 1)[1]}"
+    assert len(demo.key) >= 16
+    curl = next(line for line in demo.lines if "curl -s -X POST" in line)
+    assert f"{demo.api}/messages" in curl and f"Bearer {demo.key}" in curl
+    assert ECHO in curl
+    # Roles, redis, simulator (and its scheduler / gunicorn workers) are all running.
+    assert len(demo.descendants) >= 5
+    assert {p.name for p in Path(demo.logs).iterdir()} >= {"api.log", "worker.log", "poller.log"}
+
+
+def test_secrets_other_than_the_api_key_stay_out_of_the_output(demo: DemoRun) -> None:
+    output = "\n".join(demo.lines)
+    assert "whsec_" not in output
+    assert "cwt=" not in output
+
+
+def test_a_message_to_the_echo_user_is_delivered(demo: DemoRun) -> None:
+    sent = requests.post(
+        f"{demo.api}/messages", json={"to": ECHO, "text": TEXT}, headers=demo.auth(), timeout=10
+    )
+    assert sent.status_code == 202, sent.text
+    message_id = demo.message_id = sent.json()["id"]
+    deadline = time.monotonic() + 30
+    status = ""
+    while time.monotonic() < deadline:
+        view = requests.get(f"{demo.api}/messages/{message_id}", headers=demo.auth(), timeout=5)
+        assert view.status_code == 200, view.text
+        status = view.json()["status"]
+        if status in ("delivered", "failed", "expired"):
+            break
+        time.sleep(0.2)
+    assert status == "delivered", view.text
+
+
+def test_the_echoed_reply_and_the_status_reach_the_webhook_receiver(demo: DemoRun) -> None:
+    # The echo user answers with the same text; the receiver verified its signature.
+    line = rf'^\[webhook\] message\.received from {re.escape(ECHO)}: "{re.escape(TEXT)}"$'
+    demo.wait_for(line, timeout=30)
+    assert demo.message_id, "needs the message sent by the previous test"
+    demo.wait_for(rf"^\[webhook\] message\.delivered {demo.message_id}$", timeout=10)
+    assert not any("bad signature" in seen for seen in demo.lines)
+
+
+def test_ctrl_c_stops_every_process_and_removes_the_temp_dir(demo: DemoRun) -> None:
+    demo.process.send_signal(signal.SIGINT)
+    assert demo.process.wait(timeout=40) == 0
+    demo.wait_for(r"^stopped$", timeout=5)
+    leftovers = [pid for pid in demo.descendants if alive(pid)]
+    assert leftovers == []
+    assert not Path(demo.logs).exists()

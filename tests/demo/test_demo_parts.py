@@ -1,0 +1,84 @@
+"""The demo's parts on their own: the signature-checking receiver and the port fallback.
+
+Fast: no bridge processes, a real HTTP receiver on a free port.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from datetime import UTC, datetime
+
+import requests
+from standardwebhooks.webhooks import Webhook
+
+from bridge.demo import WebhookReceiver, describe_event, pick_port, port_free
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def _post(url: str, body: bytes, secret: str, msg_id: str = "evt_1") -> requests.Response:
+    now = datetime.now(UTC)
+    signature = Webhook(secret).sign(msg_id, now, body.decode())
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
+    return requests.post(url, data=body, headers=headers, timeout=5)
+
+
+def test_receiver_prints_verified_events_and_rejects_bad_signatures() -> None:
+    shown: list[str] = []
+    receiver = WebhookReceiver(SECRET, show=shown.append).start()
+    try:
+        event = {
+            "id": "evt_1",
+            "type": "message.received",
+            "timestamp": "2024-05-01T12:00:00.000Z",
+            "data": {"from": {"uri": "sip:echo@contoso.com", "name": "Echo"}, "text": "héllo"},
+        }
+        body = json.dumps(event).encode()
+        assert _post(receiver.url, body, SECRET).status_code == 204
+        other = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        assert _post(receiver.url, body, other).status_code == 401
+        assert requests.post(receiver.url, data=body, timeout=5).status_code == 401
+    finally:
+        receiver.stop()
+    assert shown[0] == '[webhook] message.received from sip:echo@contoso.com: "héllo"'
+    assert shown[1:] == ["[webhook] rejected a request with a bad signature"] * 2
+    assert receiver.events == [event]
+
+
+def test_describe_status_events() -> None:
+    failed = {
+        "type": "message.failed",
+        "data": {"message_id": "msg_1", "status": "failed", "error": {"code": "declined"}},
+    }
+    assert describe_event(failed) == "[webhook] message.failed msg_1 (declined)"
+    delivered = {"type": "message.delivered", "data": {"message_id": "msg_2", "error": None}}
+    assert describe_event(delivered) == "[webhook] message.delivered msg_2"
+    plain = {"type": "message.received", "data": {"from": "sip:a@contoso.com", "text": "x"}}
+    assert describe_event(plain) == '[webhook] message.received from sip:a@contoso.com: "x"'
+
+
+def test_a_busy_port_falls_back_to_a_free_one(capsys: object) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        assert not port_free(taken)
+        chosen = pick_port(taken, "API")
+    assert chosen != taken and chosen > 0
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert f"port {taken} is busy; the API uses port {chosen} instead" in out
+
+
+def test_a_free_port_is_kept() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert pick_port(port, "API") == port
