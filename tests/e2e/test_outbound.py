@@ -239,3 +239,31 @@ def test_idle_conversations_are_ended_and_secrets_never_logged(make_bridge: Make
     assert BOT_PASSWORD not in logs
     assert token not in logs and token[4:] not in logs
     assert API_KEY not in logs
+
+
+def test_resync_after_a_stale_cursor_drops_state_and_keeps_sending(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = make_bridge()
+    first = bridge.send(ALICE, "before restart")
+    assert bridge.wait_final(first)[first]["status"] == "delivered"
+    poller = bridge.procs["poller"][0]
+    poller.send_signal(signal.SIGTERM)
+    poller.wait(timeout=15)
+    client = bridge.redis()
+    cursor_key = f"poller:{BOT}:cursor"
+    cursor = (client.hget(cursor_key, "cursor") or b"").decode()
+    assert "ack=" in cursor
+    # Restarting from an acknowledged position (ack=1) must be answered with resync.
+    stale = cursor.split("ack=")[0] + "ack=1"
+    client.hset(cursor_key, "cursor", stale)
+    bridge.sim_call("DELETE", "/_sim/requests")
+    bridge.start_poller()
+    second = bridge.send(ALICE, "after resync")
+    assert bridge.wait_final(second)[second]["status"] == "delivered"
+    events = [
+        r for r in bridge.sim_call("GET", "/_sim/requests")["requests"] if r["kind"] == "events"
+    ]
+    assert any("ack=1" in r["path"] for r in events), events
+    assert texts(bridge, ALICE) == ["before restart", "after resync"]
+    assert "resynced or resumed" in bridge.full_logs()
