@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.transport import UcwaTransport
 from bridge.ucwa.auth import Credentials, MsRtcOAuth, Token, drive, raise_for_status
@@ -31,8 +32,14 @@ class UcwaClient:
         expiry = datetime.fromtimestamp(expires_at, UTC)
         self.oauth.tokens[host.lower()] = Token(access_token, expiry, host.lower())
 
-    def token(self, host: str) -> Token | None:
-        return self.oauth.tokens.get(host.lower())
+    def token(self, host: str | None = None) -> Token | None:
+        """The token for ``host``, by default the host of ``base_url``."""
+        return self.oauth.tokens.get((host or host_of(self.base_url)).lower())
+
+    def adopt(self, base_url: str, access_token: str, expires_at: float) -> None:
+        """Talk to the application at ``base_url`` with the token the poller published."""
+        self.base_url = base_url
+        self.seed_token(access_token, expires_at, host_of(base_url))
 
     def url(self, href: str) -> str:
         return resolve(self.base_url, href) if self.base_url else href
@@ -71,3 +78,7 @@ class UcwaClient:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()

@@ -18,6 +18,8 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from bridge.redis_text import text
+
 MESSAGE_ID_PREFIX = "msg_"
 MAX_UPDATE_RETRIES = 50
 
@@ -334,15 +336,11 @@ class RecipientQueue:
     def head(self, recipient: str) -> str | None:
         """The id that must be sent next to ``recipient``, or None when nothing waits."""
         raw = self._redis.lindex(fifo_key(recipient), 0)
-        return None if raw is None else _text(raw)
+        return None if raw is None else text(raw)
 
     def pop_if_head(self, recipient: str, message_id: str) -> bool:
         """Remove ``message_id`` if it is first in line (atomic); True when it was removed."""
         return bool(self._pop_if_head(keys=[fifo_key(recipient)], args=[message_id]))
 
     def pending(self, recipient: str) -> list[str]:
-        return [_text(raw) for raw in self._redis.lrange(fifo_key(recipient), 0, -1)]
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
+        return [text(raw) for raw in self._redis.lrange(fifo_key(recipient), 0, -1)]

@@ -123,8 +123,7 @@ class Sender:
         return self._attempt(record, session)
 
     def _attempt(self, record: MessageRecord, session: Session) -> str:
-        self.ucwa.base_url = session.base_url
-        self.ucwa.seed_token(session.token, session.token_expires_at, _host(session.base_url))
+        self.ucwa.adopt(session.base_url, session.token, session.token_expires_at)
         conversation = self._conversation_for(record)
         if record.conversation and conversation is None:
             self._fail(
@@ -240,8 +239,7 @@ class Sender:
         href = record.invitation_href if record.step == "invited" else record.message_href
         try:
             session = self.sessions.require()
-            self.ucwa.base_url = session.base_url
-            self.ucwa.seed_token(session.token, session.token_expires_at, _host(session.base_url))
+            self.ucwa.adopt(session.base_url, session.token, session.token_expires_at)
             resource = self.ucwa.get_json(href or "", kind="check")
         except (ue.ResourceNotFound, ue.ApplicationGone):
             self._fail(
@@ -406,7 +404,7 @@ class Sender:
             pipe.execute()
 
     def _publish_token(self, session: Session) -> None:
-        token = self.ucwa.token(_host(session.base_url))
+        token = self.ucwa.token()
         if token is not None and token.access_token != session.token:
             self.sessions.replace_token(
                 session.generation, token.access_token, token.expires_at.timestamp()
@@ -417,12 +415,6 @@ def _first_message(record: MessageRecord) -> str:
     if record.html is not None:
         return encode_data_uri(record.html, "text/html")
     return encode_data_uri(record.text or "", "text/plain")
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    return (urlsplit(url).hostname or "").lower()
 
 
 def _json_or_empty(value: str | None) -> dict[str, Any]:

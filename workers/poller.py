@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from bridge.bootstrap import Application, Bootstrap
-from bridge.client import UcwaClient
+from bridge.client import UcwaClient, host_of
 from bridge.conversations import ConversationRegistry
 from bridge.event_sink import EventSink, InboundHook
 from bridge.lease import LeaseLost, PollerLease
@@ -181,7 +181,7 @@ class Poller:
 
     def _session(self, app: Application) -> Session:
         ucwa = self._client()
-        token = ucwa.token(_host(app.base_url))
+        token = ucwa.token()
         return Session(
             account=self.account,
             generation=self.generation,
@@ -300,8 +300,8 @@ class Poller:
         session = self.sessions.load()
         if session is None or session.generation != self.generation:
             return
-        host = _host(app.base_url)
-        ucwa.seed_token(session.token, session.token_expires_at, host)
+        ucwa.adopt(app.base_url, session.token, session.token_expires_at)
+        host = host_of(app.base_url)
         if time.time() < session.token_expires_at - self.settings.token_renew_margin_s:
             return
         ucwa.oauth.forget(host)
@@ -372,12 +372,6 @@ def _accepts(notices: Sequence[object], base: str) -> list[str]:
         for n in notices
         if isinstance(n, IncomingInvitation) and n.event_type == "started" and n.accept_href
     ]
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    return (urlsplit(url).hostname or "").lower()
 
 
 def _epoch(text: str) -> float:
