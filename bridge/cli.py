@@ -41,6 +41,7 @@ def poller_settings() -> object:
         lease_ttl_s=_env_float("BRIDGE_POLLER_LEASE_S", 5),
         idle_conversation_s=_env_float("BRIDGE_CONVERSATION_IDLE_S", 600),
         sweep_s=_env_float("BRIDGE_SWEEP_S", 5),
+        token_renew_margin_s=_env_float("BRIDGE_TOKEN_RENEW_MARGIN_S", 300),
     )
 
 

@@ -76,6 +76,9 @@ class Invitation:
     answer_links: bool = True
     timer: Timer | None = None
     outbox_entry: dict[str, Any] | None = None
+    # Messages the remote typed while this invitation was ringing: its client holds them and
+    # sends them, in order, once the invitation is accepted (after the first message's repeat).
+    held: list[tuple[Content, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def href(self) -> str:

@@ -245,6 +245,9 @@ class Switchboard:
             self._app_receives(conv, inv.first, outbox)
         elif outbox is not None:
             outbox["status"] = "delivered"
+        for content, entry in inv.held:
+            self._app_receives(conv, content, entry)
+        inv.held.clear()
 
     def decline(self, inv: Invitation) -> None:
         self._refuse(inv, LOCAL_DECLINED, DECLINED, "Declined")
@@ -262,8 +265,10 @@ class Switchboard:
         self._fail(inv, local, state)
         if peer is not None and peer.invitation is not None:
             self._fail(peer.invitation, remote)
-        if inv.outbox_entry is not None:
-            inv.outbox_entry.update(status="failed", reason=remote)
+        for entry in [inv.outbox_entry, *(held for _, held in inv.held)]:
+            if entry is not None:
+                entry.update(status="failed", reason=remote)
+        inv.held.clear()
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -429,6 +434,17 @@ class Switchboard:
         target = self.world.available_app(to.sip)
         if target is None:
             raise ControlError(409, f"{to.sip} has no application that called makeMeAvailable")
+        ringing = conv.invitation if conv is not None else None
+        if (
+            ringing is not None
+            and ringing.direction == "Incoming"
+            and ringing.state == "Connecting"
+        ):
+            # A client does not invite twice: it holds what is typed until the invitation is
+            # answered, then sends it in order (after the server's repeat of the first message).
+            entry = _outbox(bot, to.sip, content, ringing.conversation.id, status="invited")
+            ringing.held.append((content, entry))
+            return entry
         if conv is None:
             conv = self._new_conversation(target, bot, "Incoming", "", "Normal", uuid.uuid4().hex)
             new = True

@@ -120,13 +120,19 @@ def _token_rejected(response: HttpResponse) -> bool:
 
 
 class MsRtcOAuth:
-    """Holds one token per host and authorises requests through ``auth_flow``."""
+    """Holds one token per host and authorises requests through ``auth_flow``.
+
+    A token is used until ``renew_margin`` before it expires (by default until it expires):
+    renewing early is the poller's duty, on its own schedule, so that workers never fetch
+    grants of their own while the published token is still good. A margin wider than a
+    short-lived token would otherwise send every request without one and pay a 401 each.
+    """
 
     def __init__(
         self,
         credentials: Credentials,
         clock: Clock = utc_now,
-        renew_margin: timedelta = timedelta(minutes=5),
+        renew_margin: timedelta = timedelta(0),
     ) -> None:
         self.credentials = credentials
         self.clock = clock

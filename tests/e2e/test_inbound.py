@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +15,7 @@ from tests.e2e.conftest import BOT, Bridge, wait_for
 from tests.webhooks.receiver import WebhookReceiver
 
 ALICE = "sip:alice@contoso.com"
+BOB = "sip:bob@contoso.com"
 SECRET = "whsec_" + base64.b64encode(b"e2e-webhook-secret-0123456789ab").decode()
 
 MakeBridge = Callable[..., Bridge]
@@ -124,3 +127,40 @@ def test_html_is_sanitised(make_bridge: MakeBridge, receiver: WebhookReceiver) -
     assert "script" not in data["html"] and "javascript" not in data["html"]
     assert "onclick" not in data["html"]
     assert data["text"].startswith("Hi")
+
+
+def test_messages_typed_before_the_bot_answers_arrive_once_each_in_order(
+    make_bridge: MakeBridge, receiver: WebhookReceiver
+) -> None:
+    bridge = make_bridge(env=webhook_env(receiver))
+    for text in ("first", "second", "third"):
+        sim_says(bridge, ALICE, text=text)  # back to back: the invitation is still ringing
+    wait_for(
+        lambda: len(events(receiver, "message.received")) >= 3, 15, "three events", bridge.logs
+    )
+    time.sleep(1)  # anything repeated would have arrived by now
+    received = events(receiver, "message.received")
+    assert [e["data"]["text"] for e in received] == ["first", "second", "third"]
+    assert len({e["data"]["conversation"] for e in received}) == 1
+    sent = bridge.sim_call("GET", f"/_sim/users/{ALICE}/sent")
+    assert [s["status"] for s in sent] == ["delivered"] * 3
+
+
+def test_poller_killed_between_events_loses_and_repeats_nothing(
+    make_bridge: MakeBridge, receiver: WebhookReceiver
+) -> None:
+    bridge = make_bridge(env=webhook_env(receiver))
+    active = bridge.procs["poller"][0]
+    bridge.start_poller(wait=False)  # the standby
+    sim_says(bridge, ALICE, text="before the crash")
+    wait_for(lambda: len(events(receiver, "message.received")) >= 1, 15, "event 1", bridge.logs)
+
+    active.send_signal(signal.SIGKILL)
+    active.wait(timeout=5)
+    sim_says(bridge, ALICE, text="during the failover")
+    wait_for(lambda: len(events(receiver, "message.received")) >= 2, 30, "event 2", bridge.logs)
+    sim_says(bridge, BOB, text="after the failover")
+    wait_for(lambda: len(events(receiver, "message.received")) >= 3, 15, "event 3", bridge.logs)
+    time.sleep(1)
+    texts = [e["data"]["text"] for e in events(receiver, "message.received")]
+    assert texts == ["before the crash", "during the failover", "after the failover"]

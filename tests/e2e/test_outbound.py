@@ -267,3 +267,33 @@ def test_resync_after_a_stale_cursor_drops_state_and_keeps_sending(
     assert any("ack=1" in r["path"] for r in events), events
     assert texts(bridge, ALICE) == ["before restart", "after resync"]
     assert "resynced or resumed" in bridge.full_logs()
+
+
+def test_discovery_follows_the_redirect_to_the_home_pool(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge(redirect=True)
+    message_id = bridge.send(ALICE, "via the home pool")
+    assert bridge.wait_final(message_id)[message_id]["status"] == "delivered"
+    log = bridge.sim_call("GET", "/_sim/requests")["requests"]
+    roots = [r["path"] for r in log if r["kind"] == "root"]
+    assert len(roots) >= 2 and roots[0] != roots[1], roots  # the first root redirected
+    assert texts(bridge, ALICE) == ["via the home pool"]
+
+
+def test_token_is_renewed_before_it_expires(make_bridge: MakeBridge) -> None:
+    # tokens live 10 s (200 s scaled by 0.05); the poller renews 6 s before expiry
+    bridge = make_bridge(token_lifetime=200, env={"BRIDGE_TOKEN_RENEW_MARGIN_S": "6"})
+    sent = []
+    deadline = time.monotonic() + 16
+    while time.monotonic() < deadline:
+        sent.append(bridge.send(ALICE, f"tick {len(sent)}"))
+        time.sleep(2)
+    finals = bridge.wait_final(*sent)
+    assert {m["status"] for m in finals.values()} == {"delivered"}
+    log = bridge.sim_call("GET", "/_sim/requests")["requests"]
+    grants = [r for r in log if r["kind"] == "token"]
+    assert len(grants) >= 3, [r["kind"] for r in log]  # the first grant and at least two renewals
+    # no request met an expired token: the only 401s are the first discovery challenge and
+    # the poller's deliberate renewals (a GET of the application without the old token)
+    refused = [r for r in log if r["status"] == 401 and r["kind"] not in ("application", "user")]
+    assert refused == [], [(r["kind"], r["path"]) for r in refused]
+    assert texts(bridge, ALICE) == [f"tick {i}" for i in range(len(sent))]

@@ -71,6 +71,40 @@ def test_receive_an_im_trace_including_the_duplicate(sim, bot: Client) -> None:
     assert [s["status"] for s in sent] == ["delivered", "delivered"]
 
 
+def test_messages_typed_while_the_invitation_rings_follow_the_repeat(sim, bot: Client) -> None:
+    bot.start()
+    bot.drain()
+    remote_says(sim, "alice@contoso.com", bot.sip, text="one")
+    _, started = bot.wait_for(is_event("messagingInvitation", "started"))
+    remote_says(sim, "alice@contoso.com", bot.sip, text="two")
+    remote_says(sim, "alice@contoso.com", bot.sip, text="three")
+    bot.post(started["_embedded"]["messagingInvitation"]["_links"]["accept"]["href"])
+    texts = []
+    for _ in range(3):
+        _, msg = bot.wait_for(is_event("message", "completed"))
+        texts.append(msg["_embedded"]["message"]["_links"]["plainMessage"]["href"])
+    assert [t.split(",", 1)[1] for t in texts] == ["one%0d%0a", "two%0d%0a", "three%0d%0a"]
+    invitations = summary([e for e in bot.seen if e[0] == "communication"])
+    assert invitations.count("communication:messagingInvitation:started") == 1  # not three
+    sent = requests.get(f"{sim.base_url}/_sim/users/alice@contoso.com/sent", timeout=5).json()
+    assert [s["status"] for s in sent] == ["delivered"] * 3
+    assert len({s["conversation"] for s in sent}) == 1
+
+
+def test_messages_held_behind_a_declined_invitation_fail_too(sim, bot: Client) -> None:
+    bot.start()
+    remote_says(sim, "alice@contoso.com", bot.sip, text="hey")
+    _, started = bot.wait_for(is_event("messagingInvitation", "started"))
+    remote_says(sim, "alice@contoso.com", bot.sip, text="still there?")
+    decline = started["_embedded"]["messagingInvitation"]["_links"]["decline"]["href"]
+    assert bot.post(decline, {"reason": "Local"}).status_code == 204
+    sent = requests.get(f"{sim.base_url}/_sim/users/alice@contoso.com/sent", timeout=5).json()
+    assert [(s["text"], s["status"]) for s in sent] == [
+        ("hey", "failed"),
+        ("still there?", "failed"),
+    ]
+
+
 def test_decline_incoming(sim, bot: Client) -> None:
     bot.start()
     remote_says(sim, "alice@contoso.com", bot.sip, text="hey")

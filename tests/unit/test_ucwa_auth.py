@@ -94,8 +94,10 @@ def test_token_not_sent_to_another_host() -> None:
     assert next(auth.auth_flow(stale)).header("Authorization") is None
 
 
-def test_token_near_expiry_is_not_used() -> None:
-    auth = make_auth()
+def test_token_inside_an_explicit_renew_margin_is_not_used() -> None:
+    auth = MsRtcOAuth(
+        Credentials("u", SECRET), clock=lambda: NOW, renew_margin=timedelta(minutes=5)
+    )
     auth.tokens["lyncweb.contoso.com"] = Token(
         "cwt=T", NOW + timedelta(minutes=2), "lyncweb.contoso.com"
     )
@@ -220,3 +222,16 @@ def test_response_helpers() -> None:
     assert response.json() == {"x": 1}
     assert HttpResponse(401, (), HTML_401).json() is None
     assert HttpResponse(204).json() is None
+
+
+def test_a_short_lived_token_is_used_until_it_expires() -> None:
+    auth = make_auth()
+    auth.tokens["lyncweb.contoso.com"] = Token(
+        "cwt=SHORT", NOW + timedelta(seconds=10), "lyncweb.contoso.com"
+    )
+    ok = HttpResponse(200, (), "{}")
+    sent, result = run(auth, [ok])
+    assert result is ok and [r.header("Authorization") for r in sent] == ["Bearer cwt=SHORT"]
+    later = MsRtcOAuth(Credentials("u", SECRET), clock=lambda: NOW + timedelta(seconds=10))
+    later.tokens = dict(auth.tokens)
+    assert later.token_for("lyncweb.contoso.com") is None  # expired: the next request is challenged
