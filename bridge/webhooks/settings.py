@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from bridge.webhooks.errors import WebhookConfigError
 
-# Svix-like: after each failure the next attempt waits the next entry; then dead-letter.
-DEFAULT_SCHEDULE_S: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+# The Svix schedule: the first try at once, then retries 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and
+# 10 h after each failure: eight tries over about 28 hours, then dead-lettered.
+DEFAULT_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 USER_AGENT = "ucwa-bridge-webhooks/0.1"
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -6,13 +6,15 @@ import base64
 import signal
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import requests
 from standardwebhooks import Webhook
 
-from tests.e2e.conftest import BOT, Bridge, wait_for
-from tests.webhooks.receiver import WebhookReceiver
+from tests.e2e.conftest import API_KEY, BOT, Bridge, wait_for
+from tests.webhooks.receiver import Reply, WebhookReceiver
 
 ALICE = "sip:alice@contoso.com"
 BOB = "sip:bob@contoso.com"
@@ -41,16 +43,12 @@ def events(receiver: WebhookReceiver, kind: str | None = None) -> list[dict[str,
     """Verified event bodies, one per webhook-id (retries of one event count once)."""
     seen: dict[str, dict[str, Any]] = {}
     for request in receiver.received:
-        if not 200 <= _status_for(receiver, request) < 300:
+        if not 200 <= request.status < 300:
             continue
         body = Webhook(SECRET).verify(request.body, request.headers)
         seen.setdefault(request.headers["webhook-id"], body)
     found = list(seen.values())
     return [e for e in found if kind is None or e["type"] == kind]
-
-
-def _status_for(receiver: WebhookReceiver, request: Any) -> int:
-    return int(getattr(request, "status", 200))
 
 
 def sim_says(bridge: Bridge, sip: str, **body: str) -> None:
@@ -164,3 +162,170 @@ def test_poller_killed_between_events_loses_and_repeats_nothing(
     time.sleep(1)
     texts = [e["data"]["text"] for e in events(receiver, "message.received")]
     assert texts == ["before the crash", "during the failover", "after the failover"]
+
+
+def api_get(bridge: Bridge, path: str) -> Any:
+    response = requests.get(
+        bridge.api_url + path, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def api_post(bridge: Bridge, path: str, body: Any = None) -> requests.Response:
+    return requests.post(
+        bridge.api_url + path,
+        json=body,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=10,
+    )
+
+
+def test_receiver_down_for_a_while_then_up_gets_every_event_once(
+    make_bridge: MakeBridge,
+) -> None:
+    first = WebhookReceiver().__enter__()
+    port = first.port
+    first.__exit__(None, None, None)  # the receiver is down: connections are refused
+    bridge = make_bridge(
+        env={
+            "BRIDGE_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
+            "BRIDGE_WEBHOOK_SECRET": SECRET,
+            "BRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",
+            "BRIDGE_WEBHOOK_SCHEDULE_S": "0,1,2,2,2,2,2",
+        }
+    )
+    for text in ("one", "two"):
+        sim_says(bridge, ALICE, text=text)
+    sent = bridge.send(BOB, "status event too")
+    assert bridge.wait_final(sent)[sent]["status"] == "delivered"
+    wait_for(
+        lambda: _attempted_deliveries(bridge) >= 3, 15, "failed attempts while down", bridge.logs
+    )
+    with WebhookReceiver(port=port) as receiver:
+        wait_for(lambda: len(events(receiver)) >= 3, 30, "every event after the receiver is up")
+        time.sleep(1)
+        received = events(receiver)
+        assert sorted(e["type"] for e in received) == [
+            "message.delivered",
+            "message.received",
+            "message.received",
+        ]
+        ids = [r.headers["webhook-id"] for r in receiver.received if r.status == 200]
+        assert len(ids) == len(set(ids)) == 3  # each once: nothing sent twice after success
+    items = api_get(bridge, "/webhooks/deliveries?limit=10")["items"]
+    assert {i["status"] for i in items} == {"succeeded"}
+    detail = api_get(bridge, f"/webhooks/deliveries/{items[0]['id']}")
+    assert detail["attempts"][0]["error"] and detail["attempts"][-1]["status_code"] == 200
+
+
+def _attempted_deliveries(bridge: Bridge) -> int:
+    items = api_get(bridge, "/webhooks/deliveries?limit=10")["items"]
+    return sum(1 for i in items if i["status"] == "failed")
+
+
+def test_500_429_and_slow_answers_are_retried_with_the_same_webhook_id(
+    make_bridge: MakeBridge, receiver: WebhookReceiver
+) -> None:
+    receiver.script(
+        Reply(500),
+        Reply(429, headers={"Retry-After": "2"}),
+        Reply(200, delay_s=3),  # slower than the 1 s timeout
+    )
+    bridge = make_bridge(
+        env=webhook_env(
+            receiver, BRIDGE_WEBHOOK_TIMEOUT_S="1", BRIDGE_WEBHOOK_SCHEDULE_S="0,0.5,0.5,0.5,0.5"
+        )
+    )
+    sim_says(bridge, ALICE, text="are you there?")
+    wait_for(lambda: len(receiver.received) >= 4, 30, "four tries", bridge.logs)
+    time.sleep(1)
+    tries = receiver.received
+    assert len(tries) == 4, [t.status for t in tries]
+    assert len({t.headers["webhook-id"] for t in tries}) == 1
+    assert len({t.body for t in tries}) == 1  # the same event, byte for byte
+    for attempt in tries:
+        assert Webhook(SECRET).verify(attempt.body, attempt.headers)["data"]["text"] == (
+            "are you there?"
+        )
+    assert tries[2].at - tries[1].at >= 1.9  # Retry-After honoured over the 0.5 s schedule
+    (item,) = api_get(bridge, "/webhooks/deliveries?type=message.received")["items"]
+    detail = api_get(bridge, f"/webhooks/deliveries/{item['id']}")
+    assert detail["status"] == "succeeded"
+    assert [a["status_code"] for a in detail["attempts"]] == [500, 429, None, 200]
+    assert "timed out" in detail["attempts"][2]["error"].lower()
+
+
+def test_410_disables_the_endpoint_and_the_replay_api_delivers_what_was_dead_lettered(
+    make_bridge: MakeBridge, receiver: WebhookReceiver
+) -> None:
+    receiver.script(Reply(410))
+    bridge = make_bridge(env=webhook_env(receiver))
+    since = datetime.now(UTC).isoformat()
+    sim_says(bridge, ALICE, text="gone?")
+    wait_for(lambda: len(receiver.received) >= 1, 15, "the 410", bridge.logs)
+    wait_for(
+        lambda: not api_get(bridge, "/webhooks/endpoints")["items"][0]["active"],
+        15,
+        "the endpoint to be disabled",
+    )
+    sim_says(bridge, ALICE, text="after the 410")
+    wait_for(
+        lambda: len(api_get(bridge, "/webhooks/deliveries?status=dead")["items"]) == 2,
+        15,
+        "the second event dead-lettered",
+        bridge.logs,
+    )
+    assert len(receiver.received) == 1  # nothing is sent to a disabled endpoint
+    dead = api_get(bridge, "/webhooks/deliveries?status=dead")["items"]
+    assert {d["reason"] for d in dead} == {"endpoint_gone", "endpoint_disabled"}
+
+    assert api_post(bridge, "/webhooks/endpoints/default/enable").status_code == 200
+    replayed = api_post(bridge, "/webhooks/replay", {"since": since})
+    assert replayed.status_code == 202 and replayed.json() == {"replayed": 2}
+    wait_for(lambda: len(events(receiver, "message.received")) == 2, 15, "the replayed events")
+    texts = sorted(e["data"]["text"] for e in events(receiver, "message.received"))
+    assert texts == ["after the 410", "gone?"]
+    first_try = receiver.received[0].headers["webhook-id"]
+    assert first_try in {r.headers["webhook-id"] for r in receiver.received[1:]}  # same event
+    bad = api_post(bridge, "/webhooks/replay", {"since": "yesterday"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "since"
+
+
+def test_typing_and_ended_events_when_enabled(
+    make_bridge: MakeBridge, receiver: WebhookReceiver
+) -> None:
+    bridge = make_bridge(
+        env=webhook_env(
+            receiver,
+            BRIDGE_WEBHOOK_EVENTS="message.received,conversation.typing,conversation.ended",
+            BRIDGE_WEBHOOK_TYPING_EVENTS="true",
+            BRIDGE_WEBHOOK_ENDED_EVENTS="true",
+        )
+    )
+    sim_says(bridge, ALICE, text="hello")
+    wait_for(lambda: len(events(receiver, "message.received")) == 1, 15, "the message")
+    conversation = events(receiver, "message.received")[0]["data"]["conversation"]
+    bridge.sim_call("POST", f"/_sim/users/{ALICE}/typing", {"to": BOT})
+    wait_for(lambda: len(events(receiver, "conversation.typing")) >= 2, 15, "typing on and off")
+    typing = events(receiver, "conversation.typing")
+    assert [e["data"]["typing"] for e in typing[:2]] == [True, False]
+    assert typing[0]["data"]["participant"]["uri"] == ALICE
+    assert typing[0]["data"]["conversation"] == conversation
+    bridge.sim_call("POST", f"/_sim/users/{ALICE}/leave", {"peer": BOT})
+    wait_for(lambda: len(events(receiver, "conversation.ended")) == 1, 15, "the ended event")
+    ended = events(receiver, "conversation.ended")[0]["data"]
+    assert ended["conversation"] == conversation and ended["remote"]["uri"] == ALICE
+
+
+def test_typing_and_ended_are_off_by_default(
+    make_bridge: MakeBridge, receiver: WebhookReceiver
+) -> None:
+    bridge = make_bridge(env=webhook_env(receiver))
+    sim_says(bridge, ALICE, text="hello")
+    wait_for(lambda: len(events(receiver, "message.received")) == 1, 15, "the message")
+    bridge.sim_call("POST", f"/_sim/users/{ALICE}/typing", {"to": BOT})
+    bridge.sim_call("POST", f"/_sim/users/{ALICE}/leave", {"peer": BOT})
+    bridge.send(ALICE, "a status event arrives after anything typing or ended would have")
+    wait_for(lambda: len(events(receiver, "message.delivered")) == 1, 15, "the status event")
+    assert {e["type"] for e in events(receiver)} == {"message.received", "message.delivered"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
@@ -29,17 +29,19 @@ class Received:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     at: float
+    status: int = 0  # what the receiver answered (0 until the reply is chosen)
 
 
 class WebhookReceiver:
     """Use as a context manager; ``script()`` queues replies, then ``default`` answers."""
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(self, default: Reply | None = None, port: int = 0) -> None:
         self.default = default or Reply()
         self._replies: deque[Reply] = deque()
         self._received: list[Received] = []
         self._lock = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -88,9 +90,10 @@ class WebhookReceiver:
 
     def _next_reply(self, request: Received) -> Reply:
         with self._lock:
-            self._received.append(request)
+            reply = self._replies.popleft() if self._replies else self.default
+            self._received.append(replace(request, status=reply.status))
             self._lock.notify_all()
-            return self._replies.popleft() if self._replies else self.default
+            return reply
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self

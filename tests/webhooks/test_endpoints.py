@@ -125,7 +125,7 @@ def test_settings_from_env() -> None:
         {"BRIDGE_WEBHOOK_SCHEDULE_S": "1, 2.5,10", "BRIDGE_WEBHOOK_TIMEOUT_S": "3"}
     )
     assert settings.schedule_s == (1, 2.5, 10) and settings.timeout_s == 3
-    assert WebhookSettings.from_env({}).schedule_s == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert WebhookSettings.from_env({}).schedule_s == (5, 300, 1800, 7200, 18000, 36000, 36000)
     assert WebhookSettings.from_env({"BRIDGE_WEBHOOK_SCHEDULE_S": "none"}).schedule_s == ()
     with pytest.raises(WebhookConfigError, match=r"^BRIDGE_WEBHOOK_TIMEOUT_S"):
         WebhookSettings.from_env({"BRIDGE_WEBHOOK_TIMEOUT_S": "soon"})
