@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -329,3 +330,28 @@ def test_typing_and_ended_are_off_by_default(
     bridge.send(ALICE, "a status event arrives after anything typing or ended would have")
     wait_for(lambda: len(events(receiver, "message.delivered")) == 1, 15, "the status event")
     assert {e["type"] for e in events(receiver)} == {"message.received", "message.delivered"}
+
+
+def test_a_reply_reopens_messaging_the_remote_stopped(
+    make_bridge: MakeBridge, receiver: WebhookReceiver
+) -> None:
+    bridge = make_bridge(env=webhook_env(receiver))
+    sim_says(bridge, ALICE, text="bye for now")
+    wait_for(lambda: len(events(receiver, "message.received")) == 1, 15, "the message")
+    conversation = events(receiver, "message.received")[0]["data"]["conversation"]
+    bridge.sim_call("POST", f"/_sim/users/{ALICE}/stop", {"peer": BOT})
+
+    def disconnected() -> bool:
+        raw = bridge.redis().get(f"conv:{conversation}")
+        return raw is not None and json.loads(raw)["messaging_state"] == "Disconnected"
+
+    wait_for(disconnected, 15, "the poller to see messaging stopped", bridge.logs)
+    reply = bridge.post({"conversation": conversation, "text": "one more thing"})
+    assert reply.status_code == 202, reply.text
+    message_id = reply.json()["id"]
+    assert bridge.wait_final(message_id)[message_id]["status"] == "delivered"
+    assert [m["text"] for m in bridge.inbox(ALICE)] == ["one more thing"]
+    assert bridge.request_counts().get("addMessaging") == 1
+    sim_says(bridge, ALICE, text="go on")  # and she can answer in the same conversation
+    wait_for(lambda: len(events(receiver, "message.received")) == 2, 15, "her answer")
+    assert events(receiver, "message.received")[1]["data"]["conversation"] == conversation
