@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from bridge.redis_conn import SENTINEL_SCHEME, RedisUrlError, parse_sentinel_url
+
 PREFIX = "BRIDGE_"
 CONFIG_EXIT_CODE = 78  # EX_CONFIG from sysexits.h
 MIN_API_KEY_LENGTH = 16
@@ -190,8 +192,16 @@ def redact_url(url: str) -> str:
 
 def _check_redis_url(variable: str, url: str) -> str:
     parts = urlsplit(url)
+    if parts.scheme == SENTINEL_SCHEME:
+        try:
+            parse_sentinel_url(url)
+        except RedisUrlError as exc:
+            raise ConfigError(variable, str(exc)) from None
+        return url
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(variable, "must start with redis://, rediss:// or unix://")
+        raise ConfigError(
+            variable, "must start with redis://, rediss://, unix:// or redis+sentinel://"
+        )
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigError(variable, "has no host")
     return url

@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the simulator over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--public-url",
+        help="base URL written into absolute links, e.g. http://ucwasim:8090 behind a container "
+        "network (default: the bound address)",
+    )
     serve.add_argument("--config", help="YAML or JSON file with SimConfig fields")
     serve.add_argument(
         "--user",
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     sim = Simulator(cfg)
     try:
-        sim.start(args.host, args.port)
+        sim.start(args.host, args.port, args.public_url)
     except OSError as exc:
         print(f"ucwasim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -47,14 +47,20 @@ class Simulator:
             self.world, self.board, self.faults, self.requests, self.control, self._base
         )
         self._server: BaseWSGIServer | None = None
+        self._public_url: str | None = None
         self._thread: threading.Thread | None = None
 
     def _base(self) -> str:
         return self.base_url
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> Simulator:
+    def start(
+        self, host: str = "127.0.0.1", port: int = 0, public_url: str | None = None
+    ) -> Simulator:
+        """Listen on ``host:port``. Absolute links use ``public_url`` when given (e.g. the
+        service name a container network resolves), else the bound address."""
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
+        self._public_url = public_url.rstrip("/") if public_url else None
         server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
         self._server = server
         self._thread = threading.Thread(
@@ -76,7 +82,11 @@ class Simulator:
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("the simulator is not running")
+        if self._public_url:
+            return self._public_url
         host = self._server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"  # a wildcard bind is reached locally unless told otherwise
         return f"http://{host}:{self.port}"
 
     @property

@@ -11,7 +11,9 @@ from rq import get_current_job
 
 from bridge.client import UcwaClient
 from bridge.hooks import status_events
+from bridge.observability.metrics import observe_ucwa_request, with_send_metrics
 from bridge.outbound import Outbound
+from bridge.redis_conn import connect
 from bridge.sender import Sender, SendSettings
 from bridge.settings import Settings
 from bridge.transport import UcwaTransport
@@ -29,14 +31,13 @@ def configure(sender: Sender) -> None:
 
 
 def build_sender(settings: Settings, send_settings: SendSettings | None = None) -> Sender:
-    import redis
 
     assert settings.ucwa_username and settings.ucwa_password
     credentials = Credentials(settings.ucwa_username, settings.ucwa_password)
-    client = redis.Redis.from_url(settings.redis_url)
-    ucwa = UcwaClient(credentials, UcwaTransport())
+    client = connect(settings.redis_url)
+    ucwa = UcwaClient(credentials, UcwaTransport(observer=observe_ucwa_request))
     account = settings.ucwa_username.lower()
-    outbound = Outbound(client, on_final=status_events(account))
+    outbound = Outbound(client, on_final=with_send_metrics(status_events(account)))
     return Sender(client, ucwa, account, send_settings, outbound)
 
 

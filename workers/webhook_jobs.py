@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-import redis
 from rq import get_current_job
 
+from bridge.observability.metrics import log_and_count_webhook_outcome
+from bridge.redis_conn import connect
 from bridge.webhooks.delivery import Deliverer
 from bridge.webhooks.endpoints import WebhookEndpoint, load_endpoints
 from bridge.webhooks.settings import WebhookSettings
@@ -19,12 +20,11 @@ from bridge.webhooks.settings import WebhookSettings
 def deliver_webhook(delivery_id: str) -> dict[str, str]:
     """Perform the scheduled try of one delivery; safe to run twice (the record decides)."""
     job = get_current_job()
-    if job is None:  # called outside a worker, e.g. from a shell
-        connection = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
-    else:
-        connection = job.connection
+    # outside a worker (e.g. from a shell) connect as the worker would
+    connection = connect(os.environ["BRIDGE_REDIS_URL"]) if job is None else job.connection
     settings, endpoints = _config(_webhook_env())
-    report = Deliverer(connection, settings, endpoints).deliver(delivery_id)
+    deliverer = Deliverer(connection, settings, endpoints, on_outcome=log_and_count_webhook_outcome)
+    report = deliverer.deliver(delivery_id)
     return {"action": report.action, "reason": report.reason}
 
 

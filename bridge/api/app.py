@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from bridge.api.auth import Authenticator, Caller
@@ -49,7 +49,9 @@ from bridge.hooks import webhook_config
 from bridge.intake import Intake, IntakeConflict
 from bridge.messages import MessageNotFound, MessageRecord, MessageStore
 from bridge.observability.health import api_readiness, max_pulse_age_s
+from bridge.observability.logging import current_context, pop_context, push_context, request_id_from
 from bridge.observability.metrics import metrics_response
+from bridge.redis_conn import connect
 from bridge.settings import Scope, Settings
 from bridge.webhooks import api as webhooks_api
 from bridge.webhooks.admin import WebhookAdmin
@@ -82,7 +84,7 @@ class Services:
 
 def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> Flask:
     """Build the API. ``redis_client`` must not decode responses (RQ stores bytes)."""
-    client = redis_client or redis.Redis.from_url(
+    client = redis_client or connect(
         settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
     )
     store = MessageStore(client, record_ttl_s=settings.record_ttl_s)
@@ -117,13 +119,35 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     endpoints, webhook_settings = webhook_config()
     webhooks_api.init_app(app, WebhookAdmin(client, webhook_settings, endpoints))
     app.register_blueprint(webhooks_api.blueprint)
+    app.before_request(_begin_request)
     app.before_request(_authorize_webhooks)
+    app.after_request(_echo_request_id)
+    app.teardown_request(_end_request)
 
     app.register_error_handler(Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(redis.RedisError, _redis_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def _begin_request() -> None:
+    """Every log line of this request carries its id: the caller's X-Request-ID or a new one."""
+    g.log_token = push_context(request_id=request_id_from(request.headers.get(REQUEST_ID_HEADER)))
+
+
+def _echo_request_id(response: Response) -> Response:
+    request_id = current_context().get("request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = str(request_id)
+    return response
+
+
+def _end_request(_error: BaseException | None) -> None:
+    pop_context(g.pop("log_token", None))
 
 
 def _authorize_webhooks() -> None:

@@ -16,6 +16,7 @@ from typing import TextIO
 import redis
 
 from bridge.lease import PollerLease
+from bridge.redis_conn import connect
 from bridge.session import SessionStore
 
 # A healthy idle poller completes an event GET at least every event timeout (180 s by default).
@@ -163,7 +164,7 @@ def check(
     if role in ("api", "poller") and not account:
         print("health: BRIDGE_UCWA_USERNAME is required to check the poller", file=stream)
         return EXIT_USAGE
-    client = redis.Redis.from_url(redis_url, socket_timeout=3, socket_connect_timeout=3)
+    client = connect(redis_url, socket_timeout=3, socket_connect_timeout=3)
     try:
         if role == "worker":
             ok, reasons = worker_health(client, socket.gethostname(), max_beat)

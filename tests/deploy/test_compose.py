@@ -245,8 +245,10 @@ def test_demo_configuration_is_consistent() -> None:
     assert bot.password == env["BRIDGE_UCWA_PASSWORD"]
     assert any(u.behaviour == "echo" for u in config.users), "the demo needs someone who answers"
     discovery = urlsplit(env["BRIDGE_UCWA_DISCOVERY_URL"])
-    # The simulator writes its bind host into absolute links: it must be the service name.
-    assert (discovery.hostname, discovery.port) == (args.host, args.port) == ("ucwasim", 8090)
+    # The simulator writes its public URL into absolute links: it must be the service name.
+    public = urlsplit(args.public_url)
+    assert (discovery.hostname, discovery.port) == (public.hostname, public.port)
+    assert (public.hostname, public.port, args.port) == ("ucwasim", 8090, 8090)
     assert services["ucwasim"].get("hostname", "ucwasim") == "ucwasim"
     assert f"originalDomain={config.domain}" in discovery.query
     webhook = urlsplit(env["BRIDGE_WEBHOOK_URL"])

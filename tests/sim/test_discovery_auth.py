@@ -6,7 +6,8 @@ import time
 
 import requests
 
-from tests.sim.conftest import Client
+from tests.sim.conftest import Client, default_users
+from ucwasim import SimConfig, Simulator
 
 
 def test_root_user_and_xframe_links_are_absolute(sim, bot: Client) -> None:
@@ -98,3 +99,19 @@ def test_forced_token_expiry_through_control_api(sim, bot: Client) -> None:
     bot.start()
     requests.post(f"{sim.base_url}/_sim/expire", json={"user": bot.sip, "what": "token"}, timeout=5)
     assert bot.get(bot.app["_links"]["self"]["href"]).status_code == 401
+
+
+def test_public_url_is_written_into_links_while_listening_on_every_interface() -> None:
+    sim = Simulator(SimConfig(users=default_users())).start(
+        "0.0.0.0", 0, public_url=f"http://sim.example:{8090}/"
+    )
+    try:
+        root = requests.get(
+            f"http://127.0.0.1:{sim.port}/Autodiscover/AutodiscoverService.svc/root"
+            "?originalDomain=contoso.com",
+            timeout=5,
+        ).json()
+        assert root["_links"]["user"]["href"].startswith("http://sim.example:8090/")
+        assert sim.discovery_url.startswith("http://sim.example:8090/")
+    finally:
+        sim.stop()
