@@ -203,17 +203,20 @@ def make_bridge(
     """Build a bridge against a fresh simulator; ``sim`` overrides SimConfig fields."""
     made: list[Bridge] = []
 
-    def build(start: bool = True, env: dict[str, str] | None = None, **sim: Any) -> Bridge:
+    def build(
+        start: bool = True, env: dict[str, str] | None = None, own_redis: str = "", **sim: Any
+    ) -> Bridge:
+        """``own_redis``: a Redis URL to use instead of the session's (e.g. one a test restarts)."""
         config = SimConfig(users=sim_users(), **{"time_scale": 0.05, **sim})
         simulator = Simulator(config).start()
         environ = {
             **os.environ,
             **BRIDGE_ENV,
-            "BRIDGE_REDIS_URL": redis_url,
+            "BRIDGE_REDIS_URL": own_redis or redis_url,
             "BRIDGE_UCWA_DISCOVERY_URL": simulator.discovery_url,
             **(env or {}),
         }
-        bridge = Bridge(redis_url, simulator, tmp_path, environ)
+        bridge = Bridge(own_redis or redis_url, simulator, tmp_path, environ)
         made.append(bridge)
         if start:
             bridge.start_api()
