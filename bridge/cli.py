@@ -58,10 +58,28 @@ def send_settings() -> object:
     )
 
 
-def run_poller(settings: Settings) -> int:
-    import redis
+def metrics_port() -> int | None:
+    """``BRIDGE_METRICS_PORT``: where the worker or poller serves /metrics (unset: nowhere)."""
+    raw = os.environ.get("BRIDGE_METRICS_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError("BRIDGE_METRICS_PORT", f"must be a port number, got {raw!r}")
+    return int(raw)
 
+
+def serve_metrics() -> None:
+    port = metrics_port()
+    if port is not None:
+        from bridge.observability.metrics import start_metrics_server
+
+        start_metrics_server(port)
+
+
+def run_poller(settings: Settings) -> int:
     from bridge.hooks import inbound_events, status_events
+    from bridge.observability.metrics import with_send_metrics
+    from bridge.redis_conn import connect
     from bridge.ucwa.auth import Credentials
     from workers.poller import Poller, PollerSettings
 
@@ -70,13 +88,14 @@ def run_poller(settings: Settings) -> int:
     assert isinstance(knobs, PollerSettings)
     account = settings.ucwa_username.lower()
     poller = Poller(
-        redis.Redis.from_url(settings.redis_url),
+        connect(settings.redis_url),
         Credentials(settings.ucwa_username, settings.ucwa_password),
         settings.ucwa_discovery_url,
         knobs,
         inbound_hook=inbound_events(account),
-        on_final=status_events(account),
+        on_final=with_send_metrics(status_events(account)),
     )
+    serve_metrics()
     signal.signal(signal.SIGTERM, poller.on_signal)
     signal.signal(signal.SIGINT, poller.on_signal)
     poller.run()
@@ -84,16 +103,16 @@ def run_poller(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, burst: bool = False) -> int:
-    import redis
     from rq import Queue, SimpleWorker
 
+    from bridge.redis_conn import connect
     from bridge.sender import SendSettings
     from workers import send
 
     knobs = send_settings()
     assert isinstance(knobs, SendSettings)
     send.configure(send.build_sender(settings, knobs))
-    connection = redis.Redis.from_url(settings.redis_url)
+    connection = connect(settings.redis_url)
     queues = [Queue(name, connection=connection) for name in ("send", "webhooks")]
     # Short monitoring and maintenance intervals: a killed worker's job is retried within
     # about two minutes (heartbeat TTL = monitoring interval + 60 s, then the next cleanup).
@@ -104,6 +123,7 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
         maintenance_interval=int(_env_float("BRIDGE_MAINTENANCE_INTERVAL_S", 30)),
         worker_ttl=60,
     )
+    serve_metrics()
     worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
     return 0
 
@@ -111,6 +131,8 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
 def run_api(settings: Settings, bind: str) -> int:
     from gunicorn.app.wsgiapp import run as gunicorn_run
 
+    # graceful_timeout (BRIDGE_API_GRACEFUL_TIMEOUT_S) comes from gunicorn_conf, so a plain
+    # ``gunicorn -c python:bridge.observability.gunicorn_conf`` shuts down the same way.
     sys.argv = [
         "gunicorn",
         "--config",
@@ -119,8 +141,6 @@ def run_api(settings: Settings, bind: str) -> int:
         bind,
         "--workers",
         os.environ.get("BRIDGE_API_WORKERS", "2"),
-        "--graceful-timeout",
-        "20",
         "bridge.api.wsgi:app",
     ]
     gunicorn_run()
@@ -164,12 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_secrets([settings.ucwa_password or "", *(k.secret for k in settings.api_keys)])
         if args.role in ("poller", "worker"):
             webhook_config()  # refuse a bad webhook configuration at start-up
+            metrics_port()
         if args.role == "poller":
             poller_settings()
             return run_poller(settings)
         if args.role == "worker":
             send_settings()
             return run_worker(settings, burst=args.burst)
+        _env_float("BRIDGE_API_GRACEFUL_TIMEOUT_S", 20)  # refused here, applied by gunicorn_conf
         return run_api(settings, args.bind)
     except (ConfigError, WebhookConfigError) as exc:
         print(f"ucwa-bridge: configuration error: {exc}", file=sys.stderr)

@@ -16,6 +16,9 @@ from rq import Queue
 from bridge.messages import MessageRecord, MessageStore, fifo_key, sequence_key
 
 SEND_QUEUE = "send"
+# One send job is one UCWA POST (5 s connect + 30 s read at worst) and some Redis work; the
+# limit only matters when something hangs. Pod grace periods must exceed it.
+SEND_JOB_TIMEOUT_S = 120
 SEND_FUNC = "workers.send.send_message"  # a dotted path, so bridge never imports workers
 MAX_INTAKE_RETRIES = 20
 
@@ -53,7 +56,7 @@ class Intake:
         client: redis.Redis,
         store: MessageStore,
         *,
-        job_timeout_s: int = 600,
+        job_timeout_s: int = SEND_JOB_TIMEOUT_S,
         result_ttl_s: int = 86_400,
         failure_ttl_s: int = 7 * 86_400,
     ) -> None:

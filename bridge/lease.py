@@ -85,9 +85,11 @@ class PollerLease:
             raise LeaseLost(self.key)
 
     def release(self) -> None:
-        if self._value is not None:
-            self._release(keys=[self.key], args=[self._value])
-        self.fence = self._value = None
+        """Delete the lease if it is still ours, so a standby can take over without waiting for
+        the TTL. Forgets it locally even if Redis cannot be reached (the TTL ends it then)."""
+        value, self.fence, self._value = self._value, None, None
+        if value is not None:
+            self._release(keys=[self.key], args=[value])
 
     @property
     def held(self) -> bool:

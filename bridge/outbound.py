@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 
-from bridge.intake import SEND_FUNC, SEND_QUEUE
+from bridge.intake import SEND_FUNC, SEND_JOB_TIMEOUT_S, SEND_QUEUE
 from bridge.messages import (
     IllegalTransition,
     MessageError,
@@ -74,7 +74,7 @@ class Outbound:
             "retry": CRASH_RETRY,
             "result_ttl": 3600,
             "failure_ttl": 7 * 86_400,
-            "job_timeout": 120,
+            "job_timeout": SEND_JOB_TIMEOUT_S,
             "description": f"{func.rsplit('.', 1)[-1]} {message_id}",
         }
         if delay_s > 0:

@@ -36,6 +36,9 @@ from bridge.ucwa.links import resolve
 
 log = logging.getLogger(__name__)
 
+# The UCWA operation behind each send path, as metrics and logs name it.
+REQUEST_KIND = {"cold": "startMessaging", "warm": "sendMessage", "reopen": "addMessaging"}
+
 WAITING_STEPS = ("invited", "posted")
 
 
@@ -144,7 +147,7 @@ class Sender:
             path=path,
         )
         try:
-            response = self.ucwa.request("POST", href, kind=path, **request)
+            response = self.ucwa.request("POST", href, kind=REQUEST_KIND[path], **request)
         except NotSent as exc:
             self._mark(record, step="queued")
             return self._retry(record, "ucwa_unreachable", str(exc))

@@ -21,6 +21,7 @@ from bridge.conversations import ConversationRegistry
 from bridge.event_sink import EventSink, InboundHook
 from bridge.lease import LeaseLost, PollerLease
 from bridge.messages import MessageNotFound, MessageStore, RecipientQueue, recipient_key
+from bridge.observability.metrics import observe_ucwa_request
 from bridge.outbound import Outbound, StatusHook
 from bridge.redis_text import text_map
 from bridge.session import Session, SessionStore
@@ -95,6 +96,9 @@ class Poller:
         while not self.stopping.is_set():
             if not self.lease.acquire(timeout=1.0, poll_s=0.25):
                 continue
+            if self.stopping.is_set():  # stopped while standing by: leave it to another standby
+                self._release_lease()
+                break
             log.info("poller active", extra={"fence": self.lease.fence})
             self._lost.clear()
             keeper = threading.Thread(target=self._keep, name="poller-keeper", daemon=True)
@@ -109,11 +113,35 @@ class Poller:
                 self._lost.set()
                 keeper.join(timeout=5)
                 if self.stopping.is_set():
-                    self.sessions.set_state("stopped")
-                self.lease.release()
+                    self._mark_stopped()
+                self._release_lease()
                 if self._ucwa is not None:
                     self._ucwa.close()
                     self._ucwa = None
+
+    def _mark_stopped(self) -> None:
+        """Say in the session why it is not ready, unless another poller has taken it over.
+
+        The UCWA application is left alive: the next active poller re-attaches to it."""
+        try:
+            with self.redis.pipeline() as pipe:
+                self.lease.check(pipe)
+                pipe.multi()
+                self.sessions.set_state("stopped", pipe)
+                pipe.execute()
+        except (LeaseLost, redis.WatchError):
+            pass  # the session is another poller's now
+        except redis.RedisError as exc:
+            log.warning("could not mark the session stopped: %s", exc)
+
+    def _release_lease(self) -> None:
+        """Give the lease up now, so a standby takes over at once instead of after its TTL."""
+        try:
+            self.lease.release()
+        except redis.RedisError as exc:
+            log.warning(
+                "could not release the lease; a standby takes over when it expires: %s", exc
+            )
 
     # -- the active poller ----------------------------------------------------------------------
     def _serve(self) -> None:
@@ -146,7 +174,8 @@ class Poller:
     def _client(self) -> UcwaClient:
         if self._ucwa is None:
             transport = UcwaTransport(
-                read_timeout=self.settings.event_timeout_s + self.settings.read_margin_s
+                read_timeout=self.settings.event_timeout_s + self.settings.read_margin_s,
+                observer=observe_ucwa_request,
             )
             self._ucwa = UcwaClient(self.credentials, transport)
         return self._ucwa
@@ -276,7 +305,8 @@ class Poller:
             if app is None or self.sessions.load() is None:
                 continue
             if ucwa is None:
-                ucwa = UcwaClient(self.credentials, UcwaTransport(read_timeout=30))
+                transport = UcwaTransport(read_timeout=30, observer=observe_ucwa_request)
+                ucwa = UcwaClient(self.credentials, transport)
             ucwa.base_url = app.base_url
             try:
                 self._refresh_token(ucwa, app)

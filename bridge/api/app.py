@@ -29,7 +29,14 @@ from bridge.api.idempotency import (
     validate_key,
 )
 from bridge.api.openapi import build_document
-from bridge.api.problems import (
+from bridge.api.schemas import Limits, parse_send_request
+from bridge.hooks import webhook_config
+from bridge.intake import Intake, IntakeConflict
+from bridge.messages import MessageNotFound, MessageRecord, MessageStore
+from bridge.observability.health import api_readiness, max_pulse_age_s
+from bridge.observability.logging import current_context, pop_context, push_context, request_id_from
+from bridge.observability.metrics import metrics_response
+from bridge.problems import (
     BAD_REQUEST,
     HTTP_ERROR,
     IDEMPOTENCY_IN_PROGRESS,
@@ -44,13 +51,6 @@ from bridge.api.problems import (
     Problem,
     ProblemType,
 )
-from bridge.api.schemas import Limits, parse_send_request
-from bridge.hooks import webhook_config
-from bridge.intake import Intake, IntakeConflict
-from bridge.messages import MessageNotFound, MessageRecord, MessageStore
-from bridge.observability.health import api_readiness, max_pulse_age_s
-from bridge.observability.logging import current_context, pop_context, push_context, request_id_from
-from bridge.observability.metrics import metrics_response
 from bridge.redis_conn import connect
 from bridge.settings import Scope, Settings
 from bridge.webhooks import api as webhooks_api

@@ -10,7 +10,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.api.problems import FORBIDDEN, UNAUTHORIZED, Problem
+from bridge.problems import FORBIDDEN, UNAUTHORIZED, Problem
 from bridge.settings import ApiKey, Scope
 
 ANONYMOUS = "anonymous"

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE
 from bridge.api.schemas import CONVERSATION_ID, MAX_URI_CHARS, SendMessageRequest
 from bridge.messages import MessageStatus
+from bridge.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE
 
 _REF = "#/components/schemas/"
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from bridge.api.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
+from bridge.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
 from bridge.settings import MAX_VALIDITY_S
 
 MAX_SUBJECT_CHARS = 250

@@ -1,10 +1,12 @@
-"""Gunicorn settings for the api role: logs in the bridge's format, metrics across workers.
+"""Gunicorn settings for the api role: logs in the bridge's format, metrics across workers,
+graceful shutdown.
 
 Load with ``gunicorn -c python:bridge.observability.gunicorn_conf``; it runs in the master first.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -14,6 +16,8 @@ from typing import Any
 from bridge.observability.logging import gunicorn_logconfig
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+GRACEFUL_TIMEOUT_ENV = "BRIDGE_API_GRACEFUL_TIMEOUT_S"
+DEFAULT_GRACEFUL_TIMEOUT_S = 20
 _created: list[str] = []
 
 
@@ -34,7 +38,20 @@ def prepare_multiproc_dir() -> str:
     return path
 
 
+def graceful_timeout_s() -> int:
+    """Seconds gunicorn gives in-flight requests after SIGTERM (whole seconds, at least 1).
+
+    ``ucwa-bridge api`` has already refused a value that is not a positive number."""
+    raw = os.environ.get(GRACEFUL_TIMEOUT_ENV, "").strip()
+    return max(1, math.ceil(float(raw))) if raw else DEFAULT_GRACEFUL_TIMEOUT_S
+
+
 prepare_multiproc_dir()
+# SIGTERM: the master closes the listening socket and tells the workers to finish the request
+# each is serving, then exits 0; a request still running after graceful_timeout is cut off.
+# Keep it below the orchestrator's grace period (Kubernetes terminationGracePeriodSeconds,
+# compose stop_grace_period).
+graceful_timeout = graceful_timeout_s()
 # The default control socket (~/.gunicorn/gunicorn.ctl) is shared by every gunicorn of the user.
 control_socket_disable = True
 logconfig_dict = gunicorn_logconfig(

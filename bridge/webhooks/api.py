@@ -1,16 +1,23 @@
 """HTTP API for operators: the delivery log, retry and replay, endpoint state (Flask Blueprint).
 
 No auth here: the app registers ``blueprint`` behind its own ``before_request`` check and calls
-``init_app(app, admin)`` once. Errors are RFC 9457 ``application/problem+json``.
+``init_app(app, admin)`` once. Errors are the API's RFC 9457 problems (``bridge.problems``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from bridge.problems import (
+    DELIVERY_IN_FLIGHT,
+    DELIVERY_NOT_FOUND,
+    ENDPOINT_NOT_FOUND,
+    VALIDATION,
+    FieldError,
+    Problem,
+)
 from bridge.webhooks.admin import WebhookAdmin, decode_cursor
 from bridge.webhooks.errors import DeliveryInFlight, DeliveryNotFound, EndpointNotFound
 from bridge.webhooks.events import ALL_EVENT_TYPES
@@ -18,7 +25,6 @@ from bridge.webhooks.log import DeliveryStatus
 
 blueprint = Blueprint("webhooks", __name__)
 EXTENSION_KEY = "ucwa_bridge.webhooks"
-PROBLEM_BASE = "urn:ucwa-bridge:problem:"
 MAX_LIMIT = 200
 
 
@@ -32,79 +38,32 @@ def _admin() -> WebhookAdmin:
     return admin
 
 
-class Problem(Exception):
-    def __init__(
-        self,
-        status: int,
-        slug: str,
-        title: str,
-        detail: str,
-        errors: list[dict[str, str]] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.slug, self.title, self.detail, self.errors = (
-            status,
-            slug,
-            title,
-            detail,
-            errors,
-        )
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {
-            "type": PROBLEM_BASE + self.slug,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if self.errors:
-            body["errors"] = self.errors
-        resp = jsonify(body)
-        resp.status_code = self.status
-        resp.mimetype = "application/problem+json"
-        return resp
-
-
 def invalid(field: str, message: str) -> Problem:
     return Problem(
-        422,
-        "validation",
-        "Invalid request",
-        f"{field}: {message}",
-        [{"field": field, "message": message}],
+        VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "invalid")]
     )
 
 
 @blueprint.errorhandler(Problem)
 def _problem(exc: Problem) -> Response:
-    return exc.response()
+    return exc.to_response()
 
 
 @blueprint.errorhandler(DeliveryNotFound)
 def _no_delivery(exc: DeliveryNotFound) -> Response:
-    return Problem(
-        404,
-        "delivery-not-found",
-        "Delivery not found",
-        f"no delivery {exc} (unknown or past retention)",
-    ).response()
+    detail = f"no delivery {exc} (unknown or past retention)"
+    return Problem(DELIVERY_NOT_FOUND, detail).to_response()
 
 
 @blueprint.errorhandler(DeliveryInFlight)
 def _in_flight(exc: DeliveryInFlight) -> Response:
-    return Problem(
-        409,
-        "delivery-in-flight",
-        "Delivery in flight",
-        f"delivery {exc} is queued or being attempted; try again later",
-    ).response()
+    detail = f"delivery {exc} is queued or being attempted; try again later"
+    return Problem(DELIVERY_IN_FLIGHT, detail).to_response()
 
 
 @blueprint.errorhandler(EndpointNotFound)
 def _no_endpoint(exc: EndpointNotFound) -> Response:
-    return Problem(
-        404, "endpoint-not-found", "Endpoint not found", f"no configured endpoint {exc}"
-    ).response()
+    return Problem(ENDPOINT_NOT_FOUND, f"no configured endpoint {exc}").to_response()
 
 
 @blueprint.get("/webhooks/deliveries")

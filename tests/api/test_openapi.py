@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bridge.api.problems import ALL_TYPES
+from bridge.problems import ALL_TYPES
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 

@@ -175,7 +175,9 @@ def test_roles_commands_healthchecks_and_shutdown() -> None:
     for name in BRIDGE_SERVICES:
         service = services[name]
         assert service["build"]["context"] == "."
-        assert service["stop_grace_period"] == "30s"
+        # the worker finishes its job on SIGTERM: longer than the send job timeout
+        grace = "150s" if name == "worker" else "30s"
+        assert service["stop_grace_period"] == grace
         assert service.get("stop_signal", "SIGTERM") == "SIGTERM"
         assert service["read_only"] is True
         assert "/tmp" in service["tmpfs"]

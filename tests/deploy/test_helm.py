@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
+from unittest.mock import MagicMock
 
 import pytest
 
@@ -27,6 +34,8 @@ SENTINEL_WEBHOOK_SECRET = "whsec_c2VudGluZWwtd2ViaG9vay1zZWNyZXQtMTIz"
 SENTINEL_ENDPOINT_SECRET = "whsec_ZW5kcG9pbnQtc2VjcmV0LXNlbnRpbmVsLTQ1Ng=="
 SECRET_ENV = {"BRIDGE_UCWA_PASSWORD", "BRIDGE_API_KEYS", "BRIDGE_WEBHOOK_SECRET"}
 K8S_VALIDATE_HINT = "pip install kubernetes-validate (the project's test extra)"
+# Custom resources kubernetes-validate does not know; each has a structural test below.
+CRD_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 
 BASE: dict[str, Any] = {
     "config": {
@@ -44,6 +53,45 @@ INLINE_SECRETS: dict[str, Any] = {
         "webhookSecret": SENTINEL_WEBHOOK_SECRET,
     },
     "webhooks": {"url": "https://hooks.example.com/skype", "events": ["message.received"]},
+}
+
+SENTINEL_HOSTS = [
+    "redis-sentinel-0.redis-sentinel:26379",
+    "redis-sentinel-1.redis-sentinel:26379",
+    "redis-sentinel-2.redis-sentinel:26379",
+]
+INGRESS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+PROMETHEUS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prom"}}}
+ADMIN_PEER = {"ipBlock": {"cidr": "10.20.0.0/16"}}
+UCWA_EGRESS = {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}
+METRICS_PORT = 9200
+# Every optional feature on (Redis: see the two "full" variants below).
+FULL_OPTIONS: dict[str, Any] = {
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "hosts": [{"host": "bridge.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+        "tls": [{"secretName": "bridge-tls", "hosts": ["bridge.example.com"]}],
+    },
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "metrics": {"enabled": True, "port": METRICS_PORT},
+    "api": {
+        "autoscaling": {
+            "enabled": True,
+            "minReplicas": 3,
+            "maxReplicas": 9,
+            "targetCPUUtilizationPercentage": 65,
+        }
+    },
+    "keda": {"enabled": True, "maxReplicas": 12, "listLength": 25, "queues": ["send", "webhooks"]},
+    "networkPolicy": {
+        "enabled": True,
+        "api": {"from": [INGRESS_PEER]},
+        "metrics": {"from": [PROMETHEUS_PEER]},
+        "redis": {"from": [ADMIN_PEER]},
+        "egress": {"restrict": True, "to": [UCWA_EGRESS]},
+    },
+    "helmTest": {"enabled": True, "attempts": 5, "delaySeconds": 2},
 }
 
 VARIANTS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
@@ -120,7 +168,42 @@ VARIANTS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
             "config.extra.BRIDGE_INVITATION_TIMEOUT_S=60",
         ],
     ),
+    "full": (
+        {
+            **INLINE_SECRETS,
+            **FULL_OPTIONS,
+            "redis": {
+                "bundled": {"enabled": False},
+                "sentinel": {
+                    "enabled": True,
+                    "hosts": SENTINEL_HOSTS,
+                    "masterName": "bridge-master",
+                    "db": 2,
+                },
+            },
+        },
+        [],
+    ),
+    "full-bundled-redis": ({**INLINE_SECRETS, **FULL_OPTIONS}, []),
+    "keda-existing-secret": (
+        {
+            **BASE,
+            "secrets": {"existingSecret": "bridge-credentials"},
+            "redis": {"urlFromExistingSecret": True, "bundled": {"enabled": False}},
+            "keda": {
+                "enabled": True,
+                "redis": {
+                    "address": "sentinel-a:26379,sentinel-b:26379",
+                    "sentinelMaster": "bridge",
+                    "databaseIndex": 1,
+                    "passwordKey": "redis-password",
+                },
+            },
+        },
+        [],
+    ),
 }
+FULL_VARIANTS = ("full", "full-bundled-redis")
 
 
 def kube_versions() -> list[str]:
@@ -176,7 +259,10 @@ def configmap_env(docs: list[dict[str, Any]]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["defaults", "inline-secrets", "existing-secret"])
+@pytest.mark.parametrize(
+    "variant",
+    ["defaults", "inline-secrets", "existing-secret", *FULL_VARIANTS, "keda-existing-secret"],
+)
 def test_helm_lint_strict(helm: str, tmp: Path, variant: str) -> None:
     values, sets = VARIANTS[variant]
     result = run_helm(helm, "lint", "--strict", str(CHART), *values_args(values, sets, tmp))
@@ -190,8 +276,8 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, tmp: Path, variant: 
         docs = render(helm, tmp, variant, version)
         assert docs, "nothing rendered"
         for doc in docs:
-            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
-                continue  # a CRD; checked structurally in test_service_monitor
+            if doc["apiVersion"].startswith(CRD_GROUPS):
+                continue  # a custom resource; checked structurally by its own test
             where = f"{doc['kind']}/{doc['metadata']['name']} (Kubernetes {version})"
             try:
                 kv.validate(doc, version, strict=True)
@@ -211,7 +297,36 @@ def test_default_render_has_every_part(helm: str, tmp: Path) -> None:
     assert ("ServiceAccount", FULLNAME) in kinds
     assert ("StatefulSet", f"{FULLNAME}-redis") in kinds
     assert ("Service", f"{FULLNAME}-redis") in kinds
-    assert not {k for k, _ in kinds} & {"Ingress", "ServiceMonitor"}
+    assert ("Pod", f"{FULLNAME}-test-readyz") in kinds
+    optional = {
+        "Ingress",
+        "ServiceMonitor",
+        "PodMonitor",
+        "HorizontalPodAutoscaler",
+        "ScaledObject",
+        "TriggerAuthentication",
+        "NetworkPolicy",
+    }
+    assert not {k for k, _ in kinds} & optional
+    for role in ROLES:
+        assert "replicas" in deployment(docs, role)["spec"], role
+
+
+def test_full_render_has_every_optional_part(helm: str, tmp: Path) -> None:
+    for variant in FULL_VARIANTS:
+        kinds = {(d["kind"], d["metadata"]["name"]) for d in render(helm, tmp, variant)}
+        assert ("Ingress", FULLNAME) in kinds
+        assert ("ServiceMonitor", f"{FULLNAME}-api") in kinds
+        assert ("PodMonitor", f"{FULLNAME}-worker-poller") in kinds
+        assert ("HorizontalPodAutoscaler", f"{FULLNAME}-api") in kinds
+        assert ("ScaledObject", f"{FULLNAME}-worker") in kinds
+        assert ("Pod", f"{FULLNAME}-test-readyz") in kinds
+        for role in ROLES:
+            assert ("NetworkPolicy", f"{FULLNAME}-{role}") in kinds
+            assert ("PodDisruptionBudget", f"{FULLNAME}-{role}") in kinds
+    assert ("StatefulSet", f"{FULLNAME}-redis") not in {
+        (d["kind"], d["metadata"]["name"]) for d in render(helm, tmp, "full")
+    }
 
 
 def test_two_pollers_and_pdbs_keep_one(helm: str, tmp: Path) -> None:
@@ -257,9 +372,10 @@ def test_probes(helm: str, tmp: Path, variant: str) -> None:
 def test_pods_run_as_non_root_with_read_only_root(helm: str, tmp: Path, variant: str) -> None:
     docs = render(helm, tmp, variant)
     workloads = [*by_kind(docs, "Deployment").values(), *by_kind(docs, "StatefulSet").values()]
-    for workload in workloads:
-        pod = workload["spec"]["template"]["spec"]
-        name = workload["metadata"]["name"]
+    pods = [(w["metadata"]["name"], w["spec"]["template"]["spec"]) for w in workloads]
+    pods += [(p["metadata"]["name"], p["spec"]) for p in by_kind(docs, "Pod").values()]
+    assert pods
+    for name, pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] > 0, name
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
@@ -292,6 +408,72 @@ def test_graceful_shutdown_gets_30_seconds(helm: str, tmp: Path) -> None:
     for role in ROLES:
         spec = deployment(docs, role)["spec"]["template"]["spec"]
         assert spec["terminationGracePeriodSeconds"] >= 30, role
+
+
+def job_timeouts(env: Mapping[str, str]) -> dict[str, int]:
+    """The RQ job timeouts the code uses, read from the code (``env``: the pods' settings)."""
+
+    from bridge.intake import Intake
+    from bridge.outbound import Outbound
+    from bridge.webhooks.settings import WebhookSettings
+
+    outbound = Outbound(MagicMock(), store=MagicMock())
+    outbound.queue = MagicMock()
+    outbound.enqueue_send("message-id")
+    return {
+        "send job enqueued by the API (bridge.intake)": int(
+            inspect.signature(Intake).parameters["job_timeout_s"].default
+        ),
+        "send retry or check (bridge.outbound)": int(
+            outbound.queue.enqueue.call_args.kwargs["job_timeout"]
+        ),
+        "webhook delivery (bridge.webhooks)": WebhookSettings.from_env(env).job_timeout_s,
+    }
+
+
+def worker_grace(docs: list[dict[str, Any]]) -> int:
+    return int(
+        deployment(docs, "worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    )
+
+
+def test_worker_outlives_its_longest_job(helm: str, tmp: Path) -> None:
+    # SIGTERM lets a worker finish its job; the kubelet's SIGKILL must not come before RQ's
+    # own timeout would have ended it.
+    docs = render(helm, tmp, "defaults")
+    timeouts = job_timeouts(configmap_env(docs))
+    longest = max(timeouts.values())
+    assert worker_grace(docs) > longest, timeouts
+    # The chart knows the same numbers: it refuses exactly the too-short values.
+    base = ["template", RELEASE, str(CHART), "--show-only", "templates/deployment-worker.yaml"]
+    refused = run_helm(
+        helm, *base, "--set", f"worker.terminationGracePeriodSeconds={longest}", check=False
+    )
+    assert refused.returncode != 0 and "terminationGracePeriodSeconds" in refused.stderr
+    run_helm(helm, *base, "--set", f"worker.terminationGracePeriodSeconds={longest + 1}")
+
+
+def test_worker_grace_follows_the_webhook_timeout(helm: str) -> None:
+    extra = {"BRIDGE_WEBHOOK_TIMEOUT_S": "250.5"}
+    webhook = job_timeouts(extra)["webhook delivery (bridge.webhooks)"]
+    assert webhook > 150, "pick a timeout whose job outlasts the default grace period"
+    base = [
+        "template",
+        RELEASE,
+        str(CHART),
+        "--show-only",
+        "templates/deployment-worker.yaml",
+        "--set-string",
+        f"config.extra.BRIDGE_WEBHOOK_TIMEOUT_S={extra['BRIDGE_WEBHOOK_TIMEOUT_S']}",
+    ]
+    refused = run_helm(
+        helm, *base, "--set", f"worker.terminationGracePeriodSeconds={webhook}", check=False
+    )
+    assert refused.returncode != 0 and f"({webhook} s)" in refused.stderr
+    docs = load_documents(
+        run_helm(helm, *base, "--set", f"worker.terminationGracePeriodSeconds={webhook + 1}").stdout
+    )
+    assert worker_grace(docs) == webhook + 1
 
 
 def test_config_changes_roll_the_pods(helm: str, tmp: Path) -> None:
@@ -508,7 +690,94 @@ def test_service_monitor(helm: str, tmp: Path) -> None:
         (["secrets.apiKeys[0]=short"], "apiKeys"),
         (["config.ucwa.discoveryUrl=lyncdiscover.contoso.com"], "discoveryUrl"),
         (["worker.terminationGracePeriodSeconds=5"], "terminationGracePeriodSeconds"),
+        (["worker.terminationGracePeriodSeconds=120"], "longer than the longest job timeout"),
         (["replicaz=3"], "replicaz"),
+        # Redis Sentinel
+        (
+            [
+                "redis.sentinel.enabled=true",
+                "redis.sentinel.hosts[0]=s:26379",
+                "redis.sentinel.masterName=m",
+            ],
+            "redis.bundled.enabled=false",
+        ),
+        (
+            [
+                "redis.bundled.enabled=false",
+                "redis.url=redis://r:6379/0",
+                "redis.sentinel.enabled=true",
+                "redis.sentinel.hosts[0]=s:26379",
+                "redis.sentinel.masterName=m",
+            ],
+            "excludes redis.url",
+        ),
+        (
+            [
+                "redis.bundled.enabled=false",
+                "secrets.existingSecret=s",
+                "redis.urlFromExistingSecret=true",
+                "redis.sentinel.enabled=true",
+                "redis.sentinel.hosts[0]=s:26379",
+                "redis.sentinel.masterName=m",
+            ],
+            "redis.urlFromExistingSecret",
+        ),
+        (
+            [
+                "redis.bundled.enabled=false",
+                "redis.sentinel.enabled=true",
+                "redis.sentinel.masterName=m",
+            ],
+            "redis.sentinel.hosts",
+        ),
+        (
+            [
+                "redis.bundled.enabled=false",
+                "redis.sentinel.enabled=true",
+                "redis.sentinel.hosts[0]=s:26379",
+            ],
+            "redis.sentinel.masterName",
+        ),
+        (["redis.sentinel.hosts[0]=no-port"], "redis.sentinel.hosts"),
+        # HPA
+        (
+            [
+                "api.autoscaling.enabled=true",
+                "api.autoscaling.minReplicas=5",
+                "api.autoscaling.maxReplicas=2",
+            ],
+            "minReplicas",
+        ),
+        (["api.autoscaling.enabled=true", "api.resources.requests=null"], "requests.cpu"),
+        # KEDA
+        (["keda.enabled=true", "keda.minReplicas=0"], "minReplicas"),
+        (["keda.enabled=true", "keda.queues[0]=default"], "queues"),
+        (
+            ["keda.enabled=true", "keda.redis.passwordKey=redis-password"],
+            "needs secrets.existingSecret",
+        ),
+        (
+            [
+                "keda.enabled=true",
+                "secrets.existingSecret=s",
+                "redis.bundled.enabled=false",
+                "redis.urlFromExistingSecret=true",
+            ],
+            "keda.redis.address is required",
+        ),
+        (
+            ["keda.enabled=true", "redis.bundled.enabled=false", "redis.url=redis://:pw@r:6379/0"],
+            "redis.url carries credentials",
+        ),
+        (
+            [
+                "keda.enabled=true",
+                "redis.bundled.enabled=false",
+                "redis.url=unix:///run/redis.sock",
+            ],
+            "keda.redis.address",
+        ),
+        (["networkPolicy.api.from[0]=everyone"], "networkPolicy"),
     ],
 )
 def test_bad_values_are_refused(helm: str, sets: list[str], message: str) -> None:
@@ -544,3 +813,426 @@ def test_notes_render(helm: str, tmp_path: Path) -> None:
     notes = configured[0]["data"]["notes"]
     assert "WARNING" not in notes
     assert 'Secret "bridge-credentials"' in notes
+    assert f"helm test {RELEASE} --namespace default" in notes
+    values, sets = VARIANTS["full"]
+    full = load_documents(
+        run_helm(
+            helm, "template", RELEASE, str(chart), *show, *values_args(values, sets, tmp_path)
+        ).stdout
+    )
+    notes = full[0]["data"]["notes"]
+    assert "3-9 api (HPA on CPU)" in notes
+    assert "1-12 worker (KEDA on rq:queue:send, rq:queue:webhooks)" in notes
+    assert 'Sentinel master "bridge-master" (db 2)' in notes
+    assert "NetworkPolicies are on" in notes
+
+
+# ---------------------------------------------------------------------------------------------
+# autoscaling: the API's HPA, the workers' KEDA ScaledObject
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", FULL_VARIANTS)
+def test_api_hpa(helm: str, tmp: Path, variant: str) -> None:
+    docs = render(helm, tmp, variant)
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")[f"{FULLNAME}-api"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert target == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{FULLNAME}-api"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 65},
+            },
+        }
+    ]
+    api = deployment(docs, "api")
+    assert "replicas" not in api["spec"], "the HPA owns the replica count"
+    assert container(docs, "api")["resources"]["requests"]["cpu"]
+    assert deployment(docs, "poller")["spec"]["replicas"] == 2
+
+
+def scaled_object(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    so = by_kind(docs, "ScaledObject")[f"{FULLNAME}-worker"]
+    assert so["apiVersion"] == "keda.sh/v1alpha1"
+    assert so["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": f"{FULLNAME}-worker",
+    }
+    assert "replicas" not in deployment(docs, "worker")["spec"], "KEDA owns the replica count"
+    # RQ's scheduler runs inside the workers: never scale them to zero.
+    assert so["spec"]["minReplicaCount"] >= 1
+    assert so["spec"]["maxReplicaCount"] >= so["spec"]["minReplicaCount"]
+    for trigger in so["spec"]["triggers"]:
+        # KEDA's trigger metadata is a map of strings.
+        assert all(isinstance(v, str) for v in trigger["metadata"].values()), trigger
+    return so
+
+
+def rq_list(queue: str) -> str:
+    from rq import Queue
+
+    return f"{Queue.redis_queue_namespace_prefix}{queue}"
+
+
+def test_keda_scales_workers_on_the_send_queue_of_the_bundled_redis(helm: str, tmp: Path) -> None:
+    from bridge.intake import SEND_QUEUE
+    from bridge.webhooks.jobs import QUEUE_NAME as WEBHOOK_QUEUE
+
+    docs = render(helm, tmp, "full-bundled-redis")
+    so = scaled_object(docs)
+    assert so["spec"]["maxReplicaCount"] == 12
+    triggers = so["spec"]["triggers"]
+    assert [t["metadata"]["listName"] for t in triggers] == [
+        rq_list(SEND_QUEUE),
+        rq_list(WEBHOOK_QUEUE),
+    ]
+    assert rq_list(SEND_QUEUE) == "rq:queue:send"
+    redis_service = by_kind(docs, "Service")[f"{FULLNAME}-redis"]
+    redis_url = configmap_env(docs)["BRIDGE_REDIS_URL"]
+    for trigger in triggers:
+        assert trigger["type"] == "redis"
+        meta = trigger["metadata"]
+        assert meta["listLength"] == "25"
+        assert meta["address"] == f"{redis_service['metadata']['name']}:6379"
+        assert redis_url == f"redis://{meta['address']}/{meta['databaseIndex']}"
+        assert "authenticationRef" not in trigger
+    assert not by_kind(docs, "TriggerAuthentication")
+
+
+def test_keda_follows_the_sentinel_setting(helm: str, tmp: Path) -> None:
+    from bridge.redis_conn import parse_sentinel_url
+
+    docs = render(helm, tmp, "full")
+    spec = parse_sentinel_url(configmap_env(docs)["BRIDGE_REDIS_URL"])
+    for trigger in scaled_object(docs)["spec"]["triggers"]:
+        assert trigger["type"] == "redis-sentinel"
+        meta = trigger["metadata"]
+        assert meta["addresses"] == ",".join(f"{h}:{p}" for h, p in spec.hosts)
+        assert meta["sentinelMaster"] == spec.master == "bridge-master"
+        assert meta["databaseIndex"] == str(spec.db) == "2"
+
+
+def test_keda_reads_the_redis_password_from_the_existing_secret(helm: str, tmp: Path) -> None:
+    docs = render(helm, tmp, "keda-existing-secret")
+    auth = by_kind(docs, "TriggerAuthentication")[f"{FULLNAME}-worker"]
+    assert auth["apiVersion"] == "keda.sh/v1alpha1"
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    # The bridge uses one password for the master and the sentinels; so does KEDA here.
+    assert refs == {
+        "password": ("bridge-credentials", "redis-password"),
+        "sentinelPassword": ("bridge-credentials", "redis-password"),
+    }
+    (trigger,) = scaled_object(docs)["spec"]["triggers"]
+    assert trigger["type"] == "redis-sentinel"
+    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert trigger["metadata"] == {
+        "addresses": "sentinel-a:26379,sentinel-b:26379",
+        "sentinelMaster": "bridge",
+        "databaseIndex": "1",
+        "listName": "rq:queue:send",
+        "listLength": "20",
+    }
+    assert not by_kind(docs, "Secret")
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "expected"),
+    [
+        ("redis://redis.example", "redis", {"address": "redis.example:6379", "databaseIndex": "0"}),
+        (
+            "rediss://redis.example:6380/4",
+            "redis",
+            {"address": "redis.example:6380", "databaseIndex": "4", "enableTLS": "true"},
+        ),
+        (
+            "redis+sentinel://s1:26380,s2/master-a/3",
+            "redis-sentinel",
+            {"addresses": "s1:26380,s2:26379", "sentinelMaster": "master-a", "databaseIndex": "3"},
+        ),
+    ],
+)
+def test_keda_address_comes_from_the_redis_url(
+    helm: str, url: str, kind: str, expected: dict[str, str]
+) -> None:
+    result = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--show-only",
+        "templates/keda.yaml",
+        "--set",
+        "keda.enabled=true",
+        "--set",
+        "redis.bundled.enabled=false",
+        "--set-string",
+        f"redis.url={url.replace(',', chr(92) + ',')}",
+    )
+    (so,) = load_documents(result.stdout)
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == kind
+    meta = {k: v for k, v in trigger["metadata"].items() if k not in ("listName", "listLength")}
+    assert meta == expected
+    if kind == "redis-sentinel":
+        from bridge.redis_conn import parse_sentinel_url
+
+        spec = parse_sentinel_url(url)
+        assert meta["addresses"] == ",".join(f"{h}:{p}" for h, p in spec.hosts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis Sentinel
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sentinel_url(helm: str, tmp: Path) -> None:
+    from bridge.redis_conn import parse_sentinel_url
+
+    docs = render(helm, tmp, "full")
+    url = configmap_env(docs)["BRIDGE_REDIS_URL"]
+    assert url == f"redis+sentinel://{','.join(SENTINEL_HOSTS)}/bridge-master/2"
+    spec = parse_sentinel_url(url)
+    assert [f"{h}:{p}" for h, p in spec.hosts] == SENTINEL_HOSTS
+    assert (spec.master, spec.db, spec.password) == ("bridge-master", 2, None)
+    assert not by_kind(docs, "StatefulSet")
+    for role in ROLES:
+        assert "BRIDGE_REDIS_URL" not in env_of(docs, role), "read from the ConfigMap"
+
+
+# ---------------------------------------------------------------------------------------------
+# worker and poller metrics, PodMonitor
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("variant", "port"), [("defaults", 9100), ("full", METRICS_PORT)])
+def test_worker_and_poller_serve_metrics(helm: str, tmp: Path, variant: str, port: int) -> None:
+    docs = render(helm, tmp, variant)
+    for role in ("worker", "poller"):
+        assert env_of(docs, role)["BRIDGE_METRICS_PORT"] == {
+            "name": "BRIDGE_METRICS_PORT",
+            "value": str(port),
+        }
+        ports = container(docs, role)["ports"]
+        assert ports == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    assert "BRIDGE_METRICS_PORT" not in env_of(docs, "api")
+    assert "BRIDGE_METRICS_PORT" not in configmap_env(docs)
+
+
+def test_metrics_can_be_turned_off(helm: str, tmp_path: Path) -> None:
+    args = ["template", RELEASE, str(CHART), "--set", "metrics.enabled=false"]
+    args += ["--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true"]
+    docs = load_documents(run_helm(helm, *args).stdout)
+    for role in ("worker", "poller"):
+        assert "BRIDGE_METRICS_PORT" not in env_of(docs, role)
+        assert "ports" not in container(docs, role)
+        # No port to open: the pods accept no traffic at all.
+        policy = by_kind(docs, "NetworkPolicy")[f"{FULLNAME}-{role}"]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert "ingress" not in policy["spec"]
+    assert not by_kind(docs, "PodMonitor")
+    assert by_kind(docs, "ServiceMonitor")
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector (matchLabels, matchExpressions with In) selects ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", expr
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def pod_labels(docs: list[dict[str, Any]], role: str) -> dict[str, str]:
+    labels: dict[str, str] = deployment(docs, role)["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_pod_monitor(helm: str, tmp: Path) -> None:
+    docs = render(helm, tmp, "full")
+    monitor = by_kind(docs, "PodMonitor")[f"{FULLNAME}-worker-poller"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]
+    assert selects(selector, pod_labels(docs, "worker"))
+    assert selects(selector, pod_labels(docs, "poller"))
+    assert not selects(selector, pod_labels(docs, "api")), "the API has its ServiceMonitor"
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["default"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# NetworkPolicy
+# ---------------------------------------------------------------------------------------------
+
+
+def policy(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = by_kind(docs, "NetworkPolicy")[name]["spec"]
+    return spec
+
+
+def test_policies_select_exactly_their_role(helm: str, tmp: Path) -> None:
+    docs = render(helm, tmp, "full-bundled-redis")
+    for role in ROLES:
+        selector = policy(docs, f"{FULLNAME}-{role}")["podSelector"]
+        for other in ROLES:
+            assert selects(selector, pod_labels(docs, other)) == (other == role), (role, other)
+
+
+@pytest.mark.parametrize("variant", FULL_VARIANTS)
+def test_network_policies(helm: str, tmp: Path, variant: str) -> None:
+    docs = render(helm, tmp, variant)
+    test_pod = by_kind(docs, "Pod")[f"{FULLNAME}-test-readyz"]
+
+    api = policy(docs, f"{FULLNAME}-api")
+    assert api["policyTypes"] == ["Ingress", "Egress"]
+    (rule,) = api["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert INGRESS_PEER in rule["from"] and PROMETHEUS_PEER in rule["from"]
+    # `helm test` must still reach the API.
+    assert any(
+        selects(p["podSelector"], test_pod["metadata"]["labels"])
+        for p in rule["from"]
+        if "podSelector" in p
+    )
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in container(docs, "api")[
+        "ports"
+    ]
+
+    for role in ("worker", "poller"):
+        spec = policy(docs, f"{FULLNAME}-{role}")
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        # Nothing but the metrics port, and only from the configured peers.
+        assert spec["ingress"] == [
+            {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [PROMETHEUS_PEER]}
+        ]
+        assert "metrics" in {p["name"] for p in container(docs, role)["ports"]}
+
+    for role in ROLES:
+        egress = policy(docs, f"{FULLNAME}-{role}")["egress"]
+        assert egress[0] == {
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+        }
+        assert egress[-1] == UCWA_EGRESS
+        if variant == "full-bundled-redis":
+            (to_redis,) = egress[1]["to"]
+            sts = by_kind(docs, "StatefulSet")[f"{FULLNAME}-redis"]
+            assert selects(to_redis["podSelector"], sts["spec"]["template"]["metadata"]["labels"])
+            assert egress[1]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+        else:
+            assert len(egress) == 2
+
+    if variant == "full":
+        assert f"{FULLNAME}-redis" not in by_kind(docs, "NetworkPolicy")
+        return
+    redis = policy(docs, f"{FULLNAME}-redis")
+    sts = by_kind(docs, "StatefulSet")[f"{FULLNAME}-redis"]
+    assert selects(redis["podSelector"], sts["spec"]["template"]["metadata"]["labels"])
+    assert redis["policyTypes"] == ["Ingress", "Egress"]
+    assert "egress" not in redis, "Redis itself needs no outgoing traffic"
+    (rule,) = redis["ingress"]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    peers = rule["from"]
+    for role in ROLES:
+        assert any(
+            selects(p["podSelector"], pod_labels(docs, role)) for p in peers if "podSelector" in p
+        )
+    keda_ns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+    assert keda_ns in peers, "KEDA's operator reads the queue length"
+    assert ADMIN_PEER in peers
+
+
+def test_network_policies_leave_egress_open_by_default(helm: str) -> None:
+    args = ["template", RELEASE, str(CHART), "--set", "networkPolicy.enabled=true"]
+    docs = load_documents(
+        run_helm(helm, *args, "--show-only", "templates/networkpolicy.yaml").stdout
+    )
+    assert {d["metadata"]["name"] for d in docs} == {
+        f"{FULLNAME}-{role}" for role in (*ROLES, "redis")
+    }
+    for doc in docs:
+        assert doc["spec"]["policyTypes"] == ["Ingress"], doc["metadata"]["name"]
+        assert "egress" not in doc["spec"]
+    api = policy(docs, f"{FULLNAME}-api")
+    assert api["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}], "from anywhere"
+    worker = policy(docs, f"{FULLNAME}-worker")
+    assert worker["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    redis_peers = policy(docs, f"{FULLNAME}-redis")["ingress"][0]["from"]
+    assert len(redis_peers) == 1, "only the release's own pods (no KEDA, no extra peers)"
+
+
+# ---------------------------------------------------------------------------------------------
+# helm test
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def readyz_server() -> Iterator[tuple[str, list[int]]]:
+    """A local stand-in for the API: answers /readyz with the next status in the list."""
+    statuses: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+            body = b'{"status": "ready"}' if status == 200 else b'{"status": "not ready"}'
+            self.send_response(status if self.path == "/readyz" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/readyz", statuses
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_helm_test_hook_calls_readyz(
+    helm: str, tmp: Path, readyz_server: tuple[str, list[int]]
+) -> None:
+    docs = render(helm, tmp, "full")
+    pod = by_kind(docs, "Pod")[f"{FULLNAME}-test-readyz"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == container(docs, "api")["image"], "the chart's own image"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    service = by_kind(docs, "Service")[f"{FULLNAME}-api"]
+    port = service["spec"]["ports"][0]["port"]
+    assert env["READYZ_URL"] == f"http://{service['metadata']['name']}:{port}/readyz"
+    assert (env["READYZ_ATTEMPTS"], env["READYZ_DELAY_S"]) == ("5", "2")
+    assert c["command"][:2] == ["python", "-c"]
+
+    # Run the hook's script against a local server: 0 once ready, 1 when never ready.
+    url, statuses = readyz_server
+    script = c["command"][2]
+
+    def run(attempts: int) -> subprocess.CompletedProcess[str]:
+        hook_env = {"READYZ_URL": url, "READYZ_ATTEMPTS": str(attempts), "READYZ_DELAY_S": "0"}
+        return subprocess.run(
+            [sys.executable, "-c", script], env=hook_env, capture_output=True, text=True, timeout=60
+        )
+
+    statuses[:] = [503, 503, 200]
+    ready = run(attempts=5)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert "try 2/5: 503" in ready.stdout and '200 {"status": "ready"}' in ready.stdout
+    statuses[:] = [503]
+    not_ready = run(attempts=2)
+    assert not_ready.returncode == 1, not_ready.stdout + not_ready.stderr
+    assert "try 2/2: 503" in not_ready.stdout

@@ -52,12 +52,14 @@ class Bridge:
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
 
     # -- processes ------------------------------------------------------------------------------
-    def spawn(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, role: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         count = sum(len(v) for v in self.procs.values())
         log = open(self.workdir / f"{role}-{count}.log", "wb")  # noqa: SIM115 - lives with proc
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge.cli", role, *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -70,14 +72,16 @@ class Bridge:
         self.spawn("api", "--bind", f"127.0.0.1:{port}")
         wait_for(lambda: _up(self.api_url + "/healthz"), 20, "the API to answer")
 
-    def start_poller(self, wait: bool = True) -> subprocess.Popen[bytes]:
-        proc = self.spawn("poller")
+    def start_poller(
+        self, wait: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = self.spawn("poller", env=env)
         if wait:
             wait_for(lambda: self.session_state() == "ready", 20, "the UCWA session")
         return proc
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        return self.spawn("worker")
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return self.spawn("worker", env=env)
 
     def stop_all(self) -> None:
         for procs in self.procs.values():

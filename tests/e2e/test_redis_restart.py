@@ -3,6 +3,7 @@ once; the API answers 503 problems while Redis is away and every role reconnects
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -57,3 +58,18 @@ def test_accepted_messages_survive_a_redis_crash_and_are_sent_once(
         bridge.api_url + "/messages", json={"to": BOB, "text": "after"}, headers=headers, timeout=10
     )
     assert after.status_code == 202
+
+
+def test_readyz_says_why_when_the_poller_is_gone_and_recovers_with_a_new_one(
+    make_bridge: Callable[..., Bridge],
+) -> None:
+    bridge = make_bridge()
+    wait_for(lambda: ready(bridge) == 200, 20, "the bridge to be ready", bridge.logs)
+    poller = bridge.procs["poller"][0]
+    poller.send_signal(signal.SIGKILL)  # no clean release: the lease must run out
+    poller.wait(timeout=5)
+    wait_for(lambda: ready(bridge) == 503, 15, "/readyz to notice the dead poller")
+    reasons = requests.get(bridge.api_url + "/readyz", timeout=5).json()
+    assert any("poller" in r for r in reasons["reasons"]), reasons
+    bridge.start_poller()
+    wait_for(lambda: ready(bridge) == 200, 20, "/readyz to recover", bridge.logs)

@@ -144,8 +144,11 @@ def test_replay_validation_problem(client: FlaskClient) -> None:
     response = client.post("/webhooks/replay", json={"endpoint": "ops"})
     assert response.status_code == 422 and response.mimetype == "application/problem+json"
     problem = response.get_json()
-    assert problem["errors"] == [{"field": "since", "message": "an RFC 3339 timestamp is required"}]
+    assert problem["errors"] == [
+        {"field": "since", "message": "an RFC 3339 timestamp is required", "code": "invalid"}
+    ]
     assert problem["status"] == 422 and problem["title"] and problem["detail"]
+    assert problem["type"] == "urn:ucwa-bridge:problem:validation-error"  # as for /messages
     bad = client.get("/webhooks/deliveries?limit=0").get_json()
     assert bad["errors"][0]["field"] == "limit"
 

@@ -68,8 +68,11 @@ app.kubernetes.io/component: {{ .role }}
 
 {{/* BRIDGE_REDIS_URL when it is not read from a Secret. */}}
 {{- define "ucwa-bridge.redisUrl" -}}
+{{- $s := .Values.redis.sentinel }}
 {{- if .Values.redis.bundled.enabled }}
 {{- printf "redis://%s:6379/0" (include "ucwa-bridge.redisName" .) }}
+{{- else if $s.enabled }}
+{{- printf "redis+sentinel://%s/%s/%d" (join "," $s.hosts) $s.masterName (int $s.db) }}
 {{- else }}
 {{- .Values.redis.url }}
 {{- end }}
@@ -88,6 +91,84 @@ app.kubernetes.io/component: {{ .role }}
 
 {{- define "ucwa-bridge.webhooksMountPath" -}}/etc/ucwa-bridge/webhooks{{- end }}
 
+{{/*
+The RQ job timeout of a send job, in seconds: bridge.intake.SEND_JOB_TIMEOUT_S (first
+attempts and retries alike). tests/deploy/test_helm.py compares it with the code.
+*/}}
+{{- define "ucwa-bridge.sendJobTimeoutSeconds" -}}120{{- end }}
+
+{{/* The RQ job timeout of a webhook delivery: 3 x BRIDGE_WEBHOOK_TIMEOUT_S + 30 (webhooks/settings.py). */}}
+{{- define "ucwa-bridge.webhookJobTimeoutSeconds" -}}
+{{- $timeout := index .Values.config.extra "BRIDGE_WEBHOOK_TIMEOUT_S" | default 15 | float64 }}
+{{- mulf $timeout 3 | addf 30 | floor | int }}
+{{- end }}
+
+{{/* "true" when a role's replica count belongs to an autoscaler (the Deployment leaves it out). */}}
+{{- define "ucwa-bridge.autoscaled" -}}
+{{- if and (eq .role "api") .root.Values.api.autoscaling.enabled }}true{{ end }}
+{{- if and (eq .role "worker") .root.Values.keda.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+Where KEDA's scaler finds Redis, as JSON {"type": "redis"|"redis-sentinel", "metadata": {...}}:
+keda.redis.address when set, else derived from the redis.* setting the pods use.
+*/}}
+{{- define "ucwa-bridge.kedaRedis" -}}
+{{- $v := .Values }}
+{{- $k := $v.keda.redis }}
+{{- $type := "redis" }}
+{{- $m := dict }}
+{{- if $k.address }}
+{{- if $k.sentinelMaster }}
+{{- $type = "redis-sentinel" }}
+{{- $_ := set $m "addresses" $k.address }}
+{{- $_ := set $m "sentinelMaster" $k.sentinelMaster }}
+{{- else }}
+{{- $_ := set $m "address" $k.address }}
+{{- end }}
+{{- $_ := set $m "databaseIndex" (int $k.databaseIndex | toString) }}
+{{- if $k.enableTLS }}{{ $_ := set $m "enableTLS" "true" }}{{ end }}
+{{- else if $v.redis.urlFromExistingSecret }}
+{{- fail "keda.redis.address is required with redis.urlFromExistingSecret: the chart cannot read the Redis URL inside the Secret" }}
+{{- else if $v.redis.bundled.enabled }}
+{{- $_ := set $m "address" (printf "%s:6379" (include "ucwa-bridge.redisName" .)) }}
+{{- $_ := set $m "databaseIndex" "0" }}
+{{- else if $v.redis.sentinel.enabled }}
+{{- $type = "redis-sentinel" }}
+{{- $_ := set $m "addresses" (join "," $v.redis.sentinel.hosts) }}
+{{- $_ := set $m "sentinelMaster" $v.redis.sentinel.masterName }}
+{{- $_ := set $m "databaseIndex" (int $v.redis.sentinel.db | toString) }}
+{{- else }}
+{{- $credentials := "keda: redis.url carries credentials; put the URL into secrets.existingSecret (redis.urlFromExistingSecret), the password alone under keda.redis.passwordKey and set keda.redis.address" }}
+{{- if hasPrefix "redis+sentinel://" $v.redis.url }}
+{{- /* By hand: a host list is no URL host for urlParse. */}}
+{{- $rest := trimPrefix "redis+sentinel://" $v.redis.url | splitn "/" 2 }}
+{{- if contains "@" $rest._0 }}{{ fail $credentials }}{{ end }}
+{{- $path := splitList "/" (trimSuffix "/" (default "" $rest._1)) }}
+{{- $type = "redis-sentinel" }}
+{{- $hosts := list }}
+{{- range splitList "," $rest._0 }}
+{{- $hosts = append $hosts (ternary (trim .) (printf "%s:26379" (trim .)) (regexMatch ":[0-9]+$" .)) }}
+{{- end }}
+{{- $_ := set $m "addresses" (join "," $hosts) }}
+{{- $_ := set $m "sentinelMaster" (index $path 0) }}
+{{- $_ := set $m "databaseIndex" (ternary (index $path (sub (len $path) 1)) "0" (gt (len $path) 1)) }}
+{{- else }}
+{{- $u := urlParse $v.redis.url }}
+{{- if $u.userinfo }}{{ fail $credentials }}{{ end }}
+{{- $path := splitList "/" (trimPrefix "/" $u.path) }}
+{{- if has $u.scheme (list "redis" "rediss") }}
+{{- $_ := set $m "address" (ternary $u.host (printf "%s:6379" $u.host) (regexMatch ":[0-9]+$" $u.host)) }}
+{{- $_ := set $m "databaseIndex" (default "0" (index $path 0)) }}
+{{- if eq $u.scheme "rediss" }}{{ $_ := set $m "enableTLS" "true" }}{{ end }}
+{{- else }}
+{{- fail (printf "keda: cannot reach Redis at a %s:// URL; set keda.redis.address" $u.scheme) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- dict "type" $type "metadata" $m | toJson }}
+{{- end }}
+
 {{/* Start-up checks of combinations the schema cannot express. */}}
 {{- define "ucwa-bridge.validate" -}}
 {{- if and .Values.webhooks.url (include "ucwa-bridge.webhooksFile" .) }}
@@ -99,8 +180,45 @@ app.kubernetes.io/component: {{ .role }}
 {{- if and .Values.redis.urlFromExistingSecret (not .Values.secrets.existingSecret) }}
 {{- fail "redis.urlFromExistingSecret needs secrets.existingSecret" }}
 {{- end }}
-{{- if and (not .Values.redis.bundled.enabled) (not .Values.redis.url) (not .Values.redis.urlFromExistingSecret) }}
-{{- fail "redis: set redis.url (or redis.urlFromExistingSecret) or enable redis.bundled" }}
+{{- $sentinel := .Values.redis.sentinel }}
+{{- if and (not .Values.redis.bundled.enabled) (not .Values.redis.url) (not .Values.redis.urlFromExistingSecret) (not $sentinel.enabled) }}
+{{- fail "redis: set redis.url (or redis.urlFromExistingSecret or redis.sentinel) or enable redis.bundled" }}
+{{- end }}
+{{- if $sentinel.enabled }}
+{{- if .Values.redis.bundled.enabled }}
+{{- fail "redis.sentinel.enabled and redis.bundled.enabled exclude each other: set redis.bundled.enabled=false" }}
+{{- end }}
+{{- if or .Values.redis.url .Values.redis.urlFromExistingSecret }}
+{{- fail "redis.sentinel.enabled excludes redis.url and redis.urlFromExistingSecret (a Sentinel URL with a password goes into the Secret, with redis.sentinel.enabled=false)" }}
+{{- end }}
+{{- if not $sentinel.hosts }}
+{{- fail "redis.sentinel.enabled needs redis.sentinel.hosts (host:port of each sentinel)" }}
+{{- end }}
+{{- if not $sentinel.masterName }}
+{{- fail "redis.sentinel.enabled needs redis.sentinel.masterName" }}
+{{- end }}
+{{- end }}
+{{- $as := .Values.api.autoscaling }}
+{{- if $as.enabled }}
+{{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
+{{- fail "api.autoscaling: minReplicas must not exceed maxReplicas" }}
+{{- end }}
+{{- if not (dig "requests" "cpu" "" .Values.api.resources) }}
+{{- fail "api.autoscaling needs api.resources.requests.cpu (the HPA's CPU target is relative to it)" }}
+{{- end }}
+{{- end }}
+{{- if .Values.keda.enabled }}
+{{- if gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas) }}
+{{- fail "keda: minReplicas must not exceed maxReplicas" }}
+{{- end }}
+{{- if and .Values.keda.redis.passwordKey (not .Values.secrets.existingSecret) }}
+{{- fail "keda.redis.passwordKey needs secrets.existingSecret" }}
+{{- end }}
+{{- $_ := include "ucwa-bridge.kedaRedis" . }}
+{{- end }}
+{{- $longest := max (int (include "ucwa-bridge.sendJobTimeoutSeconds" .)) (int (include "ucwa-bridge.webhookJobTimeoutSeconds" .)) }}
+{{- if le (int .Values.worker.terminationGracePeriodSeconds) $longest }}
+{{- fail (printf "worker.terminationGracePeriodSeconds (%d) must be longer than the longest job timeout (%d s), or a worker is killed in the middle of a job" (int .Values.worker.terminationGracePeriodSeconds) $longest) }}
 {{- end }}
 {{- end }}
 
@@ -137,6 +255,10 @@ Non-secret settings come from the ConfigMap (envFrom); only the secrets a role n
 {{- if or $ext $v.secrets.ucwaPassword }}
 {{ include "ucwa-bridge.secretEnv" (dict "root" $root "name" "BRIDGE_UCWA_PASSWORD" "key" $keys.ucwaPassword) }}
 {{- end }}
+{{- if $v.metrics.enabled }}
+- name: BRIDGE_METRICS_PORT
+  value: {{ $v.metrics.port | quote }}
+{{- end }}
 {{- end }}
 {{- if and $v.webhooks.url (or $ext $v.secrets.webhookSecret) }}
 {{ include "ucwa-bridge.secretEnv" (dict "root" $root "name" "BRIDGE_WEBHOOK_SECRET" "key" $keys.webhookSecret) }}
@@ -164,7 +286,9 @@ metadata:
   labels:
     {{- include "ucwa-bridge.roleLabels" $ctx | nindent 4 }}
 spec:
+  {{- if not (include "ucwa-bridge.autoscaled" $ctx) }}
   replicas: {{ $r.replicas }}
+  {{- end }}
   revisionHistoryLimit: 5
   strategy:
     type: RollingUpdate
@@ -206,6 +330,12 @@ spec:
               protocol: TCP
           {{- else }}
           args: [{{ $role | quote }}]
+          {{- if $v.metrics.enabled }}
+          ports:
+            - name: metrics
+              containerPort: {{ $v.metrics.port }}
+              protocol: TCP
+          {{- end }}
           {{- end }}
           envFrom:
             - configMapRef:

@@ -1,6 +1,7 @@
 """RFC 9457 problem details: the catalogue of problem types and their JSON responses.
 
-Every error the API returns goes through ``Problem``; each kind has a stable ``type`` URI.
+Every error the HTTP API returns (messages and the webhook blueprint alike) goes through
+``Problem``; each kind has a stable ``type`` URI.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ VALIDATION = ProblemType("validation-error", 422, "Request body failed validatio
 IDEMPOTENCY_KEY_REUSED = ProblemType(
     "idempotency-key-reused", 422, "Idempotency-Key was already used with a different request"
 )
+DELIVERY_NOT_FOUND = ProblemType("delivery-not-found", 404, "No such webhook delivery")
+ENDPOINT_NOT_FOUND = ProblemType("endpoint-not-found", 404, "No such webhook endpoint")
+DELIVERY_IN_FLIGHT = ProblemType(
+    "delivery-in-flight", 409, "The delivery is queued or being attempted"
+)
 INTERNAL = ProblemType("internal-error", 500, "Internal error")
 UNAVAILABLE = ProblemType("service-unavailable", 503, "Service temporarily unavailable")
 
@@ -65,6 +71,9 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     UNSUPPORTED_MEDIA_TYPE,
     VALIDATION,
     IDEMPOTENCY_KEY_REUSED,
+    DELIVERY_NOT_FOUND,
+    ENDPOINT_NOT_FOUND,
+    DELIVERY_IN_FLIGHT,
     INTERNAL,
     UNAVAILABLE,
 )
