@@ -18,6 +18,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# Figures, not tests: each script prints ratios measured side by side (BENCH_ARGS=--quick: ~10 s each).
+bench: $(STAMP)
+	$(BIN)/python -m bench.send_path $(BENCH_ARGS)
+	$(BIN)/python -m bench.intake $(BENCH_ARGS)
+	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
+	$(BIN)/python -m bench.memory $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

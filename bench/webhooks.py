@@ -1,0 +1,279 @@
+"""Webhook delivery throughput: signed deliveries/s against no-op RQ jobs/s on the same worker.
+
+One ``python -m bridge.cli worker`` (the production worker: RQ SimpleWorker on the send and
+webhooks queues, with the scheduler) delivers N staged ``message.received`` events to a local
+receiver (a ThreadingHTTPServer answering 200); side by side, the same worker runs N no-op jobs
+on the ``webhooks`` queue. Each batch is written in one MULTI/EXEC so the worker finds all of it
+at once; its rate runs from the first job's start to the last job's end (RQ's own timestamps).
+Batches alternate (deliveries, no-ops, no-ops, deliveries, …).
+
+    python -m bench.webhooks [--quick] [--messages N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import redis
+from rq import Queue
+
+from bench._common import (
+    BOT,
+    BOT_PASSWORD,
+    TEXT_100,
+    BenchError,
+    Child,
+    Report,
+    Stack,
+    base_parser,
+    cpu_s,
+    percentile,
+    ratio,
+    run_main,
+    say,
+)
+from bridge.webhooks.endpoints import WebhookEndpoint
+from bridge.webhooks.jobs import QUEUE_NAME, job_id_for
+from bridge.webhooks.log import DeliveryLog, DeliveryStatus
+from bridge.webhooks.outbox import new_event, stage_event
+from bridge.webhooks.settings import WebhookSettings
+
+NOOP_FUNC = "operator.truth"  # a C function: the job costs RQ's bookkeeping and nothing else
+JOB_TIMEOUT_S = WebhookSettings().job_timeout_s
+
+
+class Receiver:
+    """Answers every POST with 200 and counts them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    receiver.count += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Batch:
+    kind: str
+    count: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    job_ms: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return ratio(self.count, self.seconds)
+
+    def add(self, other: Batch) -> None:
+        self.count += other.count
+        self.seconds += other.seconds
+        self.cpu_s += other.cpu_s
+        self.job_ms += other.job_ms
+
+
+class WebhookBench:
+    def __init__(self, stack: Stack, receiver: Receiver, count: int) -> None:
+        self.stack = stack
+        self.receiver = receiver
+        self.count = count
+        secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        self.endpoint = {
+            "id": "bench",
+            "url": receiver.url,
+            "secrets": [secret],
+            "allow_private": True,
+        }
+        self.endpoints = [
+            WebhookEndpoint(id="bench", url=receiver.url, secrets=[secret], allow_private=True)
+        ]
+        self.client: redis.Redis = stack.redis()
+        self.worker: Child | None = None
+
+    def start_worker(self) -> None:
+        self.worker = self.stack.start_worker(BRIDGE_WEBHOOKS=json.dumps([self.endpoint]))
+
+    def deliveries(self) -> Batch:
+        settings = WebhookSettings()
+        data = {"from": "sip:alice@contoso.com", "conversation_id": "conv-bench", "text": TEXT_100}
+        now = datetime.now(UTC)
+        received = self.receiver.count
+        with self.client.pipeline() as pipe:
+            pipe.multi()
+            ids: list[str] = []
+            for _ in range(self.count):
+                event = new_event("message.received", data, now)
+                ids += stage_event(pipe, event, self.endpoints, settings)
+            batch = self._run("deliveries", [job_id_for(i, 1) for i in ids], pipe)
+        log = DeliveryLog(self.client, settings.retention_s)
+        failed = [
+            i for i in ids if (r := log.get(i)) is None or r.status != DeliveryStatus.SUCCEEDED
+        ]
+        if failed or self.receiver.count - received != len(ids):
+            raise BenchError(
+                f"{len(failed)} deliveries did not succeed; the receiver got "
+                f"{self.receiver.count - received} of {len(ids)}"
+            )
+        return batch
+
+    def noops(self) -> Batch:
+        queue = Queue(QUEUE_NAME, connection=self.client)
+        stamp = time.monotonic_ns()
+        job_ids = [f"bench-noop-{stamp}-{i}" for i in range(self.count)]
+        with self.client.pipeline() as pipe:
+            pipe.multi()
+            queue.enqueue_many(
+                [
+                    Queue.prepare_data(
+                        NOOP_FUNC,
+                        args=(0,),
+                        job_id=job_id,
+                        timeout=JOB_TIMEOUT_S,
+                        description=f"no-op {job_id}",
+                    )
+                    for job_id in job_ids
+                ],
+                pipeline=pipe,
+            )
+            return self._run("no-op jobs", job_ids, pipe)
+
+    def _run(self, kind: str, job_ids: Sequence[str], pipe: redis.client.Pipeline) -> Batch:
+        if self.worker is None:
+            raise BenchError("the worker is not started")
+        # One ZCARD per poll: the figures come from RQ's timestamps, not from this loop.
+        finished_key = Queue(QUEUE_NAME, connection=self.client).finished_job_registry.key
+        done_before = int(self.client.zcard(finished_key))
+        cpu_before = cpu_s(self.worker.pid)
+        pipe.execute()  # the whole batch appears at once
+        self.stack.wait_for(
+            lambda: int(self.client.zcard(finished_key)) - done_before >= len(job_ids),
+            120,
+            f"{len(job_ids)} {kind} to finish",
+            interval=0.05,
+        )
+        cpu_after = cpu_s(self.worker.pid)
+        keys = [f"rq:job:{job_id}" for job_id in job_ids]
+        with self.client.pipeline(transaction=False) as read:
+            for key in keys:
+                read.hmget(key, "status", "started_at", "ended_at")
+            rows = read.execute()
+        if any(status != b"finished" for status, _, _ in rows):
+            raise BenchError(f"not every one of the {kind} finished: {Counter(r[0] for r in rows)}")
+        stamps = [(_rq_time(s), _rq_time(e)) for _, s, e in rows]
+        first = min(s for s, _ in stamps)
+        last = max(e for _, e in stamps)
+        return Batch(
+            kind,
+            count=len(keys),
+            seconds=last - first,
+            cpu_s=cpu_after - cpu_before,
+            job_ms=[(e - s) * 1000 for s, e in stamps],
+        )
+
+
+def _rq_time(raw: bytes | None) -> float:
+    if not raw:
+        raise BenchError("a finished RQ job has no start or end time")
+    return datetime.fromisoformat(raw.decode().replace("Z", "+00:00")).timestamp()
+
+
+def main() -> Report:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--messages", type=int, help="events (and no-op jobs) per batch")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (one batch of each)")
+    args = parser.parse_args()
+    count = args.messages or (100 if args.quick else 400)
+    rounds = args.rounds or (2 if args.quick else 4)
+    report = Report("webhooks: deliveries/s vs no-op RQ jobs/s, one worker")
+    receiver = Receiver()
+    try:
+        with Stack("webhooks", keep_logs=args.keep_logs) as stack:
+            say("starting redis, the simulator (for the worker's settings) and one worker…")
+            stack.start_redis()
+            stack.start_sim([{"sip": BOT, "password": BOT_PASSWORD}])
+            bench = WebhookBench(stack, receiver, count)
+            bench.start_worker()
+            bench.noops()  # warm-up: imports, connections
+            totals = {"deliveries": Batch("deliveries"), "no-op jobs": Batch("no-op jobs")}
+            for round_no in range(rounds):
+                order = ("deliveries", "no-op jobs")
+                for kind in order if round_no % 2 == 0 else order[::-1]:
+                    batch = bench.deliveries() if kind == "deliveries" else bench.noops()
+                    say(f"  round {round_no + 1}: {kind} {batch.rate:.0f}/s")
+                    totals[kind].add(batch)
+            bench.client.close()
+    finally:
+        receiver.close()
+
+    hooks, noop = totals["deliveries"], totals["no-op jobs"]
+    report.ratio(
+        "deliveries/s / no-op jobs/s",
+        ratio(hooks.rate, noop.rate),
+        f"{hooks.rate:.0f} deliveries/s, {noop.rate:.0f} no-op jobs/s",
+    )
+    hook_cpu, noop_cpu = (
+        ratio(hooks.cpu_s * 1000, hooks.count),
+        ratio(noop.cpu_s * 1000, noop.count),
+    )
+    report.ratio(
+        "worker CPU per job, delivery / no-op",
+        ratio(hook_cpu, noop_cpu),
+        f"{hook_cpu:.2f} vs {noop_cpu:.2f} ms",
+    )
+    for batch, name in ((hooks, "deliveries"), (noop, "no-op jobs")):
+        report.raw(
+            f"{name}: throughput",
+            f"{batch.rate:.0f}/s ({batch.count} in {batch.seconds:.2f} s)",
+        )
+        report.raw(
+            f"{name}: time per job (RQ start to end)",
+            f"p50 {percentile(batch.job_ms, 50):.2f} ms, p95 {percentile(batch.job_ms, 95):.2f} ms",
+        )
+        report.raw(
+            f"{name}: worker CPU ms/job",
+            f"{ratio(batch.cpu_s * 1000, batch.count):.2f}",
+        )
+    report.note(
+        f"{count} jobs per batch, {rounds} round(s); every delivery is signed, POSTed on a new "
+        "connection and logged in Redis; the receiver runs in this process"
+    )
+    return report
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

@@ -1,0 +1,116 @@
+"""Each benchmark runs end to end with its smallest settings and prints its labelled figures.
+
+Structure only: no timing thresholds. Every process a benchmark starts inherits a marker in its
+environment, so the test can check that none is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MARKER = "UCWA_BENCH_SMOKE"
+TIMEOUT_S = 60
+
+CASES = {
+    "send_path": (
+        ["--messages", "5", "--rounds", "1", "--recipients", "2"],
+        [
+            "UCWA requests/message, baseline / bridge",
+            "UCWA requests/message excl. event GETs, baseline / bridge",
+            "throughput 2 workers / 1 worker, warm",
+            "throughput 2 workers / 1 worker, cold",
+            "latency p50 cold / warm, one message at a time",
+        ],
+        ["baseline UCWA requests/message by kind", "warm, 1 worker(s): CPU ms/message"],
+    ),
+    "intake": (
+        ["--messages", "5", "--threads", "2"],
+        [
+            "requests/s, intake / healthz",
+            "api CPU per request, intake / healthz",
+            "Redis bytes per accepted message / text bytes",
+        ],
+        ["POST /messages: throughput", "GET /healthz: throughput", "msg:* (message record)"],
+    ),
+    "webhooks": (
+        ["--messages", "5", "--rounds", "1"],
+        ["deliveries/s / no-op jobs/s", "worker CPU per job, delivery / no-op"],
+        ["deliveries: throughput", "no-op jobs: throughput"],
+    ),
+    "memory": (
+        ["--messages", "5"],
+        ["bridge RSS after 10 messages / idle", "poller RSS after 10 / idle"],
+        ["worker RSS MB: idle, +5, +10", "api workers RSS MB: idle, +5, +10"],
+    ),
+}
+
+
+def ratio_value(output: str, label: str) -> float:
+    match = re.search(rf"^  {re.escape(label)}\s+(\S+)x\s", output + "\n", re.MULTILINE)
+    assert match, f"no ratio line {label!r} in:\n{output}"
+    return float(match.group(1))
+
+
+def marked_processes(token: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if f"{MARKER}={token}".encode() in (entry / "environ").read_bytes():
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append(f"{entry.name}: {cmdline.decode(errors='replace')[:120]}")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.timeout(TIMEOUT_S + 30)
+@pytest.mark.parametrize("name", list(CASES))
+def test_benchmark_runs_and_prints_its_figures(name: str) -> None:
+    args, ratios, raws = CASES[name]
+    token = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env[MARKER] = token
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"bench.{name}", "--quick", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the benchmark stops what it started
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"bench.{name} took longer than {TIMEOUT_S}s\n{out}\n{err}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+    assert out.startswith(f"== {name}:"), out
+    assert "ratios (measured side by side in this run):" in out
+    assert "raw figures:" in out
+    for label in ratios:
+        value = ratio_value(out, label)
+        assert math.isfinite(value) and value > 0, f"{label}: {value}"
+    for label in raws:
+        assert re.search(rf"^ +{re.escape(label)}\s+\S", out, re.MULTILINE), (label, out)
+    deadline = time.monotonic() + 5
+    while (left := marked_processes(token)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"bench.{name} left processes running: {left}"
