@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
-from unittest.mock import MagicMock
 
 import pytest
+import redis
 
 from tests.deploy.conftest import (
     CHART,
@@ -410,23 +410,24 @@ def test_graceful_shutdown_gets_30_seconds(helm: str, tmp: Path) -> None:
         assert spec["terminationGracePeriodSeconds"] >= 30, role
 
 
-def job_timeouts(env: Mapping[str, str]) -> dict[str, int]:
-    """The RQ job timeouts the code uses, read from the code (``env``: the pods' settings)."""
+def job_timeouts(env: Mapping[str, str], connection: redis.Redis) -> dict[str, int]:
+    """The RQ job timeouts the code uses, read from the code (``env``: the pods' settings):
+    a retry is really enqueued on ``connection`` and its stored job read back."""
+
+    from rq.job import Job
 
     from bridge.intake import Intake
+    from bridge.messages import MessageStore
     from bridge.outbound import Outbound
     from bridge.webhooks.settings import WebhookSettings
 
-    outbound = Outbound(MagicMock(), store=MagicMock())
-    outbound.queue = MagicMock()
-    outbound.enqueue_send("message-id")
+    outbound = Outbound(connection, store=MessageStore(connection))
+    retry = Job.fetch(outbound.enqueue_send("msg_" + "0" * 32), connection=connection)
     return {
         "send job enqueued by the API (bridge.intake)": int(
             inspect.signature(Intake).parameters["job_timeout_s"].default
         ),
-        "send retry or check (bridge.outbound)": int(
-            outbound.queue.enqueue.call_args.kwargs["job_timeout"]
-        ),
+        "send retry or check (bridge.outbound)": int(retry.timeout or 0),
         "webhook delivery (bridge.webhooks)": WebhookSettings.from_env(env).job_timeout_s,
     }
 
@@ -437,11 +438,11 @@ def worker_grace(docs: list[dict[str, Any]]) -> int:
     )
 
 
-def test_worker_outlives_its_longest_job(helm: str, tmp: Path) -> None:
+def test_worker_outlives_its_longest_job(helm: str, tmp: Path, redis_client: redis.Redis) -> None:
     # SIGTERM lets a worker finish its job; the kubelet's SIGKILL must not come before RQ's
     # own timeout would have ended it.
     docs = render(helm, tmp, "defaults")
-    timeouts = job_timeouts(configmap_env(docs))
+    timeouts = job_timeouts(configmap_env(docs), redis_client)
     longest = max(timeouts.values())
     assert worker_grace(docs) > longest, timeouts
     # The chart knows the same numbers: it refuses exactly the too-short values.
@@ -453,9 +454,9 @@ def test_worker_outlives_its_longest_job(helm: str, tmp: Path) -> None:
     run_helm(helm, *base, "--set", f"worker.terminationGracePeriodSeconds={longest + 1}")
 
 
-def test_worker_grace_follows_the_webhook_timeout(helm: str) -> None:
+def test_worker_grace_follows_the_webhook_timeout(helm: str, redis_client: redis.Redis) -> None:
     extra = {"BRIDGE_WEBHOOK_TIMEOUT_S": "250.5"}
-    webhook = job_timeouts(extra)["webhook delivery (bridge.webhooks)"]
+    webhook = job_timeouts(extra, redis_client)["webhook delivery (bridge.webhooks)"]
     assert webhook > 150, "pick a timeout whose job outlasts the default grace period"
     base = [
         "template",
