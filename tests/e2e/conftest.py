@@ -5,6 +5,7 @@ Every bridge role runs as a real subprocess with BRIDGE_* settings, exactly as i
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -18,11 +19,15 @@ from typing import Any
 import pytest
 import redis
 import requests
+from standardwebhooks import Webhook
 
 from bridge.embedded_redis import free_port
+from tests.webhooks.receiver import WebhookReceiver
 from ucwasim import SimConfig, Simulator, SimUser
 
 BOT = "sip:bot@contoso.com"
+ALICE = "sip:alice@contoso.com"
+BOB = "sip:bob@contoso.com"
 BOT_PASSWORD = "Bot-Passw0rd-e2e"
 API_KEY = "e2e-test-key-0123456789abcdef"
 FINAL = ("delivered", "failed", "expired")
@@ -106,11 +111,22 @@ class Bridge:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
 
     # -- the API --------------------------------------------------------------------------------
+    def api(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> requests.Response:
+        """One authorised API call; the caller checks the answer."""
+        merged = {"Authorization": f"Bearer {API_KEY}", **(headers or {})}
+        return requests.request(method, self.api_url + path, json=body, headers=merged, timeout=10)
+
+    def api_get(self, path: str) -> Any:
+        response = self.api("GET", path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def post(
         self, body: dict[str, Any], headers: dict[str, str] | None = None
     ) -> requests.Response:
-        merged = {"Authorization": f"Bearer {API_KEY}", **(headers or {})}
-        return requests.post(self.api_url + "/messages", json=body, headers=merged, timeout=10)
+        return self.api("POST", "/messages", body, headers)
 
     def send(self, to: str, text: str | None = None, **extra: Any) -> str:
         body: dict[str, Any] = {"to": to, **extra}
@@ -121,13 +137,14 @@ class Bridge:
         return str(response.json()["id"])
 
     def message(self, message_id: str) -> dict[str, Any]:
-        response = requests.get(
-            f"{self.api_url}/messages/{message_id}",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        return dict(response.json())
+        return dict(self.api_get(f"/messages/{message_id}"))
+
+    def ready(self) -> int:
+        """The /readyz status code, 0 when the API does not answer."""
+        try:
+            return requests.get(self.api_url + "/readyz", timeout=5).status_code
+        except requests.RequestException:
+            return 0
 
     def wait_final(self, *ids: str, timeout: float = 30) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -156,8 +173,18 @@ class Bridge:
     def inbox(self, sip: str) -> list[dict[str, Any]]:
         return list(self.sim_call("GET", f"/_sim/users/{sip}/messages"))
 
+    def texts(self, sip: str) -> list[str]:
+        """The texts ``sip`` received, in order."""
+        return [m["text"] for m in self.inbox(sip)]
+
+    def ucwa_requests(self) -> list[dict[str, Any]]:
+        return list(self.sim_call("GET", "/_sim/requests")["requests"])
+
     def request_counts(self) -> dict[str, int]:
         return dict(self.sim_call("GET", "/_sim/requests")["counts"])
+
+
+MakeBridge = Callable[..., Bridge]
 
 
 def wait_for(
@@ -198,6 +225,37 @@ BRIDGE_ENV = {
     "BRIDGE_EVENT_TIMEOUT_S": "180",
     "BRIDGE_LOG_LEVEL": "INFO",
 }
+
+
+SECRET = "whsec_" + base64.b64encode(b"e2e-webhook-secret-0123456789ab").decode()
+
+
+@pytest.fixture()
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
+        yield server
+
+
+def webhook_env(receiver: WebhookReceiver, **extra: str) -> dict[str, str]:
+    return {
+        "BRIDGE_WEBHOOK_URL": receiver.url(),
+        "BRIDGE_WEBHOOK_SECRET": SECRET,
+        "BRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",
+        "BRIDGE_WEBHOOK_SCHEDULE_S": "0,1,1,1,1",
+        **extra,
+    }
+
+
+def events(receiver: WebhookReceiver, kind: str | None = None) -> list[dict[str, Any]]:
+    """Verified event bodies, one per webhook-id (retries of one event count once)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for request in receiver.received:
+        if not 200 <= request.status < 300:
+            continue
+        body = Webhook(SECRET).verify(request.body, request.headers)
+        seen.setdefault(request.headers["webhook-id"], body)
+    found = list(seen.values())
+    return [e for e in found if kind is None or e["type"] == kind]
 
 
 @pytest.fixture()

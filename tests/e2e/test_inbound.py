@@ -2,54 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
 
-import pytest
-import requests
 from standardwebhooks import Webhook
 
-from tests.e2e.conftest import API_KEY, BOT, Bridge, wait_for
+from tests.e2e.conftest import (
+    ALICE,
+    BOB,
+    BOT,
+    SECRET,
+    Bridge,
+    MakeBridge,
+    events,
+    wait_for,
+    webhook_env,
+)
 from tests.webhooks.receiver import Reply, WebhookReceiver
-
-ALICE = "sip:alice@contoso.com"
-BOB = "sip:bob@contoso.com"
-SECRET = "whsec_" + base64.b64encode(b"e2e-webhook-secret-0123456789ab").decode()
-
-MakeBridge = Callable[..., Bridge]
-
-
-@pytest.fixture()
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as server:
-        yield server
-
-
-def webhook_env(receiver: WebhookReceiver, **extra: str) -> dict[str, str]:
-    return {
-        "BRIDGE_WEBHOOK_URL": receiver.url(),
-        "BRIDGE_WEBHOOK_SECRET": SECRET,
-        "BRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",
-        "BRIDGE_WEBHOOK_SCHEDULE_S": "0,1,1,1,1",
-        **extra,
-    }
-
-
-def events(receiver: WebhookReceiver, kind: str | None = None) -> list[dict[str, Any]]:
-    """Verified event bodies, one per webhook-id (retries of one event count once)."""
-    seen: dict[str, dict[str, Any]] = {}
-    for request in receiver.received:
-        if not 200 <= request.status < 300:
-            continue
-        body = Webhook(SECRET).verify(request.body, request.headers)
-        seen.setdefault(request.headers["webhook-id"], body)
-    found = list(seen.values())
-    return [e for e in found if kind is None or e["type"] == kind]
 
 
 def sim_says(bridge: Bridge, sip: str, **body: str) -> None:
@@ -86,7 +57,7 @@ def test_inbound_im_arrives_signed_once_and_the_reply_goes_back(
     assert reply.status_code == 202, reply.text
     message_id = reply.json()["id"]
     assert bridge.wait_final(message_id)[message_id]["status"] == "delivered"
-    assert [m["text"] for m in bridge.inbox(ALICE)] == ["Yes, all green"]
+    assert bridge.texts(ALICE) == ["Yes, all green"]
     wait_for(
         lambda: any(
             e["data"]["message_id"] == message_id for e in events(receiver, "message.delivered")
@@ -165,23 +136,6 @@ def test_poller_killed_between_events_loses_and_repeats_nothing(
     assert texts == ["before the crash", "during the failover", "after the failover"]
 
 
-def api_get(bridge: Bridge, path: str) -> Any:
-    response = requests.get(
-        bridge.api_url + path, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def api_post(bridge: Bridge, path: str, body: Any = None) -> requests.Response:
-    return requests.post(
-        bridge.api_url + path,
-        json=body,
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=10,
-    )
-
-
 def test_receiver_down_for_a_while_then_up_gets_every_event_once(
     make_bridge: MakeBridge,
 ) -> None:
@@ -214,14 +168,14 @@ def test_receiver_down_for_a_while_then_up_gets_every_event_once(
         ]
         ids = [r.headers["webhook-id"] for r in receiver.received if r.status == 200]
         assert len(ids) == len(set(ids)) == 3  # each once: nothing sent twice after success
-    items = api_get(bridge, "/webhooks/deliveries?limit=10")["items"]
+    items = bridge.api_get("/webhooks/deliveries?limit=10")["items"]
     assert {i["status"] for i in items} == {"succeeded"}
-    detail = api_get(bridge, f"/webhooks/deliveries/{items[0]['id']}")
+    detail = bridge.api_get(f"/webhooks/deliveries/{items[0]['id']}")
     assert detail["attempts"][0]["error"] and detail["attempts"][-1]["status_code"] == 200
 
 
 def _attempted_deliveries(bridge: Bridge) -> int:
-    items = api_get(bridge, "/webhooks/deliveries?limit=10")["items"]
+    items = bridge.api_get("/webhooks/deliveries?limit=10")["items"]
     return sum(1 for i in items if i["status"] == "failed")
 
 
@@ -250,8 +204,8 @@ def test_500_429_and_slow_answers_are_retried_with_the_same_webhook_id(
             "are you there?"
         )
     assert tries[2].at - tries[1].at >= 1.9  # Retry-After honoured over the 0.5 s schedule
-    (item,) = api_get(bridge, "/webhooks/deliveries?type=message.received")["items"]
-    detail = api_get(bridge, f"/webhooks/deliveries/{item['id']}")
+    (item,) = bridge.api_get("/webhooks/deliveries?type=message.received")["items"]
+    detail = bridge.api_get(f"/webhooks/deliveries/{item['id']}")
     assert detail["status"] == "succeeded"
     assert [a["status_code"] for a in detail["attempts"]] == [500, 429, None, 200]
     assert "timed out" in detail["attempts"][2]["error"].lower()
@@ -266,30 +220,30 @@ def test_410_disables_the_endpoint_and_the_replay_api_delivers_what_was_dead_let
     sim_says(bridge, ALICE, text="gone?")
     wait_for(lambda: len(receiver.received) >= 1, 15, "the 410", bridge.logs)
     wait_for(
-        lambda: not api_get(bridge, "/webhooks/endpoints")["items"][0]["active"],
+        lambda: not bridge.api_get("/webhooks/endpoints")["items"][0]["active"],
         15,
         "the endpoint to be disabled",
     )
     sim_says(bridge, ALICE, text="after the 410")
     wait_for(
-        lambda: len(api_get(bridge, "/webhooks/deliveries?status=dead")["items"]) == 2,
+        lambda: len(bridge.api_get("/webhooks/deliveries?status=dead")["items"]) == 2,
         15,
         "the second event dead-lettered",
         bridge.logs,
     )
     assert len(receiver.received) == 1  # nothing is sent to a disabled endpoint
-    dead = api_get(bridge, "/webhooks/deliveries?status=dead")["items"]
+    dead = bridge.api_get("/webhooks/deliveries?status=dead")["items"]
     assert {d["reason"] for d in dead} == {"endpoint_gone", "endpoint_disabled"}
 
-    assert api_post(bridge, "/webhooks/endpoints/default/enable").status_code == 200
-    replayed = api_post(bridge, "/webhooks/replay", {"since": since})
+    assert bridge.api("POST", "/webhooks/endpoints/default/enable").status_code == 200
+    replayed = bridge.api("POST", "/webhooks/replay", {"since": since})
     assert replayed.status_code == 202 and replayed.json() == {"replayed": 2}
     wait_for(lambda: len(events(receiver, "message.received")) == 2, 15, "the replayed events")
     texts = sorted(e["data"]["text"] for e in events(receiver, "message.received"))
     assert texts == ["after the 410", "gone?"]
     first_try = receiver.received[0].headers["webhook-id"]
     assert first_try in {r.headers["webhook-id"] for r in receiver.received[1:]}  # same event
-    bad = api_post(bridge, "/webhooks/replay", {"since": "yesterday"})
+    bad = bridge.api("POST", "/webhooks/replay", {"since": "yesterday"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "since"
 
 
@@ -350,7 +304,7 @@ def test_a_reply_reopens_messaging_the_remote_stopped(
     assert reply.status_code == 202, reply.text
     message_id = reply.json()["id"]
     assert bridge.wait_final(message_id)[message_id]["status"] == "delivered"
-    assert [m["text"] for m in bridge.inbox(ALICE)] == ["one more thing"]
+    assert bridge.texts(ALICE) == ["one more thing"]
     assert bridge.request_counts().get("addMessaging") == 1
     sim_says(bridge, ALICE, text="go on")  # and she can answer in the same conversation
     wait_for(lambda: len(events(receiver, "message.received")) == 2, 15, "her answer")

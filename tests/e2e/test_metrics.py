@@ -3,18 +3,12 @@ webhook attempts, the poller's send outcomes and latency (it settles them from e
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable
-
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.embedded_redis import free_port
-from tests.e2e.conftest import BOT, Bridge, wait_for
+from tests.e2e.conftest import ALICE, MakeBridge, wait_for, webhook_env
 from tests.webhooks.receiver import WebhookReceiver
-
-ALICE = "sip:alice@contoso.com"
-SECRET = "whsec_" + base64.b64encode(b"metrics-webhook-secret-012345").decode()
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,55 +26,40 @@ def value(
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_every_role_reports_what_it_did(make_bridge: Callable[..., Bridge]) -> None:
-    with WebhookReceiver() as receiver:
-        bridge = make_bridge(
-            start=False,
-            env={
-                "BRIDGE_WEBHOOK_URL": receiver.url(),
-                "BRIDGE_WEBHOOK_SECRET": SECRET,
-                "BRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",
-            },
-        )
-        poller_port, worker_port = free_port(), free_port()
-        bridge.start_api()
-        bridge.start_poller(env={"BRIDGE_METRICS_PORT": str(poller_port)})
-        bridge.start_worker(env={"BRIDGE_METRICS_PORT": str(worker_port)})
-        delivered = bridge.send(ALICE, "counted")
-        failed = bridge.send("sip:decliner@contoso.com", "declined")
-        finals = bridge.wait_final(delivered, failed)
-        assert [finals[delivered]["status"], finals[failed]["status"]] == ["delivered", "failed"]
-        wait_for(lambda: len(receiver.received) >= 2, 15, "the two status webhooks")
+def test_every_role_reports_what_it_did(make_bridge: MakeBridge, receiver: WebhookReceiver) -> None:
+    bridge = make_bridge(start=False, env=webhook_env(receiver))
+    poller_port, worker_port = free_port(), free_port()
+    bridge.start_api()
+    bridge.start_poller(env={"BRIDGE_METRICS_PORT": str(poller_port)})
+    bridge.start_worker(env={"BRIDGE_METRICS_PORT": str(worker_port)})
+    delivered = bridge.send(ALICE, "counted")
+    failed = bridge.send("sip:decliner@contoso.com", "declined")
+    finals = bridge.wait_final(delivered, failed)
+    assert [finals[delivered]["status"], finals[failed]["status"]] == ["delivered", "failed"]
+    wait_for(lambda: len(receiver.received) >= 2, 15, "the two status webhooks")
 
-        poller = f"http://127.0.0.1:{poller_port}/metrics"
-        worker = f"http://127.0.0.1:{worker_port}/metrics"
-        wait_for(
-            lambda: (
-                value(scrape(worker), "ucwa_bridge_webhook_attempts_total", outcome="succeeded")
-                >= 2
-            ),
-            10,
-            "the worker to count the webhook attempts",
-        )
-        at_worker = scrape(worker)
-        assert (
-            value(at_worker, "ucwa_bridge_ucwa_requests_total", kind="startMessaging", status="201")
-            == 2
-        )
-        at_poller = scrape(poller)
-        assert (
-            value(at_poller, "ucwa_bridge_sends_total", outcome="delivered", error_code="none") == 1
-        )
-        assert (
-            value(at_poller, "ucwa_bridge_sends_total", outcome="failed", error_code="declined")
-            == 1
-        )
-        assert value(at_poller, "ucwa_bridge_send_latency_seconds_count") == 1
-        assert value(at_poller, "ucwa_bridge_ucwa_requests_total", kind="events", status="200") >= 1
+    poller = f"http://127.0.0.1:{poller_port}/metrics"
+    worker = f"http://127.0.0.1:{worker_port}/metrics"
+    wait_for(
+        lambda: (
+            value(scrape(worker), "ucwa_bridge_webhook_attempts_total", outcome="succeeded") >= 2
+        ),
+        10,
+        "the worker to count the webhook attempts",
+    )
+    at_worker = scrape(worker)
+    assert (
+        value(at_worker, "ucwa_bridge_ucwa_requests_total", kind="startMessaging", status="201")
+        == 2
+    )
+    at_poller = scrape(poller)
+    assert value(at_poller, "ucwa_bridge_sends_total", outcome="delivered", error_code="none") == 1
+    assert value(at_poller, "ucwa_bridge_sends_total", outcome="failed", error_code="declined") == 1
+    assert value(at_poller, "ucwa_bridge_send_latency_seconds_count") == 1
+    assert value(at_poller, "ucwa_bridge_ucwa_requests_total", kind="events", status="200") >= 1
 
-        at_api = scrape(bridge.api_url + "/metrics")
-        assert value(at_api, "ucwa_bridge_session_state", state="ready") == 1
-        assert value(at_api, "ucwa_bridge_poller_lease_held") == 1
-        assert value(at_api, "ucwa_bridge_redis_up") == 1
-        assert value(at_api, "ucwa_bridge_queue_jobs", queue="send", state="queued") == 0
-        assert BOT  # the account whose session the gauges describe
+    at_api = scrape(bridge.api_url + "/metrics")
+    assert value(at_api, "ucwa_bridge_session_state", state="ready") == 1
+    assert value(at_api, "ucwa_bridge_poller_lease_held") == 1
+    assert value(at_api, "ucwa_bridge_redis_up") == 1
+    assert value(at_api, "ucwa_bridge_queue_jobs", queue="send", state="queued") == 0

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 
-from tests.e2e.conftest import API_KEY, BOT, BOT_PASSWORD, Bridge, wait_for
-
-ALICE = "sip:alice@contoso.com"
-BOB = "sip:bob@contoso.com"
-
-MakeBridge = Callable[..., Bridge]
-
-
-def texts(bridge: Bridge, sip: str) -> list[str]:
-    return [m["text"] for m in bridge.inbox(sip)]
+from tests.e2e.conftest import ALICE, API_KEY, BOB, BOT, BOT_PASSWORD, MakeBridge, wait_for
 
 
 def test_cold_then_warm_send_costs_one_ucwa_request_each(make_bridge: MakeBridge) -> None:
@@ -35,7 +25,7 @@ def test_cold_then_warm_send_costs_one_ucwa_request_each(make_bridge: MakeBridge
     counts = bridge.request_counts()
     assert counts.get("startMessaging") == 1, "a warm send must not open a new conversation"
     assert counts.get("sendMessage") == 1
-    assert texts(bridge, ALICE) == ["Deploy finished", "Second line"]
+    assert bridge.texts(ALICE) == ["Deploy finished", "Second line"]
     assert all(m["from"] == BOT for m in bridge.inbox(ALICE))
 
 
@@ -97,7 +87,7 @@ def test_transient_ucwa_faults_end_delivered_exactly_once(make_bridge: MakeBridg
     results = bridge.wait_final(second, third)
     assert results[second]["status"] == "delivered", results[second]
     assert results[third]["status"] == "delivered", results[third]
-    assert texts(bridge, ALICE) == ["after two 503s", "after a dropped connection", "after a 500"]
+    assert bridge.texts(ALICE) == ["after two 503s", "after a dropped connection", "after a 500"]
 
 
 def test_token_and_application_expiry_mid_flow(make_bridge: MakeBridge) -> None:
@@ -119,7 +109,7 @@ def test_token_and_application_expiry_mid_flow(make_bridge: MakeBridge) -> None:
     )
     third = bridge.send(ALICE, "three")
     assert bridge.wait_final(third)[third]["status"] == "delivered"
-    assert texts(bridge, ALICE) == ["one", "two", "three"]
+    assert bridge.texts(ALICE) == ["one", "two", "three"]
 
 
 def test_event_channel_resume_drops_stale_conversations(make_bridge: MakeBridge) -> None:
@@ -130,7 +120,7 @@ def test_event_channel_resume_drops_stale_conversations(make_bridge: MakeBridge)
     time.sleep(1.0)
     second = bridge.send(ALICE, "after")
     assert bridge.wait_final(second)[second]["status"] == "delivered"
-    assert texts(bridge, ALICE) == ["before", "after"]
+    assert bridge.texts(ALICE) == ["before", "after"]
 
 
 def test_messages_to_one_recipient_keep_order_others_go_in_parallel(
@@ -143,8 +133,8 @@ def test_messages_to_one_recipient_keep_order_others_go_in_parallel(
     ids += [bridge.send(BOB, "parallel")]
     results = bridge.wait_final(*ids, timeout=45)
     assert all(m["status"] == "delivered" for m in results.values()), results
-    assert texts(bridge, ALICE) == lines
-    assert texts(bridge, BOB) == ["parallel"]
+    assert bridge.texts(ALICE) == lines
+    assert bridge.texts(BOB) == ["parallel"]
 
 
 def test_idempotent_repeat_returns_the_first_answer_and_sends_once(
@@ -161,7 +151,7 @@ def test_idempotent_repeat_returns_the_first_answer_and_sends_once(
     assert other.status_code == 422
     bridge.wait_final(first.json()["id"])
     time.sleep(0.5)
-    assert texts(bridge, ALICE) == ["paging"]
+    assert bridge.texts(ALICE) == ["paging"]
 
 
 def test_message_expires_when_no_poller_is_alive(make_bridge: MakeBridge) -> None:
@@ -196,7 +186,7 @@ def test_worker_killed_mid_send_still_delivers_exactly_once(make_bridge: MakeBri
     message = bridge.wait_final(message_id, timeout=150)[message_id]
     assert message["status"] == "delivered", message
     time.sleep(1.0)
-    assert texts(bridge, ALICE) == ["survives a crash"]
+    assert bridge.texts(ALICE) == ["survives a crash"]
 
 
 def test_standby_poller_takes_over_and_nothing_is_lost(make_bridge: MakeBridge) -> None:
@@ -213,7 +203,7 @@ def test_standby_poller_takes_over_and_nothing_is_lost(make_bridge: MakeBridge) 
     results = bridge.wait_final(*ids, timeout=40)
     took_over = time.monotonic() - killed_at
     assert all(m["status"] == "delivered" for m in results.values()), results
-    assert texts(bridge, ALICE) == ["before failover"] + [f"during failover {n}" for n in range(3)]
+    assert bridge.texts(ALICE) == ["before failover"] + [f"during failover {n}" for n in range(3)]
     assert took_over < 30
 
 
@@ -230,7 +220,7 @@ def test_idle_conversations_are_ended_and_secrets_never_logged(make_bridge: Make
     second = bridge.send(ALICE, "a new chat")
     assert bridge.wait_final(second)[second]["status"] == "delivered"
     assert bridge.request_counts().get("startMessaging") == 2
-    assert texts(bridge, ALICE) == ["short chat", "a new chat"]
+    assert bridge.texts(ALICE) == ["short chat", "a new chat"]
 
     token = (bridge.redis().hget(f"session:{BOT}", "token") or b"").decode()
     assert token.startswith("cwt=")
@@ -265,7 +255,7 @@ def test_resync_after_a_stale_cursor_drops_state_and_keeps_sending(
         r for r in bridge.sim_call("GET", "/_sim/requests")["requests"] if r["kind"] == "events"
     ]
     assert any("ack=1" in r["path"] for r in events), events
-    assert texts(bridge, ALICE) == ["before restart", "after resync"]
+    assert bridge.texts(ALICE) == ["before restart", "after resync"]
     assert "resynced or resumed" in bridge.full_logs()
 
 
@@ -276,7 +266,7 @@ def test_discovery_follows_the_redirect_to_the_home_pool(make_bridge: MakeBridge
     log = bridge.sim_call("GET", "/_sim/requests")["requests"]
     roots = [r["path"] for r in log if r["kind"] == "root"]
     assert len(roots) >= 2 and roots[0] != roots[1], roots  # the first root redirected
-    assert texts(bridge, ALICE) == ["via the home pool"]
+    assert bridge.texts(ALICE) == ["via the home pool"]
 
 
 def test_token_is_renewed_before_it_expires(make_bridge: MakeBridge) -> None:
@@ -296,4 +286,4 @@ def test_token_is_renewed_before_it_expires(make_bridge: MakeBridge) -> None:
     # the poller's deliberate renewals (a GET of the application without the old token)
     refused = [r for r in log if r["status"] == 401 and r["kind"] not in ("application", "user")]
     assert refused == [], [(r["kind"], r["path"]) for r in refused]
-    assert texts(bridge, ALICE) == [f"tick {i}" for i in range(len(sent))]
+    assert bridge.texts(ALICE) == [f"tick {i}" for i in range(len(sent))]

@@ -10,10 +10,7 @@ import pytest
 import requests
 
 from bridge.embedded_redis import EmbeddedRedis
-from tests.e2e.conftest import API_KEY, Bridge, wait_for
-
-ALICE = "sip:alice@contoso.com"
-BOB = "sip:bob@contoso.com"
+from tests.e2e.conftest import ALICE, API_KEY, BOB, Bridge, wait_for
 
 
 @pytest.fixture()
@@ -21,13 +18,6 @@ def own_redis() -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis().start()
     yield server
     server.close()
-
-
-def ready(bridge: Bridge) -> int:
-    try:
-        return requests.get(bridge.api_url + "/readyz", timeout=5).status_code
-    except requests.RequestException:
-        return 0
 
 
 def test_accepted_messages_survive_a_redis_crash_and_are_sent_once(
@@ -42,10 +32,10 @@ def test_accepted_messages_survive_a_redis_crash_and_are_sent_once(
     down = bridge.post({"to": ALICE, "text": "while Redis is down"})
     assert down.status_code == 503, down.text
     assert down.headers["Content-Type"].startswith("application/problem+json")
-    wait_for(lambda: ready(bridge) == 503, 15, "/readyz to report Redis down")
+    wait_for(lambda: bridge.ready() == 503, 15, "/readyz to report Redis down")
 
     own_redis.start()
-    wait_for(lambda: ready(bridge) == 200, 30, "/readyz to recover", bridge.logs)
+    wait_for(lambda: bridge.ready() == 200, 30, "/readyz to recover", bridge.logs)
     bridge.start_worker()
     finals = bridge.wait_final(*accepted, timeout=60)
     assert {m["status"] for m in finals.values()} == {"delivered"}, finals
@@ -64,12 +54,12 @@ def test_readyz_says_why_when_the_poller_is_gone_and_recovers_with_a_new_one(
     make_bridge: Callable[..., Bridge],
 ) -> None:
     bridge = make_bridge()
-    wait_for(lambda: ready(bridge) == 200, 20, "the bridge to be ready", bridge.logs)
+    wait_for(lambda: bridge.ready() == 200, 20, "the bridge to be ready", bridge.logs)
     poller = bridge.procs["poller"][0]
     poller.send_signal(signal.SIGKILL)  # no clean release: the lease must run out
     poller.wait(timeout=5)
-    wait_for(lambda: ready(bridge) == 503, 15, "/readyz to notice the dead poller")
+    wait_for(lambda: bridge.ready() == 503, 15, "/readyz to notice the dead poller")
     reasons = requests.get(bridge.api_url + "/readyz", timeout=5).json()
     assert any("poller" in r for r in reasons["reasons"]), reasons
     bridge.start_poller()
-    wait_for(lambda: ready(bridge) == 200, 20, "/readyz to recover", bridge.logs)
+    wait_for(lambda: bridge.ready() == 200, 20, "/readyz to recover", bridge.logs)

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,24 +23,11 @@ import requests
 
 from bridge.lease import PollerLease
 from bridge.redis_text import text_map
-from tests.e2e.conftest import API_KEY, BOT, Bridge, wait_for
-
-ALICE = "sip:alice@contoso.com"
-BOB = "sip:bob@contoso.com"
-
-MakeBridge = Callable[..., Bridge]
+from tests.e2e.conftest import ALICE, API_KEY, BOB, BOT, Bridge, MakeBridge, wait_for
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/net/tcp").exists(), reason="reads socket state from Linux /proc"
 )
-
-
-def texts(bridge: Bridge, sip: str) -> list[str]:
-    return [m["text"] for m in bridge.inbox(sip)]
-
-
-def ucwa_requests(bridge: Bridge) -> list[dict[str, Any]]:
-    return list(bridge.sim_call("GET", "/_sim/requests")["requests"])
 
 
 def message_record(bridge: Bridge, message_id: str) -> dict[str, Any]:
@@ -284,13 +270,13 @@ def test_worker_finishes_its_job_on_sigterm_and_takes_no_new_one(make_bridge: Ma
     assert waiting["status"] == "queued" and waiting["attempts"] == 0, waiting
 
     assert bridge.wait_final(first)[first]["status"] == "delivered"
-    assert texts(bridge, ALICE) == ["finished after SIGTERM"]
+    assert bridge.texts(ALICE) == ["finished after SIGTERM"]
     assert bridge.request_counts().get("startMessaging") == 1
-    assert texts(bridge, BOB) == []
+    assert bridge.texts(BOB) == []
 
     bridge.start_worker()
     assert bridge.wait_final(second)[second]["status"] == "delivered"
-    assert texts(bridge, BOB) == ["waits for the next worker"]
+    assert bridge.texts(BOB) == ["waits for the next worker"]
     assert bridge.request_counts().get("startMessaging") == 2
     print(f"worker exited {took:.1f}s after SIGTERM")
 
@@ -323,7 +309,7 @@ def test_second_signal_stops_the_worker_cold_and_the_message_is_still_sent_once(
 
     bridge.start_worker()
     assert bridge.wait_final(message_id)[message_id]["status"] == "delivered"
-    assert texts(bridge, ALICE) == ["cut off mid-POST"]
+    assert bridge.texts(ALICE) == ["cut off mid-POST"]
     assert bridge.request_counts().get("startMessaging") == 1
     print(f"cold shutdown {took:.2f}s after the second signal")
 
@@ -382,13 +368,13 @@ def test_poller_releases_its_lease_on_sigterm_and_keeps_the_application(
     assert now["application_href"] == session["application_href"]
     assert now["generation"] == session["generation"]
     deletes = [
-        r for r in ucwa_requests(bridge) if r["method"] == "DELETE" and r["kind"] == "application"
+        r for r in bridge.ucwa_requests() if r["method"] == "DELETE" and r["kind"] == "application"
     ]
     assert deletes == []
     assert bot_applications(bridge) == apps
 
     assert bridge.wait_final(message_id)[message_id]["status"] == "delivered"
-    assert texts(bridge, ALICE) == ["sent during the handover"]
+    assert bridge.texts(ALICE) == ["sent during the handover"]
     assert bridge.request_counts().get("startMessaging") == 1
     assert standby.poll() is None
     print(f"poller exited after {took:.2f}s; standby ready {takeover:.2f}s after SIGTERM")
@@ -443,4 +429,4 @@ def test_a_poller_stopped_after_losing_its_lease_leaves_the_new_session_alone(
     assert bridge.session_state() == "ready"  # not "stopped": that session is not the old one's
     message_id = bridge.send(ALICE, "after a stale poller stopped")
     assert bridge.wait_final(message_id, timeout=15)[message_id]["status"] == "delivered"
-    assert texts(bridge, ALICE) == ["after a stale poller stopped"]
+    assert bridge.texts(ALICE) == ["after a stale poller stopped"]
