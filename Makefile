@@ -18,10 +18,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-# Figures, not tests: each script prints ratios measured side by side (BENCH_ARGS=--quick: ~10 s each).
+# Figures, not tests: each program prints ratios measured side by side and which targets were
+# met (15-20 minutes in all on two busy cores; BENCH_ARGS=--quick: about 10 s each).
 bench: $(STAMP)
 	$(BIN)/python -m bench.send_path $(BENCH_ARGS)
 	$(BIN)/python -m bench.intake $(BENCH_ARGS)
+	$(BIN)/python -m bench.inbound $(BENCH_ARGS)
 	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
 	$(BIN)/python -m bench.memory $(BENCH_ARGS)
 

@@ -1,15 +1,16 @@
-"""Resident memory (VmRSS) of each bridge process: idle, then after two batches of N messages.
+"""Resident memory (VmRSS) of each bridge process: idle, then after each round of messages.
 
 The whole bridge runs against the simulator: api (gunicorn master and workers), one RQ worker
-(and the scheduler process it forks), the poller. Each figure is read from /proc/<pid>/status
-in this run; the headline is the growth ratio after/idle per role. A second batch tells
-warm-up (growth in the first batch only) from a leak (growth in both).
+(and the scheduler process it forks), the poller. 10,000 messages by default, in 4 rounds; each
+figure is read from /proc/<pid>/status in this run. The headline is the ratio after/idle per
+role; the growth per round tells warm-up (the first round only) from a leak (every round).
 
-    python -m bench.memory [--quick] [--messages N]
+    python -m bench.memory [--quick] [--messages N] [--rounds R]
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,12 +33,16 @@ from bench._common import (
 )
 
 RECIPIENTS = 20
+CHUNK = 250
+GROWTH_LIMIT_MB = 1.0
+PSS_KEYS = ("bridge PSS", "api (master + workers) PSS", "worker (+ rq scheduler) PSS", "poller PSS")
 TIME_SCALE = 0.05
 ROLES = ("api master", "api workers", "worker", "rq scheduler", "poller")
 BRIDGE_ENV = {
     "BRIDGE_KEEPALIVE_S": "10",  # the simulator's activity expiry is 45 s at this time scale
-    "BRIDGE_INVITATION_TIMEOUT_S": "300",
-    "BRIDGE_MESSAGE_TIMEOUT_S": "300",
+    # Watchdog checks (one scheduled RQ job per message) would otherwise run inside the rounds.
+    "BRIDGE_INVITATION_TIMEOUT_S": "3600",
+    "BRIDGE_MESSAGE_TIMEOUT_S": "3600",
 }
 
 
@@ -66,22 +71,29 @@ def snapshot(api: Child, worker: Child, poller: Child, stack: Stack) -> dict[str
 
 
 def send(stack: Stack, client: ApiClient, count: int) -> None:
-    targets = [recipients()[i % RECIPIENTS] for i in range(count)]
-    with ThreadPoolExecutor(4) as pool:
-        ids = list(pool.map(lambda to: client.post_message(to, TEXT_100), targets))
-    stack.wait_lines_drained(targets, timeout=120)
-    for message_id in ids[-RECIPIENTS:]:
-        status = client.message(message_id)["status"]
-        if status != "delivered":
-            raise BenchError(f"message {message_id} ended {status}")
+    """``count`` messages in chunks, each drained before the next: a steady flow, not a backlog."""
+    for first in range(0, count, CHUNK):
+        size = min(CHUNK, count - first)
+        targets = [recipients()[i % RECIPIENTS] for i in range(first, first + size)]
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(pool.map(lambda to: client.post_message(to, TEXT_100), targets))
+        stack.wait_lines_drained(targets, timeout=120)
+        for message_id in ids[-RECIPIENTS:]:
+            status = client.message(message_id)["status"]
+            if status != "delivered":
+                raise BenchError(f"message {message_id} ended {status}")
 
 
 def main() -> Report:
     parser = base_parser(__doc__ or "")
-    parser.add_argument("--messages", type=int, help="messages per batch (two batches)")
+    parser.add_argument("--messages", type=int, help="messages in all (default 10000)")
+    parser.add_argument("--rounds", type=int, help="rounds the messages are split into")
     args = parser.parse_args()
-    count = args.messages or (100 if args.quick else 500)
-    report = Report("memory: RSS per role, idle and after sending")
+    total = args.messages or (200 if args.quick else 10_000)
+    rounds = max(2, args.rounds or (2 if args.quick else 4))
+    per_round = total // rounds
+    total = per_round * rounds
+    report = Report("memory: RSS per role, idle and after each round of messages")
     with Stack("memory", keep_logs=args.keep_logs) as stack:
         say("starting redis, the simulator, api (2 gunicorn workers), poller and one worker…")
         stack.start_redis()
@@ -94,60 +106,57 @@ def main() -> Report:
         worker = stack.start_worker()
         client = ApiClient(stack.api_url)
         time.sleep(1.0)
-        idle = snapshot(api, worker, poller, stack)
-        say(f"sending {count} messages to {RECIPIENTS} recipients…")
+        snaps = [snapshot(api, worker, poller, stack)]
         started = time.monotonic()
-        send(stack, client, count)
-        first_s = time.monotonic() - started
-        time.sleep(0.5)
-        after_one = snapshot(api, worker, poller, stack)
-        say(f"sending {count} more…")
-        send(stack, client, count)
-        time.sleep(0.5)
-        after_two = snapshot(api, worker, poller, stack)
+        for round_no in range(rounds):
+            say(f"round {round_no + 1}/{rounds}: {per_round} messages to {RECIPIENTS} recipients…")
+            send(stack, client, per_round)
+            time.sleep(0.5)
+            snaps.append(snapshot(api, worker, poller, stack))
+        seconds = time.monotonic() - started
         gunicorn_workers = len(children(api.pid))
 
-    total = {
-        name: sum(snap[role] for role in ROLES)
-        for name, snap in (("idle", idle), ("one", after_one), ("two", after_two))
-    }
+    idle, last = snaps[0], snaps[-1]
+    totals = [sum(snap[role] for role in ROLES) for snap in snaps]
+    growth = [after - before for before, after in itertools.pairwise(totals)]
     report.ratio(
-        f"bridge RSS after {2 * count} messages / idle",
-        ratio(total["two"], total["idle"]),
-        f"{total['two']:.1f} vs {total['idle']:.1f} MB (all bridge processes)",
+        f"bridge RSS after {total} messages / idle",
+        ratio(totals[-1], totals[0]),
+        f"{totals[-1]:.1f} vs {totals[0]:.1f} MB (all bridge processes)",
     )
     for role in ROLES:
         report.ratio(
-            f"{role} RSS after {2 * count} / idle",
-            ratio(after_two[role], idle[role]),
-            f"{after_two[role]:.1f} vs {idle[role]:.1f} MB",
+            f"{role} RSS after {total} / idle",
+            ratio(last[role], idle[role]),
+            f"{last[role]:.1f} vs {idle[role]:.1f} MB",
         )
-    growth_one = total["one"] - total["idle"]
-    growth_two = total["two"] - total["one"]
+    later = growth[1:]
+    report.target(
+        f"no growth after round 1 (each later round <= {GROWTH_LIMIT_MB:.0f} MB)",
+        all(g <= GROWTH_LIMIT_MB for g in later),
+        "bridge growth per round " + ", ".join(f"{g:+.1f}" for g in growth) + " MB",
+    )
+    marks = ", ".join(f"+{per_round * i}" for i in range(1, rounds + 1))
     for role in (*ROLES, "simulator", "redis-server"):
         report.raw(
-            f"{role} RSS MB: idle, +{count}, +{2 * count}",
-            f"{idle[role]:.1f}, {after_one[role]:.1f}, {after_two[role]:.1f}",
+            f"{role} RSS MB: idle, {marks}",
+            ", ".join(f"{snap[role]:.1f}" for snap in snaps),
         )
-    for key in (
-        "bridge PSS",
-        "api (master + workers) PSS",
-        "worker (+ rq scheduler) PSS",
-        "poller PSS",
-    ):
+    for role in ROLES:
+        steps = [after[role] - before[role] for before, after in itertools.pairwise(snaps)]
+        report.raw(f"{role} growth per round MB", ", ".join(f"{g:+.1f}" for g in steps))
+    for key in PSS_KEYS:
         report.raw(
-            f"{key} MB: idle, +{count}, +{2 * count}",
-            f"{idle[key]:.1f}, {after_one[key]:.1f}, {after_two[key]:.1f}",
+            f"{key} MB: idle, {marks}",
+            ", ".join(f"{snap[key]:.1f}" for snap in snaps),
         )
-    report.raw(
-        "bridge growth, first batch vs second batch",
-        f"{growth_one:+.1f} MB vs {growth_two:+.1f} MB",
-    )
-    report.raw("first batch took", f"{first_s:.1f} s ({count / first_s:.0f} msg/s)")
+    report.raw("bridge growth per round", ", ".join(f"{g:+.1f} MB" for g in growth))
+    report.raw("sending took", f"{seconds:.0f} s ({total / seconds:.0f} msg/s)")
     report.note(
         f"{gunicorn_workers} gunicorn workers (summed; RSS counts pages shared with the master "
-        f"in each, PSS splits them), {RECIPIENTS} recipients, VmRSS and Pss from /proc; the "
-        "simulator and redis-server are shown for scale, not counted as bridge"
+        f"in each, PSS splits them), {RECIPIENTS} recipients, chunks of {CHUNK} messages, VmRSS "
+        "and Pss from /proc; the simulator and redis-server are shown for scale, not counted as "
+        "bridge"
     )
     return report
 

@@ -1,6 +1,8 @@
 """Building the account's one UCWA application: discovery, token, application, makeMeAvailable.
 
 A stable endpointId per account makes a restart re-attach to the same application (200).
+Discovery may visit hosts under the SIP domain; afterwards only the application's origin (and the
+token endpoint it challenged with) are trusted.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from urllib.parse import urlsplit
 from bridge.client import UcwaClient
 from bridge.ucwa import errors as ue
 from bridge.ucwa.auth import drive
-from bridge.ucwa.discovery import Discovery
+from bridge.ucwa.discovery import Discovery, sip_domain
 from bridge.ucwa.links import embedded, link, resolve
 from bridge.ucwa.messages import HttpRequest, HttpResponse
+from bridge.ucwa.trust import TrustPolicy
 
 USER_AGENT = "ucwa-bridge/0.1"
 CULTURE = "en-US"
@@ -60,19 +63,36 @@ class Bootstrap:
         self.formats = formats
 
     def discover(self) -> str:
+        """The applications URL; then only its origin (and its token endpoint) are trusted."""
         host = (urlsplit(self.discovery_url).hostname or "").lower()
+        oauth = self.client.oauth
+        walk = TrustPolicy.for_discovery(
+            self.discovery_url,
+            (sip_domain(self.username), host),
+            hosts=self.client.trust.hosts,
+        )
         discovery = Discovery(
             self.username,
-            self.client.oauth,
+            oauth,
             trusted_domains=(host,),
             start_urls=[self.discovery_url],
             allow_http=self.discovery_url.startswith("http:"),
         )
 
         def send(request: HttpRequest) -> HttpResponse:
+            walk.check(request.url, "discovery request")
             return self.client.transport.send(request, kind="discovery")
 
-        return drive(discovery.flow(), send).applications_url
+        oauth.trust = walk
+        try:
+            applications_url = drive(discovery.flow(), send).applications_url
+        finally:
+            oauth.trust = self.client.trust
+        self.client.trust.add(applications_url)
+        token_endpoint = oauth.token_endpoints.get(urlsplit(applications_url).hostname or "")
+        if token_endpoint:
+            self.client.trust.add(token_endpoint)
+        return applications_url
 
     def create_application(self, applications_url: str) -> Application:
         body = {
@@ -85,7 +105,9 @@ class Bootstrap:
         href = link(resource, "self") or response.header("Location")
         if not href:
             raise ue.ProtocolViolation("application without a self link", url=applications_url)
-        app = self._application(applications_url, resolve(applications_url, href), resource)
+        # The application's origin becomes the session's base URL: it must be a trusted one.
+        absolute = self.client.trust.check(resolve(applications_url, href), "application link")
+        app = self._application(applications_url, absolute, resource)
         app.created = response.status == 201
         return app
 

@@ -6,15 +6,21 @@ Bad configuration stops start-up with one line naming the variable and exit code
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+
+import redis
 
 from bridge.hooks import webhook_config
 from bridge.observability.logging import add_secrets, configure_logging
 from bridge.settings import ConfigError, Settings
 from bridge.webhooks.errors import WebhookConfigError
+
+log = logging.getLogger("ucwa_bridge.worker")
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
@@ -80,6 +86,7 @@ def run_poller(settings: Settings) -> int:
     from bridge.hooks import inbound_events, status_events
     from bridge.observability.metrics import with_send_metrics
     from bridge.redis_conn import connect
+    from bridge.transport import TransportOptions
     from bridge.ucwa.auth import Credentials
     from workers.poller import Poller, PollerSettings
 
@@ -94,6 +101,7 @@ def run_poller(settings: Settings) -> int:
         knobs,
         inbound_hook=inbound_events(account),
         on_final=with_send_metrics(status_events(account)),
+        transport_options=TransportOptions.from_settings(settings),
     )
     serve_metrics()
     signal.signal(signal.SIGTERM, poller.on_signal)
@@ -114,18 +122,51 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
     send.configure(send.build_sender(settings, knobs))
     connection = connect(settings.redis_url)
     queues = [Queue(name, connection=connection) for name in ("send", "webhooks")]
-    # Short monitoring and maintenance intervals: a killed worker's job is retried within
-    # about two minutes (heartbeat TTL = monitoring interval + 60 s, then the next cleanup).
-    worker = SimpleWorker(
-        queues,
-        connection=connection,
-        job_monitoring_interval=10,
-        maintenance_interval=int(_env_float("BRIDGE_MAINTENANCE_INTERVAL_S", 30)),
-        worker_ttl=60,
-    )
+    maintenance_interval = int(_env_float("BRIDGE_MAINTENANCE_INTERVAL_S", 30))
     serve_metrics()
-    worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
-    return 0
+    while True:
+        # Short monitoring and maintenance intervals: a killed worker's job is retried within
+        # about two minutes (heartbeat TTL = monitoring interval + 60 s, then the next cleanup).
+        worker = SimpleWorker(
+            queues,
+            connection=connection,
+            job_monitoring_interval=10,
+            maintenance_interval=maintenance_interval,
+            worker_ttl=60,
+        )
+        try:
+            worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
+            if burst or worker._shutdown_requested_date is not None:
+                return 0
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # raised by RQ's teardown, after its loop gave up on the same outage
+        # RQ gives up its loop when Redis vanishes under a running job; a worker that exited
+        # then would leave the queue to whoever restarts it, so wait for Redis and go on.
+        log.warning("the RQ worker loop ended without a stop request; restarting it")
+        if not _wait_for_redis(connection):
+            return 0
+
+
+def _wait_for_redis(connection: redis.Redis) -> bool:
+    """Ping until Redis answers (True) or SIGTERM/SIGINT arrives (False)."""
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                connection.ping()
+                return True
+            except (redis.ConnectionError, redis.TimeoutError):
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        return False
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_api(settings: Settings, bind: str) -> int:
@@ -183,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(args.role)
         add_secrets([settings.ucwa_password or "", *(k.secret for k in settings.api_keys)])
         if args.role in ("poller", "worker"):
-            webhook_config()  # refuse a bad webhook configuration at start-up
+            endpoints, _ = webhook_config()  # refuse a bad webhook configuration at start-up
+            add_secrets(secret for endpoint in endpoints for secret in endpoint.secrets)
             metrics_port()
         if args.role == "poller":
             poller_settings()

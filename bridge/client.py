@@ -1,6 +1,8 @@
 """A UCWA client for one account: the transport plus the MsRtcOAuth flow, following hrefs only.
 
 Workers seed it with the token the poller published; a 401 anywhere triggers one fresh grant.
+Every request, token grants included, goes only to the origin of ``base_url`` or one the trust
+policy allows: a link, Location or redirect elsewhere raises ``UntrustedLink`` and sends nothing.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bridge.transport import UcwaTransport
+from bridge.ucwa import errors as ue
 from bridge.ucwa.auth import Credentials, MsRtcOAuth, Token, drive, raise_for_status
 from bridge.ucwa.links import resolve, with_query
 from bridge.ucwa.messages import HttpRequest, HttpResponse
+from bridge.ucwa.trust import Origin, TrustPolicy
 
 
 class UcwaClient:
@@ -27,6 +31,24 @@ class UcwaClient:
         self.transport = transport or UcwaTransport()
         self.oauth = MsRtcOAuth(credentials)
         self.base_url = base_url
+        self.trust = TrustPolicy(hosts=self.transport.options.trusted_hosts)
+        self.oauth.trust = self.trust
+
+    def allows(self, url: str) -> bool:
+        """Whether ``url`` is on the session's origin or one the trust policy allows."""
+        try:
+            if self.base_url and Origin.of(url) == Origin.of(self.base_url):
+                return True
+        except ue.InvalidLink:
+            return False
+        return self.trust.allows(url)
+
+    def check(self, href: str, what: str = "request") -> str:
+        """The absolute URL for ``href`` if this session may contact it, else ``UntrustedLink``."""
+        url = self.url(href)
+        if not self.allows(url):
+            self.trust.check(url, what)
+        return url
 
     def seed_token(self, access_token: str, expires_at: float, host: str) -> None:
         expiry = datetime.fromtimestamp(expires_at, UTC)
@@ -68,6 +90,7 @@ class UcwaClient:
         def send(outgoing: HttpRequest) -> HttpResponse:
             # The auth flow may interpose a grant: count it as what it is.
             what = kind if outgoing.url == url else "token"
+            self.check(outgoing.url, "password grant" if what == "token" else f"{kind} request")
             return self.transport.send(outgoing, read_timeout=read_timeout, kind=what)
 
         response = drive(self.oauth.auth_flow(request), send)

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -84,8 +85,12 @@ def utc_now() -> str:
 
 def format_time(epoch: float) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    m = datetime.fromtimestamp(epoch, UTC)
+    # Fields by hand: half the cost of strftime, on every accepted message and log line.
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_time(text: str) -> float:
@@ -207,10 +212,16 @@ class MessageRecord:
     def is_expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= parse_time(self.expires_at)
 
-    def to_json(self) -> str:
-        data = asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (built by hand: ``asdict``'s deep copy costs on the hot path)."""
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["status"] = self.status.value
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        data["history"] = dict(self.history)
+        data["error"] = asdict(self.error) if self.error else None
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> MessageRecord:
@@ -242,6 +253,23 @@ class MessageRecord:
         return view
 
 
+_FIELD_NAMES = tuple(f.name for f in dataclass_fields(MessageRecord))
+
+# Numbers the message in its recipient's line, appends it to the line and saves the record with
+# that number, atomically: the line's order and the numbers always agree. A function, so the
+# intake's gated script (bridge.intake) runs the very same steps.
+ACCEPT_FUNCTION = """
+local function accept(seq_key, fifo_key, record_key, id, record, ttl)
+  local sequence = redis.call('INCR', seq_key)
+  redis.call('RPUSH', fifo_key, id)
+  redis.call('SET', record_key, string.sub(record, 1, -2) .. ',"sequence":' .. sequence .. '}',
+             'EX', ttl)
+  return sequence
+end
+"""
+_ACCEPT = ACCEPT_FUNCTION + "return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])\n"
+
+
 class MessageStore:
     """Records in Redis; every change is a compare-and-set so concurrent workers lose no write."""
 
@@ -258,6 +286,25 @@ class MessageStore:
     def create(self, record: MessageRecord, pipe: Pipeline) -> None:
         """Queue the write of a new record on ``pipe`` (already in MULTI) with the record TTL."""
         pipe.set(record_key(record.id), record.to_json(), ex=self.record_ttl_s)
+
+    def accept(self, record: MessageRecord, pipe: Pipeline) -> None:
+        """Queue, on ``pipe`` (in MULTI), numbering ``record`` in its recipient's line, the line
+        entry and the record; the command's result in EXEC's answer is the sequence number.
+
+        EVAL, not EVALSHA: inside MULTI a NOSCRIPT (after a Redis restart) would fail this
+        command alone while the rest of the transaction ran.
+        """
+        keys, args = self.accept_arguments(record)
+        pipe.eval(_ACCEPT, len(keys), *keys, *args)
+
+    def accept_arguments(self, record: MessageRecord) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of ``ACCEPT_FUNCTION``'s ``accept`` for ``record``, in its order."""
+        data = record.to_dict()
+        del data["sequence"]
+        recipient = record.recipient
+        keys = [sequence_key(recipient), fifo_key(recipient), record_key(record.id)]
+        record_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return keys, [record.id, record_json, self.record_ttl_s]
 
     def update(
         self,

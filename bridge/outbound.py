@@ -72,7 +72,8 @@ class Outbound:
         options: dict[str, Any] = {
             "job_id": job_id,
             "retry": CRASH_RETRY,
-            "result_ttl": 3600,
+            # The record holds the outcome: a finished job and its result would only use memory.
+            "result_ttl": 0,
             "failure_ttl": 7 * 86_400,
             "job_timeout": SEND_JOB_TIMEOUT_S,
             "description": f"{func.rsplit('.', 1)[-1]} {message_id}",

@@ -152,11 +152,14 @@ class Sender:
             self._mark(record, step="queued")
             return self._retry(record, "ucwa_unreachable", str(exc))
         except DeliveryUnknown:
-            # It may have been sent: settle it from the event channel before any resend.
+            # It may have been sent: settle it from the event channel before any resend. The
+            # grace (and the poller's orphan sweep) counts from now, when the answer was lost:
+            # a server that answers late may act on the POST just after a read timeout.
+            self._mark(record, attempt_at=time.time())
             self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s)
             return "ambiguous"
         except ue.UcwaError as exc:
-            return self._handle_error(record, exc, path, conversation)
+            return self._handle_error(record, exc, path, conversation, session.generation)
         finally:
             self._publish_token(session)
         location = response.header("Location")
@@ -316,11 +319,17 @@ class Sender:
         return "resend"
 
     def _handle_error(
-        self, record: MessageRecord, exc: ue.UcwaError, path: str, conv: Conversation | None
+        self,
+        record: MessageRecord,
+        exc: ue.UcwaError,
+        path: str,
+        conv: Conversation | None,
+        generation: int,
     ) -> str:
         fault = UcwaFault(exc.code, exc.subcode, exc.message or None)
         if isinstance(exc, ue.ServiceFailure) and exc.status in (500, 502, 504):
             # The server may have acted before failing: settle via the event channel first.
+            self._mark(record, attempt_at=time.time())
             self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s)
             return "ambiguous"
         self._mark(record, step="queued")
@@ -330,7 +339,7 @@ class Sender:
             self.outbound.enqueue_send(record.id)
             return "conversation_gone"
         if isinstance(exc, ue.ApplicationGone):
-            self.sessions.set_state("rebuilding")
+            self._mark_rebuilding(generation)
             return self._retry(record, "session_lost", str(exc), fault)
         if exc.permanent or isinstance(exc, ue.RequestRejected):
             codes: dict[type[ue.UcwaError], str] = {
@@ -398,6 +407,21 @@ class Sender:
             return replace(current, status=status, history=history, **fields)
 
         return self.store.update(record.id, change)
+
+    def _mark_rebuilding(self, generation: int) -> None:
+        """Say the session is being rebuilt, unless the poller already published a newer one:
+        a late 404/410 for the old application must not mark the new session unusable."""
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(self.sessions.key)
+                current = pipe.hget(self.sessions.key, "generation")
+                if current is None or int(current) != generation:
+                    return
+                pipe.multi()
+                self.sessions.set_state("rebuilding", pipe)
+                pipe.execute()
+            except redis.WatchError:
+                pass  # the session changed meanwhile: it is the poller's newer one
 
     def _drop_conversation(self, conv: Conversation) -> None:
         conv.messaging_state = "Disconnected"

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from bridge.redis_conn import SENTINEL_SCHEME, RedisUrlError, parse_sentinel_url
@@ -19,6 +19,15 @@ PREFIX = "BRIDGE_"
 CONFIG_EXIT_CODE = 78  # EX_CONFIG from sysexits.h
 MIN_API_KEY_LENGTH = 16
 MAX_VALIDITY_S = 86_400
+DEFAULT_RATE_LIMIT = "10/s"
+DEFAULT_RATE_LIMIT_BURST = 100
+# gunicorn's request-line and header limits (``gunicorn_conf``); its own maxima are the caps.
+GUNICORN_LIMITS = {
+    "API_LIMIT_REQUEST_LINE": (4094, 8190),
+    "API_LIMIT_REQUEST_FIELDS": (50, 32768),
+    "API_LIMIT_REQUEST_FIELD_SIZE": (8190, 65536),
+}
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
 Role = Literal["api", "worker", "poller", "demo"]
 ROLES: tuple[Role, ...] = ("api", "worker", "poller", "demo")
@@ -56,6 +65,24 @@ class ApiKey:
         return scope in self.scopes
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """``burst`` requests at once, refilled at ``requests`` per ``period_s`` (GCRA)."""
+
+    requests: int
+    period_s: int
+    burst: int
+
+    @property
+    def emission_interval_s(self) -> float:
+        """Seconds one request's allowance takes to come back."""
+        return self.period_s / self.requests
+
+    def __str__(self) -> str:
+        unit = {1: "s", 60: "min", 3600: "h"}[self.period_s]
+        return f"{self.requests}/{unit}, burst {self.burst}"
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     """Validated configuration for one process role. Build it with ``Settings.from_env``."""
@@ -73,6 +100,14 @@ class Settings:
     idempotency_ttl_s: int = 86_400
     idempotency_lock_ttl_s: int = 30
     record_ttl_s: int = 7 * 86_400
+    rate_limit: RateLimit | None = None
+    rate_limit_keys: Mapping[str, RateLimit | None] = field(default_factory=dict)
+    gunicorn_limits: Mapping[str, int] = field(default_factory=dict)
+    ucwa_tls_verify: bool = True
+    ucwa_ca_bundle: str | None = None
+    ucwa_timeout_s: int = 30
+    ucwa_max_body_bytes: int = 4 * 1024 * 1024
+    ucwa_trusted_hosts: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -85,7 +120,12 @@ class Settings:
             f"default_validity_s={self.default_validity_s}, "
             f"idempotency_ttl_s={self.idempotency_ttl_s}, "
             f"idempotency_lock_ttl_s={self.idempotency_lock_ttl_s}, "
-            f"record_ttl_s={self.record_ttl_s})"
+            f"record_ttl_s={self.record_ttl_s}, rate_limit={self.rate_limit}, "
+            f"rate_limit_keys=<{len(self.rate_limit_keys)} overrides>, "
+            f"ucwa_tls_verify={self.ucwa_tls_verify}, ucwa_ca_bundle={self.ucwa_ca_bundle!r}, "
+            f"ucwa_timeout_s={self.ucwa_timeout_s}, "
+            f"ucwa_max_body_bytes={self.ucwa_max_body_bytes}, "
+            f"ucwa_trusted_hosts={self.ucwa_trusted_hosts!r})"
         )
 
     __str__ = __repr__
@@ -111,6 +151,13 @@ class Settings:
             _check_http_url(env.name("UCWA_DISCOVERY_URL"), discovery)
         default_validity = env.integer("DEFAULT_VALIDITY_S", 300, maximum=MAX_VALIDITY_S)
         idempotency_ttl = env.integer("IDEMPOTENCY_TTL_S", 86_400)
+        burst = env.integer("RATE_LIMIT_BURST", DEFAULT_RATE_LIMIT_BURST, maximum=1_000_000)
+        rate_limit = parse_rate_limit(
+            env.optional("RATE_LIMIT") or DEFAULT_RATE_LIMIT, burst, env.name("RATE_LIMIT")
+        )
+        rate_limit_keys = parse_rate_limit_keys(
+            env.optional("RATE_LIMIT_KEYS") or "", {key.key_id for key in api_keys}, burst
+        )
         return cls(
             role=role,
             redis_url=redis_url,
@@ -135,7 +182,79 @@ class Settings:
                 "IDEMPOTENCY_LOCK_TTL_S", 30, maximum=idempotency_ttl
             ),
             record_ttl_s=env.integer("RECORD_TTL_S", 7 * 86_400),
+            rate_limit=rate_limit,
+            rate_limit_keys=rate_limit_keys,
+            gunicorn_limits=gunicorn_limits(env),
+            **_ucwa_connection(env),
         )
+
+
+def _ucwa_connection(env: _Env) -> dict[str, Any]:
+    """TLS, deadline, body cap and extra trusted hosts for the connection to UCWA."""
+    verify = env.boolean("UCWA_TLS_VERIFY", default=True)
+    bundle = env.optional("UCWA_CA_BUNDLE")
+    if bundle is not None:
+        if not verify:
+            raise ConfigError(env.name("UCWA_CA_BUNDLE"), "is set but BRIDGE_UCWA_TLS_VERIFY=false")
+        if not os.path.exists(bundle):
+            raise ConfigError(env.name("UCWA_CA_BUNDLE"), f"no such file or directory: {bundle}")
+    raw_hosts = (env.optional("UCWA_TRUSTED_HOSTS") or "").split(",")
+    hosts = tuple(h.strip().lower() for h in raw_hosts if h.strip())
+    for host in hosts:
+        if any(c in host for c in "/:@ "):
+            raise ConfigError(env.name("UCWA_TRUSTED_HOSTS"), f"not a host name: {host!r}")
+    return {
+        "ucwa_tls_verify": verify,
+        "ucwa_ca_bundle": bundle,
+        "ucwa_timeout_s": env.integer("UCWA_TIMEOUT_S", 30, maximum=600),
+        "ucwa_max_body_bytes": env.integer(
+            "UCWA_MAX_BODY_BYTES", 4 * 1024 * 1024, maximum=256 * 1024 * 1024
+        ),
+        "ucwa_trusted_hosts": hosts,
+    }
+
+
+def gunicorn_limits(env: _Env | Mapping[str, str]) -> dict[str, int]:
+    """``limit_request_line`` and friends for gunicorn, from ``BRIDGE_API_LIMIT_REQUEST_*``."""
+    reader = env if isinstance(env, _Env) else _Env(env)
+    return {
+        suffix.removeprefix("API_").lower(): reader.integer(suffix, default, maximum=maximum)
+        for suffix, (default, maximum) in GUNICORN_LIMITS.items()
+    }
+
+
+def parse_rate_limit(raw: str, burst: int, variable: str) -> RateLimit | None:
+    """``10/s``, ``600/min`` or ``36000/h`` with ``burst``; ``off`` means no limit."""
+    text = raw.strip().lower()
+    if text == "off":
+        return None
+    count, _, unit = text.partition("/")
+    period = _RATE_UNITS.get(unit.strip())
+    if not count.strip().isdigit() or int(count) <= 0 or period is None:
+        raise ConfigError(variable, f"must be like 10/s, 600/min or 36000/h, or off; not {raw!r}")
+    return RateLimit(int(count), period, burst)
+
+
+def parse_rate_limit_keys(
+    raw: str, key_ids: set[str], burst: int, variable: str = PREFIX + "RATE_LIMIT_KEYS"
+) -> dict[str, RateLimit | None]:
+    """``<key id>=<rate>[:<burst>]`` entries, comma-separated; the key id is the first 16 hex
+    digits of the key's SHA-256 (logged as ``key_id``), so no secret is written here."""
+    limits: dict[str, RateLimit | None] = {}
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        key_id, sep, spec = entry.partition("=")
+        key_id = key_id.strip().lower()
+        if not sep or key_id not in key_ids:
+            raise ConfigError(variable, f"{key_id!r} is not the key id of a configured API key")
+        rate, _, own_burst = spec.partition(":")
+        if own_burst and not (own_burst.strip().isdigit() and int(own_burst) > 0):
+            raise ConfigError(variable, f"{key_id}: burst must be a positive integer")
+        limits[key_id] = parse_rate_limit(
+            rate, int(own_burst) if own_burst else burst, f"{variable} ({key_id})"
+        )
+    return limits
 
 
 def parse_api_keys(raw: str, variable: str = PREFIX + "API_KEYS") -> tuple[ApiKey, ...]:

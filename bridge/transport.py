@@ -1,23 +1,65 @@
 """The thin I/O shell of the UCWA client: sends plain requests with ``requests``.
 
 It tells "never reached the server" apart from "may have been processed", which decides whether
-a POST may be repeated without sending an instant message twice.
+a POST may be repeated without sending an instant message twice. Every request has a total
+deadline and a capped body; TLS is verified unless the operator explicitly turned it off.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 
-from bridge.ucwa.errors import TransportError, UcwaError, error_from_response
+from bridge.deadline import Deadline, DeadlineAdapter, deadline, read_capped
+from bridge.ucwa.errors import ResponseTooLarge, TransportError, UcwaError
 from bridge.ucwa.links import resolve
 from bridge.ucwa.messages import HttpRequest, HttpResponse
 
+if TYPE_CHECKING:
+    from bridge.settings import Settings
+
 USER_AGENT = "ucwa-bridge/0.1"
+log = logging.getLogger("ucwa_bridge.transport")
+_warned_insecure = False
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """TLS verification (True, False or a CA bundle path), the total deadline of an ordinary
+    request, the largest response body accepted, and extra hosts the session may contact."""
+
+    verify: bool | str = True
+    timeout_s: float = 30.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    trusted_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TransportOptions:
+        """Options from the process settings; warns once per process if TLS checks are off."""
+        global _warned_insecure
+        verify: bool | str = settings.ucwa_ca_bundle or True
+        if not settings.ucwa_tls_verify:
+            verify = False
+            if not _warned_insecure:
+                _warned_insecure = True
+                log.warning(
+                    "TLS certificate verification of the UCWA server is OFF "
+                    "(BRIDGE_UCWA_TLS_VERIFY=false): anyone on the network path can read the "
+                    "password and the token"
+                )
+        return cls(
+            verify=verify,
+            timeout_s=float(settings.ucwa_timeout_s),
+            max_body_bytes=settings.ucwa_max_body_bytes,
+            trusted_hosts=settings.ucwa_trusted_hosts,
+        )
+
 
 # Observer called after every UCWA exchange: (kind, method, status or None, seconds).
 Observer = Callable[[str, str, int | None, float], None]
@@ -40,12 +82,17 @@ class UcwaTransport:
         read_timeout: float = 30.0,
         pool_size: int = 16,
         observer: Observer | None = None,
+        options: TransportOptions | None = None,
     ) -> None:
+        self.options = options or TransportOptions()
         self.http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
         self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        self.http.verify = self.options.verify
+        if self.options.verify is False:  # the operator was warned once; not on every request
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.observer = observer
@@ -56,7 +103,12 @@ class UcwaTransport:
     def send(
         self, request: HttpRequest, read_timeout: float | None = None, kind: str = "other"
     ) -> HttpResponse:
-        """Send one request; transport failures become NotSent or DeliveryUnknown."""
+        """Send one request; transport failures become NotSent or DeliveryUnknown.
+
+        The whole exchange, connect to last body byte, ends within the deadline: the options'
+        ``timeout_s``, or for a long poll (explicit ``read_timeout``) that plus the connect
+        timeout.
+        """
         headers = dict(request.headers)
         data: Any = None
         if request.form is not None:
@@ -68,77 +120,94 @@ class UcwaTransport:
         elif request.content is not None:
             data = request.content.encode("utf-8")
         started = time.monotonic()
+        if read_timeout:
+            total = read_timeout + self.connect_timeout
+        else:
+            total = self.options.timeout_s
+            read_timeout = min(self.read_timeout, total)
+        with deadline(total) as limit:
+            try:
+                raw = self._exchange(request, data, headers, read_timeout, limit)
+            except TransportError:
+                if not limit.expired:
+                    self._observe(kind, request.method, None, started)
+                    raise
+            # Cut off by the deadline: whatever was parsed (headers ended by EOF) is not trusted.
+            if limit.expired:
+                self._observe(kind, request.method, None, started)
+                raise DeliveryUnknown(
+                    f"no complete answer within the {total:g}s deadline",
+                    method=request.method,
+                    url=request.url,
+                )
+        self._observe(kind, request.method, raw.status, started)
+        return raw
+
+    def _exchange(
+        self,
+        request: HttpRequest,
+        data: Any,
+        headers: dict[str, str],
+        read_timeout: float,
+        limit: Deadline,
+    ) -> HttpResponse:
+        method, url = request.method, request.url
         try:
             raw = self.http.request(
-                request.method,
-                request.url,
+                method,
+                url,
                 data=data,
                 headers=headers,
-                timeout=(self.connect_timeout, read_timeout or self.read_timeout),
+                timeout=(min(self.connect_timeout, limit.remaining()), read_timeout),
                 allow_redirects=False,
+                stream=True,
+                verify=self.options.verify,  # explicit: REQUESTS_CA_BUNDLE must not override it
             )
-        except (requests.ConnectTimeout, requests.exceptions.SSLError) as exc:
-            self._observe(kind, request.method, None, started)
-            raise NotSent(
-                f"could not connect: {type(exc).__name__}", method=request.method, url=request.url
-            ) from exc
+        except requests.exceptions.SSLError as exc:
+            raise NotSent(f"TLS failed: {_first_line(exc)}", method=method, url=url) from exc
+        except requests.ConnectTimeout as exc:
+            raise NotSent("could not connect: ConnectTimeout", method=method, url=url) from exc
         except requests.ConnectionError as exc:
-            self._observe(kind, request.method, None, started)
             # A refused connection never carried the request; a reset or an early close may have.
             if _refused(exc):
-                raise NotSent("connection refused", method=request.method, url=request.url) from exc
+                raise NotSent("connection refused", method=method, url=url) from exc
             raise DeliveryUnknown(
-                f"connection lost: {type(exc).__name__}", method=request.method, url=request.url
+                f"connection lost: {type(exc).__name__}", method=method, url=url
             ) from exc
         except requests.Timeout as exc:
-            self._observe(kind, request.method, None, started)
             raise DeliveryUnknown(
-                "no answer before the read timeout", method=request.method, url=request.url
+                "no answer before the read timeout", method=method, url=url
             ) from exc
-        self._observe(kind, request.method, raw.status_code, started)
+        try:
+            body = read_capped(raw.raw, self.options.max_body_bytes, limit)
+        except Exception as exc:  # urllib3/ssl/socket errors alike: the answer broke off
+            raise DeliveryUnknown(
+                f"answer broke off: {type(exc).__name__}", method=method, url=url
+            ) from exc
+        finally:
+            raw.close()
+        if body is None:
+            raise ResponseTooLarge(
+                f"response body over {self.options.max_body_bytes} bytes",
+                method=method,
+                url=url,
+                status=raw.status_code,
+            )
         return HttpResponse(
             status=raw.status_code,
             headers=tuple(_raw_headers(raw)),
-            text=raw.text,
-            url=request.url,
+            text=body.decode(raw.encoding or "utf-8", errors="replace"),
+            url=url,
         )
-
-    def call(
-        self,
-        method: str,
-        url: str,
-        *,
-        token: str | None,
-        json: Any = None,
-        content: str | None = None,
-        content_type: str | None = None,
-        params: Mapping[str, str] | None = None,
-        read_timeout: float | None = None,
-        kind: str = "other",
-    ) -> HttpResponse:
-        """Send an authorised UCWA request; raise the mapped UcwaError unless it is a 2xx."""
-        headers: list[tuple[str, str]] = []
-        if token:
-            headers.append(("Authorization", f"Bearer {token}"))
-        if content_type:
-            headers.append(("Content-Type", content_type))
-        if params:
-            from bridge.ucwa.links import with_query
-
-            url = with_query(url, dict(params))
-        request = HttpRequest(
-            method=method, url=url, headers=tuple(headers), json=json, content=content
-        )
-        response = self.send(request, read_timeout=read_timeout, kind=kind)
-        if not response.ok:
-            raise error_from_response(
-                response.status, response.header_map(), response.text, method=method, url=url
-            )
-        return response
 
     def _observe(self, kind: str, method: str, status: int | None, started: float) -> None:
         if self.observer is not None:
             self.observer(kind, method, status, time.monotonic() - started)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def absolute(base_url: str, href: str) -> str:

@@ -138,6 +138,15 @@ class EventChannel:
 
     # -- the P-GET ----------------------------------------------------------------------------
 
+    def resync(self, ack: int) -> dict[str, Any]:
+        """An injected loss of position: take the ack, then point the client at where it is."""
+        if self.closed:
+            raise self.closed
+        if self.formed is not None and ack == self.formed.number + 1:
+            self.formed = None
+            self.first_unacked = ack
+        return {"_links": {"resync": self.link(self.first_unacked)}}
+
     def poll(self, ack: int, params: Params, priority: int) -> PollResult:
         if self.closed:
             raise self.closed

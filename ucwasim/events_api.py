@@ -50,6 +50,8 @@ def get_events(ctx: Ctx) -> Response:
         _bounded(ctx, "medium", current.medium),
     )
     priority = _int_param(ctx, "priority") or 0
+    if ctx.request.environ.get("ucwasim.force_resync"):
+        return json_response(channel.resync(ack))
     result = channel.poll(ack, params, priority)
     for callback in result.delivered:
         callback()

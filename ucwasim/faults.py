@@ -1,6 +1,8 @@
 """Injected faults: rules that match UCWA requests and delay, fail or drop them.
 
-A rule fires ``times`` times (or forever), or with probability ``rate``.
+A rule fires ``times`` times (or forever), or with probability ``rate``. A 401 rule answers the
+MsRtcOAuth challenge and revokes the caller's token; a ``resync`` rule makes an event GET answer
+with a ``resync`` link, as a server that lost track of the channel's position (see ``UcwaApp``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import itertools
 import random
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +51,7 @@ class Fault:
     retry_after: int | None
     delay_ms: int
     drop_connection: bool
+    resync: bool
     times: int | None
     rate: float | None
     hits: int = 0
@@ -77,6 +81,7 @@ class Fault:
             "retry_after": self.retry_after,
             "delay_ms": self.delay_ms,
             "drop_connection": self.drop_connection,
+            "resync": self.resync,
             "times": self.times,
             "rate": self.rate,
             "hits": self.hits,
@@ -112,8 +117,9 @@ class FaultBook:
         status = _opt_int(spec, "status", 400, 599)
         drop = bool(spec.get("drop_connection", False))
         delay = _opt_int(spec, "delay_ms", 0, 600_000) or 0
-        if status is None and not drop and not delay:
-            raise ConfigError("a fault needs status, delay_ms or drop_connection")
+        resync = bool(spec.get("resync", False))
+        if status is None and not drop and not delay and not resync:
+            raise ConfigError("a fault needs status, delay_ms, drop_connection or resync")
         fault = Fault(
             id=str(next(self._ids)),
             method=str(match["method"]).upper() if match.get("method") else None,
@@ -126,6 +132,7 @@ class FaultBook:
             retry_after=_opt_int(spec, "retry_after", 0, 86_400),
             delay_ms=delay,
             drop_connection=drop,
+            resync=resync,
             times=_opt_int(spec, "times", 1, 1_000_000),
             rate=float(rate) if rate is not None else None,
         )
@@ -147,10 +154,19 @@ class FaultBook:
         with self._lock:
             self._faults = []
 
-    def match(self, method: str, path: str, kind: str) -> Fault | None:
+    def match(
+        self,
+        method: str,
+        path: str,
+        kind: str,
+        eligible: Callable[[Fault], bool] | None = None,
+    ) -> Fault | None:
+        """The first rule that fires for this request; ``eligible`` may veto a rule."""
         with self._lock:
             for fault in self._faults:
                 if not fault.matches(method, path, kind):
+                    continue
+                if eligible is not None and not eligible(fault):
                     continue
                 if fault.rate is not None and random.random() >= fault.rate:
                     continue

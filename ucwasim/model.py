@@ -52,6 +52,7 @@ class Token:
     value: str
     sip: str
     expires_at: float
+    uses: int = 0  # requests it authorised (a 401 fault spares a token's first use)
 
 
 @dataclass

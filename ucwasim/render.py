@@ -264,8 +264,9 @@ def message(conv: Conversation, msg: Message, full: bool = False) -> dict[str, A
     out: dict[str, Any] = {"direction": msg.direction, "timeStamp": f"/Date({msg.time_ms})/"}
     if full:
         out["status"] = msg.status
-        if msg.operation_id:
-            out["operationId"] = msg.operation_id
+    if msg.operation_id:
+        # "included in every event about the operation" (OperationResource.md), not only in GET
+        out["operationId"] = msg.operation_id
     links = {"self": link(message_href(conv, msg))}
     if msg.direction == "Incoming":
         links["contact"] = link(f"{conv.app.href}/people/{sip_user(conv.peer_sip)}")

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 
+FORCE_RESYNC = "ucwasim.force_resync"  # environ flag set by a resync fault, read by get_events
+
 
 class Dropped(Response):
     """Marker response: the socket was already shut down; nothing may be written."""
@@ -66,8 +68,18 @@ class UcwaApp:
         entry = self.requests.start(request.method, full_path, kind)
         response: Response | None = None
         if environ is not None:
-            fault = self.faults.match(request.method, full_path, kind)
+            token = self.world.used_token(request.headers.get("Authorization"))
+            fault = self.faults.match(
+                request.method,
+                full_path,
+                kind,
+                # A 401 needs a token to refuse, and spares a fresh one: as a server that forgot
+                # its tokens, the challenge → grant → retry cycle then gets through.
+                lambda f: f.status != 401 or token is not None,
+            )
             if fault is not None:
+                if fault.status == 401 and token is not None:
+                    self.world.revoke_token(token.value)
                 response = self._apply_fault(fault, environ)
             if response is None and self.world.cfg.latency_ms:
                 time.sleep(self.world.cfg.latency_ms / 1000)
@@ -91,8 +103,12 @@ class UcwaApp:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
             return Dropped()
+        if fault.resync:
+            environ[FORCE_RESYNC] = True
         if fault.status is None:
             return None
+        if fault.status == 401:
+            return discovery.challenge(self.base_url(), self.world.cfg.domain)
         err = UcwaError(fault.status, fault.error_code(), fault.message, subcode=fault.subcode)
         if fault.retry_after is not None:
             err.headers["Retry-After"] = str(fault.retry_after)

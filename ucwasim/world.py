@@ -87,7 +87,22 @@ class World:
         account = self.accounts.get(token.sip)
         if account is None:
             raise Unauthorized()
+        token.uses += 1
         return account
+
+    def used_token(self, authorization: str | None) -> Token | None:
+        """The live token in ``authorization`` if it already authorised a request, else None."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None
+        with self.lock:
+            token = self.tokens.get(authorization[7:].strip())
+            if token is None or token.uses == 0 or token.expires_at <= time.monotonic():
+                return None
+            return token
+
+    def revoke_token(self, value: str) -> None:
+        with self.lock:
+            self.tokens.pop(value, None)
 
     def expire_tokens(self, account: Account) -> int:
         doomed = [t for t in self.tokens.values() if t.sip == account.sip]

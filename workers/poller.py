@@ -25,7 +25,7 @@ from bridge.observability.metrics import observe_ucwa_request
 from bridge.outbound import Outbound, StatusHook
 from bridge.redis_text import text_map
 from bridge.session import Session, SessionStore
-from bridge.transport import UcwaTransport
+from bridge.transport import TransportOptions, UcwaTransport
 from bridge.ucwa import errors as ue
 from bridge.ucwa.auth import Credentials
 from bridge.ucwa.events import parse_events
@@ -64,7 +64,9 @@ class Poller:
         settings: PollerSettings | None = None,
         inbound_hook: InboundHook | None = None,
         on_final: StatusHook | None = None,
+        transport_options: TransportOptions | None = None,
     ) -> None:
+        self.transport_options = transport_options or TransportOptions()
         self.redis = client
         self.credentials = credentials
         self.account = credentials.username.lower()
@@ -94,7 +96,12 @@ class Poller:
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            if not self.lease.acquire(timeout=1.0, poll_s=0.25):
+            try:
+                if not self.lease.acquire(timeout=1.0, poll_s=0.25):
+                    continue
+            except redis.RedisError as exc:
+                log.warning("Redis unavailable, standing by: %s", exc)
+                self.stopping.wait(1.0)
                 continue
             if self.stopping.is_set():  # stopped while standing by: leave it to another standby
                 self._release_lease()
@@ -107,6 +114,10 @@ class Poller:
                 self._serve()
             except LeaseLost:
                 log.warning("lease lost; standing by")
+            except redis.RedisError as exc:
+                # Nothing unsaved is lost: the cursor only moves with the batch it belongs to.
+                # Stand by and take the lease again once Redis answers (another poller may).
+                log.warning("Redis unavailable, standing by: %s", exc)
             except Shutdown:
                 log.info("shutting down")
             finally:
@@ -176,6 +187,7 @@ class Poller:
             transport = UcwaTransport(
                 read_timeout=self.settings.event_timeout_s + self.settings.read_margin_s,
                 observer=observe_ucwa_request,
+                options=self.transport_options,
             )
             self._ucwa = UcwaClient(self.credentials, transport)
         return self._ucwa
@@ -239,6 +251,8 @@ class Poller:
                 continue
             except (ue.ApplicationGone, ue.ResourceNotFound, ue.CredentialsRejected):
                 raise
+            except ue.UntrustedLink:  # a cursor off the session's hosts: rebuild the session
+                raise
             except ue.UcwaError as exc:
                 if not self._active():
                     return
@@ -252,6 +266,7 @@ class Poller:
             failures = 0
             batch = parse_events(response.json())
             next_cursor = batch.cursor()
+            ucwa.check(next_cursor.href, "event channel")  # never saved if it leaves the session
             cursor = self._apply(batch, next_cursor.href, next_cursor.drop_transient_state)
 
     def _apply(self, batch: object, cursor: str, drop_state: bool) -> str:
@@ -305,7 +320,9 @@ class Poller:
             if app is None or self.sessions.load() is None:
                 continue
             if ucwa is None:
-                transport = UcwaTransport(read_timeout=30, observer=observe_ucwa_request)
+                transport = UcwaTransport(
+                    observer=observe_ucwa_request, options=self.transport_options
+                )
                 ucwa = UcwaClient(self.credentials, transport)
             ucwa.base_url = app.base_url
             try:

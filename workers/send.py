@@ -16,7 +16,7 @@ from bridge.outbound import Outbound
 from bridge.redis_conn import connect
 from bridge.sender import Sender, SendSettings
 from bridge.settings import Settings
-from bridge.transport import UcwaTransport
+from bridge.transport import TransportOptions, UcwaTransport
 from bridge.ucwa.auth import Credentials
 
 log = logging.getLogger("ucwa_bridge.send")
@@ -35,7 +35,8 @@ def build_sender(settings: Settings, send_settings: SendSettings | None = None) 
     assert settings.ucwa_username and settings.ucwa_password
     credentials = Credentials(settings.ucwa_username, settings.ucwa_password)
     client = connect(settings.redis_url)
-    ucwa = UcwaClient(credentials, UcwaTransport(observer=observe_ucwa_request))
+    options = TransportOptions.from_settings(settings)
+    ucwa = UcwaClient(credentials, UcwaTransport(observer=observe_ucwa_request, options=options))
     account = settings.ucwa_username.lower()
     outbound = Outbound(client, on_final=with_send_metrics(status_events(account)))
     return Sender(client, ucwa, account, send_settings, outbound)

@@ -5,6 +5,7 @@ Run workers as ``rq worker webhooks --with-scheduler`` so scheduled retries get 
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 
@@ -15,6 +16,8 @@ from bridge.redis_conn import connect
 from bridge.webhooks.delivery import Deliverer
 from bridge.webhooks.endpoints import WebhookEndpoint, load_endpoints
 from bridge.webhooks.settings import WebhookSettings
+
+log = logging.getLogger("ucwa_bridge.webhooks")
 
 
 def deliver_webhook(delivery_id: str) -> dict[str, str]:
@@ -38,4 +41,10 @@ def _config(
 ) -> tuple[WebhookSettings, tuple[WebhookEndpoint, ...]]:
     # Read once per distinct environment; a changed file needs a worker restart.
     values = dict(env)
-    return WebhookSettings.from_env(values), tuple(load_endpoints(values))
+    settings = WebhookSettings.from_env(values)
+    if not settings.tls_verify:
+        log.warning(
+            "TLS certificate verification of webhook receivers is OFF "
+            "(BRIDGE_WEBHOOK_TLS_VERIFY=false): anyone on the network path can forge answers"
+        )
+    return settings, tuple(load_endpoints(values))

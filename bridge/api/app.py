@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from bridge.api.auth import Authenticator, Caller
 from bridge.api.health import readiness
@@ -29,9 +29,11 @@ from bridge.api.idempotency import (
     validate_key,
 )
 from bridge.api.openapi import build_document
+from bridge.api.outgoing_html import sanitize_outgoing_html
+from bridge.api.rate_limit import RateLimiter
 from bridge.api.schemas import Limits, parse_send_request
 from bridge.hooks import webhook_config
-from bridge.intake import Intake, IntakeConflict
+from bridge.intake import Gate, Intake, IntakeConflict
 from bridge.messages import MessageNotFound, MessageRecord, MessageStore
 from bridge.observability.health import api_readiness, max_pulse_age_s
 from bridge.observability.logging import current_context, pop_context, push_context, request_id_from
@@ -48,11 +50,14 @@ from bridge.problems import (
     PAYLOAD_TOO_LARGE,
     UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
+    VALIDATION,
+    FieldError,
     Problem,
     ProblemType,
 )
 from bridge.redis_conn import connect
 from bridge.settings import Scope, Settings
+from bridge.ucwa.datauri import html_to_text
 from bridge.webhooks import api as webhooks_api
 from bridge.webhooks.admin import WebhookAdmin
 
@@ -78,6 +83,7 @@ class Services:
     store: MessageStore
     intake: Intake
     idempotency: IdempotencyStore
+    limiter: RateLimiter
     limits: Limits
     openapi: dict[str, Any]
 
@@ -88,6 +94,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
     )
     store = MessageStore(client, record_ttl_s=settings.record_ttl_s)
+    endpoints, webhook_settings = webhook_config()
     services = Services(
         settings=settings,
         redis=client,
@@ -97,8 +104,9 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         idempotency=IdempotencyStore(
             client, settings.idempotency_ttl_s, settings.idempotency_lock_ttl_s
         ),
+        limiter=RateLimiter(client, settings.rate_limit, settings.rate_limit_keys),
         limits=Limits(settings.max_message_chars),
-        openapi=build_document(settings.max_message_chars),
+        openapi=build_document(settings.max_message_chars, [e.id for e in endpoints]),
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -116,12 +124,12 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         methods=["GET"],
     )
 
-    endpoints, webhook_settings = webhook_config()
     webhooks_api.init_app(app, WebhookAdmin(client, webhook_settings, endpoints))
     app.register_blueprint(webhooks_api.blueprint)
     app.before_request(_begin_request)
     app.before_request(_authorize_webhooks)
     app.after_request(_echo_request_id)
+    app.after_request(_add_rate_limit_headers)
     app.teardown_request(_end_request)
 
     app.register_error_handler(Problem, _problem_response)
@@ -146,6 +154,12 @@ def _echo_request_id(response: Response) -> Response:
     return response
 
 
+def _add_rate_limit_headers(response: Response) -> Response:
+    for name, value in g.get("rate_limit_headers", {}).items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 def _end_request(_error: BaseException | None) -> None:
     pop_context(g.pop("log_token", None))
 
@@ -154,8 +168,14 @@ def _authorize_webhooks() -> None:
     """The delivery log is read with the read scope; retry, replay and enable need send."""
     if request.blueprint != webhooks_api.blueprint.name:
         return
-    scope = Scope.READ if request.method == "GET" else Scope.SEND
-    _services().auth.authenticate(request.headers.get("Authorization"), scope)
+    _authorize(_services(), Scope.READ if request.method == "GET" else Scope.SEND)
+
+
+def _authorize(services: Services, scope: Scope) -> Caller:
+    """The caller (401/403 otherwise), counted against its key's rate limit (429 beyond it)."""
+    caller = services.auth.authenticate(request.headers.get("Authorization"), scope)
+    _count(services, caller)
+    return caller
 
 
 def _services() -> Services:
@@ -172,23 +192,11 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 def send_message() -> Response:
     services = _services()
     caller = services.auth.authenticate(request.headers.get("Authorization"), Scope.SEND)
-    if request.mimetype != JSON:
-        raise Problem(
-            UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Type must be {JSON}",
-            headers={"Accept-Post": JSON},
-        )
-    body = _decode_json(request.get_data(cache=False))
-    payload = parse_send_request(body, services.limits)
-    record = MessageRecord.new(
-        to=payload.to,
-        conversation=payload.conversation,
-        text=payload.text,
-        html=payload.html,
-        subject=payload.subject,
-        importance=payload.importance,
-        validity_s=payload.validity or services.settings.default_validity_s,
-    )
+    gate = None if IDEMPOTENCY_HEADER in request.headers else services.limiter.gate(caller.key_id)
+    if gate is not None:
+        return _send_gated(services, caller, gate)
+    _count(services, caller)
+    record, body = _new_record(services)
     claim = _claim(services, caller, body)
     if isinstance(claim, StoredResponse):
         return Response(
@@ -206,9 +214,69 @@ def send_message() -> Response:
             kind = IDEMPOTENCY_IN_PROGRESS if claim is not None else UNAVAILABLE
             raise Problem(kind, str(exc), headers={"Retry-After": "1"}) from exc
         raise
+    return _created(caller, stored)
+
+
+def _send_gated(services: Services, caller: Caller, gate: Gate) -> Response:
+    """One round trip to Redis: the rate limiter decides inside the intake's script.
+
+    A request refused before it (415, 400, 413, 422) still counts, and a 429 still wins.
+    """
+    try:
+        record, _ = _new_record(services)
+    except Exception:
+        _count(services, caller)
+        raise
+    reply, stored = services.intake.submit_gated(record, gate)
+    decision = services.limiter.decide(caller.key_id, reply)
+    g.rate_limit_headers = decision.headers
+    if stored is None:
+        raise decision.refusal()
+    return _created(caller, stored)
+
+
+def _count(services: Services, caller: Caller) -> None:
+    """Count the request against the caller's rate limit on its own (429 beyond it)."""
+    decision = services.limiter.check(caller.key_id)
+    if decision is not None:
+        g.rate_limit_headers = decision.headers
+        decision.raise_if_refused()
+
+
+def _new_record(services: Services) -> tuple[MessageRecord, Any]:
+    """The message in the request, validated and sanitised (4xx otherwise), and the body."""
+    if request.mimetype != JSON:
+        raise Problem(
+            UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type must be {JSON}",
+            headers={"Accept-Post": JSON},
+        )
+    body = _decode_json(_body(services.settings.max_body_bytes))
+    payload = parse_send_request(body, services.limits)
+    record = MessageRecord.new(
+        to=payload.to,
+        conversation=payload.conversation,
+        text=payload.text,
+        html=None if payload.html is None else _sanitized(payload.html),
+        subject=payload.subject,
+        importance=payload.importance,
+        validity_s=payload.validity or services.settings.default_validity_s,
+    )
+    return record, body
+
+
+def _created(caller: Caller, stored: MessageRecord) -> Response:
     log.info("message accepted", extra={"message_id": stored.id, "key_id": caller.key_id})
     response = _accepted(stored)
     return Response(response.body, status=response.status, mimetype=JSON, headers=response.headers)
+
+
+def _sanitized(html: str) -> str:
+    clean = sanitize_outgoing_html(html)
+    if not html_to_text(clean):
+        message = "nothing Skype for Business can show is left after sanitising"
+        raise Problem(VALIDATION, f"html: {message}", errors=[FieldError("html", message, "blank")])
+    return clean
 
 
 def _claim(services: Services, caller: Caller, body: Any) -> Claim | StoredResponse | None:
@@ -238,6 +306,19 @@ def _release_quietly(claim: Claim) -> None:
         log.warning("could not release an idempotency claim; it expires on its own")
 
 
+def _body(limit: int) -> bytes:
+    """The request body; over ``limit`` bytes a 413, also for a chunked body (no Content-Length),
+    which werkzeug would otherwise cut silently at the limit."""
+    raw = request.get_data(cache=False)
+    if (
+        request.content_length is None
+        and len(raw) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise RequestEntityTooLarge()
+    return raw
+
+
 def _decode_json(raw: bytes) -> Any:
     def reject_constant(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
@@ -248,11 +329,13 @@ def _decode_json(raw: bytes) -> Any:
         raise Problem(MALFORMED_JSON, "the body is not UTF-8") from None
     except ValueError as exc:
         raise Problem(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Problem(MALFORMED_JSON, "the body is nested too deeply") from None
 
 
 def get_message(message_id: str) -> Response:
     services = _services()
-    services.auth.authenticate(request.headers.get("Authorization"), Scope.READ)
+    _authorize(services, Scope.READ)
     if not _MESSAGE_ID.match(message_id):
         raise Problem(MESSAGE_NOT_FOUND, "no message has this id")
     try:

@@ -29,7 +29,7 @@ from bridge.problems import (
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotency-Replayed"
-_VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+VALID_KEY = re.compile(r"^[!-~]{1,255}$")  # visible ASCII
 
 _RELEASE = """
 local raw = redis.call('GET', KEYS[1])
@@ -47,7 +47,7 @@ def fingerprint(method: str, path: str, body: Any) -> str:
 
 
 def validate_key(value: str) -> str:
-    if not _VALID_KEY.match(value):
+    if not VALID_KEY.fullmatch(value):
         raise Problem(
             INVALID_HEADER,
             f"{HEADER} must be 1 to 255 visible ASCII characters",

@@ -5,13 +5,44 @@ The request schema comes from the pydantic model; responses and problems are wri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from bridge.api.schemas import CONVERSATION_ID, MAX_URI_CHARS, SendMessageRequest
+from bridge.api.gunicorn_worker import HEADERS_TOO_LARGE, REQUEST_LINE_TOO_LONG
+from bridge.api.idempotency import VALID_KEY
+from bridge.api.openapi_webhooks import webhook_paths
+from bridge.api.rate_limit import RATE_LIMITED
+from bridge.api.schemas import (
+    CONVERSATION_ID,
+    MAX_URI_CHARS,
+    NOT_BLANK,
+    SIP_URI,
+    SendMessageRequest,
+)
 from bridge.messages import MessageStatus
-from bridge.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE
+from bridge.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
 
+# Problems the API answers beyond the shared catalogue: the rate limiter's and gunicorn's.
+API_PROBLEM_TYPES: tuple[ProblemType, ...] = (
+    *ALL_TYPES,
+    RATE_LIMITED,
+    REQUEST_LINE_TOO_LONG,
+    HEADERS_TOO_LARGE,
+)
 _REF = "#/components/schemas/"
+JSON = "application/json"
+_STRING = {"schema": {"type": "string"}}
+# draft-ietf-httpapi-ratelimit-headers-09: sent with every answer to an authenticated request.
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Policy": {
+        **_STRING,
+        "description": 'The per-key quota, e.g. "per-key";q=100;w=10 (q requests per w s).',
+    },
+    "RateLimit": {
+        **_STRING,
+        "description": 'What is left of it, e.g. "per-key";r=42;t=6 (r requests, full in t s).',
+    },
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -29,26 +60,35 @@ def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[st
 
 
 def request_schema(max_message_chars: int) -> dict[str, Any]:
-    """The pydantic schema, with nulls dropped (absent and null mean the same) and limits added."""
+    """The pydantic schema with its limits and patterns; null means absent."""
     schema = SendMessageRequest.model_json_schema()
     for prop in schema["properties"].values():
-        branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
-        if branches:
-            prop.update(branches[0])
+        branches = prop.pop("anyOf", [])
+        kept = [b for b in branches if b.get("type") != "null"]
+        if kept:
+            prop.update(kept[0])
+            prop["type"] = [prop["type"], "null"]
         if prop.get("default", "") is None:
             del prop["default"]
     props = schema["properties"]
-    props["to"]["pattern"] = "^sip:[^@\\s]+@[^@\\s]+$"
+    props["to"]["pattern"] = SIP_URI.pattern
     props["to"]["maxLength"] = MAX_URI_CHARS
     props["conversation"]["pattern"] = CONVERSATION_ID.pattern
+    for name in ("text", "html", "subject"):
+        props[name]["pattern"] = NOT_BLANK.pattern
     for name in ("text", "html"):
         props[name]["maxLength"] = max_message_chars
-        props[name]["minLength"] = 1
-    schema["allOf"] = [
-        {"oneOf": [{"required": ["to"]}, {"required": ["conversation"]}]},
-        {"oneOf": [{"required": ["text"]}, {"required": ["html"]}]},
-    ]
+    schema["allOf"] = [_exactly_one("to", "conversation"), _exactly_one("text", "html")]
     return schema
+
+
+def _exactly_one(first: str, second: str) -> dict[str, Any]:
+    return {
+        "oneOf": [
+            {"required": [name], "properties": {name: {"type": "string"}}}
+            for name in (first, second)
+        ]
+    }
 
 
 def _message_schema() -> dict[str, Any]:
@@ -119,7 +159,7 @@ def _components(max_message_chars: int) -> dict[str, Any]:
                 "type": "object",
                 "required": ["type", "title", "status", "detail"],
                 "properties": {
-                    "type": {"type": "string", "enum": [t.uri for t in ALL_TYPES]},
+                    "type": {"type": "string", "enum": [t.uri for t in API_PROBLEM_TYPES]},
                     "title": {"type": "string"},
                     "status": {"type": "integer"},
                     "detail": {"type": "string"},
@@ -157,35 +197,85 @@ def _components(max_message_chars: int) -> dict[str, Any]:
             "MethodNotAllowed": _problem(
                 "Method not allowed.", {"Allow": {"schema": {"type": "string"}}}
             ),
-            "Unavailable": _problem("Redis is unreachable; retry later."),
+            "Unavailable": _problem(
+                "Redis is unreachable; retry later.",
+                {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            ),
             "Internal": _problem("Unexpected error; no details are disclosed."),
+            "RateLimited": _problem(
+                "The API key's rate limit is reached (errors names Authorization).",
+                {
+                    "Retry-After": {
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                        "description": "Seconds until the next request is allowed.",
+                    },
+                    **RATE_LIMIT_HEADERS,
+                },
+            ),
+            "RequestLineTooLong": _problem(
+                "The request line is over BRIDGE_API_LIMIT_REQUEST_LINE (answered by gunicorn)."
+            ),
+            "HeadersTooLarge": _problem(
+                "More header fields than BRIDGE_API_LIMIT_REQUEST_FIELDS, or one over "
+                "BRIDGE_API_LIMIT_REQUEST_FIELD_SIZE (answered by gunicorn)."
+            ),
         },
     }
 
 
+_CODES = {
+    "Unauthorized": "401",
+    "Forbidden": "403",
+    "MethodNotAllowed": "405",
+    "RequestLineTooLong": "414",
+    "RateLimited": "429",
+    "HeadersTooLarge": "431",
+    "Internal": "500",
+    "Unavailable": "503",
+}
+# Every operation can meet gunicorn's limits, an unexpected error and a wrong method.
+_ANY = ("MethodNotAllowed", "RequestLineTooLong", "HeadersTooLarge", "Internal")
+# Operations behind an API key also meet authentication, scopes, the rate limit and Redis.
+_AUTHENTICATED = (*_ANY, "Unauthorized", "Forbidden", "RateLimited", "Unavailable")
+
+
 def _common(*names: str) -> dict[str, Any]:
-    codes = {
-        "Unauthorized": "401",
-        "Forbidden": "403",
-        "MethodNotAllowed": "405",
-        "Internal": "500",
-        "Unavailable": "503",
+    return {_CODES[n]: {"$ref": f"#/components/responses/{n}"} for n in names}
+
+
+def _with_rate_limit(headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**(headers or {}), **RATE_LIMIT_HEADERS}
+
+
+def _authenticated(extra: dict[str, Any]) -> dict[str, Any]:
+    """Error responses of an operation behind an API key; ``extra`` maps codes to problems
+    (a description is made a problem response)."""
+    own = {
+        code: _problem(value) if isinstance(value, str) else value for code, value in extra.items()
     }
-    return {codes[n]: {"$ref": f"#/components/responses/{n}"} for n in names}
+    return {**own, **_common(*_AUTHENTICATED)}
 
 
 def _post_messages() -> dict[str, Any]:
-    location = {"Location": {"schema": {"type": "string"}, "description": "/messages/{id}"}}
+    location = {
+        "Location": {
+            "required": True,
+            "schema": {"type": "string", "pattern": "^/messages/msg_[0-9a-f]{32}$"},
+        }
+    }
     return {
         "operationId": "sendMessage",
         "summary": "Accept a message for delivery",
+        "description": "HTML is sanitised to what Skype for Business renders before it is "
+        "stored; the answer shows what will be sent.",
         "security": [{"apiKey": []}],
         "parameters": [
             {
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {"type": "string", "pattern": VALID_KEY.pattern},
                 "description": "Repeats within 24 h return the first response (per API key).",
             }
         ],
@@ -196,27 +286,31 @@ def _post_messages() -> dict[str, Any]:
         "responses": {
             "202": {
                 "description": "Stored and queued. Replays carry Idempotency-Replayed: true.",
-                "headers": {
-                    **location,
-                    "Idempotency-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
-                },
+                "headers": _with_rate_limit(
+                    {
+                        **location,
+                        "Idempotency-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
+                    }
+                ),
                 "content": {"application/json": {"schema": _ref("Message")}},
             },
-            "400": _problem("Malformed JSON or an invalid Idempotency-Key header."),
-            "409": _problem(
-                "A request with this Idempotency-Key is still in progress.",
-                {"Retry-After": {"schema": {"type": "integer"}}},
+            **_authenticated(
+                {
+                    "400": "Malformed or too deeply nested JSON, or an invalid Idempotency-Key.",
+                    "409": _problem(
+                        "A request with this Idempotency-Key is still in progress.",
+                        {"Retry-After": {"schema": {"type": "integer"}}},
+                    ),
+                    "413": "Body over BRIDGE_MAX_BODY_BYTES, or text/html over "
+                    "BRIDGE_MAX_MESSAGE_CHARS (errors names the field).",
+                    "415": _problem(
+                        "Content-Type is not application/json.",
+                        {"Accept-Post": {"schema": {"type": "string"}}},
+                    ),
+                    "422": "Validation failed (errors names each field, at most 20), or the "
+                    "Idempotency-Key was used with a different body.",
+                }
             ),
-            "413": _problem("Body over the size limit, or text/html over the message limit."),
-            "415": _problem(
-                "Content-Type is not application/json.",
-                {"Accept-Post": {"schema": {"type": "string"}}},
-            ),
-            "422": _problem(
-                "Validation failed (errors names each field), or the Idempotency-Key was "
-                "used with a different body."
-            ),
-            **_common("Unauthorized", "Forbidden", "MethodNotAllowed", "Internal", "Unavailable"),
         },
     }
 
@@ -232,170 +326,60 @@ def _get_message() -> dict[str, Any]:
         "responses": {
             "200": {
                 "description": "The message record.",
+                "headers": _with_rate_limit(),
                 "content": {"application/json": {"schema": _ref("Message")}},
             },
-            "404": _problem("No message with this id."),
-            **_common("Unauthorized", "Forbidden", "MethodNotAllowed", "Internal", "Unavailable"),
+            **_authenticated({"404": "No message with this id."}),
         },
     }
 
 
-def _webhook_op(
-    operation_id: str,
-    summary: str,
-    ok: str,
-    *,
-    path_param: str | None = None,
-    query: tuple[str, ...] = (),
-    body: dict[str, Any] | None = None,
-    extra: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-        for name in query
-    ]
-    if path_param:
-        parameters.append(
-            {"name": path_param, "in": "path", "required": True, "schema": {"type": "string"}}
-        )
-    status = "202" if operation_id in ("retryDelivery", "replayDeliveries") else "200"
-    operation: dict[str, Any] = {
-        "operationId": operation_id,
-        "summary": summary,
-        "tags": ["webhooks"],
-        "security": [{"apiKey": []}],
-        "parameters": parameters,
-        "responses": {
-            status: {
-                "description": ok,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            **{code: _problem(text) for code, text in (extra or {}).items()},
-            **_common("Unauthorized", "Forbidden", "MethodNotAllowed", "Internal", "Unavailable"),
-        },
-    }
-    if body is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body}},
-        }
-    return operation
-
-
-def _webhook_paths() -> dict[str, Any]:
-    """The delivery log, retry and replay API (see the README's Webhooks section)."""
-    return {
-        "/webhooks/deliveries": {
-            "get": _webhook_op(
-                "listDeliveries",
-                "Webhook deliveries, newest first",
-                "A page of deliveries and the cursor of the next page.",
-                query=("status", "endpoint", "type", "limit", "cursor"),
-                extra={"422": "Invalid filter."},
-            )
-        },
-        "/webhooks/deliveries/{delivery_id}": {
-            "get": _webhook_op(
-                "getDelivery",
-                "One delivery with all its attempts",
-                "The delivery and its attempts (status, latency, response excerpt).",
-                path_param="delivery_id",
-                extra={"404": "No such delivery."},
-            )
-        },
-        "/webhooks/deliveries/{delivery_id}/retry": {
-            "post": _webhook_op(
-                "retryDelivery",
-                "Deliver again now",
-                "Queued again.",
-                path_param="delivery_id",
-                extra={"404": "No such delivery.", "409": "An attempt is in flight."},
-            )
-        },
-        "/webhooks/replay": {
-            "post": _webhook_op(
-                "replayDeliveries",
-                "Deliver again every failed or dead delivery since a time",
-                "How many deliveries were queued again.",
-                body={
-                    "type": "object",
-                    "required": ["since"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "since": {"type": "string", "format": "date-time"},
-                        "endpoint": {"type": "string"},
-                    },
-                },
-                extra={"422": "Invalid body."},
-            )
-        },
-        "/webhooks/endpoints": {
-            "get": _webhook_op(
-                "listEndpoints",
-                "Configured webhook endpoints (never their secrets)",
-                "Endpoints with their event types and whether they are enabled.",
-            )
-        },
-        "/webhooks/endpoints/{endpoint_id}/enable": {
-            "post": _webhook_op(
-                "enableEndpoint",
-                "Enable an endpoint disabled after a 410",
-                "The endpoint.",
-                path_param="endpoint_id",
-                extra={"404": "No such endpoint."},
-            )
-        },
-    }
-
-
-def _probe(summary: str, codes: dict[str, str]) -> dict[str, Any]:
+def _unauthenticated(summary: str, codes: dict[str, str], media_type: str) -> dict[str, Any]:
+    schema = _ref("Health") if media_type == "application/json" else {"type": "string"}
     return {
         "summary": summary,
         "security": [],
         "responses": {
-            code: {
-                "description": description,
-                "content": {"application/json": {"schema": _ref("Health")}},
-            }
+            code: {"description": description, "content": {media_type: {"schema": schema}}}
             for code, description in codes.items()
         }
-        | _common("MethodNotAllowed"),
+        | _common(*_ANY),
     }
 
 
-def build_document(max_message_chars: int, version: str = "0.1.0") -> dict[str, Any]:
+def build_document(
+    max_message_chars: int, endpoint_ids: Sequence[str] = (), version: str = "0.1.0"
+) -> dict[str, Any]:
     """The full OpenAPI 3.1 document; problem types are listed in ``Problem.type``."""
+    document_op = _unauthenticated("This document", {"200": "OpenAPI 3.1 document."}, JSON)
+    document_op["responses"]["200"]["content"][JSON]["schema"] = {"type": "object"}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "ucwa-bridge",
             "version": version,
             "description": "Send Skype for Business instant messages with one HTTP call. "
-            "Errors are RFC 9457 problem+json with a stable type URI.",
+            "Errors are RFC 9457 problem+json with a stable type URI. Requests with an API "
+            "key are rate-limited per key and answered with RateLimit-Policy and RateLimit "
+            "fields (draft-ietf-httpapi-ratelimit-headers-09).",
         },
         "security": [{"apiKey": []}],
         "paths": {
             "/messages": {"post": _post_messages()},
             "/messages/{message_id}": {"get": _get_message()},
-            **_webhook_paths(),
-            "/healthz": {"get": _probe("Process is up", {"200": "Up."})},
-            "/metrics": {"get": _probe("Prometheus metrics (text format)", {"200": "Metrics."})},
+            **webhook_paths(_authenticated, endpoint_ids),
+            "/healthz": {"get": _unauthenticated("Process is up", {"200": "Up."}, JSON)},
+            "/metrics": {
+                "get": _unauthenticated(
+                    "Prometheus metrics (text format)", {"200": "Metrics."}, "text/plain"
+                )
+            },
             "/readyz": {
-                "get": _probe("Ready to accept traffic", {"200": "Ready.", "503": "Not ready."})
+                "get": _unauthenticated(
+                    "Ready to accept traffic", {"200": "Ready.", "503": "Not ready."}, JSON
+                )
             },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1 document.",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        **_common("MethodNotAllowed"),
-                    },
-                }
-            },
+            "/openapi.json": {"get": document_op},
         },
         "components": _components(max_message_chars),
     }

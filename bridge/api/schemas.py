@@ -16,10 +16,18 @@ from bridge.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
 from bridge.settings import MAX_VALIDITY_S
 
 MAX_SUBJECT_CHARS = 250
+MAX_REPORTED_ERRORS = 20  # a body of a thousand unknown fields gets a short answer
 MAX_URI_CHARS = 256
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-SIP_URI = re.compile(rf"^sip:[a-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})*$", re.I)
+# Written without flags so the OpenAPI document can carry the same patterns; used with fullmatch
+# (a pattern's $ would also match before a trailing newline).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+SIP_URI = re.compile(rf"^[Ss][Ii][Pp]:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})*$")
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._~:=+/-]{1,200}$")
+# Something other than whitespace (Python's and JavaScript's whitespace alike).
+NOT_BLANK = re.compile(
+    "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+)
 
 
 class SendMessageRequest(BaseModel):
@@ -66,17 +74,25 @@ class SendMessageRequest(BaseModel):
         ),
     ]
 
+    @field_validator("validity", mode="before")
+    @classmethod
+    def _integral_number(cls, value: Any) -> Any:
+        # JSON has one number type: 300.0 is the integer 300, as JSON Schema says too.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @field_validator("to")
     @classmethod
     def _sip_uri(cls, value: str | None) -> str | None:
-        if value is not None and not SIP_URI.match(value):
+        if value is not None and not SIP_URI.fullmatch(value):
             raise PydanticCustomError("invalid_sip_uri", "must be a SIP URI like sip:user@domain")
         return value
 
     @field_validator("conversation")
     @classmethod
     def _conversation_id(cls, value: str | None) -> str | None:
-        if value is not None and not CONVERSATION_ID.match(value):
+        if value is not None and not CONVERSATION_ID.fullmatch(value):
             raise PydanticCustomError(
                 "invalid_conversation_id",
                 "must be 1 to 200 characters of letters, digits and ._~:=+/-",
@@ -86,7 +102,7 @@ class SendMessageRequest(BaseModel):
     @field_validator("text", "html", "subject")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is not None and not NOT_BLANK.search(value):
             raise PydanticCustomError("blank", "must not be empty or only whitespace")
         return value
 
@@ -120,7 +136,10 @@ def parse_send_request(body: Any, limits: Limits) -> SendMessageRequest:
     else:
         if not errors:
             return request
-    raise Problem(VALIDATION, f"{len(errors)} field(s) failed validation", errors=errors)
+    detail = f"{len(errors)} field(s) failed validation"
+    if len(errors) > MAX_REPORTED_ERRORS:
+        detail += f"; the first {MAX_REPORTED_ERRORS} are listed"
+    raise Problem(VALIDATION, detail, errors=errors[:MAX_REPORTED_ERRORS])
 
 
 def _exactly_one(body: dict[str, Any], first: str, second: str) -> list[FieldError]:

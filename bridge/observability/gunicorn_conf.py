@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bridge.observability.logging import gunicorn_logconfig
+from bridge.settings import CONFIG_EXIT_CODE, ConfigError, gunicorn_limits
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 GRACEFUL_TIMEOUT_ENV = "BRIDGE_API_GRACEFUL_TIMEOUT_S"
@@ -46,7 +48,24 @@ def graceful_timeout_s() -> int:
     return max(1, math.ceil(float(raw))) if raw else DEFAULT_GRACEFUL_TIMEOUT_S
 
 
+def request_limits() -> dict[str, int]:
+    """``limit_request_line``, ``limit_request_fields`` and ``limit_request_field_size`` from
+    ``BRIDGE_API_LIMIT_REQUEST_*``; one line and exit 78 when one is invalid."""
+    try:
+        return gunicorn_limits(os.environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(CONFIG_EXIT_CODE) from None
+
+
 prepare_multiproc_dir()
+# Over-long request lines (414) and too many or too large header fields (431) are refused by
+# gunicorn before the app runs; this worker answers them as problem+json too.
+worker_class = "bridge.api.gunicorn_worker.ProblemSyncWorker"
+_limits = request_limits()
+limit_request_line = _limits["limit_request_line"]
+limit_request_fields = _limits["limit_request_fields"]
+limit_request_field_size = _limits["limit_request_field_size"]
 # SIGTERM: the master closes the listening socket and tells the workers to finish the request
 # each is serving, then exits 0; a request still running after graceful_timeout is cut off.
 # Keep it below the orchestrator's grace period (Kubernetes terminationGracePeriodSeconds,

@@ -43,6 +43,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Credentials inside URLs: scheme://user:password@host
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@"), r"\1" + REDACTED + "@"),
 )
+# Every pattern above needs one of these words in the text; most log text (ids, paths, counts)
+# has none, so one search replaces six substitutions. Keep it in step with _PATTERNS. It runs
+# on lower-cased ASCII text only: (?i) also matches non-ASCII look-alikes (dotless i, long s)
+# that lower() keeps, so other text always goes through the patterns.
+_MAYBE_SECRET = re.compile(
+    r"authorization|bearer|cwt=|whsec_|passw|pwd|secret|api[_-]?key|token|://"
+)
 _SECRET_KEY = re.compile(
     r"(?i)^(?:.*[_-])?(?:password|passwd|secret|secrets|token|access_token|authorization"
     r"|api_?keys?|cookie)$"
@@ -51,6 +58,7 @@ _SECRET_KEY = re.compile(
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("bridge_log_context", default=_NO_CONTEXT)
 _literals: set[str] = set()
+_literals_longest_first: tuple[str, ...] = ()  # so a secret containing another goes whole
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
@@ -63,16 +71,20 @@ def add_secrets(values: Iterable[str | None]) -> None:
 
     Values shorter than 8 characters are ignored: redacting them would mangle ordinary text.
     """
+    global _literals_longest_first
     for value in values:
         if value and len(value) >= MIN_LITERAL_SECRET:
             _literals.add(value)
+    _literals_longest_first = tuple(sorted(_literals, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """``text`` with every recognisable secret replaced by ``[REDACTED]``."""
-    for literal in sorted(_literals, key=len, reverse=True):
+    for literal in _literals_longest_first:
         if literal in text:
             text = text.replace(literal, REDACTED)
+    if text.isascii() and not _MAYBE_SECRET.search(text.lower()):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -223,5 +235,9 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _rfc3339(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    m = datetime.fromtimestamp(epoch, UTC)
+    # Fields by hand: half the cost of strftime, on every accepted message and log line.
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond // 1000:03d}Z"
+    )

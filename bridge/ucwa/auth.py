@@ -17,13 +17,16 @@ from bridge.ucwa.errors import (
     ProtocolViolation,
     TransportError,
     UcwaError,
+    UntrustedLink,
     error_from_response,
 )
 from bridge.ucwa.messages import HttpRequest, HttpResponse
+from bridge.ucwa.trust import Origin, TrustPolicy
 
 PASSWORD_GRANT = "password"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
 DEFAULT_EXPIRES_IN = 3600
+MAX_EXPIRES_IN = 7 * 86_400  # a longer lifetime is not believed (and would overflow datetimes)
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 Flow = Generator[HttpRequest, HttpResponse, T]
@@ -106,9 +109,10 @@ def token_from_response(response: HttpResponse, url: str, host: str, now: dateti
         )
     try:
         expires_in = int(data.get("expires_in", DEFAULT_EXPIRES_IN))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         expires_in = DEFAULT_EXPIRES_IN
-    return Token(access, now + timedelta(seconds=max(expires_in, 0)), host=host.lower())
+    lifetime = min(max(expires_in, 0), MAX_EXPIRES_IN)
+    return Token(access, now + timedelta(seconds=lifetime), host=host.lower())
 
 
 def _token_rejected(response: HttpResponse) -> bool:
@@ -138,6 +142,10 @@ class MsRtcOAuth:
         self.clock = clock
         self.renew_margin = renew_margin
         self.tokens: dict[str, Token] = {}
+        # Where the password may go besides the challenged request's own origin (set by the
+        # client to the session's policy); token endpoints used are remembered per host.
+        self.trust: TrustPolicy | None = None
+        self.token_endpoints: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"MsRtcOAuth(credentials={self.credentials!r}, hosts={sorted(self.tokens)!r})"
@@ -161,6 +169,18 @@ class MsRtcOAuth:
         if token is None:
             return request.without_header("Authorization")
         return request.with_header("Authorization", token.authorization())
+
+    def _check_token_endpoint(self, href: str, request: HttpRequest) -> None:
+        """The password goes only to the challenged origin or one the trust policy allows."""
+        same_origin = Origin.of(href) == Origin.of(request.url)
+        if not same_origin:
+            if self.trust is None:
+                raise UntrustedLink(
+                    f"refusing password grant to {Origin.of(href)}: not {Origin.of(request.url)}",
+                    url=str(Origin.of(href)),
+                )
+            self.trust.check(href, "password grant")
+        self.token_endpoints[request.host] = href
 
     def auth_flow(self, request: HttpRequest) -> Flow[HttpResponse]:
         """Send ``request``; on a 401 challenge get a token and replay it once."""
@@ -187,6 +207,7 @@ class MsRtcOAuth:
                 url=request.url,
                 status=401,
             )
+        self._check_token_endpoint(challenge.href, request)
         token_response = yield token_request(challenge, self.credentials)
         token = token_from_response(token_response, challenge.href, request.host, self.clock())
         self.tokens[token.host] = token

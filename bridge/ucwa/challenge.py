@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 _SCHEME = re.compile(r"(?:^|[\s,])MsRtcOAuth(?=\s|$)", re.IGNORECASE)
+MAX_CHALLENGE_CHARS = 8192  # a longer WWW-Authenticate is not a challenge we use
 _PARAM = re.compile(r"\b(href|grant_type)\s*=\s*", re.IGNORECASE)
 
 
@@ -46,6 +47,8 @@ def parse_challenge(values: str | Iterable[str] | None) -> MsRtcOAuthChallenge |
     if values is None:
         return None
     text = values if isinstance(values, str) else ", ".join(values)
+    if len(text) > MAX_CHALLENGE_CHARS:
+        return None
     scheme = _SCHEME.search(text)
     if not scheme:
         return None

@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote_to_bytes
 from bridge.ucwa.errors import InvalidDataUri
 
 _PREFIX = re.compile(r"^\s*data\s*:\s*", re.IGNORECASE)
+MAX_DATA_URI_CHARS = 1024 * 1024  # an IM is at most a few KB; refuse anything absurd
 _MIME_TYPES = frozenset({"text/plain", "text/html"})
 
 
@@ -58,18 +59,22 @@ def _split(uri: str) -> tuple[str, str]:
 
 
 def _charset(name: str | None) -> str:
+    """The codec for ``name``; unknown names and non-text codecs (rot13, base64...) are utf-8."""
     if not name:
         return "utf-8"
     try:
-        return codecs.lookup(name.strip("\"'")).name
-    except LookupError:
+        info = codecs.lookup(name.strip("\"'"))
+    except (LookupError, ValueError):  # ValueError: a name with NUL in it
         return "utf-8"
+    return info.name if getattr(info, "_is_text_encoding", True) else "utf-8"
 
 
 def decode_data_uri(uri: str) -> DataContent:
     """Decode a data URI to text; strips one trailing CRLF the SfB client appends."""
     if not isinstance(uri, str):
         raise InvalidDataUri("data URI must be a string")
+    if len(uri) > MAX_DATA_URI_CHARS:
+        raise InvalidDataUri(f"data URI too large ({len(uri)} > {MAX_DATA_URI_CHARS} characters)")
     header, payload = _split(uri)
     params = [p for p in header.split(";")]
     mime = (params[0] or "text/plain").lower()
@@ -94,7 +99,10 @@ def decode_data_uri(uri: str) -> DataContent:
         # otherwise an encoded plus (%2b) would turn into a space as well.
         cleaned = payload.lstrip().replace("\r", "").replace("\n", "")
         raw = unquote_to_bytes(cleaned.replace("+", " "))
-    text = raw.decode(charset, errors="replace")
+    try:
+        text = raw.decode(charset, errors="replace")
+    except UnicodeError as exc:  # codecs such as idna raise whatever the error handler says
+        raise InvalidDataUri(f"data URI payload is not valid {charset}") from exc
     return DataContent(mime=mime, charset=charset, text=strip_trailing_newline(text))
 
 

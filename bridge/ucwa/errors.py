@@ -7,6 +7,9 @@ Catch the level you need::
     ├── TransportError                timeout / connection error (built by the I/O shell)
     ├── ProtocolViolation             malformed payload from the server
     │   ├── InvalidDataUri            not a data: URI, or undecodable
+    │   ├── InvalidLink               an href, Location or redirect that is not a usable URL
+    │   ├── UntrustedLink             a link to a host outside the session: nothing sent
+    │   ├── ResponseTooLarge          a body over the configured cap
     │   └── DiscoveryFailed           no applications link found (retryable)
     │       └── UntrustedRedirect     redirect outside the trusted domains (permanent)
     ├── AuthError
@@ -113,6 +116,19 @@ class ProtocolViolation(UcwaError):
 
 
 class InvalidDataUri(ProtocolViolation, ValueError):
+    pass
+
+
+class InvalidLink(ProtocolViolation):
+    pass
+
+
+class UntrustedLink(ProtocolViolation):
+    """A link, Location or redirect to an origin the session did not discover: never followed,
+    so neither the bearer token nor the password can leave the UCWA hosts."""
+
+
+class ResponseTooLarge(ProtocolViolation):
     pass
 
 
@@ -328,14 +344,17 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
     except ValueError:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         return max(when, now)
     if seconds != seconds or seconds < 0:  # NaN or negative
         return None
-    return now + timedelta(seconds=seconds)
+    try:
+        return now + timedelta(seconds=seconds)
+    except OverflowError:  # infinite, or beyond the year 9999
+        return None
 
 
 def _json_object(body_text: str | None) -> dict[str, Any] | None:

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
+from bridge.ucwa.errors import InvalidLink
+
 _DATE = re.compile(r"^\\?/Date\((-?\d+)(?:[+-]\d{4})?\)\\?/$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -75,7 +77,12 @@ def resolve(base: str, href: str) -> str:
     """Absolute URL for a (possibly relative) href served by ``base``; data: URIs unchanged."""
     if href.startswith("data:"):
         return href
-    return urljoin(base, href)
+    try:
+        url = urljoin(base, href)
+        urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise InvalidLink(f"unusable href: {exc}", url=href[:200]) from None
+    return url
 
 
 def with_query(href: str, params: Mapping[str, str | int | None]) -> str:
@@ -83,7 +90,10 @@ def with_query(href: str, params: Mapping[str, str | int | None]) -> str:
 
     A value of None removes that parameter.
     """
-    parts = urlsplit(href)
+    try:
+        parts = urlsplit(href)
+    except ValueError as exc:
+        raise InvalidLink(f"unusable href: {exc}", url=href[:200]) from None
     existing = parse_qsl(parts.query, keep_blank_values=True)
     wanted = {k: v for k, v in params.items()}
     lowered = {k.lower() for k in wanted}
@@ -93,7 +103,11 @@ def with_query(href: str, params: Mapping[str, str | int | None]) -> str:
 
 
 def query_param(href: str, name: str) -> str | None:
-    for key, value in parse_qsl(urlsplit(href).query, keep_blank_values=True):
+    try:
+        query = urlsplit(href).query
+    except ValueError:
+        return None
+    for key, value in parse_qsl(query, keep_blank_values=True):
         if key.lower() == name.lower():
             return value
     return None
@@ -106,14 +120,20 @@ def parse_ms_date(value: object) -> datetime | None:
     match = _DATE.match(value.strip())
     if not match:
         return None
-    return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+    try:
+        return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+    except (OverflowError, ValueError):  # beyond datetime's range, or absurdly many digits
+        return None
 
 
 def sip_uri_from_href(href: str | None) -> str | None:
     """``.../people/lenea@contoso.com`` or ``.../participants/lenea@contoso.com`` → SIP URI."""
     if not href:
         return None
-    path = urlsplit(href).path.rstrip("/")
+    try:
+        path = urlsplit(href).path.rstrip("/")
+    except ValueError:
+        return None
     segments = path.split("/")
     for marker in ("people", "participants"):
         if marker in segments[:-1]:

@@ -118,7 +118,7 @@ class HttpResponse:
             return None
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             return None
 
     @property

@@ -76,7 +76,8 @@ def list_deliveries() -> Response:
     if event_type is not None and event_type not in ALL_EVENT_TYPES:
         raise invalid("type", "unknown event type")
     raw_limit = args.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    # isdigit() alone admits superscripts such as "²", which int() refuses: ASCII digits only
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise invalid("limit", f"an integer from 1 to {MAX_LIMIT}")
     cursor = None
     if args.get("cursor"):

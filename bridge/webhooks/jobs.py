@@ -46,6 +46,7 @@ class DeliveryJobs:
                     args=(delivery_id,),
                     job_id=job_id,
                     timeout=self.job_timeout_s,
+                    result_ttl=0,  # the delivery log holds the outcome
                     description=f"deliver webhook {delivery_id} try {try_no}",
                 )
             ],
@@ -66,6 +67,7 @@ class DeliveryJobs:
             args=(delivery_id,),
             job_id=job_id,
             timeout=self.job_timeout_s,
+            result_ttl=0,
             status=JobStatus.SCHEDULED,
             description=f"deliver webhook {delivery_id} try {try_no}",
         )

@@ -6,6 +6,7 @@ Read once at start-up into a frozen ``WebhookSettings``; bad values raise ``Webh
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ class WebhookSettings:
     retention_s: int = 7 * 24 * 3600
     excerpt_bytes: int = 1024
     user_agent: str = USER_AGENT
+    tls_verify: bool = True
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
@@ -42,6 +45,20 @@ class WebhookSettings:
             raise WebhookConfigError("BRIDGE_WEBHOOK_RETRY_AFTER_CAP_S: must be >= 0")
         if self.retention_s <= 0:
             raise WebhookConfigError("BRIDGE_WEBHOOK_RETENTION_S: must be a positive integer")
+        if self.ca_bundle is not None:
+            if not self.tls_verify:
+                raise WebhookConfigError(
+                    "BRIDGE_WEBHOOK_CA_BUNDLE: is set but BRIDGE_WEBHOOK_TLS_VERIFY=false"
+                )
+            if not os.path.exists(self.ca_bundle):
+                raise WebhookConfigError(
+                    f"BRIDGE_WEBHOOK_CA_BUNDLE: no such file or directory: {self.ca_bundle}"
+                )
+
+    @property
+    def verify(self) -> bool | str:
+        """What requests takes as ``verify``: True, False or the CA bundle's path."""
+        return self.ca_bundle or self.tls_verify
 
     @property
     def job_timeout_s(self) -> int:
@@ -60,6 +77,8 @@ class WebhookSettings:
             ),
             allow_private=parse_bool(env, "BRIDGE_WEBHOOK_ALLOW_PRIVATE", defaults.allow_private),
             retention_s=int(_number(env, "BRIDGE_WEBHOOK_RETENTION_S", defaults.retention_s)),
+            tls_verify=parse_bool(env, "BRIDGE_WEBHOOK_TLS_VERIFY", defaults.tls_verify),
+            ca_bundle=(env.get("BRIDGE_WEBHOOK_CA_BUNDLE") or "").strip() or None,
         )
 
 

@@ -24,13 +24,55 @@ _CATEGORIES = (
 )
 
 
+# Cloud instance-metadata services; some sit on addresses Python calls global.
+_METADATA = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean...
+        "169.254.170.2",  # AWS ECS task metadata
+        "fd00:ec2::254",  # AWS over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud
+        "168.63.129.16",  # Azure wire server
+    )
+)
+# Not globally reachable by IANA, though some Python versions call them global.
+_EXTRA_NON_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"),)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo client, NAT64), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def forbidden_category(address: IPAddress) -> str | None:
-    """Why ``address`` may not be contacted (``loopback``, ``private``...), or None if public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    """Why ``address`` may not be contacted (``loopback``, ``metadata``...), or None if public.
+
+    An IPv6 address that carries an IPv4 one (``::ffff:127.0.0.1``, 6to4 ``2002:7f00:1::``,
+    Teredo, NAT64 ``64:ff9b::a9fe:a9fe``) is judged by the IPv4 address it reaches as well.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            category = forbidden_category(inner)
+            if category is not None or address.ipv4_mapped is not None:
+                return category  # a mapped address is exactly its IPv4 address
     for attribute in _CATEGORIES:
         if getattr(address, attribute):
             return attribute.removeprefix("is_").replace("_", "-")
+    if address in _METADATA:
+        return "metadata"
+    if any(address in network for network in _EXTRA_NON_GLOBAL):
+        return "not-global"
     if not address.is_global:  # shared address space, documentation ranges, ...
         return "not-global"
     return None

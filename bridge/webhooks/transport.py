@@ -1,7 +1,8 @@
 """One webhook POST over a connection pinned to the SSRF-vetted address; never follows redirects.
 
 Pinning keeps the URL's host for the Host header, TLS SNI and certificate checks, so a DNS
-answer that changes between the check and the connect cannot redirect the request.
+answer that changes between the check and the connect cannot redirect the request. The whole
+POST ends within its deadline, and only the first ``excerpt_bytes`` of the answer are read.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.poolmanager import PoolManager
 from urllib3.util.connection import create_connection
 
+from bridge.deadline import Deadline, DeadlineHTTPConnection, deadline
 
-class _PinnedHTTPConnection(HTTPConnection):
+
+class _PinnedHTTPConnection(DeadlineHTTPConnection):
     def __init__(self, *args: Any, pinned_address: str, **kwargs: Any) -> None:
         self._pinned_address = pinned_address
         super().__init__(*args, **kwargs)
@@ -28,7 +31,7 @@ class _PinnedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         # Same as urllib3's, but the socket goes to the vetted address, not a fresh lookup.
         try:
-            return create_connection(
+            sock = create_connection(
                 (self._pinned_address, self.port),
                 self.timeout,
                 source_address=self.source_address,
@@ -40,6 +43,7 @@ class _PinnedHTTPConnection(HTTPConnection):
             ) from exc
         except OSError as exc:
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        return self._watched(sock)
 
 
 class _PinnedHTTPSConnection(_PinnedHTTPConnection, HTTPSConnection):
@@ -109,11 +113,15 @@ def post(
     pinned_address: str,
     timeout_s: float,
     excerpt_bytes: int = 1024,
+    verify: bool | str = True,
 ) -> HttpResult:
-    """POST ``body`` once; ``timeout_s`` bounds the connect and each read of the response."""
+    """POST ``body`` once. ``timeout_s`` is the total deadline, connect to the last byte read,
+    so a receiver that trickles bytes cannot hold the worker longer; the rest of the answer is
+    never read. ``verify``: check TLS certificates (or a CA bundle path)."""
     started = time.monotonic()
-    with requests.Session() as session:
+    with requests.Session() as session, deadline(timeout_s) as limit:
         session.trust_env = False  # no proxies or netrc from the environment: pinning must hold
+        session.verify = verify
         adapter = PinnedAddressAdapter(pinned_address)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -129,15 +137,22 @@ def post(
         except requests.Timeout as exc:
             return _error("timeout", exc, started)
         except requests.ConnectionError as exc:
+            if limit.expired:
+                return _error(
+                    "timeout", f"timed out: no answer within the {timeout_s:g}s deadline", started
+                )
             return _error("connection_error", exc, started)
         except requests.RequestException as exc:
             return _error("request_error", exc, started)
-        try:
-            raw = response.raw.read(excerpt_bytes, decode_content=True) or b""
-        except Exception:  # a body that breaks mid-read still has a usable status code
-            raw = b""
-        finally:
+        if limit.expired:  # headers cut short by the deadline: the status line proves nothing
             response.close()
+            return _error(
+                "timeout", f"timed out: no answer within the {timeout_s:g}s deadline", started
+            )
+        try:
+            raw = _read_excerpt(response, excerpt_bytes, limit)
+        finally:
+            response.close()  # closes the connection: an endless body is never drained
         return HttpResult(
             status_code=response.status_code,
             error=None,
@@ -147,10 +162,26 @@ def post(
         )
 
 
+def _read_excerpt(response: requests.Response, limit: int, until: Deadline) -> bytes:
+    """Up to ``limit`` bytes of the answer; what arrived before a break or the deadline."""
+    parts: list[bytes] = []
+    total = 0
+    try:
+        while total < limit and not until.expired:
+            data = response.raw.read1(min(256, limit - total), decode_content=True)
+            if not data:
+                break
+            parts.append(data)
+            total += len(data)
+    except Exception:  # a body that breaks mid-read still has a usable status code
+        pass
+    return b"".join(parts)[:limit]
+
+
 def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def _error(code: str, exc: Exception, started: float) -> HttpResult:
+def _error(code: str, exc: Exception | str, started: float) -> HttpResult:
     detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
     return HttpResult(None, f"{code}: {detail}", _elapsed_ms(started), "", None)

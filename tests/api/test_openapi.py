@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bridge.problems import ALL_TYPES
+from bridge.api.openapi import API_PROBLEM_TYPES
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -79,5 +79,5 @@ def test_send_operation_documents_statuses_headers_and_limits(client: FlaskClien
         "to", "conversation", "text", "html", "subject", "importance", "validity"
     }  # fmt: skip
     problem_types = document["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
-    assert problem_types == [t.uri for t in ALL_TYPES]
+    assert problem_types == [t.uri for t in API_PROBLEM_TYPES]
     assert len(set(problem_types)) == len(problem_types)

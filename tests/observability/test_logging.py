@@ -25,6 +25,7 @@ from bridge.observability.logging import (
     redact,
     request_id_from,
 )
+from bridge.webhooks.delivery import AttemptOutcome, log_outcome
 
 
 @pytest.fixture()
@@ -157,6 +158,30 @@ def test_extras_are_redacted_by_name_and_by_content(
     assert entry["webhook_secret"] == REDACTED
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "AUTHORIZATION=Basic dXNlcjpwYXNz",
+        "BEARER abc.def.ghi",
+        "url ?CWT=AAEAAHm9Zz",
+        "PASSWD: hunter2!x",
+        "Pwd=hunter2!x",
+        "Client-Secret=hunter2!x",
+        "X-API-KEY: k_live_0123456789",
+        "APIKEYS=k_live_0123456789",
+        "Refresh_Token=tok-123-456",
+        "amqp://guest:hunter2!x@queue/",
+        "pa\u017f\u017fword=hunter2!x",  # (?i) matches the long s as an s
+        "author\u0131zation: Basic dXNlcjpwYXNz",  # and the dotless i as an i
+    ],
+)
+def test_the_quick_pre_check_lets_every_pattern_through(text: str) -> None:
+    """``redact`` skips the patterns when a cheap search finds none of their words."""
+    redacted = redact(text)
+    assert redacted != text
+    assert REDACTED in redacted
+
+
 def test_ordinary_text_is_left_alone() -> None:
     text = "message msg_0123 delivered to sip:alice@contoso.com; token_expires_at=1714560000"
     assert redact(text) == text
@@ -187,3 +212,23 @@ def test_configure_logging_installs_one_json_handler() -> None:
         root.setLevel(saved_level)
     (entry,) = lines(stream)
     assert entry["message"] == f"login as bot with {REDACTED}"
+
+
+def test_webhook_attempts_log_their_fields_at_the_top_level() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("bridge.webhooks.delivery")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        log_outcome(
+            AttemptOutcome("dlv_1", "default", "message.received", 2, "retry", "http_500", 500, 12)
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    [line] = lines(stream)
+    assert line["message"] == "webhook attempt"
+    assert (line["delivery_id"], line["try_no"], line["verdict"]) == ("dlv_1", 2, "retry")
+    assert (line["status_code"], line["latency_ms"]) == (500, 12)

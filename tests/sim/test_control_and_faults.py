@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests
 
@@ -98,6 +100,44 @@ def test_drop_connection(sim, bot: Client) -> None:
     with pytest.raises(requests.ConnectionError):
         requests.get(bot.url(bot.app["_links"]["self"]["href"]), headers=bot.headers(), timeout=5)
     assert bot.get(bot.app["_links"]["self"]["href"]).status_code == 200
+
+
+def test_401_fault_challenges_revokes_the_token_and_spares_a_fresh_one(sim, bot: Client) -> None:
+    bot.start()
+    me = bot.app["_embedded"]["me"]["_links"]["self"]["href"]
+    sim_api(sim, "POST", "faults", json={"match": {"rel": "me"}, "status": 401, "rate": 1})
+    refused = bot.get(me)
+    assert refused.status_code == 401
+    challenges = ", ".join(refused.raw.headers.getlist("WWW-Authenticate"))
+    assert 'MsRtcOAuth href="' in challenges and "grant_type=" in challenges
+    assert "Bearer trusted_issuers=" in challenges
+    # the token is gone for every request, not only the faulted kind
+    assert bot.get(bot.app["_links"]["self"]["href"]).status_code == 401
+    token_url = re.search(r'MsRtcOAuth href="([^"]+)"', challenges)
+    assert token_url
+    grant = {"grant_type": "password", "username": "bot@contoso.com", "password": "secret"}
+    bot.token = requests.post(token_url.group(1), data=grant, timeout=5).json()["access_token"]
+    assert bot.get(me).status_code == 200  # a fresh token's first use goes through
+    assert bot.get(me).status_code == 401  # the storm goes on for tokens already used
+    bot.token = None
+    assert bot.get(me).status_code == 401  # no token: the ordinary challenge, no fault hit
+    hits = sim_api(sim, "GET", "faults").json()[0]["hits"]
+    assert hits == 2
+
+
+def test_resync_fault_points_the_event_channel_back_at_its_position(sim, bot: Client) -> None:
+    bot.start()
+    bot.drain()
+    sim_api(sim, "POST", "faults", json={"match": {"rel": "events"}, "resync": True, "times": 1})
+    position = bot.next_events
+    reply = bot.poll()
+    assert reply.status_code == 200
+    body = reply.json()
+    assert set(body["_links"]) == {"resync"} and "sender" not in body
+    assert bot.next_events.split("ack=")[1] == position.split("ack=")[1]
+    bot.post(bot.link("communication", "startMessaging"), {"to": "sip:alice@contoso.com"})
+    bot.wait_for(is_event("messagingInvitation", "started"))  # nothing was lost
+    assert sim_api(sim, "GET", "faults").json() == []
 
 
 def test_fault_validation(sim) -> None:

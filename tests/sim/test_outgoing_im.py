@@ -81,6 +81,7 @@ def test_send_an_im_trace(sim, bot: Client) -> None:
     assert ev["status"] == "Success" and ev["link"]["href"] == send.headers["Location"]
     assert ev["_embedded"]["message"]["direction"] == "Outgoing"
     assert ev["_embedded"]["message"]["timeStamp"].startswith("/Date(")
+    assert ev["_embedded"]["message"]["operationId"] == "abc"  # echoed in the event as well
     inbox = requests.get(
         f"{sim.base_url}/_sim/users/sip:alice@contoso.com/messages", timeout=5
     ).json()

@@ -149,8 +149,10 @@ def test_replay_validation_problem(client: FlaskClient) -> None:
     ]
     assert problem["status"] == 422 and problem["title"] and problem["detail"]
     assert problem["type"] == "urn:ucwa-bridge:problem:validation-error"  # as for /messages
-    bad = client.get("/webhooks/deliveries?limit=0").get_json()
-    assert bad["errors"][0]["field"] == "limit"
+    for limit in ("0", "²", "١٢", "-1", "1e3"):
+        response = client.get(f"/webhooks/deliveries?limit={limit}")
+        assert response.status_code == 422, limit
+        assert response.get_json()["errors"][0]["field"] == "limit"
 
 
 def test_endpoints_show_disabled_reason_never_secrets_and_can_be_enabled(
