@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import nh3
 import redis
 from redis.client import Pipeline
 
 from bridge.conversations import Conversation, conversation_id
+from bridge.html_policy import sanitize_html
 from bridge.redis_text import text_or_none
 from bridge.ucwa.datauri import DataContent, decode_data_uri, html_to_text
 from bridge.ucwa.errors import InvalidDataUri
@@ -39,31 +39,6 @@ log = logging.getLogger(__name__)
 STATE_TTL_S = 86_400
 KEY_PREFIX = "inbound:"
 
-# What survives sanitising: inline formatting, paragraphs, lists, quotes, code, links.
-_INLINE_TAGS = {"a", "b", "strong", "i", "em", "u", "s", "strike", "del", "ins", "sub", "sup"}
-_BLOCK_TAGS = {"p", "div", "br", "hr", "ul", "ol", "li", "blockquote", "code", "pre"}
-_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-ALLOWED_TAGS = frozenset(_INLINE_TAGS | _BLOCK_TAGS | _HEADINGS | {"small", "big", "span", "font"})
-ALLOWED_ATTRIBUTES: Mapping[str, set[str]] = {
-    "a": {"href", "title"},
-    "font": {"color", "face", "size"},
-    "*": {"style"},
-}
-# Skype for Business wraps every HTML message in a styled <span>; keep only harmless styling.
-ALLOWED_STYLE_PROPERTIES = frozenset(
-    {
-        "color",
-        "background-color",
-        "font-family",
-        "font-size",
-        "font-style",
-        "font-weight",
-        "text-decoration",
-    }
-)
-SAFE_URL_SCHEMES = frozenset({"http", "https", "mailto", "sip", "sips", "tel", "im"})
-DROPPED_WITH_CONTENT = frozenset({"script", "style"})
-
 
 def seen_key(item_id: str) -> str:
     """An inbound message (or invitation first message) already forwarded or suppressed."""
@@ -84,27 +59,6 @@ def ended_key(conv_id: str) -> str:
 
 
 # -- pure parts ------------------------------------------------------------------------------
-
-
-def _keep_absolute_href(tag: str, attr: str, value: str) -> str | None:
-    # A relative link in an IM points nowhere useful and could resolve against the consumer.
-    if tag == "a" and attr == "href" and not urlsplit(value.strip()).scheme:
-        return None
-    return value
-
-
-def sanitize_html(html: str) -> str:
-    """HTML safe to show: formatting and links with safe schemes; scripts and handlers removed."""
-    return nh3.clean(
-        html,
-        tags=set(ALLOWED_TAGS),
-        clean_content_tags=set(DROPPED_WITH_CONTENT),
-        attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
-        attribute_filter=_keep_absolute_href,
-        url_schemes=set(SAFE_URL_SCHEMES),
-        filter_style_properties=set(ALLOWED_STYLE_PROPERTIES),
-        link_rel="noopener noreferrer nofollow",
-    ).strip()
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from bridge.api.idempotency import (
     validate_key,
 )
 from bridge.api.openapi import build_document
-from bridge.api.outgoing_html import sanitize_outgoing_html
 from bridge.api.rate_limit import RateLimiter
 from bridge.api.schemas import Limits, parse_send_request
 from bridge.hooks import webhook_config
+from bridge.html_policy import sanitize_outgoing_html
 from bridge.intake import Gate, Intake, IntakeConflict
 from bridge.messages import MessageNotFound, MessageRecord, MessageStore
 from bridge.observability.health import api_readiness, max_pulse_age_s

@@ -19,7 +19,7 @@ from schemathesis.config import SchemathesisConfig
 
 from bridge.api import create_app
 from bridge.api.openapi import build_document
-from bridge.api.outgoing_html import sanitize_outgoing_html
+from bridge.html_policy import sanitize_outgoing_html
 from bridge.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from bridge.ucwa.datauri import html_to_text
 from tests.api.conftest import MakeSettings, bearer

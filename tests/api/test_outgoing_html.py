@@ -10,7 +10,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from bridge.api.outgoing_html import sanitize_outgoing_html
+from bridge.html_policy import sanitize_outgoing_html
 from bridge.messages import MessageStore
 from tests.api.conftest import bearer
 

@@ -396,3 +396,8 @@ def test_documented_trace_forwards_hi_tosh_once() -> None:
     ]
     assert texts(events) == ["Hi Tosh"]
     assert events[0]["data"]["from"] == {"uri": LENE, "name": "Lene Aaling"}
+
+
+def test_sanitize_drops_style_values_that_could_run_or_fetch() -> None:
+    html = '<span style="color:expression(alert(1));font-size:12px;color:red\\;">x</span>'
+    assert sanitize_html(html) == '<span style="font-size:12px">x</span>'
