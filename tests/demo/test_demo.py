@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from bridge.embedded_redis import free_port
+from tests.processes import alive, descendants
 
 ECHO = "sip:echo@contoso.com"
 TEXT = "Hello from the demo test"
@@ -65,38 +66,6 @@ class DemoRun:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def _children_of() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def descendants(pid: int) -> set[int]:
-    tree, found, todo = _children_of(), set(), [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoRun]:
     port = free_port()
@@ -114,7 +83,7 @@ def demo() -> Iterator[DemoRun]:
         run.api = run.wait_for(r"^API: (http://\S+)$", 1).group(1)
         run.key = run.wait_for(r"^API key: (\S+)$", 1).group(1)
         run.logs = run.wait_for(r"^\s+logs:\s+(\S+)$", 1).group(1)
-        run.descendants = descendants(process.pid)
+        run.descendants = set(descendants(process.pid))
         yield run
     finally:
         if process.poll() is None:
@@ -124,7 +93,7 @@ def demo() -> Iterator[DemoRun]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for pid in descendants(process.pid) | run.descendants:
+        for pid in set(descendants(process.pid)) | run.descendants:
             if alive(pid):  # never leave strays behind, whatever failed
                 os.kill(pid, signal.SIGKILL)
 
