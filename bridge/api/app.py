@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from bridge.api.auth import Authenticator, Caller
 from bridge.api.health import readiness
@@ -56,6 +56,7 @@ from bridge.problems import (
     ProblemType,
 )
 from bridge.redis_conn import connect
+from bridge.request_body import read_body
 from bridge.settings import Scope, Settings
 from bridge.ucwa.datauri import html_to_text
 from bridge.webhooks import api as webhooks_api
@@ -251,7 +252,7 @@ def _new_record(services: Services) -> tuple[MessageRecord, Any]:
             f"Content-Type must be {JSON}",
             headers={"Accept-Post": JSON},
         )
-    body = _decode_json(_body(services.settings.max_body_bytes))
+    body = _decode_json(read_body(services.settings.max_body_bytes))
     payload = parse_send_request(body, services.limits)
     record = MessageRecord.new(
         to=payload.to,
@@ -304,19 +305,6 @@ def _release_quietly(claim: Claim) -> None:
         claim.release()
     except redis.RedisError:
         log.warning("could not release an idempotency claim; it expires on its own")
-
-
-def _body(limit: int) -> bytes:
-    """The request body; over ``limit`` bytes a 413, also for a chunked body (no Content-Length),
-    which werkzeug would otherwise cut silently at the limit."""
-    raw = request.get_data(cache=False)
-    if (
-        request.content_length is None
-        and len(raw) >= limit
-        and request.environ["wsgi.input"].read(1)
-    ):
-        raise RequestEntityTooLarge()
-    return raw
 
 
 def _decode_json(raw: bytes) -> Any:

@@ -6,6 +6,7 @@ No auth here: the app registers ``blueprint`` behind its own ``before_request`` 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -18,6 +19,8 @@ from bridge.problems import (
     FieldError,
     Problem,
 )
+from bridge.request_body import read_body
+from bridge.settings import Settings
 from bridge.webhooks.admin import WebhookAdmin, decode_cursor
 from bridge.webhooks.errors import DeliveryInFlight, DeliveryNotFound, EndpointNotFound
 from bridge.webhooks.events import ALL_EVENT_TYPES
@@ -108,7 +111,12 @@ def retry_delivery(delivery_id: str) -> tuple[Response, int]:
 
 @blueprint.post("/webhooks/replay")
 def replay() -> tuple[Response, int]:
-    body = request.get_json(silent=True)
+    # the API's BRIDGE_MAX_BODY_BYTES, which create_app puts in MAX_CONTENT_LENGTH
+    raw = read_body(current_app.config.get("MAX_CONTENT_LENGTH") or Settings.max_body_bytes)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        body = None
     if not isinstance(body, dict):
         raise invalid("body", "a JSON object is required")
     since_raw = body.get("since")

@@ -205,3 +205,20 @@ def test_chunked_body_over_the_limit_is_a_413_problem(gunicorn_api: int) -> None
     assert response.status_code == 413
     assert response.headers["Content-Type"] == PROBLEM
     assert response.json()["type"] == "urn:ucwa-bridge:problem:payload-too-large"
+
+
+def test_chunked_replay_body_over_the_limit_is_a_413_problem_too(gunicorn_api: int) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"since": "2026-01-01T00:00:00Z", "padding": "'
+        yield b"z" * 5000
+        yield b'"}'
+
+    response = requests.post(
+        f"http://127.0.0.1:{gunicorn_api}/webhooks/replay",
+        data=chunks(),
+        headers={**bearer(), "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 413
+    assert response.json()["type"] == "urn:ucwa-bridge:problem:payload-too-large"
