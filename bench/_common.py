@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from bridge.embedded_redis import EmbeddedRedis, free_port
+from bridge.config.embedded_redis import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BOT = "sip:bot@contoso.com"

@@ -42,7 +42,7 @@ from bench._common import (
     tree_cpu_s,
 )
 from bench._naive import BaselinePool
-from bridge.messages import parse_time
+from bridge.outbound.messages import parse_time
 
 TIME_SCALE = 0.05  # the simulated recipient accepts an invitation after 1 s x 0.05 = 50 ms
 ACCEPT_DELAY_MS = 1000 * TIME_SCALE

@@ -1,4 +1,5 @@
 """ucwa-bridge: send Skype for Business IMs with one HTTP call, receive replies as webhooks.
 
-The library and the HTTP API; process entry points live in ``workers``.
+Entry points and wiring (``cli``, ``demo``, ``hooks``) sit here on top of the parts; processes
+run from ``workers``, which ``bridge`` never imports.
 """

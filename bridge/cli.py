@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import redis
 
-from bridge.hooks import webhook_config
+from bridge.config.settings import ConfigError, Settings
 from bridge.observability.logging import add_secrets, configure_logging
-from bridge.settings import ConfigError, Settings
+from bridge.webhooks.endpoints import webhook_config
 from bridge.webhooks.errors import WebhookConfigError
 
 log = logging.getLogger("ucwa_bridge.worker")
@@ -52,7 +52,7 @@ def poller_settings() -> object:
 
 
 def send_settings() -> object:
-    from bridge.sender import SendSettings
+    from bridge.outbound.sender import SendSettings
 
     return SendSettings(
         invitation_timeout_s=_env_float("BRIDGE_INVITATION_TIMEOUT_S", 45),
@@ -83,10 +83,10 @@ def serve_metrics() -> None:
 
 
 def run_poller(settings: Settings) -> int:
+    from bridge.config.redis_conn import connect
     from bridge.hooks import inbound_events, status_events
     from bridge.observability.metrics import with_send_metrics
-    from bridge.redis_conn import connect
-    from bridge.transport import TransportOptions
+    from bridge.session.transport import TransportOptions
     from bridge.ucwa.auth import Credentials
     from workers.poller import Poller, PollerSettings
 
@@ -113,8 +113,8 @@ def run_poller(settings: Settings) -> int:
 def run_worker(settings: Settings, burst: bool = False) -> int:
     from rq import Queue, SimpleWorker
 
-    from bridge.redis_conn import connect
-    from bridge.sender import SendSettings
+    from bridge.config.redis_conn import connect
+    from bridge.outbound.sender import SendSettings
     from workers import send
 
     knobs = send_settings()

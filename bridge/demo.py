@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -41,6 +42,8 @@ PEOPLE = (
 ROLES = ("api", "worker", "poller")
 STOP_TIMEOUT_S = 25.0
 READY_TIMEOUT_S = 90.0
+# The first line ``ucwasim serve`` prints once it listens.
+SIM_BANNER = re.compile(r"ucwasim serving (\S+); discovery URL (\S+)")
 
 _print_lock = threading.Lock()
 
@@ -84,7 +87,7 @@ def port_free(port: int) -> bool:
 
 def pick_port(wanted: int, what: str) -> int:
     """``wanted`` if it is free (0 means any), else a free port, saying so."""
-    from bridge.embedded_redis import free_port
+    from bridge.config.embedded_redis import free_port
 
     if wanted and port_free(wanted):
         return wanted
@@ -173,29 +176,27 @@ class Demo:
         self.bot_password = secrets.token_urlsafe(18)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.redis: Any = None
-        self.sim: Any = None
+        self.sim: subprocess.Popen[bytes] | None = None
+        self.sim_url = ""
+        self.discovery_url = ""
         self.receiver: WebhookReceiver | None = None
         self.api_url = ""
 
     # -- start-up -------------------------------------------------------------------------------
     def start(self) -> None:
-        from bridge.embedded_redis import EmbeddedRedis
-        from ucwasim import SimConfig, Simulator, SimUser
+        from bridge.config.embedded_redis import EmbeddedRedis
 
         api_port = pick_port(self.args.port, "API")
         sim_port = pick_port(self.args.sim_port, "simulator")
         self.redis = EmbeddedRedis(data_dir=str(self.workdir / "redis"), appendonly=False)
         Path(self.redis.data_dir).mkdir()
         self.redis.start()
-        users = [SimUser(BOT, self.bot_password)]
-        users += [SimUser(sip, secrets.token_urlsafe(12), behaviour=b) for sip, b in PEOPLE]
-        self.sim = Simulator(SimConfig(users=users, time_scale=self.args.time_scale))
-        self.sim.start("127.0.0.1", sim_port)
+        self._start_simulator(sim_port)
         if not self.args.no_receiver:
             self.receiver = WebhookReceiver(self.webhook_secret).start()
         say("ucwa-bridge demo")
         say(f"  redis:      {self.redis.url} (private, removed on exit)")
-        say(f"  simulator:  {self.sim.base_url} (signed in as {BOT})")
+        say(f"  simulator:  {self.sim_url} (signed in as {BOT})")
         if self.receiver is not None:
             say(f"  webhooks:   {self.receiver.url} (signatures verified, events shown below)")
         say(f"  logs:       {self.logs}")
@@ -204,6 +205,42 @@ class Demo:
         self._spawn("worker", ["worker"])
         self._spawn("poller", ["poller"])
         self._wait_ready()
+
+    def _start_simulator(self, port: int) -> None:
+        """The simulator runs as a process of its own (``bridge`` never imports ``ucwasim``), as a
+        real server would; its users and their passwords go in a private file, not on its argv."""
+        users = [{"sip": BOT, "password": self.bot_password}]
+        users += [
+            {"sip": sip, "password": secrets.token_urlsafe(12), "behaviour": b} for sip, b in PEOPLE
+        ]
+        config = self.workdir / "ucwasim.json"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump({"users": users, "time_scale": self.args.time_scale}, out)
+        log_path = self.logs / "ucwasim.log"
+        argv = ["serve", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)]
+        with open(log_path, "ab") as log:
+            self.sim = subprocess.Popen(
+                [sys.executable, "-m", "ucwasim", *argv],
+                env={k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+                | {"PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self.stop.is_set():
+            banner = SIM_BANNER.search(log_path.read_text(encoding="utf-8", errors="replace"))
+            if banner:
+                self.sim_url, self.discovery_url = banner.group(1), banner.group(2)
+                return
+            code = self.sim.poll()
+            if code is not None:
+                raise DemoError(f"the simulator exited with code {code}\n{self.tail('ucwasim')}")
+            if time.monotonic() > deadline:
+                raise DemoError("timed out waiting for the simulator")
+            self.stop.wait(0.05)
 
     def environment(self, role: str) -> dict[str, str]:
         env = {
@@ -215,7 +252,7 @@ class Demo:
             PYTHONUNBUFFERED="1",
             BRIDGE_LOG_LEVEL="INFO",
             BRIDGE_REDIS_URL=self.redis.url,
-            BRIDGE_UCWA_DISCOVERY_URL=self.sim.discovery_url,
+            BRIDGE_UCWA_DISCOVERY_URL=self.discovery_url,
             BRIDGE_UCWA_USERNAME=BOT,
         )
         if role == "api":
@@ -299,6 +336,8 @@ class Demo:
 
     # -- running --------------------------------------------------------------------------------
     def check_children(self) -> None:
+        if self.sim is not None and self.sim.poll() is not None:
+            raise DemoError(f"the simulator exited with code {self.sim.returncode}")
         for role, child in self.children.items():
             code = child.poll()
             if code is not None:
@@ -330,7 +369,12 @@ class Demo:
         if self.receiver is not None:
             self.receiver.stop()
         if self.sim is not None:
-            self.sim.stop()
+            self.sim.terminate()
+            try:
+                self.sim.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(self.sim.pid)
+                self.sim.wait(timeout=10)
         if self.redis is not None:
             self.redis.stop()
         if self.args.keep_logs:

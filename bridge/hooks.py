@@ -7,23 +7,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from bridge.inbound import InboundEvents
-from bridge.outbound import StatusHook
-from bridge.status_events import status_hook
-from bridge.webhooks.endpoints import WebhookEndpoint, load_endpoints
-from bridge.webhooks.settings import WebhookSettings
+from bridge.inbound.events import InboundEvents
+from bridge.outbound.outcomes import StatusHook
+from bridge.outbound.status_events import status_hook
+from bridge.webhooks.endpoints import webhook_config
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def webhook_config(
-    env: Mapping[str, str] | None = None,
-) -> tuple[list[WebhookEndpoint], WebhookSettings]:
-    """Endpoints and delivery settings; raises WebhookConfigError naming the variable."""
-    values = os.environ if env is None else env
-    return load_endpoints(values), WebhookSettings.from_env(values)
 
 
 def status_events(account: str, env: Mapping[str, str] | None = None) -> StatusHook | None:

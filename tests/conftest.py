@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bridge.embedded_redis import EmbeddedRedis
+from bridge.config.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """Process entry points of ucwa-bridge: RQ jobs and the UCWA poller.
 
-Depends on ``bridge``; ``bridge`` never imports this package.
+Depends on ``bridge``; only the command line (``bridge.cli``) starts them, no part of ``bridge``
+imports this package.
 """

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 
 import redis
 
-from bridge.bootstrap import Application, Bootstrap
-from bridge.client import UcwaClient, host_of
-from bridge.conversations import ConversationRegistry
-from bridge.event_sink import EventSink, InboundHook
-from bridge.lease import LeaseLost, PollerLease
-from bridge.messages import MessageNotFound, MessageStore, RecipientQueue, recipient_key
+from bridge.config.redis_text import text_map
+from bridge.inbound.event_sink import EventSink, InboundHook
 from bridge.observability.metrics import observe_ucwa_request
-from bridge.outbound import Outbound, StatusHook
-from bridge.redis_text import text_map
-from bridge.session import Session, SessionStore
-from bridge.transport import TransportOptions, UcwaTransport
+from bridge.outbound.messages import MessageNotFound, MessageStore, RecipientQueue, recipient_key
+from bridge.outbound.outcomes import Outbound, StatusHook
+from bridge.session.bootstrap import Application, Bootstrap
+from bridge.session.client import UcwaClient, host_of
+from bridge.session.conversations import ConversationRegistry
+from bridge.session.lease import LeaseLost, PollerLease
+from bridge.session.store import Session, SessionStore
+from bridge.session.transport import TransportOptions, UcwaTransport
 from bridge.ucwa import errors as ue
 from bridge.ucwa.auth import Credentials
 from bridge.ucwa.events import parse_events
@@ -422,7 +422,7 @@ def _accepts(notices: Sequence[object], base: str) -> list[str]:
 
 
 def _epoch(text: str) -> float:
-    from bridge.messages import parse_time
+    from bridge.outbound.messages import parse_time
 
     try:
         return parse_time(text)

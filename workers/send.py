@@ -9,14 +9,14 @@ import logging
 
 from rq import get_current_job
 
-from bridge.client import UcwaClient
+from bridge.config.redis_conn import connect
+from bridge.config.settings import Settings
 from bridge.hooks import status_events
 from bridge.observability.metrics import observe_ucwa_request, with_send_metrics
-from bridge.outbound import Outbound
-from bridge.redis_conn import connect
-from bridge.sender import Sender, SendSettings
-from bridge.settings import Settings
-from bridge.transport import TransportOptions, UcwaTransport
+from bridge.outbound.outcomes import Outbound
+from bridge.outbound.sender import Sender, SendSettings
+from bridge.session.client import UcwaClient
+from bridge.session.transport import TransportOptions, UcwaTransport
 from bridge.ucwa.auth import Credentials
 
 log = logging.getLogger("ucwa_bridge.send")

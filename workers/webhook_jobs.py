@@ -11,8 +11,8 @@ from functools import lru_cache
 
 from rq import get_current_job
 
+from bridge.config.redis_conn import connect
 from bridge.observability.metrics import log_and_count_webhook_outcome
-from bridge.redis_conn import connect
 from bridge.webhooks.delivery import Deliverer
 from bridge.webhooks.endpoints import WebhookEndpoint, load_endpoints
 from bridge.webhooks.settings import WebhookSettings

@@ -1,6 +1,7 @@
-"""The HTTP API: ``create_app(settings, redis_client=None)`` builds the Flask application.
+"""The HTTP API, every endpoint and its plumbing: ``create_app(settings, redis_client=None)``.
 
-Gunicorn serves ``bridge.api.wsgi:app``, which reads its settings from the environment.
+May import ``observability``, ``outbound``, ``webhooks``, ``ucwa`` and ``config``; gunicorn serves
+``bridge.api.wsgi:app``.
 """
 
 from bridge.api.app import create_app

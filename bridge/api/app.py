@@ -15,6 +15,7 @@ import redis
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from bridge.api import webhooks as webhooks_api
 from bridge.api.auth import Authenticator, Caller
 from bridge.api.health import readiness
 from bridge.api.idempotency import (
@@ -29,16 +30,7 @@ from bridge.api.idempotency import (
     validate_key,
 )
 from bridge.api.openapi import build_document
-from bridge.api.rate_limit import RateLimiter
-from bridge.api.schemas import Limits, parse_send_request
-from bridge.hooks import webhook_config
-from bridge.html_policy import sanitize_outgoing_html
-from bridge.intake import Gate, Intake, IntakeConflict
-from bridge.messages import MessageNotFound, MessageRecord, MessageStore
-from bridge.observability.health import api_readiness, max_pulse_age_s
-from bridge.observability.logging import current_context, pop_context, push_context, request_id_from
-from bridge.observability.metrics import metrics_response
-from bridge.problems import (
+from bridge.api.problems import (
     BAD_REQUEST,
     HTTP_ERROR,
     IDEMPOTENCY_IN_PROGRESS,
@@ -55,12 +47,20 @@ from bridge.problems import (
     Problem,
     ProblemType,
 )
-from bridge.redis_conn import connect
-from bridge.request_body import read_body
-from bridge.settings import Scope, Settings
+from bridge.api.rate_limit import RateLimiter
+from bridge.api.request_body import read_body
+from bridge.api.schemas import Limits, parse_send_request
+from bridge.config.redis_conn import connect
+from bridge.config.settings import Scope, Settings
+from bridge.observability.health import api_readiness, max_pulse_age_s
+from bridge.observability.logging import current_context, pop_context, push_context, request_id_from
+from bridge.observability.metrics import metrics_response
+from bridge.outbound.intake import Gate, Intake, IntakeConflict
+from bridge.outbound.messages import MessageNotFound, MessageRecord, MessageStore
 from bridge.ucwa.datauri import html_to_text
-from bridge.webhooks import api as webhooks_api
+from bridge.ucwa.html_policy import sanitize_outgoing_html
 from bridge.webhooks.admin import WebhookAdmin
+from bridge.webhooks.endpoints import webhook_config
 
 log = logging.getLogger(__name__)
 

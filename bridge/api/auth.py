@@ -10,8 +10,8 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.problems import FORBIDDEN, UNAUTHORIZED, Problem
-from bridge.settings import ApiKey, Scope
+from bridge.api.problems import FORBIDDEN, UNAUTHORIZED, Problem
+from bridge.config.settings import ApiKey, Scope
 
 ANONYMOUS = "anonymous"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ucwa-bridge"'}

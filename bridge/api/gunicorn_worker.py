@@ -13,7 +13,7 @@ from gunicorn import util
 from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
 from gunicorn.workers.sync import SyncWorker
 
-from bridge.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemType
+from bridge.api.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemType
 
 REQUEST_LINE_TOO_LONG = ProblemType("request-line-too-long", 414, "Request line too long")
 HEADERS_TOO_LARGE = ProblemType("headers-too-large", 431, "Request header fields too large")

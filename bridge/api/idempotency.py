@@ -17,15 +17,15 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from bridge.intake import IntakeConflict
-from bridge.messages import MessageRecord
-from bridge.problems import (
+from bridge.api.problems import (
     IDEMPOTENCY_IN_PROGRESS,
     IDEMPOTENCY_KEY_REUSED,
     INVALID_HEADER,
     FieldError,
     Problem,
 )
+from bridge.outbound.intake import IntakeConflict
+from bridge.outbound.messages import MessageRecord
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotency-Replayed"

@@ -11,6 +11,7 @@ from typing import Any
 from bridge.api.gunicorn_worker import HEADERS_TOO_LARGE, REQUEST_LINE_TOO_LONG
 from bridge.api.idempotency import VALID_KEY
 from bridge.api.openapi_webhooks import webhook_paths
+from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
 from bridge.api.rate_limit import RATE_LIMITED
 from bridge.api.schemas import (
     CONVERSATION_ID,
@@ -19,8 +20,7 @@ from bridge.api.schemas import (
     SIP_URI,
     SendMessageRequest,
 )
-from bridge.messages import MessageStatus
-from bridge.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
+from bridge.outbound.messages import MessageStatus
 
 # Problems the API answers beyond the shared catalogue: the rate limiter's and gunicorn's.
 API_PROBLEM_TYPES: tuple[ProblemType, ...] = (

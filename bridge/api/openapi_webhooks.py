@@ -1,6 +1,6 @@
 """The webhook operations of the OpenAPI document: delivery log, retry, replay, endpoints.
 
-Parameters are typed as the blueprint (``bridge.webhooks.api``) checks them.
+Parameters are typed as the blueprint (``bridge.api.webhooks``) checks them.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bridge.webhooks.api import MAX_LIMIT
+from bridge.api.webhooks import MAX_LIMIT
 from bridge.webhooks.events import EventType
 from bridge.webhooks.log import DeliveryStatus
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import redis
 
-from bridge.intake import Gate
-from bridge.problems import FieldError, Problem, ProblemType
-from bridge.settings import RateLimit
+from bridge.api.problems import FieldError, Problem, ProblemType
+from bridge.config.settings import RateLimit
+from bridge.outbound.intake import Gate
 
 RATE_LIMITED = ProblemType("rate-limited", 429, "Too many requests for this API key")
 POLICY_NAME = "per-key"
@@ -24,7 +24,8 @@ KEY_PREFIX = "ratelimit:"
 # The generic cell rate algorithm keeps one number per key: the theoretical arrival time (TAT)
 # of the next request. A request is allowed while TAT - now stays within the burst tolerance.
 # Redis's own clock is used, so every API process agrees on "now". The function is also the
-# gate of the intake script (bridge.intake.Gate), so a POST is decided and stored in one call.
+# gate of the intake script (bridge.outbound.intake.Gate), so a POST is decided and stored in
+# one call.
 GCRA_FUNCTION = """
 local function gcra(key, interval, tolerance)
   local time = redis.call('TIME')

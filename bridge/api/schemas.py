@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from bridge.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
-from bridge.settings import MAX_VALIDITY_S
+from bridge.api.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
+from bridge.config.settings import MAX_VALIDITY_S
 
 MAX_SUBJECT_CHARS = 250
 MAX_REPORTED_ERRORS = 20  # a body of a thousand unknown fields gets a short answer

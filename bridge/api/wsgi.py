@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 
 from bridge.api.app import create_app
-from bridge.settings import CONFIG_EXIT_CODE, ConfigError, Settings
+from bridge.config.settings import CONFIG_EXIT_CODE, ConfigError, Settings
 
 _app: Flask | None = None
 

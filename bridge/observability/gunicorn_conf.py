@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bridge.config.settings import CONFIG_EXIT_CODE, ConfigError, gunicorn_limits
 from bridge.observability.logging import gunicorn_logconfig
-from bridge.settings import CONFIG_EXIT_CODE, ConfigError, gunicorn_limits
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 GRACEFUL_TIMEOUT_ENV = "BRIDGE_API_GRACEFUL_TIMEOUT_S"

@@ -15,9 +15,9 @@ from typing import TextIO
 
 import redis
 
-from bridge.lease import PollerLease
-from bridge.redis_conn import connect
-from bridge.session import SessionStore
+from bridge.config.redis_conn import connect
+from bridge.session.lease import PollerLease
+from bridge.session.store import SessionStore
 
 # A healthy idle poller completes an event GET at least every event timeout (180 s by default).
 DEFAULT_MAX_PULSE_AGE_S = 240.0

@@ -27,9 +27,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from bridge.lease import PollerLease
-from bridge.messages import MessageRecord, MessageStatus, parse_time
-from bridge.session import SessionStore
+from bridge.outbound.messages import MessageRecord, MessageStatus, parse_time
+from bridge.session.lease import PollerLease
+from bridge.session.store import SessionStore
 
 if TYPE_CHECKING:
     from flask import Response
@@ -97,7 +97,7 @@ _error_label = BoundedLabel(40, r"^[a-z][a-z0-9_]{0,39}$")
 
 
 def observe_ucwa_request(kind: str, method: str, status: int | None, seconds: float) -> None:
-    """A ``bridge.transport.Observer``: pass it as ``UcwaTransport(observer=...)``."""
+    """A ``bridge.session.transport.Observer``: pass it as ``UcwaTransport(observer=...)``."""
     label = _kind_label(kind)
     code = str(status) if status is not None and 100 <= status <= 599 else "no_response"
     UCWA_REQUESTS.labels(kind=label, status=code).inc()
@@ -122,7 +122,8 @@ def record_send_outcome(record: MessageRecord) -> None:
 
 
 def send_outcome_hook(pipe: redis.client.Pipeline, record: MessageRecord) -> None:
-    """A ``bridge.outbound.StatusHook`` (``Outbound(on_final=...)``); adds nothing to ``pipe``."""
+    """A ``bridge.outbound.outcomes.StatusHook`` (``Outbound(on_final=...)``); adds nothing to
+    ``pipe``."""
     record_send_outcome(record)
 
 

@@ -1,4 +1,3 @@
-"""The pure UCWA 2.0 protocol layer: links, data URIs, auth flows, errors, events, retry policy.
-
-Nothing here performs I/O; a thin shell sends the requests these modules describe.
+"""The pure UCWA 2.0 protocol layer: links, data URIs, the Skype for Business HTML subset, auth
+flows, errors, events, retry policy. No I/O, and imports nothing of ``bridge`` outside ``ucwa``.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import yaml
 
 from bridge.webhooks.errors import WebhookConfigError
 from bridge.webhooks.events import ALL_EVENT_TYPES, DEFAULT_EVENT_TYPES
+from bridge.webhooks.settings import WebhookSettings
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SECRET_PREFIX = "whsec_"
@@ -123,6 +125,15 @@ def load_endpoints(env: Mapping[str, str]) -> list[WebhookEndpoint]:
     if source == "BRIDGE_WEBHOOKS_FILE":
         return _from_items(_read_file(env[source].strip()), source)
     return [_single(env)]
+
+
+def webhook_config(
+    env: Mapping[str, str] | None = None,
+) -> tuple[list[WebhookEndpoint], WebhookSettings]:
+    """Endpoints and delivery settings (``os.environ`` by default); raises WebhookConfigError
+    naming the variable."""
+    values = os.environ if env is None else env
+    return load_endpoints(values), WebhookSettings.from_env(values)
 
 
 def _read_file(path: str) -> Any:

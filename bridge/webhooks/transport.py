@@ -20,7 +20,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.poolmanager import PoolManager
 from urllib3.util.connection import create_connection
 
-from bridge.deadline import Deadline, DeadlineHTTPConnection, deadline
+from bridge.net.deadline import Deadline, DeadlineHTTPConnection, deadline
 
 
 class _PinnedHTTPConnection(DeadlineHTTPConnection):

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from bridge.api import create_app
-from bridge.settings import Settings
+from bridge.config.settings import Settings
 
 SEND_AND_READ_KEY = "all-rights-key-0123456789"
 SEND_ONLY_KEY = "send-only-key-0123456789"

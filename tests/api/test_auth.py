@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from bridge.api import auth, create_app
-from bridge.settings import Settings
+from bridge.config.settings import Settings
 from tests.api.conftest import (
     READ_ONLY_KEY,
     SEND_AND_READ_KEY,

@@ -11,7 +11,7 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
-from bridge.messages import MessageStore
+from bridge.outbound.messages import MessageStore
 from tests.api.conftest import bearer
 
 

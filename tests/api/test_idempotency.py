@@ -13,9 +13,9 @@ from rq import Queue
 
 from bridge.api import create_app
 from bridge.api.idempotency import Claim, IdempotencyStore, StoredResponse, fingerprint
-from bridge.intake import Intake, IntakeConflict
-from bridge.messages import MessageRecord, MessageStore
-from bridge.settings import ApiKey
+from bridge.config.settings import ApiKey
+from bridge.outbound.intake import Intake, IntakeConflict
+from bridge.outbound.messages import MessageRecord, MessageStore
 from tests.api.conftest import SEND_AND_READ_KEY, SEND_ONLY_KEY, MakeSettings, bearer
 
 MESSAGE = {"to": "sip:alice@contoso.com", "text": "deploy done"}

@@ -12,9 +12,9 @@ from redis.client import Pipeline
 from rq import Queue
 
 from bridge.api.rate_limit import RateLimiter
-from bridge.intake import SEND_FUNC, SEND_QUEUE, Intake
-from bridge.messages import MessageRecord, MessageStore, RecipientQueue
-from bridge.settings import RateLimit
+from bridge.config.settings import RateLimit
+from bridge.outbound.intake import SEND_FUNC, SEND_QUEUE, Intake
+from bridge.outbound.messages import MessageRecord, MessageStore, RecipientQueue
 from tests.api.conftest import bearer
 
 
@@ -187,7 +187,7 @@ def test_without_replayable_job_commands_the_gate_runs_alone_first(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should RQ ever queue a command the script cannot replay: two round trips, same result."""
-    monkeypatch.setattr("bridge.intake._REPLAYABLE", frozenset())
+    monkeypatch.setattr("bridge.outbound.intake._REPLAYABLE", frozenset())
     intake = Intake(redis_client, MessageStore(redis_client))
     gate = RateLimiter(redis_client, RateLimit(1, 3600, 1)).gate("k1")
     assert gate is not None

@@ -21,7 +21,7 @@ import requests
 from flask.testing import FlaskClient
 
 from bridge.api import create_app
-from bridge.embedded_redis import free_port
+from bridge.config.embedded_redis import free_port
 from tests.api.conftest import API_KEYS, MakeSettings, bearer
 
 PROBLEM = "application/problem+json"

@@ -14,9 +14,9 @@ from rq.job import Job
 from werkzeug.exceptions import abort
 
 from bridge.api import create_app
-from bridge.embedded_redis import free_port
-from bridge.messages import MessageError, MessageStatus, MessageStore, UcwaFault
-from bridge.settings import Settings
+from bridge.config.embedded_redis import free_port
+from bridge.config.settings import Settings
+from bridge.outbound.messages import MessageError, MessageStatus, MessageStore, UcwaFault
 from tests.api.conftest import bearer
 
 PROBLEM = "application/problem+json"

@@ -19,9 +19,9 @@ from schemathesis.config import SchemathesisConfig
 
 from bridge.api import create_app
 from bridge.api.openapi import build_document
-from bridge.html_policy import sanitize_outgoing_html
-from bridge.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
+from bridge.api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from bridge.ucwa.datauri import html_to_text
+from bridge.ucwa.html_policy import sanitize_outgoing_html
 from tests.api.conftest import MakeSettings, bearer
 
 REJECTIONS = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "429"]

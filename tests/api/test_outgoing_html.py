@@ -10,8 +10,8 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from bridge.html_policy import sanitize_outgoing_html
-from bridge.messages import MessageStore
+from bridge.outbound.messages import MessageStore
+from bridge.ucwa.html_policy import sanitize_outgoing_html
 from tests.api.conftest import bearer
 
 

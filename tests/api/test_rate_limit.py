@@ -19,8 +19,8 @@ from redis.retry import Retry
 from werkzeug.serving import make_server
 
 from bridge.api import create_app
-from bridge.embedded_redis import free_port
-from bridge.settings import ConfigError, RateLimit, Settings
+from bridge.config.embedded_redis import free_port
+from bridge.config.settings import ConfigError, RateLimit, Settings
 from tests.api.conftest import (
     READ_ONLY_KEY,
     SEND_AND_READ_KEY,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bridge.embedded_redis import free_port
+from bridge.config.embedded_redis import free_port
 from tests.processes import alive, descendants
 
 ECHO = "sip:echo@contoso.com"

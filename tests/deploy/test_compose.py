@@ -263,7 +263,7 @@ def test_demo_configuration_is_consistent() -> None:
 
 
 def test_env_example_is_a_valid_bridge_configuration() -> None:
-    from bridge.settings import Settings
+    from bridge.config.settings import Settings
     from bridge.webhooks.endpoints import load_endpoints
     from bridge.webhooks.settings import WebhookSettings
 

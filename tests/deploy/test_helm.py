@@ -416,18 +416,18 @@ def job_timeouts(env: Mapping[str, str], connection: redis.Redis) -> dict[str, i
 
     from rq.job import Job
 
-    from bridge.intake import Intake
-    from bridge.messages import MessageStore
-    from bridge.outbound import Outbound
+    from bridge.outbound.intake import Intake
+    from bridge.outbound.messages import MessageStore
+    from bridge.outbound.outcomes import Outbound
     from bridge.webhooks.settings import WebhookSettings
 
     outbound = Outbound(connection, store=MessageStore(connection))
     retry = Job.fetch(outbound.enqueue_send("msg_" + "0" * 32), connection=connection)
     return {
-        "send job enqueued by the API (bridge.intake)": int(
+        "send job enqueued by the API (bridge.outbound.intake)": int(
             inspect.signature(Intake).parameters["job_timeout_s"].default
         ),
-        "send retry or check (bridge.outbound)": int(retry.timeout or 0),
+        "send retry or check (bridge.outbound.outcomes)": int(retry.timeout or 0),
         "webhook delivery (bridge.webhooks)": WebhookSettings.from_env(env).job_timeout_s,
     }
 
@@ -881,7 +881,7 @@ def rq_list(queue: str) -> str:
 
 
 def test_keda_scales_workers_on_the_send_queue_of_the_bundled_redis(helm: str, tmp: Path) -> None:
-    from bridge.intake import SEND_QUEUE
+    from bridge.outbound.intake import SEND_QUEUE
     from bridge.webhooks.jobs import QUEUE_NAME as WEBHOOK_QUEUE
 
     docs = render(helm, tmp, "full-bundled-redis")
@@ -906,7 +906,7 @@ def test_keda_scales_workers_on_the_send_queue_of_the_bundled_redis(helm: str, t
 
 
 def test_keda_follows_the_sentinel_setting(helm: str, tmp: Path) -> None:
-    from bridge.redis_conn import parse_sentinel_url
+    from bridge.config.redis_conn import parse_sentinel_url
 
     docs = render(helm, tmp, "full")
     spec = parse_sentinel_url(configmap_env(docs)["BRIDGE_REDIS_URL"])
@@ -980,7 +980,7 @@ def test_keda_address_comes_from_the_redis_url(
     meta = {k: v for k, v in trigger["metadata"].items() if k not in ("listName", "listLength")}
     assert meta == expected
     if kind == "redis-sentinel":
-        from bridge.redis_conn import parse_sentinel_url
+        from bridge.config.redis_conn import parse_sentinel_url
 
         spec = parse_sentinel_url(url)
         assert meta["addresses"] == ",".join(f"{h}:{p}" for h, p in spec.hosts)
@@ -992,7 +992,7 @@ def test_keda_address_comes_from_the_redis_url(
 
 
 def test_sentinel_url(helm: str, tmp: Path) -> None:
-    from bridge.redis_conn import parse_sentinel_url
+    from bridge.config.redis_conn import parse_sentinel_url
 
     docs = render(helm, tmp, "full")
     url = configmap_env(docs)["BRIDGE_REDIS_URL"]

@@ -21,7 +21,7 @@ import redis
 import requests
 from standardwebhooks import Webhook
 
-from bridge.embedded_redis import free_port
+from bridge.config.embedded_redis import free_port
 from tests.webhooks.receiver import WebhookReceiver
 from ucwasim import SimConfig, Simulator, SimUser
 

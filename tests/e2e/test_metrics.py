@@ -6,7 +6,7 @@ from __future__ import annotations
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.embedded_redis import free_port
+from bridge.config.embedded_redis import free_port
 from tests.e2e.conftest import ALICE, MakeBridge, wait_for, webhook_env
 from tests.webhooks.receiver import WebhookReceiver
 

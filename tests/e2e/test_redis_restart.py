@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from bridge.embedded_redis import EmbeddedRedis
+from bridge.config.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import ALICE, API_KEY, BOB, Bridge, wait_for
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import redis
 import requests
 
-from bridge.embedded_redis import free_port
+from bridge.config.embedded_redis import free_port
 from tests.e2e.conftest import (
     ALICE,
     API_KEY,

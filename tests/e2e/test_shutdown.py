@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import requests
 
-from bridge.lease import PollerLease
-from bridge.redis_text import text_map
+from bridge.config.redis_text import text_map
+from bridge.session.lease import PollerLease
 from tests.e2e.conftest import ALICE, API_KEY, BOB, BOT, Bridge, MakeBridge, wait_for
 
 pytestmark = pytest.mark.skipif(

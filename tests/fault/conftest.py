@@ -274,7 +274,7 @@ def outcome(bridge: Bridge, ledger: Ledger, timeout: float) -> Outcome:
 
 def settled_at(record: dict[str, Any]) -> float:
     """When a final record ended (epoch seconds), from its history."""
-    from bridge.messages import parse_time
+    from bridge.outbound.messages import parse_time
 
     for status in FINAL:
         stamp = (record.get("history") or {}).get(status)

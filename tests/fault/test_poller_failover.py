@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bridge.lease import PollerLease
+from bridge.session.lease import PollerLease
 from tests.e2e.conftest import BOT, Bridge, MakeBridge, events, wait_for, webhook_env
 from tests.fault.conftest import FAULT_ENV, PEOPLE, Ledger, Report, add_people, kill9, outcome
 from tests.webhooks.receiver import WebhookReceiver

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.embedded_redis import EmbeddedRedis
+from bridge.config.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Bridge, MakeBridge, wait_for
 from tests.fault.conftest import FAULT_ENV, PEOPLE, Ledger, Report, add_people, outcome
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from bridge.embedded_redis import EmbeddedRedis, find_redis_server, free_port
-from bridge.redis_conn import connect
+from bridge.config.embedded_redis import EmbeddedRedis, find_redis_server, free_port
+from bridge.config.redis_conn import connect
 
 MASTER = "bridge-master"
 

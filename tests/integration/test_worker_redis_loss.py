@@ -20,7 +20,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
-from bridge.embedded_redis import EmbeddedRedis
+from bridge.config.embedded_redis import EmbeddedRedis
 
 
 def wait_until(predicate: object, timeout: float, what: str) -> None:

@@ -13,15 +13,15 @@ from datetime import UTC, datetime, timedelta
 import redis
 from rq import SimpleWorker
 
-from bridge.embedded_redis import free_port
-from bridge.lease import PollerLease
+from bridge.config.embedded_redis import free_port
 from bridge.observability.health import (
     api_readiness,
     check,
     poller_health,
     worker_health,
 )
-from bridge.session import Session, SessionStore
+from bridge.session.lease import PollerLease
+from bridge.session.store import Session, SessionStore
 
 ACCOUNT = "sip:bot@contoso.com"
 

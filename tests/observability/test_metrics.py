@@ -23,9 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from bridge.embedded_redis import free_port
-from bridge.lease import PollerLease
-from bridge.messages import MessageError, MessageRecord, MessageStatus, format_time
+from bridge.config.embedded_redis import free_port
 from bridge.observability.metrics import (
     BoundedLabel,
     RedisStateCollector,
@@ -35,7 +33,9 @@ from bridge.observability.metrics import (
     render_metrics,
     with_send_metrics,
 )
-from bridge.session import Session, SessionStore
+from bridge.outbound.messages import MessageError, MessageRecord, MessageStatus, format_time
+from bridge.session.lease import PollerLease
+from bridge.session.store import Session, SessionStore
 from bridge.webhooks.delivery import AttemptOutcome
 
 ACCOUNT = "sip:bot@contoso.com"

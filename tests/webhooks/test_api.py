@@ -10,8 +10,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bridge.api.webhooks import blueprint, init_app
 from bridge.webhooks.admin import WebhookAdmin
-from bridge.webhooks.api import blueprint, init_app
 from bridge.webhooks.endpoints import WebhookEndpoint
 from bridge.webhooks.log import DeliveryStatus
 from bridge.webhooks.settings import WebhookSettings

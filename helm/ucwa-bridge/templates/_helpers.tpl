@@ -92,7 +92,7 @@ app.kubernetes.io/component: {{ .role }}
 {{- define "ucwa-bridge.webhooksMountPath" -}}/etc/ucwa-bridge/webhooks{{- end }}
 
 {{/*
-The RQ job timeout of a send job, in seconds: bridge.intake.SEND_JOB_TIMEOUT_S (first
+The RQ job timeout of a send job, in seconds: bridge.outbound.intake.SEND_JOB_TIMEOUT_S (first
 attempts and retries alike). tests/deploy/test_helm.py compares it with the code.
 */}}
 {{- define "ucwa-bridge.sendJobTimeoutSeconds" -}}120{{- end }}

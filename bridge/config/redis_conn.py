@@ -1,0 +1,97 @@
+"""One way for every role to open Redis from ``BRIDGE_REDIS_URL``: a plain URL, or Sentinel.
+
+Plain URLs are anything ``redis.Redis.from_url`` takes (``redis://``, ``rediss://``,
+``unix://``). A Sentinel deployment is named by
+
+    redis+sentinel://[[user]:password@]host:port[,host:port...]/<master-name>[/<db>]
+
+The sentinels are asked for the current master on every (re)connect, so a failover is
+followed without a restart; the password, when given, is used for the master (and for the
+sentinels, which commonly share it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+SENTINEL_SCHEME = "redis+sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+
+
+class RedisUrlError(ValueError):
+    """The URL cannot name a Redis server; the message never contains the password."""
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    hosts: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SentinelUrl(hosts={self.hosts!r}, master={self.master!r}, db={self.db}, "
+            f"password={'[redacted]' if self.password else None})"
+        )
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Parse a ``redis+sentinel://`` URL; raises RedisUrlError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise RedisUrlError(f"not a {SENTINEL_SCHEME}:// URL")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        user, has_password, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    hosts = tuple(_host_port(item) for item in hostlist.split(",") if item.strip())
+    if not hosts:
+        raise RedisUrlError("a Sentinel URL needs at least one host:port")
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not segments or len(segments) > 2:
+        raise RedisUrlError("the path must be /<master-name> or /<master-name>/<db>")
+    db = 0
+    if len(segments) == 2:
+        if not segments[1].isdigit():
+            raise RedisUrlError("the database must be a number")
+        db = int(segments[1])
+    return SentinelUrl(hosts, segments[0], db, username, password)
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    host, sep, port = item.strip().rpartition(":")
+    if not sep:
+        return item.strip(), DEFAULT_SENTINEL_PORT
+    if not host or not port.isdigit():
+        raise RedisUrlError(f"not a host:port pair: {item.strip()!r}")
+    return host.strip("[]"), int(port)
+
+
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A client for ``url``; ``options`` (timeouts, health checks) apply to Redis connections.
+
+    Responses are bytes, as RQ needs.
+    """
+    if not url.startswith(SENTINEL_SCHEME + "://"):
+        return redis.Redis.from_url(url, **options)
+    spec = parse_sentinel_url(url)
+    auth: dict[str, Any] = {"username": spec.username, "password": spec.password}
+    sentinel_options = {
+        k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")
+    }
+    sentinel = Sentinel(
+        list(spec.hosts),
+        sentinel_kwargs={**sentinel_options, **auth},
+        **sentinel_options,
+    )
+    return sentinel.master_for(spec.master, db=spec.db, **auth, **options)

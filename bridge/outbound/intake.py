@@ -1,0 +1,201 @@
+"""Accepting a message: record, recipient FIFO entry and RQ send job in one MULTI/EXEC or script.
+
+Either all of them land in Redis or none does; only then may the API answer 202.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import redis
+from redis.client import Pipeline
+from rq import Queue
+
+from bridge.outbound.messages import ACCEPT_FUNCTION, MessageRecord, MessageStore
+
+SEND_QUEUE = "send"
+# One send job is one UCWA POST (5 s connect + 30 s read at worst) and some Redis work; the
+# limit only matters when something hangs. Pod grace periods must exceed it.
+SEND_JOB_TIMEOUT_S = 120
+SEND_FUNC = "workers.send.send_message"  # a dotted path, so bridge never imports workers
+MAX_INTAKE_RETRIES = 20
+# Commands RQ queues for a job that the gated script may replay: each has exactly one key, its
+# first argument. Anything else (a future RQ's new bookkeeping) falls back to two round trips.
+_REPLAYABLE = frozenset({b"SADD", b"HSET", b"HMSET", b"RPUSH", b"LPUSH", b"ZADD", b"EXPIRE"})
+
+# After the gate (a Lua function ``gate(key, args)`` prepended to this) lets the message in:
+# number it, append it to its line, save it, then replay the job's commands captured from RQ.
+# KEYS: the gate's key, the three of ``accept``, one per replayed command.
+# ARGV: the gate's argument count and arguments, the three of ``accept``, then per replayed
+# command its argument count, its name and its arguments after the key.
+_GATED_INTAKE = (
+    ACCEPT_FUNCTION
+    + """
+local gate_argc = tonumber(ARGV[1])
+local reply = gate(KEYS[1], {unpack(ARGV, 2, gate_argc + 1)})
+if reply[1] == 0 then
+  return reply
+end
+local i = gate_argc + 2
+local sequence = accept(KEYS[2], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1], ARGV[i + 2])
+i = i + 3
+for k = 5, #KEYS do
+  local argc = tonumber(ARGV[i])
+  redis.call(ARGV[i + 1], KEYS[k], unpack(ARGV, i + 2, i + 1 + argc))
+  i = i + 2 + argc
+end
+reply[#reply + 1] = sequence
+return reply
+"""
+)
+_GATE_ALONE = "return gate(KEYS[1], ARGV)\n"
+
+
+def send_job_id(message_id: str) -> str:
+    return f"send-{message_id}"
+
+
+class IntakeError(Exception):
+    """Base of intake errors."""
+
+
+class IntakeConflict(IntakeError):
+    """A guard's precondition no longer holds (e.g. an idempotency claim was lost)."""
+
+
+class TransactionGuard(Protocol):
+    """Something that must hold, and be written, in the same transaction as the message."""
+
+    @property
+    def watched_keys(self) -> Sequence[str]: ...
+
+    def check(self, pipe: Pipeline) -> None:
+        """Read the watched keys (immediate mode); raise ``IntakeConflict`` to abort."""
+
+    def write(self, pipe: Pipeline, record: MessageRecord) -> None:
+        """Queue writes inside the MULTI, after the record and the job."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A check that decides, in the intake's own script, whether the message may be stored.
+
+    ``lua`` defines ``local function gate(key, args)`` returning a list whose first element is
+    1 (store the message) or 0 (store nothing); the list is handed back to the caller.
+    """
+
+    lua: str
+    key: str
+    args: tuple[str, ...]
+
+
+class Intake:
+    """Stores new messages and enqueues their send jobs atomically."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: MessageStore,
+        *,
+        job_timeout_s: int = SEND_JOB_TIMEOUT_S,
+        result_ttl_s: int = 0,  # the record holds the outcome; a finished job only uses memory
+        failure_ttl_s: int = 7 * 86_400,
+    ) -> None:
+        self._redis = client
+        self._store = store
+        self._queue = Queue(SEND_QUEUE, connection=client)
+        self._job_timeout_s = job_timeout_s
+        self._result_ttl_s = result_ttl_s
+        self._failure_ttl_s = failure_ttl_s
+        self._gated_scripts: dict[str, Any] = {}
+
+    def submit_gated(
+        self, record: MessageRecord, gate: Gate
+    ) -> tuple[list[Any], MessageRecord | None]:
+        """Run ``gate`` and, only if it lets the message in, store it as ``submit`` does, in
+        one script call: one round trip, atomic as the MULTI/EXEC. Returns the gate's reply
+        and the stored record (None when the gate refused).
+        """
+        job_commands = self._job_commands(record)
+        if job_commands is None:
+            reply = list(self._script(gate.lua + _GATE_ALONE)(keys=[gate.key], args=gate.args))
+            return reply, (self.submit(record) if reply[0] == 1 else None)
+        accept_keys, accept_args = self._store.accept_arguments(record)
+        keys: list[Any] = [gate.key, *accept_keys]
+        args: list[Any] = [len(gate.args), *gate.args, *accept_args]
+        for name, key, *rest in job_commands:
+            keys.append(key)
+            args += [len(rest), name, *rest]
+        reply = list(self._script(gate.lua + _GATED_INTAKE)(keys=keys, args=args))
+        if reply[0] != 1:
+            return reply, None
+        return reply[:-1], replace(record, sequence=int(reply[-1]))
+
+    def _script(self, source: str) -> Any:
+        # EVALSHA, falling back to EVAL after a NOSCRIPT (Redis restarted): outside MULTI a
+        # failed call changed nothing, so repeating it is safe.
+        script = self._gated_scripts.get(source)
+        if script is None:
+            script = self._gated_scripts[source] = self._redis.register_script(source)
+        return script
+
+    def _job_commands(self, record: MessageRecord) -> list[tuple[Any, ...]] | None:
+        """The commands RQ queues to enqueue ``record``'s send job, or None if one of them
+        cannot be replayed in a script."""
+        with self._redis.pipeline() as pipe:
+            pipe.multi()
+            self._enqueue(record, pipe)
+            commands = [args for args, _options in pipe.command_stack]
+        for command in commands:
+            name = command[0].encode() if isinstance(command[0], str) else command[0]
+            if name.upper() not in _REPLAYABLE or len(command) < 3:
+                return None
+        return commands
+
+    def submit(self, record: MessageRecord, guard: TransactionGuard | None = None) -> MessageRecord:
+        """Persist ``record`` with the next sequence number for its recipient and enqueue it.
+
+        The numbering, the line entry, the record and the job are one MULTI/EXEC, so the
+        sequence order equals the line order even when several API processes accept messages
+        for one recipient at once. Without a guard that is a single round trip to Redis.
+        """
+        with self._redis.pipeline() as pipe:
+            if guard is None:
+                pipe.multi()
+                return self._execute(pipe, record)
+            for _ in range(MAX_INTAKE_RETRIES):
+                try:
+                    if guard.watched_keys:
+                        pipe.watch(*guard.watched_keys)
+                    guard.check(pipe)
+                    pipe.multi()
+                    return self._execute(pipe, record, guard)
+                except redis.WatchError:
+                    continue
+                finally:
+                    pipe.reset()
+        raise IntakeConflict("the guarded keys kept changing while the message was stored")
+
+    def _execute(
+        self, pipe: Pipeline, record: MessageRecord, guard: TransactionGuard | None = None
+    ) -> MessageRecord:
+        self._store.accept(record, pipe)
+        self._enqueue(record, pipe)
+        if guard is not None:
+            guard.write(pipe, record)
+        sequence = pipe.execute()[0]
+        return replace(record, sequence=int(sequence))
+
+    def _enqueue(self, record: MessageRecord, pipe: Pipeline) -> None:
+        self._queue.enqueue_call(
+            SEND_FUNC,
+            args=(record.id,),
+            job_id=send_job_id(record.id),
+            timeout=self._job_timeout_s,
+            result_ttl=self._result_ttl_s,
+            failure_ttl=self._failure_ttl_s,
+            description=f"send {record.id}",
+            pipeline=pipe,
+        )

@@ -1,0 +1,393 @@
+"""The outbound message record, its status state machine, and its Redis store.
+
+Keys: ``msg:<id>`` (record JSON), ``rcpt:<recipient>:fifo`` (ids in accepted order),
+``rcpt:<recipient>:seq`` (last sequence number); ``<recipient>`` is ``recipient_key()``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from bridge.config.redis_text import text
+
+MESSAGE_ID_PREFIX = "msg_"
+MAX_UPDATE_RETRIES = 50
+
+
+class MessageStatus(StrEnum):
+    """What a caller sees; ``delivered``, ``failed`` and ``expired`` are final."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.EXPIRED})
+
+ALLOWED_TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
+    MessageStatus.QUEUED: frozenset(
+        {MessageStatus.SENDING, MessageStatus.FAILED, MessageStatus.EXPIRED}
+    ),
+    MessageStatus.SENDING: TERMINAL,
+    MessageStatus.DELIVERED: frozenset(),
+    MessageStatus.FAILED: frozenset(),
+    MessageStatus.EXPIRED: frozenset(),
+}
+
+
+class MessageStoreError(Exception):
+    """Base of the store's errors."""
+
+
+class MessageNotFound(MessageStoreError, KeyError):
+    """No record under that id (never created, or expired from Redis)."""
+
+
+class IllegalTransition(MessageStoreError):
+    """The status change is not allowed from the record's current status."""
+
+    def __init__(self, message_id: str, current: MessageStatus, wanted: MessageStatus) -> None:
+        self.message_id = message_id
+        self.current = current
+        self.wanted = wanted
+        super().__init__(f"{message_id}: {current.value} -> {wanted.value} is not allowed")
+
+
+class TooMuchContention(MessageStoreError):
+    """An optimistic update kept losing to concurrent writers."""
+
+
+def new_message_id() -> str:
+    """``msg_`` + 32 hex digits: URL-safe, unique, 36 chars (fits UCWA's 50-char operationId)."""
+    return MESSAGE_ID_PREFIX + uuid.uuid4().hex
+
+
+def utc_now() -> str:
+    return format_time(time.time())
+
+
+def format_time(epoch: float) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
+    m = datetime.fromtimestamp(epoch, UTC)
+    # Fields by hand: half the cost of strftime, on every accepted message and log line.
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def recipient_key(to: str | None, conversation: str | None) -> str:
+    """The FIFO name: the lowercased SIP URI, or ``conv:<id>`` for a reply into a conversation."""
+    if to is not None:
+        return to.strip().lower()
+    if conversation is not None:
+        return f"conv:{conversation}"
+    raise ValueError("a message needs a recipient or a conversation")
+
+
+def record_key(message_id: str) -> str:
+    return f"msg:{message_id}"
+
+
+def fifo_key(recipient: str) -> str:
+    return f"rcpt:{recipient}:fifo"
+
+
+def sequence_key(recipient: str) -> str:
+    return f"rcpt:{recipient}:seq"
+
+
+@dataclass(frozen=True)
+class UcwaFault:
+    """The error UCWA reported, kept verbatim for callers who speak UCWA."""
+
+    code: str | None = None
+    subcode: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageError:
+    """Why a message failed or expired: a stable bridge ``code`` plus UCWA's own words."""
+
+    code: str
+    message: str
+    ucwa: UcwaFault | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MessageError:
+        ucwa = data.get("ucwa")
+        return cls(data["code"], data["message"], UcwaFault(**ucwa) if ucwa else None)
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """One accepted message: what to send, where it is, and the send flow's resume points.
+
+    ``step``, ``*_href``, ``sequence``, ``attempt_at`` and ``path`` are internal to the send
+    flow; ``public_view`` omits them.
+    """
+
+    id: str
+    to: str | None
+    conversation: str | None
+    text: str | None
+    html: str | None
+    subject: str | None
+    importance: str
+    validity_s: int
+    created_at: str
+    expires_at: str
+    status: MessageStatus = MessageStatus.QUEUED
+    history: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+    error: MessageError | None = None
+    step: str = "queued"
+    sequence: int = 0
+    invitation_href: str | None = None
+    message_href: str | None = None
+    conversation_href: str | None = None
+    attempt_at: float | None = None
+    path: str | None = None
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        to: str | None = None,
+        conversation: str | None = None,
+        text: str | None = None,
+        html: str | None = None,
+        subject: str | None = None,
+        importance: str = "Normal",
+        validity_s: int,
+        message_id: str | None = None,
+        now: float | None = None,
+    ) -> MessageRecord:
+        if (to is None) == (conversation is None):
+            raise ValueError("exactly one of to and conversation is required")
+        if (text is None) == (html is None):
+            raise ValueError("exactly one of text and html is required")
+        moment = time.time() if now is None else now
+        created = format_time(moment)
+        return cls(
+            id=message_id or new_message_id(),
+            to=to,
+            conversation=conversation,
+            text=text,
+            html=html,
+            subject=subject,
+            importance=importance,
+            validity_s=validity_s,
+            created_at=created,
+            expires_at=format_time(moment + validity_s),
+            history={MessageStatus.QUEUED.value: created},
+        )
+
+    @property
+    def recipient(self) -> str:
+        return recipient_key(self.to, self.conversation)
+
+    def is_expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= parse_time(self.expires_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (built by hand: ``asdict``'s deep copy costs on the hot path)."""
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        data["status"] = self.status.value
+        data["history"] = dict(self.history)
+        data["error"] = asdict(self.error) if self.error else None
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> MessageRecord:
+        data = json.loads(raw)
+        data["status"] = MessageStatus(data["status"])
+        data["error"] = MessageError.from_dict(data["error"]) if data.get("error") else None
+        return cls(**data)
+
+    def public_view(self) -> dict[str, Any]:
+        """The caller-facing shape (documented as ``Message`` in the OpenAPI document)."""
+        view: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status.value,
+            "to": self.to,
+            "conversation": self.conversation,
+            "subject": self.subject,
+            "importance": self.importance,
+            "validity": self.validity_s,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "history": dict(self.history),
+            "attempts": self.attempts,
+            "error": asdict(self.error) if self.error else None,
+        }
+        if self.text is not None:
+            view["text"] = self.text
+        else:
+            view["html"] = self.html
+        return view
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclass_fields(MessageRecord))
+
+# Numbers the message in its recipient's line, appends it to the line and saves the record with
+# that number, atomically: the line's order and the numbers always agree. A function, so the
+# intake's gated script (bridge.outbound.intake) runs the very same steps.
+ACCEPT_FUNCTION = """
+local function accept(seq_key, fifo_key, record_key, id, record, ttl)
+  local sequence = redis.call('INCR', seq_key)
+  redis.call('RPUSH', fifo_key, id)
+  redis.call('SET', record_key, string.sub(record, 1, -2) .. ',"sequence":' .. sequence .. '}',
+             'EX', ttl)
+  return sequence
+end
+"""
+_ACCEPT = ACCEPT_FUNCTION + "return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])\n"
+
+
+class MessageStore:
+    """Records in Redis; every change is a compare-and-set so concurrent workers lose no write."""
+
+    def __init__(self, client: redis.Redis, record_ttl_s: int = 7 * 86_400) -> None:
+        self._redis = client
+        self.record_ttl_s = record_ttl_s
+
+    def get(self, message_id: str) -> MessageRecord:
+        raw = self._redis.get(record_key(message_id))
+        if raw is None:
+            raise MessageNotFound(message_id)
+        return MessageRecord.from_json(raw)
+
+    def create(self, record: MessageRecord, pipe: Pipeline) -> None:
+        """Queue the write of a new record on ``pipe`` (already in MULTI) with the record TTL."""
+        pipe.set(record_key(record.id), record.to_json(), ex=self.record_ttl_s)
+
+    def accept(self, record: MessageRecord, pipe: Pipeline) -> None:
+        """Queue, on ``pipe`` (in MULTI), numbering ``record`` in its recipient's line, the line
+        entry and the record; the command's result in EXEC's answer is the sequence number.
+
+        EVAL, not EVALSHA: inside MULTI a NOSCRIPT (after a Redis restart) would fail this
+        command alone while the rest of the transaction ran.
+        """
+        keys, args = self.accept_arguments(record)
+        pipe.eval(_ACCEPT, len(keys), *keys, *args)
+
+    def accept_arguments(self, record: MessageRecord) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of ``ACCEPT_FUNCTION``'s ``accept`` for ``record``, in its order."""
+        data = record.to_dict()
+        del data["sequence"]
+        recipient = record.recipient
+        keys = [sequence_key(recipient), fifo_key(recipient), record_key(record.id)]
+        record_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return keys, [record.id, record_json, self.record_ttl_s]
+
+    def update(
+        self,
+        message_id: str,
+        mutate: Callable[[MessageRecord], MessageRecord],
+        also: Callable[[Pipeline, MessageRecord], None] | None = None,
+    ) -> MessageRecord:
+        """Apply ``mutate`` to the current record and save it unless someone wrote in between.
+
+        ``mutate`` may run several times and must be pure; exceptions it raises abort the update.
+        """
+        key = record_key(message_id)
+        with self._redis.pipeline() as pipe:
+            for _ in range(MAX_UPDATE_RETRIES):
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise MessageNotFound(message_id)
+                    updated = mutate(MessageRecord.from_json(raw))
+                    if updated.id != message_id:
+                        raise ValueError("an update must not change the message id")
+                    pipe.multi()
+                    pipe.set(key, updated.to_json(), keepttl=True)
+                    if also is not None:
+                        also(pipe, updated)  # e.g. a status webhook, in the same transaction
+                    pipe.execute()
+                    return updated
+                except redis.WatchError:
+                    continue
+                finally:
+                    pipe.reset()
+        raise TooMuchContention(message_id)
+
+    def transition(
+        self,
+        message_id: str,
+        status: MessageStatus,
+        also: Callable[[Pipeline, MessageRecord], None] | None = None,
+        **fields: Any,
+    ) -> MessageRecord:
+        """Move to ``status`` (appending to the history) and set ``fields`` in the same write.
+
+        Raises ``IllegalTransition`` when the current status does not allow it: a final status
+        never changes, and a status is never re-entered.
+        """
+        forbidden = {"id", "status", "history", "created_at"} & fields.keys()
+        if forbidden:
+            raise ValueError(f"transition() does not set {', '.join(sorted(forbidden))}")
+
+        def move(record: MessageRecord) -> MessageRecord:
+            if status not in ALLOWED_TRANSITIONS[record.status]:
+                raise IllegalTransition(message_id, record.status, status)
+            history = {**record.history, status.value: utc_now()}
+            return replace(record, status=status, history=history, **fields)
+
+        return self.update(message_id, move, also)
+
+
+_POP_IF_HEAD = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
+  redis.call('LPOP', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+class RecipientQueue:
+    """Per-recipient FIFO of message ids in accepted order, so sends to one party keep order."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._pop_if_head = client.register_script(_POP_IF_HEAD)
+
+    def head(self, recipient: str) -> str | None:
+        """The id that must be sent next to ``recipient``, or None when nothing waits."""
+        raw = self._redis.lindex(fifo_key(recipient), 0)
+        return None if raw is None else text(raw)
+
+    def pop_if_head(self, recipient: str, message_id: str) -> bool:
+        """Remove ``message_id`` if it is first in line (atomic); True when it was removed."""
+        return bool(self._pop_if_head(keys=[fifo_key(recipient)], args=[message_id]))
+
+    def pending(self, recipient: str) -> list[str]:
+        return [text(raw) for raw in self._redis.lrange(fifo_key(recipient), 0, -1)]

@@ -1,0 +1,208 @@
+"""Finishing outbound messages and starting the next one for the same recipient.
+
+The send job, the poller and the watchdog all end a message through ``Outbound.finalize``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+
+from bridge.config.redis_text import text, text_map
+from bridge.outbound.intake import SEND_FUNC, SEND_JOB_TIMEOUT_S, SEND_QUEUE
+from bridge.outbound.messages import (
+    IllegalTransition,
+    MessageError,
+    MessageNotFound,
+    MessageRecord,
+    MessageStatus,
+    MessageStore,
+    RecipientQueue,
+    UcwaFault,
+)
+from bridge.ucwa.events import Reason
+from bridge.ucwa.failures import RetryClass, classify_failure
+
+log = logging.getLogger(__name__)
+
+CHECK_FUNC = "workers.send.check_message"
+OP_TTL_S = 86_400
+# RQ retries a job whose worker died (an "abandoned" job) only while it has retries left.
+CRASH_RETRY = Retry(max=3, interval=[1, 5, 15])
+
+StatusHook = Callable[[redis.client.Pipeline, MessageRecord], None]
+
+
+def op_key(operation_id: str) -> str:
+    return f"op:{operation_id}"
+
+
+def href_key(href: str) -> str:
+    return f"outhref:{href}"
+
+
+class Outbound:
+    """Enqueues send attempts and finalizes messages, keeping per-recipient order."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: MessageStore | None = None,
+        on_final: StatusHook | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store or MessageStore(client)
+        self.fifo = RecipientQueue(client)
+        self.queue = Queue(SEND_QUEUE, connection=client)
+        self.on_final = on_final
+
+    # -- scheduling -------------------------------------------------------------------------
+    def enqueue_send(self, message_id: str, delay_s: float = 0.0, func: str = SEND_FUNC) -> str:
+        """A fresh RQ job for another attempt; the record and a lock keep it at most once."""
+        run = int(self.client.incr(f"msg:{message_id}:runs"))
+        self.client.expire(f"msg:{message_id}:runs", 7 * 86_400)
+        job_id = f"{'check' if func == CHECK_FUNC else 'send'}-{message_id}-{run}"
+        options: dict[str, Any] = {
+            "job_id": job_id,
+            "retry": CRASH_RETRY,
+            # The record holds the outcome: a finished job and its result would only use memory.
+            "result_ttl": 0,
+            "failure_ttl": 7 * 86_400,
+            "job_timeout": SEND_JOB_TIMEOUT_S,
+            "description": f"{func.rsplit('.', 1)[-1]} {message_id}",
+        }
+        if delay_s > 0:
+            self.queue.enqueue_in(timedelta(seconds=delay_s), func, message_id, **options)
+        else:
+            self.queue.enqueue(func, message_id, **options)
+        return job_id
+
+    def schedule_check(self, message_id: str, delay_s: float) -> str:
+        return self.enqueue_send(message_id, delay_s, func=CHECK_FUNC)
+
+    # -- finishing ----------------------------------------------------------------------------
+    def finalize(
+        self,
+        message_id: str,
+        status: MessageStatus,
+        error: MessageError | None = None,
+        **fields: Any,
+    ) -> MessageRecord | None:
+        """Move to a final status (once), then let the next message to that recipient go."""
+        try:
+            record = self.store.get(message_id)
+        except MessageNotFound:
+            return None
+        if not record.status.is_terminal:
+            if record.status == MessageStatus.QUEUED and status == MessageStatus.DELIVERED:
+                # Delivered without a recorded sending step (e.g. outcome raced the worker).
+                self._safe_transition(message_id, MessageStatus.SENDING)
+            record = self._safe_transition(message_id, status, error=error, **fields) or record
+        self.advance(record)
+        return record
+
+    def _safe_transition(
+        self, message_id: str, status: MessageStatus, **fields: Any
+    ) -> MessageRecord | None:
+        also = self.on_final if status.is_terminal else None
+        try:
+            record = self.store.transition(message_id, status, also, **fields)
+        except IllegalTransition:
+            return None
+        log.info(
+            "message %s", status.value, extra={"message_id": message_id, "status": status.value}
+        )
+        return record
+
+    def advance(self, record: MessageRecord) -> None:
+        """Drop a final message from its recipient's line and start the new head, if any."""
+        if not record.status.is_terminal:
+            return
+        self.fifo.pop_if_head(record.recipient, record.id)
+        self.kick(record.recipient)
+
+    def kick(self, recipient: str) -> str | None:
+        head = self.fifo.head(recipient)
+        if head is None:
+            return None
+        try:
+            record = self.store.get(head)
+        except MessageNotFound:
+            # A record that expired out of Redis must not block the line forever.
+            self.fifo.pop_if_head(recipient, head)
+            return self.kick(recipient)
+        if record.status.is_terminal:
+            self.fifo.pop_if_head(recipient, head)
+            return self.kick(recipient)
+        return self.enqueue_send(head)
+
+    def settle(
+        self,
+        message_id: str,
+        success: bool,
+        reason: Reason | None = None,
+        state: str | None = None,
+        retry_delay_s: float = 2.0,
+    ) -> MessageRecord | None:
+        """Apply an outcome seen on the event channel or by the watchdog.
+
+        Success → delivered. A failure says nothing reached the recipient, so service trouble
+        sends again later; anything else (declined, no answer, offline…) fails with the reason.
+        """
+        if success:
+            return self.finalize(message_id, MessageStatus.DELIVERED)
+        verdict = classify_failure(reason, state)
+        fault = UcwaFault(verdict.raw_code, verdict.raw_subcode, verdict.message)
+        if verdict.retry is RetryClass.BACKOFF and self._requeue(message_id):
+            self.enqueue_send(message_id, retry_delay_s)
+            return None
+        detail = verdict.message or f"UCWA reported {verdict.code.value}"
+        error = MessageError(verdict.code.value, detail, fault)
+        return self.finalize(message_id, MessageStatus.FAILED, error)
+
+    def _requeue(self, message_id: str) -> bool:
+        """Put a message whose attempt failed in service back to ``queued`` for another go."""
+
+        def back(record: MessageRecord) -> MessageRecord:
+            if record.status.is_terminal:
+                return record
+            return replace(record, step="queued")
+
+        try:
+            record = self.store.update(message_id, back)
+        except MessageNotFound:
+            return False
+        return not record.status.is_terminal
+
+    # -- correlation written by the poller ----------------------------------------------------
+    def note_operation(self, pipe: redis.client.Pipeline, operation_id: str, **fields: str) -> None:
+        pipe.hset(op_key(operation_id), mapping=dict(fields.items()))
+        pipe.expire(op_key(operation_id), OP_TTL_S)
+
+    def operation(self, operation_id: str) -> dict[str, str]:
+        return text_map(self.client.hgetall(op_key(operation_id)))
+
+    def claim_href(self, href: str, message_id: str) -> dict[str, Any] | None:
+        """The worker's half of the Location race: the outcome, if the poller saw it first."""
+        with self.client.pipeline() as pipe:
+            pipe.hset(href_key(href), "message", message_id)
+            pipe.expire(href_key(href), OP_TTL_S)
+            pipe.hget(href_key(href), "outcome")
+            _, _, outcome = pipe.execute()
+        return json.loads(outcome) if outcome else None
+
+    def post_href_outcome(self, href: str, outcome: dict[str, Any]) -> str | None:
+        """The poller's half: returns the message id if the worker already claimed the href."""
+        with self.client.pipeline() as pipe:
+            pipe.hset(href_key(href), "outcome", json.dumps(outcome))
+            pipe.expire(href_key(href), OP_TTL_S)
+            pipe.hget(href_key(href), "message")
+            _, _, message = pipe.execute()
+        return text(message) if message else None

@@ -1,0 +1,460 @@
+"""The outbound send state machine, resumable after every step and at most once per message.
+
+queued → posting_<path> → invited | posted → delivered | failed | expired; the poller settles
+``invited``/``posted`` from the event channel, the watchdog asks UCWA if no event came.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis
+
+from bridge.outbound.messages import (
+    MessageError,
+    MessageNotFound,
+    MessageRecord,
+    MessageStatus,
+    MessageStore,
+    UcwaFault,
+)
+from bridge.outbound.outcomes import Outbound
+from bridge.session.client import UcwaClient
+from bridge.session.conversations import Conversation, ConversationRegistry
+from bridge.session.store import Session, SessionStore, SessionUnavailable
+from bridge.session.transport import DeliveryUnknown, NotSent
+from bridge.ucwa import errors as ue
+from bridge.ucwa.datauri import encode_data_uri, html_to_text
+from bridge.ucwa.events import Reason
+from bridge.ucwa.links import resolve
+
+log = logging.getLogger(__name__)
+
+# The UCWA operation behind each send path, as metrics and logs name it.
+REQUEST_KIND = {"cold": "startMessaging", "warm": "sendMessage", "reopen": "addMessaging"}
+
+WAITING_STEPS = ("invited", "posted")
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    """Timings of the send flow (seconds)."""
+
+    invitation_timeout_s: float = 45.0
+    message_timeout_s: float = 20.0
+    ambiguity_grace_s: float = 5.0
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    max_checks: int = 5
+    lock_ttl_s: float = 60.0
+
+
+class Sender:
+    """One attempt of one message per call to ``run``; ``check`` is the watchdog."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        ucwa: UcwaClient,
+        account: str,
+        settings: SendSettings | None = None,
+        outbound: Outbound | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.redis = client
+        self.ucwa = ucwa
+        self.settings = settings or SendSettings()
+        self.outbound = outbound or Outbound(client)
+        self.store: MessageStore = self.outbound.store
+        self.sessions = SessionStore(client, account)
+        self.registry = ConversationRegistry(client, account)
+        self.rng = rng or random.Random()
+
+    # -- entry points -------------------------------------------------------------------------
+    def run(self, message_id: str) -> str:
+        return self._locked(message_id, self._run)
+
+    def check(self, message_id: str) -> str:
+        """Watchdog: no outcome arrived in time, so ask UCWA about the invitation or message."""
+        return self._locked(message_id, self._check)
+
+    def _locked(self, message_id: str, step: Callable[[str], str]) -> str:
+        """One job at a time per message; a second run (RQ may run a job twice) steps aside."""
+        lock = self.redis.lock(f"lock:send:{message_id}", timeout=self.settings.lock_ttl_s)
+        if not lock.acquire(blocking=False):
+            return "busy"
+        try:
+            return step(message_id)
+        finally:
+            # The lock may have expired while we worked: nothing to undo then.
+            with contextlib.suppress(redis.exceptions.LockError):
+                lock.release()
+
+    # -- the flow -----------------------------------------------------------------------------
+    def _run(self, message_id: str) -> str:
+        try:
+            record = self.store.get(message_id)
+        except MessageNotFound:
+            return "unknown"
+        if record.status.is_terminal:
+            self.outbound.advance(record)
+            return "final"
+        head = self.outbound.fifo.head(record.recipient)
+        if head is not None and head != message_id:
+            return "parked"  # the message ahead of it starts this one when it ends
+        if record.step in WAITING_STEPS:
+            return "waiting"
+        if record.step.startswith("posting"):
+            verdict = self._resolve_ambiguous(record)
+            if verdict != "resend":
+                return verdict
+            record = self.store.get(message_id)
+        if record.is_expired():
+            self._fail(record, MessageStatus.EXPIRED, "expired", "validity ran out before sending")
+            return "expired"
+        try:
+            session = self.sessions.require()
+        except SessionUnavailable as exc:
+            return self._retry(record, "no_session", str(exc))
+        return self._attempt(record, session)
+
+    def _attempt(self, record: MessageRecord, session: Session) -> str:
+        self.ucwa.adopt(session.base_url, session.token, session.token_expires_at)
+        conversation = self._conversation_for(record)
+        if record.conversation and conversation is None:
+            self._fail(
+                record,
+                MessageStatus.FAILED,
+                "unknown_conversation",
+                f"no conversation {record.conversation}",
+            )
+            return "failed"
+        path, href, request = self._plan(record, session, conversation)
+        if href is None:
+            return self._retry(record, "no_session", "the session lacks the startMessaging link")
+        record = self._mark(
+            record,
+            step=f"posting_{path}",
+            attempts=record.attempts + 1,
+            attempt_at=time.time(),
+            path=path,
+        )
+        try:
+            response = self.ucwa.request("POST", href, kind=REQUEST_KIND[path], **request)
+        except NotSent as exc:
+            self._mark(record, step="queued")
+            return self._retry(record, "ucwa_unreachable", str(exc))
+        except DeliveryUnknown:
+            # It may have been sent: settle it from the event channel before any resend. The
+            # grace (and the poller's orphan sweep) counts from now, when the answer was lost:
+            # a server that answers late may act on the POST just after a read timeout.
+            self._mark(record, attempt_at=time.time())
+            self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s)
+            return "ambiguous"
+        except ue.UcwaError as exc:
+            return self._handle_error(record, exc, path, conversation, session.generation)
+        finally:
+            self._publish_token(session)
+        location = response.header("Location")
+        if not location:
+            self._mark(record, step="queued")
+            return self._retry(record, "ucwa_protocol", f"{path} answered without a Location")
+        absolute = resolve(session.base_url, location)
+        if path == "warm":
+            record = self._mark(
+                record,
+                step="posted",
+                message_href=absolute,
+                conversation_href=conversation.href if conversation else None,
+            )
+            outcome = self.outbound.claim_href(absolute, record.id)
+            if outcome is not None:
+                self.settle(record.id, outcome)
+                return "settled"
+            self.outbound.schedule_check(record.id, self.settings.message_timeout_s)
+            return "posted"
+        self._mark(record, step="invited", invitation_href=absolute)
+        self.outbound.schedule_check(record.id, self.settings.invitation_timeout_s)
+        return "invited"
+
+    def _plan(
+        self, record: MessageRecord, session: Session, conversation: Conversation | None
+    ) -> tuple[str, str | None, dict[str, Any]]:
+        generation = session.generation
+        if conversation is not None and conversation.can_send(generation):
+            html_ok = "Html" in conversation.formats
+            if record.html is not None and html_ok:
+                content, ctype = record.html, "text/html; charset=utf-8"
+            else:
+                content = (
+                    record.text if record.text is not None else html_to_text(record.html or "")
+                )
+                ctype = "text/plain; charset=utf-8"
+            return (
+                "warm",
+                conversation.links["sendMessage"],
+                {
+                    "content": content,
+                    "content_type": ctype,
+                    "params": {"operationId": record.id},
+                },
+            )
+        body: dict[str, Any] = {
+            "operationId": record.id,
+            "_links": {"message": {"href": _first_message(record)}},
+        }
+        if conversation is not None and conversation.can_add_messaging(generation):
+            return "reopen", conversation.links["addMessaging"], {"json": body}
+        to = record.to or (conversation.remote if conversation else None)
+        body.update({"to": to, "importance": record.importance})
+        if record.subject:
+            body["subject"] = record.subject
+        if conversation is not None and conversation.thread_id:
+            body["threadId"] = conversation.thread_id
+        return "cold", session.link("startMessaging"), {"json": body}
+
+    def _conversation_for(self, record: MessageRecord) -> Conversation | None:
+        if record.conversation:
+            return self.registry.get(record.conversation)
+        return self.registry.by_remote(record.to or "")
+
+    # -- outcomes -------------------------------------------------------------------------------
+    def settle(self, message_id: str, outcome: dict[str, Any]) -> None:
+        """Apply an outcome recorded as plain data (Success, or Failure with a reason)."""
+        self.outbound.settle(
+            message_id,
+            outcome.get("status") == "Success",
+            Reason.parse(outcome.get("reason")),
+            outcome.get("state"),
+        )
+
+    def _check(self, message_id: str) -> str:
+        try:
+            record = self.store.get(message_id)
+        except MessageNotFound:
+            return "unknown"
+        if record.status.is_terminal or record.step not in WAITING_STEPS:
+            return "settled"
+        href = record.invitation_href if record.step == "invited" else record.message_href
+        try:
+            session = self.sessions.require()
+            self.ucwa.adopt(session.base_url, session.token, session.token_expires_at)
+            resource = self.ucwa.get_json(href or "", kind="check")
+        except (ue.ResourceNotFound, ue.ApplicationGone):
+            self._fail(
+                record,
+                MessageStatus.FAILED,
+                "outcome_unknown",
+                "UCWA no longer knows the operation and reported no outcome",
+            )
+            return "failed"
+        except (ue.UcwaError, SessionUnavailable):
+            return self._recheck(record)
+        state = str((resource or {}).get("state") or (resource or {}).get("status") or "")
+        if state in ("Connected", "Succeeded"):
+            self.outbound.finalize(message_id, MessageStatus.DELIVERED)
+            return "delivered"
+        if state in ("Failed", "Declined", "Cancelled", "Forwarded"):
+            self.settle(
+                message_id,
+                {
+                    "status": "Failure",
+                    "state": state,
+                    "reason": (resource or {}).get("reason") or {},
+                },
+            )
+            return "failed"
+        return self._recheck(record)
+
+    def _recheck(self, record: MessageRecord) -> str:
+        checks = int(self.redis.incr(f"msg:{record.id}:checks"))
+        if checks > self.settings.max_checks:
+            self._fail(
+                record,
+                MessageStatus.FAILED,
+                "outcome_unknown",
+                "no outcome from UCWA after repeated checks",
+            )
+            return "failed"
+        self.outbound.schedule_check(record.id, self.settings.message_timeout_s)
+        return "rechecking"
+
+    # -- faults -------------------------------------------------------------------------------
+    def _resolve_ambiguous(self, record: MessageRecord) -> str:
+        """A previous POST may have worked. Adopt what the event channel saw, else resend."""
+        seen = self.outbound.operation(record.id)
+        if seen.get("href"):
+            step = "posted" if seen.get("rel") == "message" else "invited"
+            field = "message_href" if step == "posted" else "invitation_href"
+            self._mark(record, step=step, **{field: seen["href"]})
+            if seen.get("status"):
+                self.settle(
+                    record.id,
+                    {
+                        "status": seen["status"],
+                        "state": seen.get("state"),
+                        "reason": _json_or_empty(seen.get("reason")),
+                    },
+                )
+                return "settled"
+            delay = (
+                self.settings.invitation_timeout_s
+                if step == "invited"
+                else self.settings.message_timeout_s
+            )
+            self.outbound.schedule_check(record.id, delay)
+            return "adopted"
+        waited = time.time() - (record.attempt_at or 0)
+        if waited < self.settings.ambiguity_grace_s:
+            self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s - waited)
+            return "ambiguous"
+        self._mark(record, step="queued")
+        return "resend"
+
+    def _handle_error(
+        self,
+        record: MessageRecord,
+        exc: ue.UcwaError,
+        path: str,
+        conv: Conversation | None,
+        generation: int,
+    ) -> str:
+        fault = UcwaFault(exc.code, exc.subcode, exc.message or None)
+        if isinstance(exc, ue.ServiceFailure) and exc.status in (500, 502, 504):
+            # The server may have acted before failing: settle via the event channel first.
+            self._mark(record, attempt_at=time.time())
+            self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s)
+            return "ambiguous"
+        self._mark(record, step="queued")
+        if path in ("warm", "reopen") and isinstance(exc, ue.ResourceNotFound | ue.Conflict):
+            if conv is not None:
+                self._drop_conversation(conv)
+            self.outbound.enqueue_send(record.id)
+            return "conversation_gone"
+        if isinstance(exc, ue.ApplicationGone):
+            self._mark_rebuilding(generation)
+            return self._retry(record, "session_lost", str(exc), fault)
+        if exc.permanent or isinstance(exc, ue.RequestRejected):
+            codes: dict[type[ue.UcwaError], str] = {
+                ue.ParameterValidationFailure: "invalid_request",
+                ue.EntityTooLarge: "too_large",
+                ue.Forbidden: "forbidden",
+            }
+            code = codes.get(type(exc), "rejected")
+            self._fail(record, MessageStatus.FAILED, code, str(exc), fault)
+            return "failed"
+        return self._retry(record, "ucwa_unavailable", str(exc), fault, retry_after=exc.retry_after)
+
+    def _retry(
+        self,
+        record: MessageRecord,
+        code: str,
+        detail: str,
+        fault: UcwaFault | None = None,
+        retry_after: float | None = None,
+    ) -> str:
+        if record.attempts >= self.settings.max_attempts:
+            self._fail(
+                record,
+                MessageStatus.FAILED,
+                code,
+                f"gave up after {record.attempts} attempts: {detail}",
+                fault,
+            )
+            return "failed"
+        delay = min(
+            self.settings.backoff_cap_s,
+            self.settings.backoff_base_s * (2 ** max(record.attempts - 1, 0)),
+        )
+        delay *= self.rng.uniform(0.8, 1.2)
+        if retry_after is not None:
+            delay = min(max(delay, retry_after), self.settings.backoff_cap_s * 5)
+        if code == "no_session":
+            self._mark(record, attempts=record.attempts + 1)
+        self.outbound.enqueue_send(record.id, delay)
+        log.info(
+            "retrying %s in %.1fs: %s", record.id, delay, code, extra={"message_id": record.id}
+        )
+        return "retry"
+
+    def _fail(
+        self,
+        record: MessageRecord,
+        status: MessageStatus,
+        code: str,
+        detail: str,
+        fault: UcwaFault | None = None,
+    ) -> None:
+        self.outbound.finalize(record.id, status, MessageError(code, detail, fault))
+
+    # -- small helpers ------------------------------------------------------------------------
+    def _mark(self, record: MessageRecord, **fields: Any) -> MessageRecord:
+        def change(current: MessageRecord) -> MessageRecord:
+            if current.status.is_terminal:
+                return current
+            status = current.status
+            history = current.history
+            if status == MessageStatus.QUEUED and fields.get("step", "").startswith("posting"):
+                status = MessageStatus.SENDING
+                history = {**history, status.value: _now_iso()}
+            return replace(current, status=status, history=history, **fields)
+
+        return self.store.update(record.id, change)
+
+    def _mark_rebuilding(self, generation: int) -> None:
+        """Say the session is being rebuilt, unless the poller already published a newer one:
+        a late 404/410 for the old application must not mark the new session unusable."""
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(self.sessions.key)
+                current = pipe.hget(self.sessions.key, "generation")
+                if current is None or int(current) != generation:
+                    return
+                pipe.multi()
+                self.sessions.set_state("rebuilding", pipe)
+                pipe.execute()
+            except redis.WatchError:
+                pass  # the session changed meanwhile: it is the poller's newer one
+
+    def _drop_conversation(self, conv: Conversation) -> None:
+        conv.messaging_state = "Disconnected"
+        conv.links = {k: v for k, v in conv.links.items() if k not in ("sendMessage",)}
+        with self.redis.pipeline() as pipe:
+            self.registry.save(conv, pipe)
+            pipe.execute()
+
+    def _publish_token(self, session: Session) -> None:
+        token = self.ucwa.token()
+        if token is not None and token.access_token != session.token:
+            self.sessions.replace_token(
+                session.generation, token.access_token, token.expires_at.timestamp()
+            )
+
+
+def _first_message(record: MessageRecord) -> str:
+    if record.html is not None:
+        return encode_data_uri(record.html, "text/html")
+    return encode_data_uri(record.text or "", "text/plain")
+
+
+def _json_or_empty(value: str | None) -> dict[str, Any]:
+    import json
+
+    try:
+        parsed = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _now_iso() -> str:
+    from bridge.outbound.messages import utc_now
+
+    return utc_now()
