@@ -6,6 +6,7 @@ Bad configuration stops start-up with one line naming the variable and exit code
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -188,6 +189,35 @@ def run_api(settings: Settings, bind: str) -> int:
     return 0
 
 
+def show_quarantine(argv: Sequence[str]) -> int:
+    """``ucwa-bridge quarantine [--limit N]``: one JSON object per line, newest first."""
+    from bridge.config.redis_conn import connect
+    from bridge.inbound.quarantine import Quarantine
+
+    parser = argparse.ArgumentParser(
+        prog="ucwa-bridge quarantine",
+        description="Event-channel input the poller could not process and skipped, newest first "
+        "(needs BRIDGE_REDIS_URL and BRIDGE_UCWA_USERNAME).",
+    )
+    parser.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    args = parser.parse_args(list(argv))
+    url, account = os.environ.get("BRIDGE_REDIS_URL"), os.environ.get("BRIDGE_UCWA_USERNAME")
+    if not url or not account:
+        print(
+            "ucwa-bridge quarantine needs BRIDGE_REDIS_URL and BRIDGE_UCWA_USERNAME",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        entries = Quarantine(connect(url), account.lower()).entries(max(1, args.limit))
+    except redis.RedisError as exc:
+        print(f"ucwa-bridge quarantine: Redis is unavailable: {exc}", file=sys.stderr)
+        return 1
+    for entry in entries:
+        print(json.dumps(entry, ensure_ascii=False))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["demo"]:
@@ -206,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check(
             args_list[1], os.environ["BRIDGE_REDIS_URL"], os.environ.get("BRIDGE_UCWA_USERNAME")
         )
+    if args_list[:1] == ["quarantine"]:
+        return show_quarantine(args_list[1:])
     parser = argparse.ArgumentParser(prog="ucwa-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="role", required=True)
     api = sub.add_parser("api", help="serve the HTTP API with gunicorn")
@@ -215,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("poller", help="own the UCWA session and its event channel")
     sub.add_parser("demo", help="run everything locally against the simulator")
     sub.add_parser("health", help="exit 0 if the role is healthy: health api|poller|worker")
+    sub.add_parser("quarantine", help="print the event-channel input the poller set aside")
     args = parser.parse_args(args_list)
     configure_logging(
         os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),

@@ -36,6 +36,7 @@ ALLOWED: dict[str, set[str]] = {
         "bridge.config",
     },
     "bridge.observability": {
+        "bridge.inbound",
         "bridge.outbound",
         "bridge.session",
         "bridge.webhooks",

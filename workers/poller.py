@@ -17,7 +17,8 @@ import redis
 
 from bridge.config.redis_text import text_map
 from bridge.inbound.event_sink import EventSink, InboundHook
-from bridge.observability.metrics import observe_ucwa_request
+from bridge.inbound.quarantine import passes_through
+from bridge.observability.metrics import count_quarantined, observe_ucwa_request
 from bridge.outbound.messages import MessageNotFound, MessageStore, RecipientQueue, recipient_key
 from bridge.outbound.outcomes import Outbound, StatusHook
 from bridge.session.bootstrap import Application, Bootstrap
@@ -30,6 +31,7 @@ from bridge.ucwa import errors as ue
 from bridge.ucwa.auth import Credentials
 from bridge.ucwa.events import parse_events
 from bridge.ucwa.links import with_query
+from bridge.ucwa.messages import HttpResponse
 from bridge.ucwa.retry import backoff_delay
 
 log = logging.getLogger("ucwa_bridge.poller")
@@ -75,7 +77,7 @@ class Poller:
         self.lease = PollerLease(client, self.account, self.settings.lease_ttl_s)
         self.sessions = SessionStore(client, self.account)
         self.registry = ConversationRegistry(client, self.account)
-        self.outbound = Outbound(client, MessageStore(client), on_final)
+        self.outbound = Outbound(client, MessageStore(client), on_final, self.account)
         self.sink = EventSink(client, self.account, self.outbound, inbound_hook)
         self.stopping = threading.Event()
         self._lost = threading.Event()
@@ -264,10 +266,40 @@ class Poller:
             finally:
                 self._in_get = False
             failures = 0
+            cursor = self._take(response)
+
+    def _take(self, response: HttpResponse) -> str:
+        """Apply one event batch and return the cursor after it. Whatever one batch makes the
+        code raise, it is quarantined and the cursor moves on: no input stops the event loop."""
+        app = self.app
+        assert app is not None
+        try:
             batch = parse_events(response.json())
             next_cursor = batch.cursor()
-            ucwa.check(next_cursor.href, "event channel")  # never saved if it leaves the session
-            cursor = self._apply(batch, next_cursor.href, next_cursor.drop_transient_state)
+        except ue.ProtocolViolation as exc:
+            # Nothing says where to go on: quarantine the answer, restart from the application's
+            # event link (as after a resync, live conversation state is then relearned).
+            restart = with_query(app.events_href, {"timeout": self.settings.event_timeout_s})
+            self._quarantine_batch(exc, response.text, restart)
+            return restart
+        self._client().check(next_cursor.href, "event channel")  # never saved off the session
+        try:
+            return self._apply(batch, next_cursor.href, next_cursor.drop_transient_state)
+        except Exception as exc:
+            if passes_through(exc) or isinstance(exc, ue.UcwaError):
+                raise
+            self._quarantine_batch(exc, batch, next_cursor.href)
+            return next_cursor.href
+
+    def _quarantine_batch(self, error: BaseException, item: object, cursor: str) -> None:
+        with self.redis.pipeline() as pipe:
+            self.lease.check(pipe)
+            pipe.multi()
+            self.sink.quarantine.record(pipe, "batch", error, item)
+            pipe.hset(self._cursor_key(), "cursor", cursor)
+            self.sessions.pulse(pipe=pipe)
+            pipe.execute()
+        count_quarantined("batch", 1)
 
     def _apply(self, batch: object, cursor: str, drop_state: bool) -> str:
         from bridge.ucwa.events import EventBatch
@@ -283,7 +315,7 @@ class Poller:
         for accept in _accepts(notices, base):
             try:  # accept before the cursor moves: a crash re-delivers and we accept again
                 ucwa.request("POST", accept, kind="accept")
-            except ue.UcwaError as exc:
+            except (ue.UcwaError, ValueError) as exc:  # ValueError: an href that is no URL
                 log.warning("could not accept an incoming invitation: %s", exc)
         if drop_state:
             cursor = with_query(cursor, {"timeout": self.settings.event_timeout_s})
@@ -298,6 +330,7 @@ class Poller:
             self.sessions.pulse(pipe=pipe)
             pipe.execute()
         self.sink.settle(notices, base, result)
+        count_quarantined("event", result.quarantined)
         return cursor
 
     # -- background duties ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ Each worker process keeps one Sender (and so one pooled UCWA connection) for all
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from rq import get_current_job
 
@@ -38,8 +39,9 @@ def build_sender(settings: Settings, send_settings: SendSettings | None = None) 
     options = TransportOptions.from_settings(settings)
     ucwa = UcwaClient(credentials, UcwaTransport(observer=observe_ucwa_request, options=options))
     account = settings.ucwa_username.lower()
-    outbound = Outbound(client, on_final=with_send_metrics(status_events(account)))
-    return Sender(client, ucwa, account, send_settings, outbound)
+    outbound = Outbound(client, on_final=with_send_metrics(status_events(account)), account=account)
+    knobs = replace(send_settings or SendSettings(), ucwa_timeout_s=float(settings.ucwa_timeout_s))
+    return Sender(client, ucwa, account, knobs, outbound)
 
 
 def _current() -> Sender:

@@ -130,6 +130,11 @@ def _message_schema() -> dict[str, Any]:
             },
             "attempts": {"type": "integer", "minimum": 0},
             "error": {"oneOf": [{"type": "null"}, _ref("MessageError")]},
+            "previous_error": {
+                **_ref("MessageError"),
+                "description": "Present when UCWA reported the delivery after the message had "
+                "failed with outcome_unknown: the error the delivery replaced.",
+            },
         },
     }
 

@@ -22,7 +22,9 @@ MAX_URI_CHARS = 256
 # (a pattern's $ would also match before a trailing newline).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 SIP_URI = re.compile(rf"^[Ss][Ii][Pp]:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})*$")
-CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._~:=+/-]{1,200}$")
+# The shape of the ids the bridge issues (``conv_`` and 24 hex digits); anything else could
+# name one of the registry's index keys instead of a conversation.
+CONVERSATION_ID = re.compile(r"^conv_[0-9a-f]{24}$")
 # Something other than whitespace (Python's and JavaScript's whitespace alike).
 NOT_BLANK = re.compile(
     "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a"
@@ -95,7 +97,7 @@ class SendMessageRequest(BaseModel):
         if value is not None and not CONVERSATION_ID.fullmatch(value):
             raise PydanticCustomError(
                 "invalid_conversation_id",
-                "must be 1 to 200 characters of letters, digits and ._~:=+/-",
+                "must be a conversation id the bridge issued: conv_ and 24 hex digits",
             )
         return value
 

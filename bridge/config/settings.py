@@ -344,6 +344,12 @@ class _Env:
 
     def optional(self, suffix: str) -> str | None:
         value = self._environ.get(self.name(suffix), "").strip()
+        try:
+            # Bytes that are not UTF-8 reach ``os.environ`` as lone surrogates, which would
+            # raise wherever the value is sent or logged: refuse them here, by name.
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(self.name(suffix), "is not valid UTF-8") from None
         return value or None
 
     def required(self, suffix: str, hint: str) -> str:

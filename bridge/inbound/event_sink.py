@@ -1,6 +1,7 @@
 """Applies what the event channel said to Redis: conversations, operation outcomes, cursor.
 
-The poller calls it once per event batch; outcomes settle the waiting outbound messages.
+The poller calls it once per event batch; outcomes settle the waiting outbound messages. One event
+that makes any step raise is quarantined (``quarantine.py``) and the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import redis
 
+from bridge.inbound.quarantine import Quarantine, passes_through
 from bridge.outbound.messages import MessageNotFound
 from bridge.outbound.outcomes import Outbound
 from bridge.session.conversations import Conversation, ConversationRegistry
-from bridge.ucwa.events import EventBatch
+from bridge.ucwa.events import Event, EventBatch
 from bridge.ucwa.links import resolve
 from bridge.ucwa.notices import (
     ConversationChanged,
@@ -28,7 +31,8 @@ from bridge.ucwa.notices import (
     Notice,
     ParticipantChanged,
     TypingChanged,
-    interpret,
+    classify,
+    remote_uris,
 )
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class BatchResult:
     settled: list[str] = field(default_factory=list)
     accepts: list[str] = field(default_factory=list)
     inbound: int = 0
+    quarantined: int = 0
 
 
 class EventSink:
@@ -59,32 +64,82 @@ class EventSink:
         self.redis = client
         self.account = account
         self.registry = ConversationRegistry(client, account)
-        self.outbound = outbound or Outbound(client)
+        self.outbound = outbound or Outbound(client, account=account)
         self.inbound_hook = inbound_hook
+        self.quarantine = Quarantine(client, account)
+        # Events ``notices`` could not read, written to the quarantine by ``apply_state`` inside
+        # the cursor transaction, so a batch is quarantined exactly when its cursor moves.
+        self._unread: list[tuple[str, BaseException, object]] = []
 
     def notices(self, batch: EventBatch, base_url: str) -> list[Notice]:
+        """Every notice in server order; an event that cannot be read is set aside."""
+        self._unread = []
         known = {conv.href: conv.remote for conv in self.registry.active() if conv.remote}
         relative = {href.replace(base_url, "", 1): uri for href, uri in known.items() if uri}
-        return interpret(batch, {**known, **relative})
+        remotes = {**known, **relative}
+        try:
+            remotes.update(remote_uris(batch))
+        except Exception as exc:  # poison: read the events without the batch's remote URIs
+            if passes_through(exc):
+                raise
+            self._unread.append(("interpret", exc, None))
+        found: list[Notice] = []
+        for sender, event in batch.events():
+            try:
+                notice = classify(sender, event, remotes)
+            except Exception as exc:
+                if passes_through(exc):
+                    raise
+                self._unread.append(("interpret", exc, event))
+                continue
+            if notice is not None:
+                found.append(notice)
+        return found
+
+    def _contained(
+        self,
+        pipe: redis.client.Pipeline,
+        stage: str,
+        item: object,
+        step: Callable[[], None],
+        result: BatchResult | None = None,
+    ) -> None:
+        """Run ``step``, which queues commands on ``pipe``; if it raises, drop what it queued
+        and quarantine ``item`` instead (Redis being unavailable, or the lease lost, passes)."""
+        mark = len(pipe.command_stack)
+        try:
+            step()
+        except Exception as exc:
+            if passes_through(exc):
+                raise
+            del pipe.command_stack[mark:]
+            self.quarantine.record(pipe, stage, exc, item)
+            if result is not None:
+                result.quarantined += 1
 
     def note_operations(
         self, batch: EventBatch, base_url: str, pipe: redis.client.Pipeline
     ) -> None:
         """Remember every operationId the server echoed, so an ambiguous POST can be settled."""
         for _, event in batch.events():
-            res = event.embedded
-            if not res or event.rel not in ("messagingInvitation", "message"):
-                continue
-            operation = res.get("operationId")
-            if not isinstance(operation, str) or res.get("direction") == "Incoming":
-                continue
-            fields = {"rel": event.rel, "href": resolve(base_url, event.href or "")}
-            if event.type == "completed":
-                fields["status"] = event.status or ""
-                fields["state"] = str(res.get("state") or "")
-                if event.reason is not None:
-                    fields["reason"] = json.dumps(event.reason.__dict__)
-            self.outbound.note_operation(pipe, operation, **fields)
+            self._contained(
+                pipe, "operations", event, partial(self._note_operation, event, base_url, pipe)
+            )
+
+    def _note_operation(self, event: Event, base_url: str, pipe: redis.client.Pipeline) -> None:
+        res = event.embedded
+        if not res or event.rel not in ("messagingInvitation", "message"):
+            return
+        operation = res.get("operationId")
+        if not isinstance(operation, str) or res.get("direction") == "Incoming":
+            return
+        fields = {"rel": event.rel, "href": resolve(base_url, event.href or "")}
+        if event.type == "completed":
+            fields["status"] = event.status or ""
+            fields["state"] = str(res.get("state") or "")
+            if event.reason is not None:
+                fields["reason"] = json.dumps(event.reason.__dict__)
+        self.outbound.note_operation(pipe, operation, **fields)
 
     def apply_state(
         self,
@@ -95,6 +150,10 @@ class EventSink:
     ) -> BatchResult:
         """Queue registry writes (and inbound hooks) on ``pipe``, which the caller executes."""
         result = BatchResult()
+        for stage, error, item in self._unread:
+            self.quarantine.record(pipe, stage, error, item)
+            result.quarantined += 1
+        self._unread = []
         begin = getattr(self.inbound_hook, "begin_batch", None)
         if callable(begin):
             begin()
@@ -123,11 +182,11 @@ class EventSink:
             cache[absolute] = conv
             return conv
 
-        for notice in notices:
+        def apply(notice: Notice) -> None:
             if isinstance(notice, ConversationChanged):
                 conv = conversation(notice.href)
                 if conv is None:
-                    continue
+                    return
                 conv.remote = conv.remote or notice.remote_uri
                 conv.thread_id = notice.thread_id or conv.thread_id
                 conv.subject = notice.subject or conv.subject
@@ -140,7 +199,7 @@ class EventSink:
             elif isinstance(notice, MessagingChanged):
                 conv = conversation(notice.conversation_href)
                 if conv is None:
-                    continue
+                    return
                 conv.messaging_state = notice.state or conv.messaging_state
                 links = {
                     "sendMessage": notice.send_message_href,
@@ -176,31 +235,50 @@ class EventSink:
                     result.inbound += 1
                 if self.inbound_hook is not None:
                     self.inbound_hook(pipe, notice, conv)
+
+        for notice in notices:
+            self._contained(pipe, "apply", notice, partial(apply, notice), result)
         for conv in cache.values():
-            self.registry.save(conv, pipe)
+            self._contained(pipe, "apply", conv, partial(self.registry.save, conv, pipe), result)
         return result
 
     def settle(self, notices: list[Notice], base_url: str, result: BatchResult) -> None:
         """Settle outbound messages; idempotent, so a re-delivered batch changes nothing."""
         for notice in notices:
-            if isinstance(notice, InvitationOutcome) and notice.direction != "Incoming":
-                if notice.operation_id and self._is_message(notice.operation_id):
-                    self.outbound.settle(
-                        notice.operation_id, notice.success, notice.reason, notice.state
-                    )
-                    result.settled.append(notice.operation_id)
-            elif isinstance(notice, MessageOutcome):
-                message_id = notice.operation_id if notice.operation_id else None
-                if message_id is None or not self._is_message(message_id):
-                    href = resolve(base_url, notice.href or "")
-                    outcome = {
-                        "status": "Success" if notice.success else "Failure",
-                        "reason": notice.reason.__dict__ if notice.reason else None,
-                    }
-                    message_id = self.outbound.post_href_outcome(href, outcome)
-                if message_id:
-                    self.outbound.settle(message_id, notice.success, notice.reason)
-                    result.settled.append(message_id)
+            try:
+                self._settle_one(notice, base_url, result)
+            except Exception as exc:
+                if passes_through(exc):
+                    raise
+                with self.redis.pipeline() as pipe:
+                    self.quarantine.record(pipe, "settle", exc, notice)
+                    pipe.execute()
+                result.quarantined += 1
+
+    def _settle_one(self, notice: Notice, base_url: str, result: BatchResult) -> None:
+        if isinstance(notice, InvitationOutcome) and notice.direction != "Incoming":
+            if notice.operation_id and self._is_message(notice.operation_id):
+                href = notice.conversation_href
+                self.outbound.settle(
+                    notice.operation_id,
+                    notice.success,
+                    notice.reason,
+                    notice.state,
+                    conversation_href=resolve(base_url, href) if href else None,
+                )
+                result.settled.append(notice.operation_id)
+        elif isinstance(notice, MessageOutcome):
+            message_id = notice.operation_id if notice.operation_id else None
+            if message_id is None or not self._is_message(message_id):
+                href = resolve(base_url, notice.href or "")
+                outcome = {
+                    "status": "Success" if notice.success else "Failure",
+                    "reason": notice.reason.__dict__ if notice.reason else None,
+                }
+                message_id = self.outbound.post_href_outcome(href, outcome)
+            if message_id:
+                self.outbound.settle(message_id, notice.success, notice.reason)
+                result.settled.append(message_id)
 
     def _is_message(self, message_id: str) -> bool:
         try:

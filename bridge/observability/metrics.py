@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from bridge.inbound.quarantine import Quarantine
 from bridge.outbound.messages import MessageRecord, MessageStatus, parse_time
 from bridge.session.lease import PollerLease
 from bridge.session.store import SessionStore
@@ -69,6 +70,12 @@ WEBHOOK_ATTEMPTS = Counter(
     "Webhook delivery tries by verdict.",
     ["outcome"],
 )
+QUARANTINED = Counter(
+    "ucwa_bridge_events_quarantined_total",
+    "Event-channel input set aside instead of processed (stage event: one event; batch: a whole "
+    "answer); read it with `ucwa-bridge quarantine`.",
+    ["stage"],
+)
 
 
 class BoundedLabel:
@@ -102,6 +109,11 @@ def observe_ucwa_request(kind: str, method: str, status: int | None, seconds: fl
     code = str(status) if status is not None and 100 <= status <= 599 else "no_response"
     UCWA_REQUESTS.labels(kind=label, status=code).inc()
     UCWA_SECONDS.labels(kind=label).observe(max(0.0, seconds))
+
+
+def count_quarantined(stage: str, count: int) -> None:
+    if count:
+        QUARANTINED.labels(stage=stage).inc(count)
 
 
 def record_send_outcome(record: MessageRecord) -> None:
@@ -224,6 +236,12 @@ class RedisStateCollector(Collector):
         for name in (*SESSION_STATES, OTHER):
             states.add_metric([name], 1 if name == current else 0)
         yield states
+        held = GaugeMetricFamily(
+            "ucwa_bridge_quarantined_events",
+            "Entries in the account's quarantine list (capped); see `ucwa-bridge quarantine`.",
+        )
+        held.add_metric([], Quarantine(self.client, self.account).size())
+        yield held
 
 
 class _Combined(Collector):

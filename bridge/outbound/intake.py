@@ -13,7 +13,8 @@ import redis
 from redis.client import Pipeline
 from rq import Queue
 
-from bridge.outbound.messages import ACCEPT_FUNCTION, MessageRecord, MessageStore
+from bridge.outbound.messages import ACCEPT_FUNCTION, MessageRecord, MessageStore, recipient_key
+from bridge.session.conversations import ConversationRegistry
 
 SEND_QUEUE = "send"
 # One send job is one UCWA POST (5 s connect + 30 s read at worst) and some Redis work; the
@@ -111,6 +112,17 @@ class Intake:
         self._failure_ttl_s = failure_ttl_s
         self._gated_scripts: dict[str, Any] = {}
 
+    def with_line(self, record: MessageRecord) -> MessageRecord:
+        """``record`` with its recipient's line: one line per remote person, whether a message
+        names them (``to``) or replies into a conversation with them. A reply into a conversation
+        the registry does not know keeps a line of its own (it fails when it is sent)."""
+        if record.line is not None or record.to is not None or record.conversation is None:
+            return record
+        conversation = ConversationRegistry(self._redis, "").get(record.conversation)
+        if conversation is None or not conversation.remote:
+            return record
+        return replace(record, line=recipient_key(conversation.remote, None))
+
     def submit_gated(
         self, record: MessageRecord, gate: Gate
     ) -> tuple[list[Any], MessageRecord | None]:
@@ -118,6 +130,7 @@ class Intake:
         one script call: one round trip, atomic as the MULTI/EXEC. Returns the gate's reply
         and the stored record (None when the gate refused).
         """
+        record = self.with_line(record)
         job_commands = self._job_commands(record)
         if job_commands is None:
             reply = list(self._script(gate.lua + _GATE_ALONE)(keys=[gate.key], args=gate.args))
@@ -161,6 +174,7 @@ class Intake:
         sequence order equals the line order even when several API processes accept messages
         for one recipient at once. Without a guard that is a single round trip to Redis.
         """
+        record = self.with_line(record)
         with self._redis.pipeline() as pipe:
             if guard is None:
                 pipe.multi()

@@ -41,6 +41,10 @@ class MessageStatus(StrEnum):
 
 TERMINAL = frozenset({MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.EXPIRED})
 
+# A send whose outcome UCWA never told fails with this code and is never sent again; if UCWA
+# reports its success later after all, the message becomes delivered (``late_success``).
+OUTCOME_UNKNOWN = "outcome_unknown"
+
 ALLOWED_TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
     MessageStatus.QUEUED: frozenset(
         {MessageStatus.SENDING, MessageStatus.FAILED, MessageStatus.EXPIRED}
@@ -170,6 +174,22 @@ class MessageRecord:
     conversation_href: str | None = None
     attempt_at: float | None = None
     path: str | None = None
+    # The recipient's line (``recipient_key``) chosen at intake: a reply by ``conversation``
+    # joins the line of the person the conversation is with, so they are served in order.
+    line: str | None = None
+    # Set when an attempt's POST may have reached UCWA without an answer: never resent then.
+    maybe_sent: bool = False
+    # The error a late success replaced (``outcome_unknown``), shown with the delivery.
+    previous_error: MessageError | None = None
+
+    def late_success(self, status: MessageStatus) -> bool:
+        """Whether ``status`` is a success UCWA reported after the message ended unknown."""
+        return (
+            status == MessageStatus.DELIVERED
+            and self.status in (MessageStatus.FAILED, MessageStatus.EXPIRED)
+            and self.error is not None
+            and self.error.code == OUTCOME_UNKNOWN
+        )
 
     @classmethod
     def new(
@@ -207,7 +227,7 @@ class MessageRecord:
 
     @property
     def recipient(self) -> str:
-        return recipient_key(self.to, self.conversation)
+        return self.line or recipient_key(self.to, self.conversation)
 
     def is_expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= parse_time(self.expires_at)
@@ -218,6 +238,7 @@ class MessageRecord:
         data["status"] = self.status.value
         data["history"] = dict(self.history)
         data["error"] = asdict(self.error) if self.error else None
+        data["previous_error"] = asdict(self.previous_error) if self.previous_error else None
         return data
 
     def to_json(self) -> str:
@@ -227,7 +248,8 @@ class MessageRecord:
     def from_json(cls, raw: str | bytes) -> MessageRecord:
         data = json.loads(raw)
         data["status"] = MessageStatus(data["status"])
-        data["error"] = MessageError.from_dict(data["error"]) if data.get("error") else None
+        for name in ("error", "previous_error"):
+            data[name] = MessageError.from_dict(data[name]) if data.get(name) else None
         return cls(**data)
 
     def public_view(self) -> dict[str, Any]:
@@ -246,6 +268,8 @@ class MessageRecord:
             "attempts": self.attempts,
             "error": asdict(self.error) if self.error else None,
         }
+        if self.previous_error is not None:
+            view["previous_error"] = asdict(self.previous_error)
         if self.text is not None:
             view["text"] = self.text
         else:
@@ -261,7 +285,9 @@ _FIELD_NAMES = tuple(f.name for f in dataclass_fields(MessageRecord))
 ACCEPT_FUNCTION = """
 local function accept(seq_key, fifo_key, record_key, id, record, ttl)
   local sequence = redis.call('INCR', seq_key)
+  redis.call('EXPIRE', seq_key, ttl)
   redis.call('RPUSH', fifo_key, id)
+  redis.call('EXPIRE', fifo_key, ttl)
   redis.call('SET', record_key, string.sub(record, 1, -2) .. ',"sequence":' .. sequence .. '}',
              'EX', ttl)
   return sequence
@@ -356,6 +382,10 @@ class MessageStore:
             raise ValueError(f"transition() does not set {', '.join(sorted(forbidden))}")
 
         def move(record: MessageRecord) -> MessageRecord:
+            if record.late_success(status):
+                history = {**record.history, status.value: utc_now()}
+                late = {"error": None, "previous_error": record.error}
+                return replace(record, status=status, history=history, **{**late, **fields})
             if status not in ALLOWED_TRANSITIONS[record.status]:
                 raise IllegalTransition(message_id, record.status, status)
             history = {**record.history, status.value: utc_now()}

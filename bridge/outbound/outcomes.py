@@ -27,6 +27,7 @@ from bridge.outbound.messages import (
     RecipientQueue,
     UcwaFault,
 )
+from bridge.session.conversations import conversation_id
 from bridge.ucwa.events import Reason
 from bridge.ucwa.failures import RetryClass, classify_failure
 
@@ -56,8 +57,10 @@ class Outbound:
         client: redis.Redis,
         store: MessageStore | None = None,
         on_final: StatusHook | None = None,
+        account: str | None = None,
     ) -> None:
         self.client = client
+        self.account = account  # names the conversation a final message went through
         self.store = store or MessageStore(client)
         self.fifo = RecipientQueue(client)
         self.queue = Queue(SEND_QUEUE, connection=client)
@@ -100,7 +103,18 @@ class Outbound:
             record = self.store.get(message_id)
         except MessageNotFound:
             return None
-        if not record.status.is_terminal:
+        href = fields.get("conversation_href") or record.conversation_href
+        if record.conversation is None and href and self.account:
+            # The conversation a cold send opened, so the caller can match the reply to it.
+            fields["conversation"] = conversation_id(self.account, href)
+        if record.late_success(status):
+            # UCWA acted on a POST whose answer was lost, after the message ended unknown.
+            log.warning(
+                "a message that ended with an unknown outcome was delivered after all",
+                extra={"message_id": message_id},
+            )
+            record = self._safe_transition(message_id, status, **fields) or record
+        elif not record.status.is_terminal:
             if record.status == MessageStatus.QUEUED and status == MessageStatus.DELIVERED:
                 # Delivered without a recorded sending step (e.g. outcome raced the worker).
                 self._safe_transition(message_id, MessageStatus.SENDING)
@@ -150,14 +164,18 @@ class Outbound:
         reason: Reason | None = None,
         state: str | None = None,
         retry_delay_s: float = 2.0,
+        conversation_href: str | None = None,
     ) -> MessageRecord | None:
         """Apply an outcome seen on the event channel or by the watchdog.
 
         Success → delivered. A failure says nothing reached the recipient, so service trouble
         sends again later; anything else (declined, no answer, offline…) fails with the reason.
         """
+        known: dict[str, Any] = (
+            {"conversation_href": conversation_href} if conversation_href else {}
+        )
         if success:
-            return self.finalize(message_id, MessageStatus.DELIVERED)
+            return self.finalize(message_id, MessageStatus.DELIVERED, **known)
         verdict = classify_failure(reason, state)
         fault = UcwaFault(verdict.raw_code, verdict.raw_subcode, verdict.message)
         if verdict.retry is RetryClass.BACKOFF and self._requeue(message_id):
@@ -165,7 +183,7 @@ class Outbound:
             return None
         detail = verdict.message or f"UCWA reported {verdict.code.value}"
         error = MessageError(verdict.code.value, detail, fault)
-        return self.finalize(message_id, MessageStatus.FAILED, error)
+        return self.finalize(message_id, MessageStatus.FAILED, error=error, **known)
 
     def _requeue(self, message_id: str) -> bool:
         """Put a message whose attempt failed in service back to ``queued`` for another go."""

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from bridge.outbound.messages import (
+    OUTCOME_UNKNOWN,
     MessageError,
     MessageNotFound,
     MessageRecord,
@@ -54,6 +55,19 @@ class SendSettings:
     backoff_cap_s: float = 60.0
     max_checks: int = 5
     lock_ttl_s: float = 60.0
+    ucwa_timeout_s: float = 30.0  # the transport's total deadline for one UCWA exchange
+
+    @property
+    def send_lock_ttl_s(self) -> float:
+        """Long enough that the lock outlives any one attempt: a POST, a 401 challenge with its
+        token grant and the retried POST, each within the UCWA deadline, plus the Redis writes.
+        A lock that lapsed mid-POST would let the sweep start a second POST."""
+        return max(self.lock_ttl_s, 4 * self.ucwa_timeout_s + 30.0)
+
+    def outcome_window_s(self, path: str | None) -> float:
+        """How long an ambiguous POST waits for its outcome on the event channel."""
+        waited = self.message_timeout_s if path == "warm" else self.invitation_timeout_s
+        return max(waited, self.ambiguity_grace_s)
 
 
 class Sender:
@@ -71,7 +85,7 @@ class Sender:
         self.redis = client
         self.ucwa = ucwa
         self.settings = settings or SendSettings()
-        self.outbound = outbound or Outbound(client)
+        self.outbound = outbound or Outbound(client, account=account)
         self.store: MessageStore = self.outbound.store
         self.sessions = SessionStore(client, account)
         self.registry = ConversationRegistry(client, account)
@@ -87,7 +101,7 @@ class Sender:
 
     def _locked(self, message_id: str, step: Callable[[str], str]) -> str:
         """One job at a time per message; a second run (RQ may run a job twice) steps aside."""
-        lock = self.redis.lock(f"lock:send:{message_id}", timeout=self.settings.lock_ttl_s)
+        lock = self.redis.lock(f"lock:send:{message_id}", timeout=self.settings.send_lock_ttl_s)
         if not lock.acquire(blocking=False):
             return "busy"
         try:
@@ -112,11 +126,8 @@ class Sender:
         if record.step in WAITING_STEPS:
             return "waiting"
         if record.step.startswith("posting"):
-            verdict = self._resolve_ambiguous(record)
-            if verdict != "resend":
-                return verdict
-            record = self.store.get(message_id)
-        if record.is_expired():
+            return self._resolve_ambiguous(record)
+        if record.is_expired():  # only ever ``queued`` here: no POST of it can have gone out
             self._fail(record, MessageStatus.EXPIRED, "expired", "validity ran out before sending")
             return "expired"
         try:
@@ -152,12 +163,10 @@ class Sender:
             self._mark(record, step="queued")
             return self._retry(record, "ucwa_unreachable", str(exc))
         except DeliveryUnknown:
-            # It may have been sent: settle it from the event channel before any resend. The
-            # grace (and the poller's orphan sweep) counts from now, when the answer was lost:
-            # a server that answers late may act on the POST just after a read timeout.
-            self._mark(record, attempt_at=time.time())
-            self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s)
-            return "ambiguous"
+            # It may have been sent: only the event channel can tell now, and it is never sent
+            # again (see ``_resolve_ambiguous``). The wait counts from now, when the answer was
+            # lost: a server that answers late may act on the POST after a read timeout.
+            return self._ambiguous(record)
         except ue.UcwaError as exc:
             return self._handle_error(record, exc, path, conversation, session.generation)
         finally:
@@ -251,7 +260,7 @@ class Sender:
             self._fail(
                 record,
                 MessageStatus.FAILED,
-                "outcome_unknown",
+                OUTCOME_UNKNOWN,
                 "UCWA no longer knows the operation and reported no outcome",
             )
             return "failed"
@@ -274,12 +283,15 @@ class Sender:
         return self._recheck(record)
 
     def _recheck(self, record: MessageRecord) -> str:
-        checks = int(self.redis.incr(f"msg:{record.id}:checks"))
+        with self.redis.pipeline() as pipe:
+            pipe.incr(f"msg:{record.id}:checks")
+            pipe.expire(f"msg:{record.id}:checks", self.store.record_ttl_s)
+            checks = int(pipe.execute()[0])
         if checks > self.settings.max_checks:
             self._fail(
                 record,
                 MessageStatus.FAILED,
-                "outcome_unknown",
+                OUTCOME_UNKNOWN,
                 "no outcome from UCWA after repeated checks",
             )
             return "failed"
@@ -287,8 +299,16 @@ class Sender:
         return "rechecking"
 
     # -- faults -------------------------------------------------------------------------------
+    def _ambiguous(self, record: MessageRecord) -> str:
+        self._mark(record, attempt_at=time.time(), maybe_sent=True)
+        self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s)
+        return "ambiguous"
+
     def _resolve_ambiguous(self, record: MessageRecord) -> str:
-        """A previous POST may have worked. Adopt what the event channel saw, else resend."""
+        """A previous POST may have reached UCWA (its answer was lost, or its worker died while
+        it was out). Adopt what the event channel saw; never send it again, because nothing can
+        prove that UCWA did not act on it: after the outcome window it fails
+        ``outcome_unknown``, and a success UCWA reports later still makes it delivered."""
         seen = self.outbound.operation(record.id)
         if seen.get("href"):
             step = "posted" if seen.get("rel") == "message" else "invited"
@@ -311,12 +331,21 @@ class Sender:
             )
             self.outbound.schedule_check(record.id, delay)
             return "adopted"
+        window = self.settings.outcome_window_s(record.path)
         waited = time.time() - (record.attempt_at or 0)
-        if waited < self.settings.ambiguity_grace_s:
-            self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s - waited)
+        if waited < window:
+            self.outbound.enqueue_send(
+                record.id, min(self.settings.ambiguity_grace_s, window - waited)
+            )
             return "ambiguous"
-        self._mark(record, step="queued")
-        return "resend"
+        self._fail(
+            record,
+            MessageStatus.FAILED,
+            OUTCOME_UNKNOWN,
+            f"UCWA gave no answer to the send and reported no outcome within {window:g} s; "
+            "it was not sent again, because it may have reached the recipient",
+        )
+        return "failed"
 
     def _handle_error(
         self,
@@ -328,10 +357,8 @@ class Sender:
     ) -> str:
         fault = UcwaFault(exc.code, exc.subcode, exc.message or None)
         if isinstance(exc, ue.ServiceFailure) and exc.status in (500, 502, 504):
-            # The server may have acted before failing: settle via the event channel first.
-            self._mark(record, attempt_at=time.time())
-            self.outbound.enqueue_send(record.id, self.settings.ambiguity_grace_s)
-            return "ambiguous"
+            # The server (or a proxy in front of it) may have acted before failing.
+            return self._ambiguous(record)
         self._mark(record, step="queued")
         if path in ("warm", "reopen") and isinstance(exc, ue.ResourceNotFound | ue.Conflict):
             if conv is not None:

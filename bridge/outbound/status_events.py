@@ -39,7 +39,7 @@ def status_data(record: MessageRecord, account: str | None = None) -> dict[str, 
     conversation = record.conversation
     if conversation is None and account and record.conversation_href:
         conversation = conversation_id(account, record.conversation_href)
-    return {
+    data = {
         "message_id": record.id,
         "status": record.status.value,
         "to": record.to,
@@ -48,6 +48,9 @@ def status_data(record: MessageRecord, account: str | None = None) -> dict[str, 
         "history": dict(record.history),
         "attempts": record.attempts,
     }
+    if record.previous_error is not None:  # delivered after it had ended ``outcome_unknown``
+        data["previous_error"] = asdict(record.previous_error)
+    return data
 
 
 def status_event(

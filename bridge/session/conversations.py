@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +17,11 @@ import redis
 from bridge.config.redis_text import text
 
 RETENTION_S = 7 * 86_400
+
+
+# The only shape of id the bridge hands out; nothing else may name a conversation record, so no
+# caller-supplied id can reach the registry's index keys (``conv:active``, ``conv:href:…``).
+CONVERSATION_ID = re.compile(r"^conv_[0-9a-f]{24}$")
 
 
 def conversation_id(account: str, href: str) -> str:
@@ -93,6 +99,8 @@ class ConversationRegistry:
         return conversation_id(self.account, href)
 
     def get(self, cid: str) -> Conversation | None:
+        if not CONVERSATION_ID.fullmatch(cid):
+            return None
         raw = self.client.get(self._key(cid))
         return _load(text(raw)) if raw else None
 
@@ -110,6 +118,7 @@ class ConversationRegistry:
             pipe.set(f"conv:remote:{conv.remote.lower()}", conv.id, ex=RETENTION_S)
         if conv.alive:
             pipe.zadd("conv:active", {conv.id: conv.last_activity})
+            pipe.expire("conv:active", RETENTION_S)  # gone a week after the last live one
         else:
             pipe.zrem("conv:active", conv.id)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from bridge.ucwa.text import may_carry_surrogates, repair
+
 Headers = tuple[tuple[str, str], ...]
 HeadersInput = Headers | Mapping[str, str]
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie"})
@@ -117,9 +119,12 @@ class HttpResponse:
         if not text or text[0] not in "{[":
             return None
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             return None
+        # The one place UCWA text becomes ``str``: half an emoji (a lone \ud83d escape) would
+        # raise wherever it is encoded later, so it becomes U+FFFD here.
+        return repair(value) if may_carry_surrogates(text) else value
 
     @property
     def ok(self) -> bool:

@@ -81,12 +81,29 @@ def test_default_validity_and_urgent_html(client: FlaskClient, settings: Setting
 
 
 def test_reply_into_conversation_is_stored(client: FlaskClient, redis_client: redis.Redis) -> None:
-    response = post(client, {"conversation": "conv-42", "text": "ack"})
+    conv = "conv_" + "42" * 12
+    response = post(client, {"conversation": conv, "text": "ack"})
 
     assert response.status_code == 202
     body = response.get_json()
-    assert body["conversation"] == "conv-42" and body["to"] is None
-    assert redis_client.lrange("rcpt:conv:conv-42:fifo", 0, -1) == [body["id"].encode()]
+    assert body["conversation"] == conv and body["to"] is None
+    # a conversation the registry does not know keeps a line of its own
+    assert redis_client.lrange(f"rcpt:conv:{conv}:fifo", 0, -1) == [body["id"].encode()]
+
+
+@pytest.mark.parametrize(
+    "conversation",
+    ["active", "href:x", "remote:sip:a@b.com", "conv_" + "0" * 23, "CONV_" + "a" * 24],
+)
+def test_a_conversation_id_the_bridge_never_issues_is_refused(
+    client: FlaskClient, redis_client: redis.Redis, conversation: str
+) -> None:
+    response = post(client, {"conversation": conversation, "text": "x"})
+
+    assert response.status_code == 422
+    [error] = response.get_json()["errors"]
+    assert error["field"] == "conversation"
+    assert redis_client.keys("msg:*") == []
 
 
 def test_get_returns_status_history_attempts_and_error(
@@ -136,7 +153,10 @@ def test_unknown_message_is_404_problem(client: FlaskClient, message_id: str) ->
         ({"to": "sip:a@b.com", "text": "x", "html": "y"}, {"html": "conflict"}),
         ({"to": "sip:a@b.com"}, {"text": "missing"}),
         ({"text": "x"}, {"to": "missing"}),
-        ({"to": "sip:a@b.com", "conversation": "c1", "text": "x"}, {"conversation": "conflict"}),
+        (
+            {"to": "sip:a@b.com", "conversation": "conv_" + "c1" * 12, "text": "x"},
+            {"conversation": "conflict"},
+        ),
         ({"to": "sip:a@b.com", "text": "x", "cc": "sip:b@b.com"}, {"cc": "unknown_field"}),
         ({"to": "sip:a@b.com", "text": 5}, {"text": "string_type"}),
         ({"to": ["sip:a@b.com"], "text": "x"}, {"to": "string_type"}),

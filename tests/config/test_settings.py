@@ -117,3 +117,23 @@ def test_wsgi_exits_78_with_one_line_on_bad_config() -> None:
     assert result.stderr.strip().splitlines() == [
         "configuration error: BRIDGE_REDIS_URL: is required (e.g. redis://localhost:6379/0)"
     ]
+
+
+def test_a_value_that_is_not_utf8_is_refused_by_name_at_start_up() -> None:
+    # ``os.environ`` turns bytes that are not UTF-8 into lone surrogates (surrogateescape)
+    import os
+
+    raw = os.fsdecode(b"pass\xff\xfeword")
+    env = {**BASE, **UCWA, "BRIDGE_UCWA_PASSWORD": raw}
+    message = error_for("worker", env)
+    assert message.startswith("BRIDGE_UCWA_PASSWORD") and "UTF-8" in message
+    assert raw not in message
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "worker"],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == CONFIG_EXIT_CODE
+    assert "BRIDGE_UCWA_PASSWORD" in result.stderr and "Traceback" not in result.stderr

@@ -22,6 +22,7 @@ import requests
 from standardwebhooks import Webhook
 
 from bridge.config.embedded_redis import free_port
+from tests.rewriting_proxy import RewritingProxy
 from tests.webhooks.receiver import WebhookReceiver
 from ucwasim import SimConfig, Simulator, SimUser
 
@@ -264,13 +265,22 @@ def make_bridge(
 ) -> Iterator[Callable[..., Bridge]]:
     """Build a bridge against a fresh simulator; ``sim`` overrides SimConfig fields."""
     made: list[Bridge] = []
+    proxies: list[RewritingProxy] = []
 
     def build(
-        start: bool = True, env: dict[str, str] | None = None, own_redis: str = "", **sim: Any
+        start: bool = True,
+        env: dict[str, str] | None = None,
+        own_redis: str = "",
+        proxy: RewritingProxy | None = None,
+        **sim: Any,
     ) -> Bridge:
-        """``own_redis``: a Redis URL to use instead of the session's (e.g. one a test restarts)."""
+        """``own_redis``: a Redis URL to use instead of the session's (e.g. one a test restarts);
+        ``proxy``: a started RewritingProxy that every UCWA request of the bridge goes through."""
         config = SimConfig(users=sim_users(), **{"time_scale": 0.05, **sim})
-        simulator = Simulator(config).start()
+        simulator = Simulator(config).start(public_url=proxy.url if proxy else None)
+        if proxy is not None:
+            proxy.upstream = f"http://127.0.0.1:{simulator.port}"
+            proxies.append(proxy)
         environ = {
             **os.environ,
             **BRIDGE_ENV,
@@ -290,3 +300,5 @@ def make_bridge(
     for bridge in made:
         bridge.stop_all()
         bridge.sim.stop()
+    for proxy in proxies:
+        proxy.stop()
