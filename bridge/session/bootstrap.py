@@ -135,6 +135,12 @@ class Bootstrap:
         created = app.created
         app = self.refresh(app)
         app.created = created
+        if not app.links.get("startMessaging"):
+            # An available application always offers it: an answer without it is garbled, and
+            # publishing it would fail every send with no_session until the next rebuild.
+            raise ue.ProtocolViolation(
+                "application without a startMessaging link after makeMeAvailable", url=app.href
+            )
         return app
 
     def _application(self, base: str, href: str, resource: dict[str, Any]) -> Application:
@@ -143,15 +149,22 @@ class Bootstrap:
         events = link(resource, "events")
         if not events:
             raise ue.ProtocolViolation("application without an events link", url=href)
-        links: dict[str, str] = {"application": href, "batch": link(resource, "batch") or ""}
+
+        def trusted(value: str) -> str:
+            # A link off the session's hosts is refused now, not when a send follows it.
+            return self.client.trust.check(resolve(href, value), "application link")
+
+        links: dict[str, str] = {"application": href}
+        batch = link(resource, "batch")
+        links["batch"] = trusted(batch) if batch else ""
         communication = embedded(resource, "communication")
         for rel in _COMMUNICATION_RELS:
             value = link(communication, rel)
             if value:
-                links["communication" if rel == "self" else rel] = resolve(href, value)
+                links["communication" if rel == "self" else rel] = trusted(value)
         me = embedded(resource, "me")
         for rel in _ME_RELS:
             value = link(me, rel)
             if value:
-                links["me" if rel == "self" else rel] = resolve(href, value)
-        return Application(base_url, href, resolve(href, events), links)
+                links["me" if rel == "self" else rel] = trusted(value)
+        return Application(base_url, href, trusted(events), links)

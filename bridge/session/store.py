@@ -42,15 +42,17 @@ class Session:
 
     @classmethod
     def from_redis(cls, raw: object) -> Session:
+        """The stored session; a hash with only a ``state`` (set before any session was
+        published, e.g. ``down`` while the first bootstrap fails) reads as an empty session."""
         data = text_map(raw)
         return cls(
-            account=data["account"],
-            generation=int(data["generation"]),
-            base_url=data["base_url"],
-            application_href=data["application_href"],
-            token=data["token"],
-            token_expires_at=float(data["token_expires_at"]),
-            token_url=data["token_url"],
+            account=data.get("account", ""),
+            generation=int(data.get("generation") or 0),
+            base_url=data.get("base_url", ""),
+            application_href=data.get("application_href", ""),
+            token=data.get("token", ""),
+            token_expires_at=float(data.get("token_expires_at") or 0),
+            token_url=data.get("token_url", ""),
             links=json.loads(data.get("links") or "{}"),
             state=data.get("state", "ready"),
             poller=data.get("poller", ""),
@@ -87,7 +89,7 @@ class SessionStore:
     def require(self) -> Session:
         """The session, if a live poller holds the lease and reported it ready; else raise."""
         session = self.load()
-        if session is None or session.state != "ready":
+        if session is None or session.state != "ready" or not session.base_url:
             state = "missing" if session is None else session.state
             raise SessionUnavailable(f"UCWA session is {state}")
         if not self.client.exists(f"poller:lease:{self.account}"):

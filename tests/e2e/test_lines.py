@@ -23,12 +23,12 @@ def test_the_cold_message_names_its_conversation_and_replies_keep_the_persons_or
     assert first["status"] == "delivered"
     conversation = first["conversation"]
     assert conversation and conversation.startswith("conv_"), first
-    wait_for(lambda: events(receiver, "message.delivered"), 15, "the delivered event")
+    wait_for(lambda: bool(events(receiver, "message.delivered")), 15, "the delivered event")
     [delivered] = events(receiver, "message.delivered")
     assert delivered["data"]["conversation"] == conversation
 
     bridge.sim_call("POST", f"/_sim/users/{ALICE}/messages", {"to": BOT, "text": "ack?"})
-    wait_for(lambda: events(receiver, "message.received"), 15, "the reply", bridge.logs)
+    wait_for(lambda: bool(events(receiver, "message.received")), 15, "the reply", bridge.logs)
     [reply] = events(receiver, "message.received")
     assert reply["data"]["conversation"] == conversation
 

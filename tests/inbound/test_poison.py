@@ -32,6 +32,7 @@ from tests.inbound.test_staging import (
     CONV,
     CURSOR,
     HI,
+    batch_body,
     data_uri,
     invitation_event,
     message_event,
@@ -43,13 +44,8 @@ ANY_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFF
 
 
 def raw_batch(communication: list[dict[str, Any]], conversation: list[dict[str, Any]]) -> str:
-    senders = []
-    if communication:
-        senders.append({"rel": "communication", "href": COMM, "events": communication})
-    if conversation:
-        senders.append({"rel": "conversation", "href": CONV, "events": conversation})
-    body = {"_links": {"next": {"href": f"{APP}/events?ack=2"}}, "sender": senders}
-    return json.dumps(body)  # ensure_ascii: a lone surrogate travels as a \\u escape, as in UCWA
+    # ensure_ascii: a lone surrogate travels as a \\u escape, as in UCWA
+    return json.dumps(batch_body(communication, conversation))
 
 
 def string_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

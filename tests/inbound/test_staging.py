@@ -112,13 +112,20 @@ def typing_event(kind: str) -> dict[str, Any]:
     }
 
 
-def batch(communication: list[dict[str, Any]], conversation: list[dict[str, Any]]) -> Any:
+def batch_body(
+    communication: list[dict[str, Any]], conversation: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An event answer's JSON: the events of the communication and of the conversation."""
     senders = []
     if communication:
         senders.append({"rel": "communication", "href": COMM, "events": communication})
     if conversation:
         senders.append({"rel": "conversation", "href": CONV, "events": conversation})
-    return parse_events({"_links": {"next": {"href": f"{APP}/events?ack=2"}}, "sender": senders})
+    return {"_links": {"next": {"href": f"{APP}/events?ack=2"}}, "sender": senders}
+
+
+def batch(communication: list[dict[str, Any]], conversation: list[dict[str, Any]]) -> Any:
+    return parse_events(batch_body(communication, conversation))
 
 
 CONVERSATION_ADDED = {
