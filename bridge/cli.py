@@ -16,8 +16,10 @@ from collections.abc import Sequence
 
 import redis
 
+from bridge.config.redis_faults import Outage, redis_unavailable, wait_until_writable
 from bridge.config.settings import ConfigError, Settings
 from bridge.observability.logging import add_secrets, configure_logging
+from bridge.webhooks.admin import url_secrets
 from bridge.webhooks.endpoints import webhook_config
 from bridge.webhooks.errors import WebhookConfigError
 
@@ -96,7 +98,7 @@ def run_poller(settings: Settings) -> int:
     assert isinstance(knobs, PollerSettings)
     account = settings.ucwa_username.lower()
     poller = Poller(
-        connect(settings.redis_url),
+        connect(settings.redis_url, socket_connect_timeout=5, socket_timeout=10),
         Credentials(settings.ucwa_username, settings.ucwa_password),
         settings.ucwa_discovery_url,
         knobs,
@@ -112,62 +114,59 @@ def run_poller(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, burst: bool = False) -> int:
-    from rq import Queue, SimpleWorker
+    from rq import Queue
 
     from bridge.config.redis_conn import connect
     from bridge.outbound.sender import SendSettings
     from workers import send
+    from workers.rq_worker import BridgeWorker, stopping
 
     knobs = send_settings()
     assert isinstance(knobs, SendSettings)
     send.configure(send.build_sender(settings, knobs))
-    connection = connect(settings.redis_url)
+    connection = connect(settings.redis_url, socket_connect_timeout=5)
     queues = [Queue(name, connection=connection) for name in ("send", "webhooks")]
     maintenance_interval = int(_env_float("BRIDGE_MAINTENANCE_INTERVAL_S", 30))
     serve_metrics()
+    outage = Outage(log, "worker")
     while True:
+        # Started with Redis down, or after RQ's loop gave up on an outage: wait for Redis to
+        # take writes again (a read-only or full server answers pings), SIGTERM ends the wait.
+        if not _wait_for_redis(connection, outage, stopping):
+            return 0
         # Short monitoring and maintenance intervals: a killed worker's job is retried within
         # about two minutes (heartbeat TTL = monitoring interval + 60 s, then the next cleanup).
-        worker = SimpleWorker(
+        worker = BridgeWorker(
             queues,
             connection=connection,
             job_monitoring_interval=10,
             maintenance_interval=maintenance_interval,
             worker_ttl=60,
         )
+        worker.outage = outage
         try:
             worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
-            if burst or worker._shutdown_requested_date is not None:
-                return 0
-        except (redis.ConnectionError, redis.TimeoutError):
-            pass  # raised by RQ's teardown, after its loop gave up on the same outage
-        # RQ gives up its loop when Redis vanishes under a running job; a worker that exited
-        # then would leave the queue to whoever restarts it, so wait for Redis and go on.
-        log.warning("the RQ worker loop ended without a stop request; restarting it")
-        if not _wait_for_redis(connection):
+        except Exception as exc:
+            # RQ's loop quits on any Redis error but a refused connection while idle, and its
+            # teardown then raises the same error again.
+            if not redis_unavailable(exc):
+                raise
+            outage.begin(exc, "the worker waits and resumes by itself")
+        if burst or worker.stop_requested:
             return 0
+        if not outage.active:
+            log.warning("the RQ worker loop ended without a stop request; restarting it")
+            stopping.wait(1.0)
 
 
-def _wait_for_redis(connection: redis.Redis) -> bool:
-    """Ping until Redis answers (True) or SIGTERM/SIGINT arrives (False)."""
-    stop = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda *_: stop.set())
-        for signum in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                connection.ping()
-                return True
-            except (redis.ConnectionError, redis.TimeoutError):
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-        return False
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+def _wait_for_redis(connection: redis.Redis, outage: Outage, stop: threading.Event) -> bool:
+    """Wait until Redis takes writes (True) or SIGTERM/SIGINT arrives (False).
+
+    The handlers stay: a signal before RQ installs its own still stops the worker (it checks
+    ``stop`` then)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return wait_until_writable(connection, stop, outage, "the worker waits and resumes by itself")
 
 
 def run_api(settings: Settings, bind: str) -> int:
@@ -259,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.role in ("poller", "worker"):
             endpoints, _ = webhook_config()  # refuse a bad webhook configuration at start-up
             add_secrets(secret for endpoint in endpoints for secret in endpoint.secrets)
+            # credentials in webhook URLs (user:password@, token=…) are secrets too
+            add_secrets(value for endpoint in endpoints for value in url_secrets(endpoint.url))
             metrics_port()
         if args.role == "poller":
             poller_settings()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
+from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
 from bridge.config.redis_text import text_map
 from bridge.inbound.event_sink import EventSink, InboundHook
 from bridge.inbound.quarantine import passes_through
@@ -81,6 +82,7 @@ class Poller:
         self.sink = EventSink(client, self.account, self.outbound, inbound_hook)
         self.stopping = threading.Event()
         self._lost = threading.Event()
+        self.outage = Outage(log, "poller")
         self._ucwa: UcwaClient | None = None
         self.app: Application | None = None
         self.generation = 0
@@ -102,9 +104,12 @@ class Poller:
                 if not self.lease.acquire(timeout=1.0, poll_s=0.25):
                     continue
             except redis.RedisError as exc:
-                log.warning("Redis unavailable, standing by: %s", exc)
+                if not redis_unavailable(exc):
+                    log.warning("taking the lease failed: %s", exc)
+                self.outage.begin(exc, "standing by")
                 self.stopping.wait(1.0)
                 continue
+            self.outage.end()
             if self.stopping.is_set():  # stopped while standing by: leave it to another standby
                 self._release_lease()
                 break
@@ -119,7 +124,10 @@ class Poller:
             except redis.RedisError as exc:
                 # Nothing unsaved is lost: the cursor only moves with the batch it belongs to.
                 # Stand by and take the lease again once Redis answers (another poller may).
-                log.warning("Redis unavailable, standing by: %s", exc)
+                if redis_unavailable(exc):
+                    self.outage.begin(exc, "standing by")
+                else:
+                    log.warning("Redis error, standing by: %s", exc, exc_info=True)
             except Shutdown:
                 log.info("shutting down")
             finally:
@@ -172,13 +180,25 @@ class Poller:
                 self.sessions.set_state("credentials_rejected")
                 log.error("UCWA rejected the credentials: %s", exc)
                 self._sleep(max(60.0, self.settings.backoff_cap_s))
-            except (ue.UcwaError, OSError) as exc:
+            except Exception as exc:
+                # Whatever a UCWA answer makes the code raise (a UcwaError, a socket error, or a
+                # bug met by input nobody foresaw), the session is rebuilt after a backoff; only
+                # the infrastructure (Redis, the lease) and a shutdown leave this loop.
+                if passes_through(exc):
+                    raise
                 if not self._active():
                     return
                 failures += 1
                 self.sessions.set_state("down")
                 delay = backoff_delay(failures, 0.5, self.settings.backoff_cap_s, 0.2)
-                log.warning("UCWA session failed (%s); retrying in %.1fs", exc, delay)
+                expected = isinstance(exc, ue.UcwaError | OSError)
+                log.warning(
+                    "UCWA session failed (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=not expected,
+                )
                 self._sleep(delay)
 
     def _active(self) -> bool:
@@ -341,24 +361,32 @@ class Poller:
         renew_every = self.settings.lease_ttl_s / 3
         while not self._lost.wait(renew_every):
             try:
-                self.lease.renew()
+                # After an outage longer than the lease, take it back at once (same fence, only
+                # if nobody took it meanwhile) rather than when the parked event GET returns.
+                self.lease.renew_or_reclaim()
             except LeaseLost:
                 self._lost.set()
                 self._close_listener()
                 return
             except redis.RedisError as exc:
-                log.warning("lease renewal failed: %s", exc)
+                if not redis_unavailable(exc):
+                    log.warning("lease renewal failed: %s", exc)
+                self.outage.begin(exc, "keeping the session, renewing the lease when it is back")
                 continue
             app = self.app
-            if app is None or self.sessions.load() is None:
-                continue
-            if ucwa is None:
+            if ucwa is None and app is not None:
                 transport = UcwaTransport(
                     observer=observe_ucwa_request, options=self.transport_options
                 )
                 ucwa = UcwaClient(self.credentials, transport)
-            ucwa.base_url = app.base_url
             try:
+                # Inside the try: a Redis error here must not end the thread that renews the lease.
+                if self.outage.active:  # renewal alone also succeeds on a full server
+                    probe_writable(self.redis)
+                if app is None or ucwa is None or self.sessions.load() is None:
+                    self.outage.end()
+                    continue
+                ucwa.base_url = app.base_url
                 self._refresh_token(ucwa, app)
                 now = time.monotonic()
                 if now - last_activity >= self.settings.keepalive_s:
@@ -372,7 +400,11 @@ class Poller:
             except ue.UcwaError as exc:
                 log.warning("keep-alive step failed: %s", exc)
             except redis.RedisError as exc:
-                log.warning("keep-alive Redis step failed: %s", exc)
+                if not redis_unavailable(exc):
+                    log.warning("keep-alive Redis step failed: %s", exc)
+                self.outage.begin(exc, "keeping the session, renewing the lease when it is back")
+            else:
+                self.outage.end()
         if ucwa is not None:
             ucwa.close()
 

@@ -16,6 +16,7 @@ from bridge.observability.metrics import log_and_count_webhook_outcome
 from bridge.webhooks.delivery import Deliverer
 from bridge.webhooks.endpoints import WebhookEndpoint, load_endpoints
 from bridge.webhooks.settings import WebhookSettings
+from workers.rq_worker import stopping
 
 log = logging.getLogger("ucwa_bridge.webhooks")
 
@@ -26,7 +27,14 @@ def deliver_webhook(delivery_id: str) -> dict[str, str]:
     # outside a worker (e.g. from a shell) connect as the worker would
     connection = connect(os.environ["BRIDGE_REDIS_URL"]) if job is None else job.connection
     settings, endpoints = _config(_webhook_env())
-    deliverer = Deliverer(connection, settings, endpoints, on_outcome=log_and_count_webhook_outcome)
+    # A try waits (within its job time) for Redis to come back, unless the worker is stopping.
+    deliverer = Deliverer(
+        connection,
+        settings,
+        endpoints,
+        on_outcome=log_and_count_webhook_outcome,
+        stop=stopping,
+    )
     report = deliverer.deliver(delivery_id)
     return {"action": report.action, "reason": report.reason}
 

@@ -35,31 +35,37 @@ from bridge.api.problems import (
     HTTP_ERROR,
     IDEMPOTENCY_IN_PROGRESS,
     INTERNAL,
-    MALFORMED_JSON,
     MESSAGE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     UNAVAILABLE,
-    UNSUPPORTED_MEDIA_TYPE,
     VALIDATION,
     FieldError,
     Problem,
     ProblemType,
 )
 from bridge.api.rate_limit import RateLimiter
-from bridge.api.request_body import read_body
-from bridge.api.schemas import Limits, parse_send_request
+from bridge.api.request_body import check_request_text, read_json
+from bridge.api.schemas import INVALID_CHARACTERS, Limits, parse_send_request
 from bridge.config.redis_conn import connect
+from bridge.config.redis_faults import redis_unavailable
 from bridge.config.settings import Scope, Settings
 from bridge.observability.health import api_readiness, max_pulse_age_s
-from bridge.observability.logging import current_context, pop_context, push_context, request_id_from
+from bridge.observability.logging import (
+    add_secrets,
+    current_context,
+    pop_context,
+    push_context,
+    request_id_from,
+)
 from bridge.observability.metrics import metrics_response
 from bridge.outbound.intake import Gate, Intake, IntakeConflict
 from bridge.outbound.messages import MessageNotFound, MessageRecord, MessageStore
 from bridge.ucwa.datauri import html_to_text
 from bridge.ucwa.html_policy import sanitize_outgoing_html
-from bridge.webhooks.admin import WebhookAdmin
+from bridge.ucwa.text import unencodable
+from bridge.webhooks.admin import WebhookAdmin, url_secrets
 from bridge.webhooks.endpoints import webhook_config
 
 log = logging.getLogger(__name__)
@@ -96,6 +102,8 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     )
     store = MessageStore(client, record_ttl_s=settings.record_ttl_s)
     endpoints, webhook_settings = webhook_config()
+    # Answers show endpoint URLs redacted; logs must not show what the answers hide.
+    add_secrets(secret for endpoint in endpoints for secret in url_secrets(endpoint.url))
     services = Services(
         settings=settings,
         redis=client,
@@ -128,6 +136,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     webhooks_api.init_app(app, WebhookAdmin(client, webhook_settings, endpoints))
     app.register_blueprint(webhooks_api.blueprint)
     app.before_request(_begin_request)
+    app.before_request(check_request_text)
     app.before_request(_authorize_webhooks)
     app.after_request(_echo_request_id)
     app.after_request(_add_rate_limit_headers)
@@ -167,9 +176,19 @@ def _end_request(_error: BaseException | None) -> None:
 
 def _authorize_webhooks() -> None:
     """The delivery log is read with the read scope; retry, replay and enable need send."""
-    if request.blueprint != webhooks_api.blueprint.name:
+    # OPTIONS only lists the allowed methods (Flask answers it), as on every other route.
+    if request.blueprint != webhooks_api.blueprint.name or request.method == "OPTIONS":
         return
-    _authorize(_services(), Scope.READ if request.method == "GET" else Scope.SEND)
+    _authorize(_services(), scope_for(request.method))
+
+
+# HEAD answers what GET would, so it needs what GET needs, on every route.
+_READING_METHODS = frozenset({"GET", "HEAD"})
+
+
+def scope_for(method: str) -> Scope:
+    """The scope a webhook admin request needs: ``read`` to look, ``send`` to act."""
+    return Scope.READ if method.upper() in _READING_METHODS else Scope.SEND
 
 
 def _authorize(services: Services, scope: Scope) -> Caller:
@@ -246,19 +265,13 @@ def _count(services: Services, caller: Caller) -> None:
 
 def _new_record(services: Services) -> tuple[MessageRecord, Any]:
     """The message in the request, validated and sanitised (4xx otherwise), and the body."""
-    if request.mimetype != JSON:
-        raise Problem(
-            UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Type must be {JSON}",
-            headers={"Accept-Post": JSON},
-        )
-    body = _decode_json(read_body(services.settings.max_body_bytes))
+    body = read_json(services.settings.max_body_bytes)
     payload = parse_send_request(body, services.limits)
     record = MessageRecord.new(
         to=payload.to,
         conversation=payload.conversation,
         text=payload.text,
-        html=None if payload.html is None else _sanitized(payload.html),
+        html=None if payload.html is None else _sanitized(payload.html, services.limits),
         subject=payload.subject,
         importance=payload.importance,
         validity_s=payload.validity or services.settings.default_validity_s,
@@ -272,11 +285,35 @@ def _created(caller: Caller, stored: MessageRecord) -> Response:
     return Response(response.body, status=response.status, mimetype=JSON, headers=response.headers)
 
 
-def _sanitized(html: str) -> str:
+def _sanitized(html: str, limits: Limits) -> str:
+    """What will be sent: the sanitised HTML, or its text where a conversation takes no HTML.
+
+    Sanitising escapes (``<`` becomes ``&lt;``), so the result is measured again: UCWA refuses
+    a message over the limit only after the bridge has accepted it.
+    """
     clean = sanitize_outgoing_html(html)
-    if not html_to_text(clean):
+    # Character references are decoded by sanitising: "&#27;" comes out as the ESC character.
+    refused = unencodable(clean)
+    if refused is not None:
+        message = f"once sanitised {refused}"
+        raise Problem(
+            VALIDATION,
+            f"html: {message}",
+            errors=[FieldError("html", message, INVALID_CHARACTERS)],
+        )
+    text = html_to_text(clean)
+    if not text:
         message = "nothing Skype for Business can show is left after sanitising"
         raise Problem(VALIDATION, f"html: {message}", errors=[FieldError("html", message, "blank")])
+    longest = max(len(clean), len(text))
+    if longest > limits.max_message_chars:
+        message = (
+            f"is {longest} characters after sanitising, over the limit of "
+            f"{limits.max_message_chars}"
+        )
+        raise Problem(
+            VALIDATION, f"html: {message}", errors=[FieldError("html", message, "too_long")]
+        )
     return clean
 
 
@@ -305,20 +342,6 @@ def _release_quietly(claim: Claim) -> None:
         claim.release()
     except redis.RedisError:
         log.warning("could not release an idempotency claim; it expires on its own")
-
-
-def _decode_json(raw: bytes) -> Any:
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
-    except UnicodeDecodeError:
-        raise Problem(MALFORMED_JSON, "the body is not UTF-8") from None
-    except ValueError as exc:
-        raise Problem(MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise Problem(MALFORMED_JSON, "the body is nested too deeply") from None
 
 
 def get_message(message_id: str) -> Response:
@@ -370,7 +393,12 @@ def _http_error(error: HTTPException) -> Response:
 
 
 def _redis_error(error: redis.RedisError) -> Response:
-    log.error("redis error", extra={"error": type(error).__name__})
+    # Down, read-only, full, loading or failing over (redis_unavailable): the caller retries.
+    # Anything else is still refused with 503, but logged with its traceback as a bug.
+    if redis_unavailable(error):
+        log.warning("redis unavailable", extra={"error": type(error).__name__})
+    else:
+        log.error("redis error", extra={"error": type(error).__name__}, exc_info=error)
     return Problem(
         UNAVAILABLE, "storage is unavailable; retry later", headers={"Retry-After": "5"}
     ).to_response(request.path)

@@ -16,7 +16,7 @@ from bridge.api.rate_limit import RATE_LIMITED
 from bridge.api.schemas import (
     CONVERSATION_ID,
     MAX_URI_CHARS,
-    NOT_BLANK,
+    MESSAGE_TEXT,
     SIP_URI,
     SendMessageRequest,
 )
@@ -75,7 +75,7 @@ def request_schema(max_message_chars: int) -> dict[str, Any]:
     props["to"]["maxLength"] = MAX_URI_CHARS
     props["conversation"]["pattern"] = CONVERSATION_ID.pattern
     for name in ("text", "html", "subject"):
-        props[name]["pattern"] = NOT_BLANK.pattern
+        props[name]["pattern"] = MESSAGE_TEXT.pattern
     for name in ("text", "html"):
         props[name]["maxLength"] = max_message_chars
     schema["allOf"] = [_exactly_one("to", "conversation"), _exactly_one("text", "html")]
@@ -301,7 +301,8 @@ def _post_messages() -> dict[str, Any]:
             },
             **_authenticated(
                 {
-                    "400": "Malformed or too deeply nested JSON, or an invalid Idempotency-Key.",
+                    "400": "Malformed, too deeply nested or non-UTF-8 JSON, a body that is "
+                    "malformed or ended early, or an invalid Idempotency-Key.",
                     "409": _problem(
                         "A request with this Idempotency-Key is still in progress.",
                         {"Retry-After": {"schema": {"type": "integer"}}},
@@ -312,8 +313,11 @@ def _post_messages() -> dict[str, Any]:
                         "Content-Type is not application/json.",
                         {"Accept-Post": {"schema": {"type": "string"}}},
                     ),
-                    "422": "Validation failed (errors names each field, at most 20), or the "
-                    "Idempotency-Key was used with a different body.",
+                    "422": "Validation failed (errors names each field, at most 20): also an "
+                    "unpaired surrogate in any string, a key given twice, a control character "
+                    "in text, html or subject (invalid_characters, with its position), HTML "
+                    "over the limit once sanitised; or the Idempotency-Key was used with a "
+                    "different body.",
                 }
             ),
         },

@@ -90,7 +90,7 @@ def webhook_paths(problems: Responses, endpoint_ids: Sequence[str]) -> dict[str,
                 "A page of deliveries and the cursor of the next page.",
                 problems,
                 query=("status", "endpoint", "type", "limit", "cursor"),
-                extra={"422": "Invalid filter."},
+                extra={"422": "Invalid filter, or a parameter that is not UTF-8."},
             )
         },
         "/webhooks/deliveries/{delivery_id}": {
@@ -122,7 +122,14 @@ def webhook_paths(problems: Responses, endpoint_ids: Sequence[str]) -> dict[str,
                 problems,
                 status="202",
                 body=_replay_body(endpoint_ids),
-                extra={"413": "Body over the size limit.", "422": "Invalid body."},
+                extra={
+                    "400": "Malformed JSON (or not UTF-8), or a body that is malformed or "
+                    "ended early.",
+                    "413": "Body over the size limit.",
+                    "415": "Content-Type is not application/json.",
+                    "422": "Invalid body: a bad or unknown field, a key given twice, or an "
+                    "unpaired surrogate (errors names the field).",
+                },
             )
         },
         "/webhooks/endpoints": {

@@ -13,6 +13,8 @@ from typing import Any
 
 from flask import Response
 
+from bridge.ucwa.text import repair
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:ucwa-bridge:problem:"
 
@@ -122,11 +124,13 @@ class Problem(Exception):
         return data
 
     def to_response(self, instance: str | None = None) -> Response:
-        response = Response(
-            json.dumps(self.body(instance), ensure_ascii=False),
-            status=self.kind.status,
-            mimetype=PROBLEM_MEDIA_TYPE,
-        )
+        body = self.body(instance)
+        try:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            # A detail that quotes caller text must not turn the answer into a 500.
+            data = json.dumps(repair(body), ensure_ascii=False).encode("utf-8")
+        response = Response(data, status=self.kind.status, mimetype=PROBLEM_MEDIA_TYPE)
         for name, value in self.headers.items():
             response.headers[name] = value
         return response

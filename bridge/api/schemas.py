@@ -14,8 +14,10 @@ from pydantic_core import PydanticCustomError
 
 from bridge.api.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
 from bridge.config.settings import MAX_VALIDITY_S
+from bridge.ucwa.text import unencodable
 
 MAX_SUBJECT_CHARS = 250
+INVALID_CHARACTERS = "invalid_characters"  # the code of a refused character, as at the boundary
 MAX_REPORTED_ERRORS = 20  # a body of a thousand unknown fields gets a short answer
 MAX_URI_CHARS = 256
 # Written without flags so the OpenAPI document can carry the same patterns; used with fullmatch
@@ -29,6 +31,14 @@ CONVERSATION_ID = re.compile(r"^conv_[0-9a-f]{24}$")
 NOT_BLANK = re.compile(
     "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a"
     "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+)
+# For the OpenAPI document, which cannot run validators: something other than whitespace and
+# none of the control characters the text policy refuses (bridge.ucwa.text.unencodable).
+_CONTROLS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f"
+MESSAGE_TEXT = re.compile(
+    f"^[^{_CONTROLS}]*"
+    "[^\\x00-\\x20\\x7f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+    f"[^{_CONTROLS}]*$"
 )
 
 
@@ -103,8 +113,15 @@ class SendMessageRequest(BaseModel):
 
     @field_validator("text", "html", "subject")
     @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not NOT_BLANK.search(value):
+    def _message_text(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        # NUL, escape sequences and other controls either break the recipient's client or
+        # are cut by UCWA after the message was accepted; the position helps find them.
+        refused = unencodable(value)
+        if refused is not None:
+            raise PydanticCustomError(INVALID_CHARACTERS, refused)
+        if not NOT_BLANK.search(value):
             raise PydanticCustomError("blank", "must not be empty or only whitespace")
         return value
 

@@ -6,7 +6,6 @@ No auth here: the app registers ``blueprint`` behind its own ``before_request`` 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -19,7 +18,7 @@ from bridge.api.problems import (
     FieldError,
     Problem,
 )
-from bridge.api.request_body import read_body
+from bridge.api.request_body import read_json
 from bridge.config.settings import Settings
 from bridge.webhooks.admin import WebhookAdmin, decode_cursor
 from bridge.webhooks.errors import DeliveryInFlight, DeliveryNotFound, EndpointNotFound
@@ -29,6 +28,7 @@ from bridge.webhooks.log import DeliveryStatus
 blueprint = Blueprint("webhooks", __name__)
 EXTENSION_KEY = "ucwa_bridge.webhooks"
 MAX_LIMIT = 200
+REPLAY_FIELDS = frozenset({"since", "endpoint"})
 
 
 def init_app(app: Flask, admin: WebhookAdmin) -> None:
@@ -112,13 +112,16 @@ def retry_delivery(delivery_id: str) -> tuple[Response, int]:
 @blueprint.post("/webhooks/replay")
 def replay() -> tuple[Response, int]:
     # the API's BRIDGE_MAX_BODY_BYTES, which create_app puts in MAX_CONTENT_LENGTH
-    raw = read_body(current_app.config.get("MAX_CONTENT_LENGTH") or Settings.max_body_bytes)
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        body = None
+    body = read_json(current_app.config.get("MAX_CONTENT_LENGTH") or Settings.max_body_bytes)
     if not isinstance(body, dict):
         raise invalid("body", "a JSON object is required")
+    unknown = sorted(set(body) - REPLAY_FIELDS)
+    if unknown:  # as the OpenAPI document says: no other fields
+        raise Problem(
+            VALIDATION,
+            f"{len(unknown)} unknown field(s)",
+            errors=[FieldError(name, "unknown field", "unknown_field") for name in unknown[:20]],
+        )
     since_raw = body.get("since")
     if not isinstance(since_raw, str):
         raise invalid("since", "an RFC 3339 timestamp is required")

@@ -88,8 +88,14 @@ class EmbeddedRedis:
             "--logfile",
             str(Path(self.data_dir) / "redis.log"),
         ]
+        # A session of its own: Ctrl-C in a terminal reaches the owner only, which stops Redis
+        # last, after the roles that still write to it.
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)

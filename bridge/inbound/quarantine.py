@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from bridge.config.redis_faults import redis_unavailable
 from bridge.config.redis_text import text
 from bridge.session.lease import LeaseLost
 
@@ -26,11 +27,7 @@ TTL_S = 30 * 24 * 3600
 def passes_through(error: BaseException) -> bool:
     """Faults of the infrastructure, not of one event: Redis unavailable, a transaction that lost
     its watch, the lease gone. The poller handles those; quarantining would lose the event."""
-    if isinstance(error, LeaseLost | redis.WatchError | redis.ConnectionError):
-        return True
-    if isinstance(error, redis.TimeoutError | redis.exceptions.BusyLoadingError):
-        return True
-    return isinstance(error, redis.ReadOnlyError | redis.OutOfMemoryError)
+    return isinstance(error, LeaseLost | redis.WatchError) or redis_unavailable(error)
 
 
 def quarantine_key(account: str) -> str:

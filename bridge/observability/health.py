@@ -16,6 +16,7 @@ from typing import TextIO
 import redis
 
 from bridge.config.redis_conn import connect
+from bridge.config.redis_faults import probe_writable
 from bridge.session.lease import PollerLease
 from bridge.session.store import SessionStore
 
@@ -30,12 +31,19 @@ EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 Result = tuple[bool, list[str]]
 
 
-def redis_reasons(client: redis.Redis) -> list[str]:
+def redis_reasons(client: redis.Redis, writes: bool = False) -> list[str]:
+    """Why Redis cannot serve; with ``writes``, also whether it takes a write (a read-only or
+    full server answers pings)."""
     try:
         if not client.ping():
             return ["redis: ping failed"]
     except redis.RedisError as exc:
         return [f"redis: unreachable ({type(exc).__name__})"]
+    if writes:
+        try:
+            probe_writable(client)
+        except redis.RedisError as exc:
+            return [f"redis: not taking writes ({type(exc).__name__})"]
     return []
 
 
@@ -75,7 +83,7 @@ def api_readiness(
     now: float | None = None,
 ) -> Result:
     """Whether accepted messages can be sent: Redis answers and the account's poller is live."""
-    reasons = redis_reasons(client)
+    reasons = redis_reasons(client, writes=True)
     if not reasons:
         try:
             reasons = poller_reasons(client, account, max_pulse_age_s, now)

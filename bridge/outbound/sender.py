@@ -6,7 +6,6 @@ queued → posting_<path> → invited | posted → delivered | failed | expired;
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
@@ -15,7 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
+from redis.lock import Lock
 
+from bridge.config.redis_faults import redis_unavailable
 from bridge.outbound.messages import (
     OUTCOME_UNKNOWN,
     MessageError,
@@ -107,9 +108,7 @@ class Sender:
         try:
             return step(message_id)
         finally:
-            # The lock may have expired while we worked: nothing to undo then.
-            with contextlib.suppress(redis.exceptions.LockError):
-                lock.release()
+            _release(lock)
 
     # -- the flow -----------------------------------------------------------------------------
     def _run(self, message_id: str) -> str:
@@ -463,6 +462,27 @@ class Sender:
             self.sessions.replace_token(
                 session.generation, token.access_token, token.expires_at.timestamp()
             )
+
+
+# How long a run waits for Redis to take writes again to give its lock back: without it, a send
+# cut off by an outage would stay locked for the lock's whole TTL after Redis returned.
+LOCK_RELEASE_WAIT_S = 20.0
+
+
+def _release(lock: Lock) -> None:
+    deadline = time.monotonic() + LOCK_RELEASE_WAIT_S
+    delay = 0.2
+    while True:
+        try:
+            lock.release()
+            return
+        except redis.exceptions.LockError:
+            return  # it expired while we worked (or is another run's now): nothing to undo
+        except redis.RedisError as exc:
+            if not redis_unavailable(exc) or time.monotonic() + delay > deadline:
+                return  # the lock expires by itself
+            time.sleep(delay)  # Redis, and with it RQ's scheduler, is away: nothing to hand to
+            delay = min(delay * 2, 2.0)
 
 
 def _first_message(record: MessageRecord) -> str:

@@ -37,6 +37,21 @@ return 0
 """
 
 
+# Take a lapsed lease back with the same fence, only if nobody acquired it meanwhile (the counter
+# still shows our fence): no other poller can have written, so nothing we hold is stale.
+_RECLAIM = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if current == false and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 class LeaseLost(RuntimeError):
     """Another poller holds the lease now; this one must stop acting."""
 
@@ -62,6 +77,7 @@ class PollerLease:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._reclaim = client.register_script(_RECLAIM)
 
     def try_acquire(self) -> bool:
         fence = int(self._acquire(keys=[self.key, self.fence_key], args=[self.holder, self.ttl_ms]))
@@ -81,6 +97,16 @@ class PollerLease:
 
     def renew(self) -> None:
         if self._value is None or not self._renew(keys=[self.key], args=[self._value, self.ttl_ms]):
+            self.fence = self._value = None
+            raise LeaseLost(self.key)
+
+    def renew_or_reclaim(self) -> None:
+        """Renew; if the lease lapsed (Redis was unavailable for longer than its TTL) take it back
+        under the same fence when nobody else took it meanwhile. Raises LeaseLost otherwise."""
+        value, fence = self._value, self.fence
+        if value is None or fence is None:
+            raise LeaseLost(self.key)
+        if not self._reclaim(keys=[self.key, self.fence_key], args=[value, self.ttl_ms, fence]):
             self.fence = self._value = None
             raise LeaseLost(self.key)
 

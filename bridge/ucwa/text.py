@@ -46,3 +46,43 @@ def unencodable(text: str) -> str | None:
             f"{found.start()} (only tab, line feed and carriage return are allowed)"
         )
     return None
+
+
+def unpaired_surrogate(value: Any) -> tuple[tuple[str | int, ...], int] | None:
+    """Where the first unpaired surrogate in a JSON value is: the path to its string (a key's
+    own path when the key carries it, with surrogates in the path replaced) and its position.
+
+    Walks with its own stack: a value as deep as the JSON parser allows must not exhaust
+    Python's.
+    """
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, _KeyAt):
+            return path, int(item)
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found is not None:
+                return path, found.start()
+            continue
+        if isinstance(item, list):
+            children: list[tuple[tuple[str | int, ...], Any]] = [
+                ((*path, index), child) for index, child in enumerate(item)
+            ]
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if isinstance(key, str):
+                    found = _SURROGATE.search(key)
+                    if found is not None:
+                        children.append(((*path, repair(key)), _KeyAt(found.start())))
+                        continue
+                children.append(((*path, key), child))
+        else:
+            continue
+        stack.extend(reversed(children))  # depth first, in document order
+    return None
+
+
+class _KeyAt(int):
+    """Stands for a key that carries a surrogate at this position, in ``unpaired_surrogate``."""

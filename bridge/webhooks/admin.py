@@ -1,14 +1,17 @@
 """Operator actions behind the API: list and inspect deliveries, retry, replay, endpoint state.
 
-Returns plain JSON-ready dicts; raises the package's errors for the API to map to problems.
+Returns plain JSON-ready dicts, endpoint URLs and errors quoting them with credentials redacted;
+raises the package's errors for the API to map to problems.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.client import Pipeline
@@ -21,6 +24,68 @@ from bridge.webhooks.jobs import DeliveryJobs
 from bridge.webhooks.log import DeliveryLog, DeliveryRecord
 from bridge.webhooks.settings import WebhookSettings
 
+REDACTED = "[REDACTED]"
+# Query parameters that carry a credential by name (token=, api_key=, sig=, X-Amz-Signature=).
+_SECRET_PARAM = re.compile(
+    r"(?i)(?:^|[_.-])(?:token|key|secret|sig|signature|password|passwd|pwd|pass|auth"
+    r"|authorization|credentials?|code|session)$|^(?:api|access|client|private)_?key$"
+)
+MIN_LITERAL_SECRET = 8
+_USERINFO = re.compile(r"(://)[^/\s@?#]+@")
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s'\"]+)=([^&;#\s'\")]+)")
+_CURSOR = re.compile(r"^([0-9]{1,15})\.(dlv_[A-Za-z0-9_-]{1,64})$")
+
+
+def redact_url(url: str) -> str:
+    """``url`` as operators may see it: user and password, and the values of query parameters
+    named like credentials, replaced by [REDACTED]."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = REDACTED + "@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{name}={REDACTED}" if _is_secret_param(unquote(name)) and value else pair
+        for pair in parts.query.split("&")
+        for name, _, value in [pair.partition("=")]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> set[str]:
+    """The credentials ``redact_url`` hides, as written and decoded: for the log redactor."""
+    parts = urlsplit(url)
+    found: set[str] = set()
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        found |= {userinfo, userinfo.partition(":")[2]}
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if value and _is_secret_param(unquote(name)):
+            found.add(value)
+    for name, value in parse_qsl(parts.query, keep_blank_values=False):
+        if _is_secret_param(name):
+            found.add(value)
+    found |= {unquote(value) for value in found}
+    return {value for value in found if value}
+
+
+def _is_secret_param(name: str) -> bool:
+    return _SECRET_PARAM.search(name) is not None
+
+
+def scrub(text: str | None, secrets: Iterable[str] = ()) -> str | None:
+    """``text`` (an error that may quote a URL) with URL credentials and the values of
+    ``secrets`` of at least 8 characters (shorter ones would mangle ordinary words) replaced."""
+    if not text:
+        return text
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_LITERAL_SECRET:
+            text = text.replace(secret, REDACTED)
+    text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
+    return _QUERY_PAIR.sub(
+        lambda m: f"{m[1]}{m[2]}={REDACTED}" if _is_secret_param(unquote(m[2])) else m[0], text
+    )
+
 
 def _iso(ms: int | None) -> str | None:
     return None if ms is None else rfc3339(datetime.fromtimestamp(ms / 1000, tz=UTC))
@@ -31,11 +96,12 @@ def encode_cursor(cursor: tuple[int, str] | None) -> str | None:
 
 
 def decode_cursor(text: str) -> tuple[int, str]:
-    """Inverse of ``encode_cursor``; raises ValueError on anything else."""
-    ms, _, delivery_id = text.partition(".")
-    if not delivery_id.startswith("dlv_"):
+    """Inverse of ``encode_cursor``; raises ValueError on anything else (int() alone would
+    take other scripts' digits, underscores, and numbers Redis refuses as a score)."""
+    match = _CURSOR.match(text)
+    if match is None:
         raise ValueError("malformed cursor")
-    return int(ms), delivery_id
+    return int(match.group(1)), match.group(2)
 
 
 class WebhookAdmin:
@@ -77,14 +143,17 @@ class WebhookAdmin:
         if record is None:
             raise DeliveryNotFound(delivery_id)
         view = self._render(record, _now_ms())
+        endpoint = self.endpoints.get(record.endpoint_id)
+        # A transport error quotes the URL it failed on, query credentials included.
+        secrets = url_secrets(endpoint.url) if endpoint is not None else set()
         view["attempts"] = [
             {
                 "at": _iso(a["at_ms"]),
                 "try": a["try"],
                 "status_code": a["status_code"],
-                "error": a["error"],
+                "error": scrub(a["error"], secrets),
                 "latency_ms": a["latency_ms"],
-                "response_excerpt": a["response_excerpt"],
+                "response_excerpt": scrub(a["response_excerpt"], secrets),
             }
             for a in self.log.attempts(delivery_id)
         ]
@@ -127,6 +196,7 @@ class WebhookAdmin:
     @staticmethod
     def _render_endpoint(endpoint: WebhookEndpoint, disabled: Any) -> dict[str, Any]:
         view = endpoint.public_view()
+        view["url"] = redact_url(endpoint.url)
         view["disabled"] = (
             None
             if disabled is None

@@ -1,20 +1,24 @@
 """One delivery try: claim it, vet the target, sign, POST, log the attempt, decide what comes next.
 
-Run by the RQ job ``workers.webhook_jobs.deliver_webhook``. Never sleeps: RQ's scheduler retries.
+Run by the RQ job ``workers.webhook_jobs.deliver_webhook``. Never sleeps between tries (RQ's
+scheduler retries); it only waits, within the job's time, for Redis to serve again.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import redis
 from redis.client import Pipeline
 
+from bridge.config.redis_faults import redis_unavailable
 from bridge.webhooks import ssrf, transport
 from bridge.webhooks.endpoint_status import EndpointStatusStore
 from bridge.webhooks.endpoints import WebhookEndpoint
@@ -33,6 +37,10 @@ from bridge.webhooks.settings import WebhookSettings
 from bridge.webhooks.signing import signed_headers
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Left of the job's time when a wait for Redis gives up, so RQ's own timeout never cuts it.
+REDIS_WAIT_MARGIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class Deliverer:
         on_outcome: Callable[[AttemptOutcome], None] = log_outcome,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
+        stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.endpoints = {e.id: e for e in endpoints}
@@ -87,16 +96,27 @@ class Deliverer:
         self._on_outcome = on_outcome
         self._rand = rand
         self._clock = clock
+        self._stop = stop or threading.Event()
+        self._deadline = float("inf")
 
     def deliver(self, delivery_id: str) -> DeliveryReport:
-        now_ms = self._now_ms()
-        claim = self.log.claim(delivery_id, now_ms, lease_ms=self.settings.job_timeout_s * 1000)
+        self._deadline = time.monotonic() + max(
+            self.settings.job_timeout_s - REDIS_WAIT_MARGIN_S, 1.0
+        )
+        lease_ms = self.settings.job_timeout_s * 1000
+        claim = self._persist(
+            lambda: self.log.claim(delivery_id, self._now_ms(), lease_ms=lease_ms)
+        )
         if isinstance(claim, NotDue):
             # Ran early (a duplicate run, or a manual enqueue): put the try back on schedule.
             at = _from_ms(claim.at_ms)
-            with self._r.pipeline() as pipe:
-                self.jobs.schedule(pipe, delivery_id, claim.try_no, at)
-                pipe.execute()
+
+            def reschedule() -> None:
+                with self._r.pipeline() as pipe:
+                    self.jobs.schedule(pipe, delivery_id, claim.try_no, at)
+                    pipe.execute()
+
+            self._persist(reschedule)
             return DeliveryReport(delivery_id, "not_due", next_attempt_at=at)
         if not isinstance(claim, Claimed):
             return DeliveryReport(delivery_id, "skipped", claim.reason)
@@ -104,9 +124,10 @@ class Deliverer:
         endpoint = self.endpoints.get(record.endpoint_id)
         if endpoint is None:
             return self._dead(record, "endpoint_removed", None)
-        if not endpoint.enabled or self.status.disabled(endpoint.id) is not None:
+        disabled = self._persist(lambda: self.status.disabled(endpoint.id))
+        if not endpoint.enabled or disabled is not None:
             return self._dead(record, "endpoint_disabled", None)
-        body = self.log.event_body(record.event_id)
+        body = self._persist(lambda: self.log.event_body(record.event_id))
         if body is None:
             return self._dead(record, "event_expired", None)
         return self._attempt(record, endpoint, body)
@@ -220,7 +241,7 @@ class Deliverer:
         verdict: Verdict,
         after: Callable[[Pipeline], None] | None = None,
     ) -> DeliveryReport:
-        if not self.log.conclude(claimed, updated, attempt, after):
+        if not self._persist(lambda: self.log.conclude(claimed, updated, attempt, after)):
             return DeliveryReport(claimed.id, "skipped", "superseded")
         self._on_outcome(
             AttemptOutcome(
@@ -238,6 +259,32 @@ class Deliverer:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    def _persist(self, step: Callable[[], T]) -> T:
+        """Run a Redis step, again while Redis is unavailable, until the job's time is nearly up.
+
+        Once a try is claimed, its claim holds off every other run until the lease ends and its
+        outcome lives only here: failing the job on a short outage would leave the delivery
+        claimed and unanswered. Every step is a check-and-set transaction, so a repeat is safe.
+        """
+        delay = 0.2
+        warned = False
+        while True:
+            try:
+                return step()
+            except redis.RedisError as exc:
+                if not redis_unavailable(exc) or self._stop.is_set():
+                    raise
+                if time.monotonic() + delay >= self._deadline:
+                    raise
+                if not warned:
+                    logger.warning(
+                        "Redis unavailable during a webhook delivery; waiting for it",
+                        extra={"error": type(exc).__name__},
+                    )
+                    warned = True
+                self._stop.wait(delay)
+                delay = min(delay * 2, 2.0)
 
 
 def _from_ms(ms: int) -> datetime:

@@ -1,15 +1,22 @@
-"""Fixtures for the API tests: settings, an app bound to the session's real Redis, keys."""
+"""Fixtures for the API tests: settings, an app bound to the session's real Redis, keys, and
+the API under a real gunicorn started the way ``ucwa-bridge api`` starts it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 from bridge.api import create_app
+from bridge.config.embedded_redis import free_port
 from bridge.config.settings import Settings
 
 SEND_AND_READ_KEY = "all-rights-key-0123456789"
@@ -48,3 +55,46 @@ def app(settings: Settings, redis_client: redis.Redis) -> Flask:
 @pytest.fixture()
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture()
+def fuzz_client(make_settings: MakeSettings, redis_client: redis.Redis) -> FlaskClient:
+    """As ``client``, without the rate limit: generated requests must not turn into 429s."""
+    settings = make_settings(max_body_bytes="4096", max_message_chars="1000", rate_limit="off")
+    return create_app(settings, redis_client).test_client()
+
+
+@pytest.fixture()
+def gunicorn_api(redis_url: str, redis_client: redis.Redis) -> Iterator[int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        BRIDGE_REDIS_URL=redis_url,
+        BRIDGE_API_KEYS=API_KEYS,
+        BRIDGE_API_WORKERS="1",
+        BRIDGE_MAX_BODY_BYTES="4096",
+        BRIDGE_API_LIMIT_REQUEST_LINE="200",
+        BRIDGE_API_LIMIT_REQUEST_FIELDS="12",
+        BRIDGE_API_LIMIT_REQUEST_FIELD_SIZE="300",
+        BRIDGE_LOG_LEVEL="WARNING",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "api", "--bind", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

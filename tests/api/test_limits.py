@@ -7,11 +7,7 @@ gunicorn started the way ``ucwa-bridge api`` starts it.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,10 +15,12 @@ import pytest
 import redis
 import requests
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.api import create_app
-from bridge.config.embedded_redis import free_port
-from tests.api.conftest import API_KEYS, MakeSettings, bearer
+from bridge.ucwa.datauri import html_to_text
+from tests.api.conftest import MakeSettings, bearer
 
 PROBLEM = "application/problem+json"
 
@@ -108,42 +106,6 @@ def test_deeply_nested_json_is_a_400_not_a_crash(
 # -- header limits, enforced by gunicorn -------------------------------------------------------
 
 
-@pytest.fixture()
-def gunicorn_api(redis_url: str, redis_client: redis.Redis) -> Iterator[int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_REDIS_URL=redis_url,
-        BRIDGE_API_KEYS=API_KEYS,
-        BRIDGE_API_WORKERS="1",
-        BRIDGE_MAX_BODY_BYTES="4096",
-        BRIDGE_API_LIMIT_REQUEST_LINE="200",
-        BRIDGE_API_LIMIT_REQUEST_FIELDS="12",
-        BRIDGE_API_LIMIT_REQUEST_FIELD_SIZE="300",
-        BRIDGE_LOG_LEVEL="WARNING",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "api", "--bind", f"127.0.0.1:{port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 def raw_request(port: int, head: str) -> tuple[int, dict[str, str], Any]:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(head.encode("latin-1") + b"\r\n")
@@ -222,3 +184,35 @@ def test_chunked_replay_body_over_the_limit_is_a_413_problem_too(gunicorn_api: i
     assert response.request.headers["Transfer-Encoding"] == "chunked"
     assert response.status_code == 413
     assert response.json()["type"] == "urn:ucwa-bridge:problem:payload-too-large"
+
+
+@pytest.mark.parametrize("html", ["x" + "<" * 600, "&" * 300, "a\u00a0" * 100 + "<>" * 200])
+def test_html_that_sanitises_over_the_message_limit_is_422_naming_html(
+    client: FlaskClient, redis_client: redis.Redis, html: str
+) -> None:
+    assert len(html) <= 1000  # within the limit as sent, over it as it would be sent on
+
+    response = client.post("/messages", json={"to": "sip:a@b.com", "html": html}, headers=bearer())
+
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert fields(response) == {"html": "too_long"}
+    assert "after sanitising" in response.get_json()["errors"][0]["message"]
+    assert not list(redis_client.scan_iter("msg:*"))
+
+
+HTML_PIECES = [*"<>&\"' ab/=\n", "<b>", "</p>", "<li>", "&amp;", "<br>", "\u00a0"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(html=st.lists(st.sampled_from(HTML_PIECES), max_size=400).map("".join))
+def test_accepted_html_is_what_the_worker_can_send(fuzz_client: FlaskClient, html: str) -> None:
+    response = fuzz_client.post(
+        "/messages", json={"to": "sip:a@b.com", "html": html}, headers=bearer()
+    )
+
+    assert response.status_code in (202, 413, 422), response.get_data(as_text=True)
+    if response.status_code == 202:
+        sent = response.get_json()["html"]
+        assert len(sent) <= 1000 and len(html_to_text(sent)) <= 1000

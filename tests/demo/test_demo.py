@@ -75,6 +75,7 @@ def demo() -> Iterator[DemoRun]:
         stderr=subprocess.STDOUT,
         text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
+        start_new_session=True,  # a process group of its own, as in a terminal
     )
     run = DemoRun(process)
     threading.Thread(target=run.read, daemon=True).start()
@@ -143,9 +144,14 @@ def test_the_echoed_reply_and_the_status_reach_the_webhook_receiver(demo: DemoRu
 
 
 def test_ctrl_c_stops_every_process_and_removes_the_temp_dir(demo: DemoRun) -> None:
-    demo.process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    os.killpg(demo.process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
     assert demo.process.wait(timeout=40) == 0
+    took = time.monotonic() - started
     demo.wait_for(r"^stopped$", timeout=5)
+    print(f"\ndemo stopped {took:.1f}s after Ctrl-C")
+    assert not any("did not stop" in line for line in demo.lines), demo.lines
+    assert took < 10
     leftovers = [pid for pid in demo.descendants if alive(pid)]
     assert leftovers == []
     assert not Path(demo.logs).exists()

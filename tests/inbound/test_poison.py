@@ -28,7 +28,6 @@ from tests.inbound.test_staging import (
     ACCOUNT,
     APP,
     BASE,
-    COMM,
     CONV,
     CURSOR,
     HI,

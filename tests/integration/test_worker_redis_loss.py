@@ -6,6 +6,7 @@ command must wait for Redis and start the loop again rather than exit.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
-from bridge.config.embedded_redis import EmbeddedRedis
+from bridge.config.embedded_redis import EmbeddedRedis, free_port
 
 
 def wait_until(predicate: object, timeout: float, what: str) -> None:
@@ -88,3 +89,120 @@ def test_worker_survives_redis_loss_under_a_running_job(
             worker.kill()
             raise
     assert code == 0, log_path.read_text()
+
+
+def worker_env(url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BRIDGE_REDIS_URL": url,
+        "BRIDGE_UCWA_DISCOVERY_URL": "https://lyncdiscover.contoso.example",
+        "BRIDGE_UCWA_USERNAME": "sip:bot@contoso.example",
+        "BRIDGE_UCWA_PASSWORD": "not-used-by-this-test",
+        "BRIDGE_MAINTENANCE_INTERVAL_S": "5",
+    }
+
+
+def start_worker(url: str, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "worker"],
+            env=worker_env(url),
+            stdout=log,
+            stderr=log,
+        )
+
+
+def stop_within(worker: subprocess.Popen[bytes], seconds: float) -> tuple[int, float]:
+    """SIGTERM; the exit code and how long the worker took."""
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    try:
+        code = worker.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+        raise AssertionError(f"the worker ignored SIGTERM for {seconds}s") from None
+    return code, time.monotonic() - started
+
+
+def runs_a_job(url: str, job_id: str) -> None:
+    client = redis.Redis.from_url(url)
+    job = Queue("send", connection=client).enqueue_call(
+        "builtins.len", args=([1, 2, 3],), job_id=job_id, result_ttl=60
+    )
+    wait_until(
+        lambda: Job.fetch(job.id, connection=client).get_status() == JobStatus.FINISHED,
+        30,
+        f"job {job_id} to finish",
+    )
+
+
+def test_worker_started_with_redis_down_waits_then_works(tmp_path: Path) -> None:
+    server = EmbeddedRedis()  # not started yet
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(server.url, log_path)
+    try:
+        time.sleep(2.5)
+        assert worker.poll() is None, log_path.read_text()
+        text = log_path.read_text()
+        assert "Traceback" not in text, text
+        waiting = [line for line in text.splitlines() if "Redis unavailable" in line]
+        assert len(waiting) == 1, text
+        assert json.loads(waiting[0])["role"] == "worker"
+        server.start()
+        runs_a_job(server.url, "after-start")
+        code, _ = stop_within(worker, 10)
+        assert code == 0, log_path.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        server.close()
+
+
+def test_worker_stops_on_sigterm_while_redis_is_down(server: EmbeddedRedis, tmp_path: Path) -> None:
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(server.url, log_path)
+    try:
+        runs_a_job(server.url, "before")
+        server.stop(kill=True)
+        time.sleep(2)  # inside RQ's reconnection loop, or the worker's own wait
+        assert worker.poll() is None, log_path.read_text()
+        code, took = stop_within(worker, 10)
+        print(f"\nworker stopped {took:.1f}s after SIGTERM with Redis down")
+        assert code == 0, log_path.read_text()
+        assert took < 5
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+def test_worker_outlives_a_read_only_and_a_full_redis(
+    server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(server.url, log_path)
+    admin = redis.Redis.from_url(server.url)
+    faults = {
+        "read_only": (
+            lambda: admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port())),
+            lambda: admin.execute_command("REPLICAOF", "NO", "ONE"),
+        ),
+        "out_of_memory": (
+            lambda: admin.config_set("maxmemory", "1"),
+            lambda: admin.config_set("maxmemory", "0"),
+        ),
+    }
+    try:
+        runs_a_job(server.url, "before")
+        for name, (begin, end) in faults.items():
+            begin()
+            time.sleep(3)
+            assert worker.poll() is None, f"{name}\n{log_path.read_text()}"
+            end()
+            runs_a_job(server.url, f"after-{name}")
+        assert worker.poll() is None
+        code, _ = stop_within(worker, 10)
+        assert code == 0, log_path.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()

@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.ucwa.messages import HttpResponse
-from bridge.ucwa.text import REPLACEMENT, may_carry_surrogates, repair, unencodable
+from bridge.ucwa.text import (
+    REPLACEMENT,
+    may_carry_surrogates,
+    repair,
+    unencodable,
+    unpaired_surrogate,
+)
 
 # Any code point, lone surrogates included, as JSON escapes them.
 ANY_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF))
@@ -51,3 +57,27 @@ def test_the_api_policy_names_what_it_refuses() -> None:
     assert "U+0000" in (unencodable("nul\x00") or "")
     assert "U+001B" in (unencodable("esc\x1b[31m") or "")
     assert "U+007F" in (unencodable("del\x7f") or "")
+
+
+@given(JSON_VALUES)
+def test_the_first_unpaired_surrogate_is_found_exactly_when_the_value_cannot_be_encoded(
+    value: object,
+) -> None:
+    found = unpaired_surrogate(value)
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        assert found is not None
+    else:
+        assert found is None
+        return
+    path, position = found
+    assert position >= 0
+    json.dumps(path, ensure_ascii=False).encode("utf-8")  # printable in a problem answer
+
+
+def test_the_path_names_list_items_by_index_and_keys_by_their_repaired_text() -> None:
+    assert unpaired_surrogate({"a": ["ok", {"b": "xy\udfff"}]}) == (("a", 1, "b"), 2)
+    assert unpaired_surrogate({"ok": 1, "k\ud800": "v"}) == (("k" + REPLACEMENT,), 1)
+    assert unpaired_surrogate("\U0001f600 \ud83d") == ((), 2)
+    assert unpaired_surrogate([1, None, True, "fine"]) is None

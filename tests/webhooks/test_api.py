@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+import string
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import strategies as st
 
+from bridge.api import create_app
 from bridge.api.webhooks import blueprint, init_app
-from bridge.webhooks.admin import WebhookAdmin
+from bridge.config.embedded_redis import free_port
+from bridge.config.settings import Settings
+from bridge.observability.logging import redact
+from bridge.webhooks.admin import WebhookAdmin, redact_url, scrub, url_secrets
 from bridge.webhooks.endpoints import WebhookEndpoint
 from bridge.webhooks.log import DeliveryStatus
 from bridge.webhooks.settings import WebhookSettings
@@ -177,3 +184,131 @@ def test_endpoints_show_disabled_reason_never_secrets_and_can_be_enabled(
     run_deliveries(redis_client)
     assert len(receiver.received) == 2
     assert client.post("/webhooks/endpoints/nope/enable").status_code == 404
+
+
+# -- URL credentials: never shown, never logged ------------------------------------------------
+
+PASSWORD = "pw-0f3a9c2b7d"
+TOKEN = "tok-5e8d1c4a9b"
+
+
+def credential_url(base: str) -> str:
+    """``base`` (http://host:port/path) with a password and a token in the query."""
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://ops:{PASSWORD}@{rest}?channel=7&token={TOKEN}"
+
+
+def admin_client(redis_client: redis.Redis, endpoints: list[WebhookEndpoint]) -> FlaskClient:
+    app = Flask(__name__)
+    init_app(app, WebhookAdmin(redis_client, WebhookSettings.from_env(os.environ), endpoints))
+    app.register_blueprint(blueprint)
+    return app.test_client()
+
+
+def test_endpoint_urls_are_shown_without_credentials(
+    redis_client: redis.Redis, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = credential_url(receiver.url())
+    endpoints = configure(
+        monkeypatch, {"id": "ops", "url": url, "secrets": [SECRET], "allow_private": True}
+    )
+    client = admin_client(redis_client, endpoints)
+
+    for response in (
+        client.get("/webhooks/endpoints"),
+        client.post("/webhooks/endpoints/ops/enable"),
+    ):
+        text = response.get_data(as_text=True)
+        assert PASSWORD not in text and TOKEN not in text and "ops:" not in text
+    [shown] = client.get("/webhooks/endpoints").get_json()["items"]
+    assert (
+        shown["url"]
+        == f"http://[REDACTED]@127.0.0.1:{receiver.port}/hook?channel=7&token=[REDACTED]"
+    )
+
+
+def test_attempt_errors_never_quote_url_credentials(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: the error names the URL
+    endpoints = configure(
+        monkeypatch,
+        {"id": "ops", "url": credential_url(closed), "secrets": [SECRET], "allow_private": True},
+    )
+    _, [delivery_id] = publish(redis_client, endpoints)
+    run_deliveries(redis_client)
+    client = admin_client(redis_client, endpoints)
+
+    detail = client.get(f"/webhooks/deliveries/{delivery_id}")
+
+    attempts = detail.get_json()["attempts"]
+    assert attempts and all(a["error"].startswith("connection_error") for a in attempts)
+    assert "token=[REDACTED]" in attempts[0]["error"]  # the URL is quoted, its token is not
+    assert PASSWORD not in detail.get_data(as_text=True)
+    assert TOKEN not in detail.get_data(as_text=True)
+    listed = client.get("/webhooks/deliveries").get_data(as_text=True)
+    assert PASSWORD not in listed and TOKEN not in listed
+
+
+def test_url_credentials_are_known_to_the_log_redactor(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(
+        monkeypatch,
+        {"id": "ops", "url": credential_url("https://hooks.example.com/in"), "secrets": [SECRET]},
+    )
+    settings = Settings.from_env(
+        "api", {"BRIDGE_REDIS_URL": redis_url, "BRIDGE_API_KEYS": "k" * 20}
+    )
+    create_app(settings, redis_client)
+
+    line = redact(f"failed: sig {TOKEN} and password {PASSWORD} in the text")
+
+    assert TOKEN not in line and PASSWORD not in line
+
+
+SECRET_NAMES = ["token", "key", "secret", "sig", "password", "api_key", "access_token", "apikey"]
+URL_VALUES = st.text(
+    alphabet=string.ascii_letters + string.digits + "-._~", min_size=8, max_size=30
+)
+
+
+@given(
+    user=URL_VALUES,
+    password=URL_VALUES,
+    name=st.sampled_from(SECRET_NAMES).map(lambda n: n.upper() if len(n) % 2 else n),
+    value=URL_VALUES,
+)
+def test_redacted_urls_keep_everything_but_credentials(
+    user: str, password: str, name: str, value: str
+) -> None:
+    url = f"https://{user}:{password}@hooks.example.com:8443/in/x?page=2&{name}={value}#top"
+
+    shown = redact_url(url)
+
+    assert user not in shown and password not in shown and value not in shown
+    assert shown == f"https://[REDACTED]@hooks.example.com:8443/in/x?page=2&{name}=[REDACTED]#top"
+    assert {password, value} <= url_secrets(url)
+    error = f"HTTPSConnectionPool(host='hooks.example.com', port=8443): url: /in/x?{name}={value}"
+    assert value not in (scrub(error) or "")
+
+
+def test_plain_urls_and_look_alike_names_are_shown_as_they_are() -> None:
+    for url in [
+        "https://hooks.example.com/in",
+        "http://10.0.0.1:8080/a?monkey=1&keyboard=2&tokens_left=3",
+    ]:
+        assert redact_url(url) == url
+        assert url_secrets(url) == set()
+
+
+@pytest.mark.parametrize(
+    "cursor", ["1" + "0" * 400 + ".dlv_a", "١٢.dlv_a", "1_0.dlv_a", "-1.dlv_a", "12.dlv_a b"]
+)
+def test_a_cursor_this_api_never_returned_is_422_not_a_storage_error(
+    client: FlaskClient, cursor: str
+) -> None:
+    response = client.get("/webhooks/deliveries", query_string={"cursor": cursor})
+
+    assert response.status_code == 422
+    assert response.get_json()["errors"][0]["field"] == "cursor"

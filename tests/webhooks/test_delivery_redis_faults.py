@@ -1,0 +1,93 @@
+"""A delivery try that meets Redis read-only, at its claim or after its POST, waits for Redis and
+records its outcome once; it is neither lost nor marked failed. Real Redis, a real receiver."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from bridge.config.embedded_redis import EmbeddedRedis, free_port
+from bridge.webhooks.delivery import Deliverer
+from bridge.webhooks.log import DeliveryStatus
+from bridge.webhooks.settings import WebhookSettings
+from tests.webhooks.harness import attempts, configure, publish, record
+from tests.webhooks.receiver import Reply, WebhookReceiver
+from tests.webhooks.test_delivery import endpoint
+
+
+@pytest.fixture()
+def own_redis() -> Iterator[redis.Redis]:
+    with EmbeddedRedis(appendonly=False) as server:
+        client = redis.Redis(port=server.port)
+        yield client
+        client.close()
+
+
+def read_only(client: redis.Redis) -> None:
+    client.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+
+
+def writable(client: redis.Redis) -> None:
+    client.execute_command("REPLICAOF", "NO", "ONE")
+
+
+def test_an_outcome_is_recorded_once_redis_takes_writes_again(
+    own_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WebhookReceiver(Reply(delay_s=0.5)) as receiver:
+        endpoints = configure(monkeypatch, endpoint(receiver))
+        _, (delivery_id,) = publish(own_redis, endpoints)
+
+        def fault() -> None:  # while the POST is out: its outcome cannot be written
+            receiver.wait_for(1, timeout_s=5)
+            read_only(own_redis)
+            time.sleep(2.0)
+            writable(own_redis)
+
+        breaker = threading.Thread(target=fault)
+        breaker.start()
+        settings = WebhookSettings.from_env(os.environ)
+        started = time.monotonic()
+        report = Deliverer(own_redis, settings, endpoints).deliver(delivery_id)
+        breaker.join()
+    assert report.action == "succeeded", report
+    assert time.monotonic() - started >= 2.0
+    assert record(own_redis, delivery_id).status is DeliveryStatus.SUCCEEDED
+    assert len(attempts(own_redis, delivery_id)) == 1
+    assert len(receiver.received) == 1
+
+
+def test_a_claim_waits_for_redis(own_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    with WebhookReceiver() as receiver:
+        endpoints = configure(monkeypatch, endpoint(receiver))
+        _, (delivery_id,) = publish(own_redis, endpoints)
+        read_only(own_redis)
+        threading.Timer(1.0, writable, args=(own_redis,)).start()
+        settings = WebhookSettings.from_env(os.environ)
+        report = Deliverer(own_redis, settings, endpoints).deliver(delivery_id)
+    assert report.action == "succeeded", report
+    assert len(receiver.received) == 1
+
+
+def test_a_stopping_worker_does_not_wait(
+    own_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WebhookReceiver() as receiver:
+        endpoints = configure(monkeypatch, endpoint(receiver))
+        _, (delivery_id,) = publish(own_redis, endpoints)
+        read_only(own_redis)
+        stop = threading.Event()
+        stop.set()
+        settings = WebhookSettings.from_env(os.environ)
+        started = time.monotonic()
+        with pytest.raises(redis.ReadOnlyError):
+            Deliverer(own_redis, settings, endpoints, stop=stop).deliver(delivery_id)
+        assert time.monotonic() - started < 1
+        writable(own_redis)
+    assert record(own_redis, delivery_id).status is DeliveryStatus.PENDING  # still to do
+    assert receiver.received == []

@@ -1,0 +1,143 @@
+"""The RQ worker class of ``ucwa-bridge worker``: RQ's SimpleWorker, told how to live with outages.
+
+It reconnects every few seconds, logs an outage once instead of every try, and stops on request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from rq import SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
+from rq.utils import now
+
+from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
+
+log = logging.getLogger("ucwa_bridge.worker")
+
+# Set when the worker is asked to stop; a job waiting for Redis gives up its wait on it.
+stopping = threading.Event()
+
+
+class BridgeWorker(SimpleWorker):
+    max_connection_wait_time = 2.0  # RQ's reconnection backoff cap (60 s) would delay recovery
+    outage: Outage | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _quiet(self.log, self)
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        if stopping.is_set():  # asked to stop while the loop was starting
+            self._shutdown_requested_date = now()
+            self._stop_requested = True
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        stopping.set()
+        super().request_stop(signum, frame)
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        super().heartbeat(*args, **kwargs)
+        if self.outage is not None:
+            self.outage.end()
+
+    @property
+    def stop_requested(self) -> bool:
+        return stopping.is_set() or self._shutdown_requested_date is not None
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's own, with a scheduler that outlives Redis outages (RQ names its class inline)."""
+        self.scheduler = BridgeScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
+
+
+class BridgeScheduler(RQScheduler):
+    """RQ's scheduler process ends on any Redis error, and the worker restarts it only at a later
+    maintenance once the dead one's lock has lapsed (up to a minute and a half without scheduled
+    webhook retries). This one waits for Redis in its process and goes on."""
+
+    def work(self) -> None:
+        outage = Outage(log, "scheduler")
+        while True:
+            try:
+                super().work()
+                return
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
+                if self._stop_requested:
+                    return
+                outage.begin(exc, "the scheduler waits and resumes by itself")
+            delay = 0.2
+            while not self._stop_requested:
+                try:
+                    probe_writable(self.connection)
+                    break
+                except redis.RedisError as exc:
+                    if not redis_unavailable(exc):
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            if self._stop_requested:
+                return
+            outage.end()
+
+
+class _OutageFilter(logging.Filter):
+    """RQ logs each reconnection try (and a traceback when it quits on a Redis error); the worker
+    turns them into its one outage line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.worker: BridgeWorker | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        reconnecting = "could not connect to Redis" in record.getMessage()
+        if not reconnecting and not redis_unavailable(error):
+            return True
+        outage = self.worker.outage if self.worker is not None else None
+        if outage is not None:
+            outage.begin(
+                error or ConnectionError(record.getMessage()),
+                "the worker waits and resumes by itself",
+            )
+        return False
+
+
+_filter = _OutageFilter()
+
+
+def _quiet(logger: logging.Logger, worker: BridgeWorker) -> None:
+    _filter.worker = worker
+    if _filter not in logger.filters:
+        logger.addFilter(_filter)
