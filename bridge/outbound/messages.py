@@ -7,6 +7,7 @@ Keys: ``msg:<id>`` (record JSON), ``rcpt:<recipient>:fifo`` (ids in accepted ord
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -344,7 +345,11 @@ class MessageStore:
         """
         key = record_key(message_id)
         with self._redis.pipeline() as pipe:
-            for _ in range(MAX_UPDATE_RETRIES):
+            for attempt in range(MAX_UPDATE_RETRIES):
+                if attempt >= 2:
+                    # Writers that keep colliding take turns instead of retrying in lock-step
+                    # (a busy CPU can otherwise starve one of them past the retry limit).
+                    time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
                 try:
                     pipe.watch(key)
                     raw = pipe.get(key)

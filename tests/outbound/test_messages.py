@@ -80,11 +80,15 @@ def test_queued_may_fail_or_expire_directly(store: MessageStore, message_id: str
 
 def test_concurrent_updates_lose_no_write(redis_url: str, message_id: str) -> None:
     rounds = 100
+    errors: list[BaseException] = []
 
     def bump() -> None:
         own = MessageStore(redis.Redis.from_url(redis_url))
-        for _ in range(rounds):
-            own.update(message_id, lambda r: replace(r, attempts=r.attempts + 1))
+        try:
+            for _ in range(rounds):
+                own.update(message_id, lambda r: replace(r, attempts=r.attempts + 1))
+        except Exception as exc:  # a thread's exception would otherwise vanish
+            errors.append(exc)
 
     threads = [threading.Thread(target=bump) for _ in range(2)]
     for thread in threads:
@@ -92,6 +96,7 @@ def test_concurrent_updates_lose_no_write(redis_url: str, message_id: str) -> No
     for thread in threads:
         thread.join()
 
+    assert errors == []
     assert MessageStore(redis.Redis.from_url(redis_url)).get(message_id).attempts == 2 * rounds
 
 
