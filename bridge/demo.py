@@ -66,12 +66,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sim-port", type=int, default=0, help="simulator port (default: any)")
     parser.add_argument("--no-receiver", action="store_true", help="configure no webhooks")
     parser.add_argument(
+        "--webhook-url",
+        help="send webhooks to your own receiver instead of the demo's (private addresses allowed)",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        help="the whsec_ secret your receiver verifies with (default: a new one, printed)",
+    )
+    parser.add_argument(
         "--time-scale", type=float, default=1.0, help="simulator time scale (default 1.0)"
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the log directory")
     args = parser.parse_args(argv)
     if args.time_scale <= 0:
         parser.error("--time-scale must be positive")
+    if args.webhook_secret and not args.webhook_url:
+        parser.error("--webhook-secret goes with --webhook-url")
+    if args.webhook_url and args.no_receiver:
+        parser.error("--webhook-url and --no-receiver exclude each other")
+    if args.webhook_url and not args.webhook_url.startswith(("http://", "https://")):
+        parser.error("--webhook-url must be an http:// or https:// URL")
+    if args.webhook_secret:
+        from bridge.webhooks.endpoints import WebhookEndpoint
+        from bridge.webhooks.errors import WebhookConfigError
+
+        try:
+            WebhookEndpoint("demo", args.webhook_url, [args.webhook_secret])
+        except WebhookConfigError as exc:
+            parser.error(f"--webhook-secret: {exc}")
     return args
 
 
@@ -172,7 +194,9 @@ class Demo:
         self.logs = self.workdir / "logs"
         self.logs.mkdir()
         self.api_key = "demo_" + secrets.token_urlsafe(24)
-        self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        self.webhook_secret = args.webhook_secret or (
+            "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        )
         self.bot_password = secrets.token_urlsafe(18)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.redis: Any = None
@@ -192,7 +216,7 @@ class Demo:
         Path(self.redis.data_dir).mkdir()
         self.redis.start()
         self._start_simulator(sim_port)
-        if not self.args.no_receiver:
+        if not self.args.no_receiver and not self.args.webhook_url:
             self.receiver = WebhookReceiver(self.webhook_secret).start()
         say("ucwa-bridge demo")
         say(f"  redis:      {self.redis.url} (private, removed on exit)")
@@ -260,9 +284,10 @@ class Demo:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
         else:
             env["BRIDGE_UCWA_PASSWORD"] = self.bot_password
-        if self.receiver is not None:
+        webhook_url = self.args.webhook_url or (self.receiver.url if self.receiver else None)
+        if webhook_url:
             env.update(
-                BRIDGE_WEBHOOK_URL=self.receiver.url,
+                BRIDGE_WEBHOOK_URL=webhook_url,
                 BRIDGE_WEBHOOK_SECRET=self.webhook_secret,
                 BRIDGE_WEBHOOK_ALLOW_PRIVATE="true",
             )
@@ -315,21 +340,30 @@ class Demo:
             return False
 
     def announce(self) -> None:
-        auth = f'-H "Authorization: Bearer {self.api_key}"'
         body = json.dumps({"to": ECHO, "text": "Hello from ucwa-bridge"})
         say("")
         say(f"API: {self.api_url}")
         say(f"API key: {self.api_key}")
+        if self.args.webhook_url:
+            say(f"Webhooks go to {self.args.webhook_url}, signed with {self.webhook_secret}")
+        elif self.receiver is not None:
+            say(f"Webhook secret (the demo's receiver verifies with it): {self.webhook_secret}")
         say("")
+        say("In another shell:")
+        say(f"  export BRIDGE={self.api_url}")
+        say(f"  export API_KEY={self.api_key}")
+        auth = '-H "Authorization: Bearer $API_KEY"'
         say(f"Send a message ({ECHO} answers with an echo):")
         say(
-            f"  curl -s -X POST {self.api_url}/messages {auth} "
+            f"  curl -s -X POST $BRIDGE/messages {auth} "
             f"-H \"Content-Type: application/json\" -d '{body}'"
         )
         say("Read its status (the id is in the answer):")
-        say(f"  curl -s {self.api_url}/messages/MESSAGE_ID {auth}")
+        say(f"  curl -s $BRIDGE/messages/MESSAGE_ID {auth}")
+        say("Webhook deliveries (endpoint id default):")
+        say(f"  curl -s $BRIDGE/webhooks/deliveries {auth}")
         say("Other recipients: " + ", ".join(f"{sip} ({b})" for sip, b in PEOPLE if sip != ECHO))
-        if self.receiver is None:
+        if self.receiver is None and not self.args.webhook_url:
             say("No webhook receiver (--no-receiver): inbound replies are not shown.")
         say("")
         say("ready (press Ctrl-C to stop)")

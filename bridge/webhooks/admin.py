@@ -6,6 +6,7 @@ raises the package's errors for the API to map to problems.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -112,6 +113,7 @@ class WebhookAdmin:
         endpoints: Iterable[WebhookEndpoint],
     ) -> None:
         self.endpoints = {e.id: e for e in endpoints}
+        self.settings = settings
         self.log = DeliveryLog(connection, settings.retention_s)
         self.jobs = DeliveryJobs(connection, job_timeout_s=settings.job_timeout_s)
         self.status = EndpointStatusStore(connection)
@@ -157,6 +159,10 @@ class WebhookAdmin:
             }
             for a in self.log.attempts(delivery_id)
         ]
+        # The exact body that was signed and POSTed (kept as long as the delivery log), so a
+        # receiver's team can see what it was sent; None once it has expired.
+        body = self.log.event_body(record.event_id)
+        view["payload"] = _payload(body)
         return view
 
     def retry(self, delivery_id: str) -> dict[str, Any]:
@@ -186,6 +192,10 @@ class WebhookAdmin:
         disabled = self.status.disabled_many(self.endpoints)
         return [self._render_endpoint(e, disabled.get(e.id)) for e in self.endpoints.values()]
 
+    def _allow_private(self, endpoint: WebhookEndpoint) -> bool:
+        """What delivery applies: the endpoint's own flag or the global setting."""
+        return endpoint.allow_private or self.settings.allow_private
+
     def enable_endpoint(self, endpoint_id: str) -> dict[str, Any]:
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None:
@@ -193,10 +203,10 @@ class WebhookAdmin:
         self.status.enable(endpoint_id)
         return self._render_endpoint(endpoint, None)
 
-    @staticmethod
-    def _render_endpoint(endpoint: WebhookEndpoint, disabled: Any) -> dict[str, Any]:
+    def _render_endpoint(self, endpoint: WebhookEndpoint, disabled: Any) -> dict[str, Any]:
         view = endpoint.public_view()
         view["url"] = redact_url(endpoint.url)
+        view["allow_private"] = self._allow_private(endpoint)
         view["disabled"] = (
             None
             if disabled is None
@@ -226,6 +236,15 @@ class WebhookAdmin:
             else None,
             "in_flight": record.in_flight(now_ms),
         }
+
+
+def _payload(body: bytes | None) -> Any:
+    if body is None:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:  # never the case for bodies the bridge wrote; shown as text then
+        return body.decode("utf-8", "replace")
 
 
 def _now_ms() -> int:

@@ -102,17 +102,25 @@ def demo() -> Iterator[DemoRun]:
 def test_prints_the_api_address_key_and_a_curl_command(demo: DemoRun) -> None:
     assert demo.api == f"http://127.0.0.1:{demo.api.rsplit(':', 1)[1]}"
     assert len(demo.key) >= 16
+    assert f"  export BRIDGE={demo.api}" in demo.lines
+    assert f"  export API_KEY={demo.key}" in demo.lines
     curl = next(line for line in demo.lines if "curl -s -X POST" in line)
-    assert f"{demo.api}/messages" in curl and f"Bearer {demo.key}" in curl
+    assert "$BRIDGE/messages" in curl and "Bearer $API_KEY" in curl
     assert ECHO in curl
     # Roles, redis, simulator (and its scheduler / gunicorn workers) are all running.
     assert len(demo.descendants) >= 5
     assert {p.name for p in Path(demo.logs).iterdir()} >= {"api.log", "worker.log", "poller.log"}
 
 
-def test_secrets_other_than_the_api_key_stay_out_of_the_output(demo: DemoRun) -> None:
+def test_secrets_other_than_the_api_key_and_webhook_secret_stay_out_of_the_output(
+    demo: DemoRun,
+) -> None:
     output = "\n".join(demo.lines)
-    assert "whsec_" not in output
+    # the webhook secret is printed once, for a receiver of the user's own
+    assert [line for line in demo.lines if "whsec_" in line] == [
+        line for line in demo.lines if line.startswith("Webhook secret")
+    ]
+    assert len([line for line in demo.lines if "whsec_" in line]) == 1
     assert "cwt=" not in output
 
 

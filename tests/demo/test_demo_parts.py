@@ -11,6 +11,7 @@ import os
 import socket
 from datetime import UTC, datetime
 
+import pytest
 import requests
 from standardwebhooks.webhooks import Webhook
 
@@ -82,3 +83,40 @@ def test_a_free_port_is_kept() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert pick_port(port, "API") == port
+
+
+def test_webhooks_can_go_to_a_receiver_of_ones_own() -> None:
+    import shutil
+    import threading
+
+    from bridge.demo import Demo, parse_args
+
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123").decode()
+    args = parse_args(["--webhook-url", "http://127.0.0.1:9/hooks", "--webhook-secret", secret])
+    demo = Demo(args, threading.Event())
+    try:
+        demo.redis = type("R", (), {"url": "redis://127.0.0.1:1/0"})()
+        env = demo.environment("worker")
+    finally:
+        shutil.rmtree(demo.workdir, ignore_errors=True)
+    assert env["BRIDGE_WEBHOOK_URL"] == "http://127.0.0.1:9/hooks"
+    assert env["BRIDGE_WEBHOOK_SECRET"] == secret
+    assert env["BRIDGE_WEBHOOK_ALLOW_PRIVATE"] == "true"
+    assert demo.receiver is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--webhook-secret", "whsec_AAAA"],
+        ["--webhook-url", "ftp://x/y"],
+        ["--webhook-url", "http://x/y", "--no-receiver"],
+        ["--webhook-url", "http://x/y", "--webhook-secret", "not-a-secret"],
+    ],
+)
+def test_bad_webhook_options_are_refused_with_a_usage_error(argv: list[str]) -> None:
+    from bridge.demo import parse_args
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2

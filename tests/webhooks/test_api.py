@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import string
 from datetime import UTC, datetime, timedelta
@@ -312,3 +313,35 @@ def test_a_cursor_this_api_never_returned_is_422_not_a_storage_error(
 
     assert response.status_code == 422
     assert response.get_json()["errors"][0]["field"] == "cursor"
+
+
+def test_detail_shows_the_payload_that_was_signed_and_sent(
+    client: FlaskClient,
+    redis_client: redis.Redis,
+    endpoints: list[WebhookEndpoint],
+    receiver: WebhookReceiver,
+) -> None:
+    event, [ops_id, _] = publish(redis_client, endpoints)
+    run_deliveries(redis_client)
+    detail = client.get(f"/webhooks/deliveries/{ops_id}").get_json()
+    [sent] = [r for r in receiver.received if r.path == "/hook"]
+    assert detail["payload"] == json.loads(sent.body)
+    assert detail["payload"]["id"] == event["id"]
+
+
+def test_endpoints_show_the_effective_allow_private(
+    redis_client: redis.Redis, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = WebhookEndpoint("own", receiver.url(), [SECRET], allow_private=True)
+    inherits = WebhookEndpoint("inherits", receiver.url("/x"), [SECRET])
+    for global_flag, expected in (
+        ("false", {"own": True, "inherits": False}),
+        ("true", {"own": True, "inherits": True}),
+    ):
+        monkeypatch.setenv("BRIDGE_WEBHOOK_ALLOW_PRIVATE", global_flag)
+        items = (
+            admin_client(redis_client, [own, inherits])
+            .get("/webhooks/endpoints")
+            .get_json()["items"]
+        )
+        assert {e["id"]: e["allow_private"] for e in items} == expected
