@@ -6,24 +6,34 @@ Bad configuration stops start-up with one line naming the variable and exit code
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import redis
 
 from bridge.config.redis_faults import Outage, redis_unavailable, wait_until_writable
-from bridge.config.settings import ConfigError, Settings
-from bridge.observability.logging import add_secrets, configure_logging
+from bridge.config.settings import ConfigError, Settings, redact_url
+from bridge.observability.logging import (
+    REDACTED,
+    add_secrets,
+    configure_logging,
+    install_excepthooks,
+    log_startup,
+    parse_level,
+)
 from bridge.webhooks.admin import url_secrets
 from bridge.webhooks.endpoints import webhook_config
 from bridge.webhooks.errors import WebhookConfigError
 
 log = logging.getLogger("ucwa_bridge.worker")
+cli_log = logging.getLogger("ucwa_bridge.cli")
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
@@ -217,11 +227,66 @@ def show_quarantine(argv: Sequence[str]) -> int:
     return 0
 
 
+def setup_logging(role: str) -> None:
+    """JSON (or text) logs with ``role`` on every line and uncaught exceptions as one line each.
+
+    A bad ``BRIDGE_LOG_LEVEL`` or ``BRIDGE_LOG_FORMAT`` is a ``ConfigError``, raised once
+    logging is set up with the defaults, so it is reported like every other one."""
+    raw_format = os.environ.get("BRIDGE_LOG_FORMAT", "").strip().lower() or "json"
+    configure_logging("INFO", json=raw_format != "text", role=role)
+    install_excepthooks()
+    if raw_format not in ("json", "text"):
+        raise ConfigError("BRIDGE_LOG_FORMAT", f"must be json or text, got {raw_format!r}")
+    try:
+        level = parse_level(os.environ.get("BRIDGE_LOG_LEVEL"))
+    except ValueError as exc:
+        raise ConfigError("BRIDGE_LOG_LEVEL", str(exc)) from None
+    logging.getLogger().setLevel(level)
+
+
+def config_error(exc: ConfigError | WebhookConfigError) -> int:
+    """One line naming the variable, in the log format, and the exit code for it."""
+    cli_log.error(
+        "configuration error: %s", exc, extra={"variable": getattr(exc, "variable", None)}
+    )
+    return EXIT_CONFIG
+
+
+def effective_settings(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """``settings`` and the role's own knobs as plain values, for the start-up line: API keys
+    by id only, the password and URL credentials left out."""
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(settings):
+        values[item.name] = getattr(settings, item.name)
+    values["api_key_ids"] = [key.key_id for key in values.pop("api_keys")]
+    values["redis_url"] = redact_url(settings.redis_url)
+    values["ucwa_password"] = REDACTED if settings.ucwa_password else None
+    values["rate_limit"] = str(settings.rate_limit) if settings.rate_limit else None
+    values["rate_limit_keys"] = {k: str(v) for k, v in settings.rate_limit_keys.items()}
+    values["log_level"] = logging.getLevelName(logging.getLogger().level)
+    for name, value in extra.items():
+        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        values[name] = dataclasses.asdict(value) if is_instance else value
+    return {k: _plain(v) for k, v in values.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list | set | frozenset):
+        return [_plain(v) for v in value]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["demo"]:
         from bridge.demo import run_demo
 
+        try:
+            setup_logging("demo")
+        except ConfigError as exc:
+            return config_error(exc)
         return run_demo(args_list[1:])
     if args_list[:1] == ["health"]:
         from bridge.observability.health import check
@@ -248,11 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("health", help="exit 0 if the role is healthy: health api|poller|worker")
     sub.add_parser("quarantine", help="print the event-channel input the poller set aside")
     args = parser.parse_args(args_list)
-    configure_logging(
-        os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
-        json=os.environ.get("BRIDGE_LOG_FORMAT", "json") != "text",
-    )
     try:
+        setup_logging(args.role)
         settings = Settings.from_env(args.role)
         add_secrets([settings.ucwa_password or "", *(k.secret for k in settings.api_keys)])
         if args.role in ("poller", "worker"):
@@ -262,16 +324,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             add_secrets(value for endpoint in endpoints for value in url_secrets(endpoint.url))
             metrics_port()
         if args.role == "poller":
-            poller_settings()
+            knobs = poller_settings()
+            log_startup(cli_log, "poller", effective_settings(settings, poller=knobs))
             return run_poller(settings)
         if args.role == "worker":
-            send_settings()
+            knobs = send_settings()
+            log_startup(
+                cli_log,
+                "worker",
+                effective_settings(settings, send=knobs, webhook_endpoints=len(endpoints)),
+            )
             return run_worker(settings, burst=args.burst)
         _env_float("BRIDGE_API_GRACEFUL_TIMEOUT_S", 20)  # refused here, applied by gunicorn_conf
+        log_startup(
+            cli_log,
+            "api",
+            effective_settings(
+                settings, bind=args.bind, workers=os.environ.get("BRIDGE_API_WORKERS", "2")
+            ),
+        )
         return run_api(settings, args.bind)
     except (ConfigError, WebhookConfigError) as exc:
-        print(f"ucwa-bridge: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return config_error(exc)
 
 
 if __name__ == "__main__":

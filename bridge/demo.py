@@ -205,6 +205,8 @@ class Demo:
         self.discovery_url = ""
         self.receiver: WebhookReceiver | None = None
         self.api_url = ""
+        # Worker and poller serve their own /metrics (BRIDGE_METRICS_PORT) on these ports.
+        self.metrics_ports: dict[str, int] = {}
 
     # -- start-up -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -225,6 +227,9 @@ class Demo:
             say(f"  webhooks:   {self.receiver.url} (signatures verified, events shown below)")
         say(f"  logs:       {self.logs}")
         self.api_url = f"http://127.0.0.1:{api_port}"
+        self.metrics_ports = {
+            role: pick_port(0, f"{role} metrics") for role in ("worker", "poller")
+        }
         self._spawn("api", ["api", "--bind", f"127.0.0.1:{api_port}"])
         self._spawn("worker", ["worker"])
         self._spawn("poller", ["poller"])
@@ -284,6 +289,8 @@ class Demo:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
         else:
             env["BRIDGE_UCWA_PASSWORD"] = self.bot_password
+            if role in self.metrics_ports:
+                env["BRIDGE_METRICS_PORT"] = str(self.metrics_ports[role])
         webhook_url = self.args.webhook_url or (self.receiver.url if self.receiver else None)
         if webhook_url:
             env.update(
@@ -362,6 +369,14 @@ class Demo:
         say(f"  curl -s $BRIDGE/messages/MESSAGE_ID {auth}")
         say("Webhook deliveries (endpoint id default):")
         say(f"  curl -s $BRIDGE/webhooks/deliveries {auth}")
+        say("Metrics (Prometheus text):")
+        say(f"  {self.api_url}/metrics  (API requests, queue depth, poller lag, session, Redis)")
+        for role, what in (
+            ("worker", "sends it ended, UCWA requests, webhook attempts"),
+            ("poller", "sends by outcome, delivery latency, quarantined events"),
+        ):
+            if role in self.metrics_ports:
+                say(f"  http://127.0.0.1:{self.metrics_ports[role]}/metrics  ({role}: {what})")
         say("Other recipients: " + ", ".join(f"{sip} ({b})" for sip, b in PEOPLE if sip != ECHO))
         if self.receiver is None and not self.args.webhook_url:
             say("No webhook receiver (--no-receiver): inbound replies are not shown.")

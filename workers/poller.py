@@ -89,6 +89,16 @@ class Poller:
         self._in_get = False
 
     # -- lifecycle ------------------------------------------------------------------------------
+    def _log_standby(self) -> None:
+        """Once per stand-by: which poller holds the lease (its ``lease_holder`` in its own
+        "poller active" line), when Redis can say."""
+        try:
+            current = PollerLease.current(self.redis, self.account)
+        except redis.RedisError:
+            current = None
+        extra = {"lease_holder": current.holder, "fence": current.fence} if current else {}
+        log.info("standing by: another poller holds the lease", extra=extra)
+
     def stop(self) -> None:
         self.stopping.set()
 
@@ -99,9 +109,13 @@ class Poller:
             raise Shutdown()
 
     def run(self) -> None:
+        standing_by = False
         while not self.stopping.is_set():
             try:
                 if not self.lease.acquire(timeout=1.0, poll_s=0.25):
+                    if not standing_by:
+                        standing_by = True
+                        self._log_standby()
                     continue
             except redis.RedisError as exc:
                 if not redis_unavailable(exc):
@@ -113,7 +127,11 @@ class Poller:
             if self.stopping.is_set():  # stopped while standing by: leave it to another standby
                 self._release_lease()
                 break
-            log.info("poller active", extra={"fence": self.lease.fence})
+            standing_by = False
+            log.info(
+                "poller active",
+                extra={"fence": self.lease.fence, "lease_holder": self.lease.holder},
+            )
             self._lost.clear()
             keeper = threading.Thread(target=self._keep, name="poller-keeper", daemon=True)
             keeper.start()

@@ -6,6 +6,7 @@ It reconnects every few seconds, logs an outage once instead of every try, and s
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -86,6 +87,9 @@ class BridgeScheduler(RQScheduler):
     webhook retries). This one waits for Redis in its process and goes on."""
 
     def work(self) -> None:
+        # Runs in a child process of the worker: it must not outlive it (a worker SIGKILLed, as
+        # a node loss does, would otherwise leave a scheduler holding the queue's lock).
+        self._parent_pid = os.getppid()
         outage = Outage(log, "scheduler")
         while True:
             try:
@@ -110,6 +114,13 @@ class BridgeScheduler(RQScheduler):
             if self._stop_requested:
                 return
             outage.end()
+
+
+    def heartbeat(self) -> None:
+        if os.getppid() != getattr(self, "_parent_pid", os.getppid()):
+            self._stop_requested = True  # the worker is gone: stop and give the lock back
+            return
+        super().heartbeat()
 
 
 class _OutageFilter(logging.Filter):

@@ -53,13 +53,18 @@ from bridge.config.redis_faults import redis_unavailable
 from bridge.config.settings import Scope, Settings
 from bridge.observability.health import api_readiness, max_pulse_age_s
 from bridge.observability.logging import (
+    KEY_ID_ENVIRON,
     add_secrets,
     current_context,
     pop_context,
     push_context,
     request_id_from,
 )
-from bridge.observability.metrics import metrics_response
+from bridge.observability.metrics import (
+    NOT_OBSERVED_BY_API,
+    instrument_http,
+    metrics_response,
+)
 from bridge.outbound.intake import Gate, Intake, IntakeConflict
 from bridge.outbound.messages import MessageNotFound, MessageRecord, MessageStore
 from bridge.ucwa.datauri import html_to_text
@@ -120,6 +125,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["bridge"] = services
+    instrument_http(app)  # first hook: every request is counted and timed
 
     app.add_url_rule("/messages", "send_message", send_message, methods=["POST"])
     app.add_url_rule("/messages/<message_id>", "get_message", get_message, methods=["GET"])
@@ -129,7 +135,9 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.add_url_rule(
         "/metrics",
         "metrics",
-        lambda: metrics_response(client, (settings.ucwa_username or "").lower() or None),
+        lambda: metrics_response(
+            client, (settings.ucwa_username or "").lower() or None, NOT_OBSERVED_BY_API
+        ),
         methods=["GET"],
     )
 
@@ -194,6 +202,7 @@ def scope_for(method: str) -> Scope:
 def _authorize(services: Services, scope: Scope) -> Caller:
     """The caller (401/403 otherwise), counted against its key's rate limit (429 beyond it)."""
     caller = services.auth.authenticate(request.headers.get("Authorization"), scope)
+    request.environ[KEY_ID_ENVIRON] = caller.key_id  # for the access log line
     _count(services, caller)
     return caller
 
@@ -212,6 +221,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 def send_message() -> Response:
     services = _services()
     caller = services.auth.authenticate(request.headers.get("Authorization"), Scope.SEND)
+    request.environ[KEY_ID_ENVIRON] = caller.key_id  # for the access log line
     gate = None if IDEMPOTENCY_HEADER in request.headers else services.limiter.gate(caller.key_id)
     if gate is not None:
         return _send_gated(services, caller, gate)

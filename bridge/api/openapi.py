@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.api.gunicorn_worker import HEADERS_TOO_LARGE, REQUEST_LINE_TOO_LONG
+from bridge.api.gunicorn_worker import GUNICORN_PROBLEM_TYPES
 from bridge.api.idempotency import VALID_KEY
 from bridge.api.openapi_webhooks import webhook_paths
 from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
@@ -26,8 +26,7 @@ from bridge.outbound.messages import MessageStatus
 API_PROBLEM_TYPES: tuple[ProblemType, ...] = (
     *ALL_TYPES,
     RATE_LIMITED,
-    REQUEST_LINE_TOO_LONG,
-    HEADERS_TOO_LARGE,
+    *GUNICORN_PROBLEM_TYPES,
 )
 _REF = "#/components/schemas/"
 JSON = "application/json"

@@ -26,7 +26,10 @@ GUNICORN_LIMITS = {
     "API_LIMIT_REQUEST_LINE": (4094, 8190),
     "API_LIMIT_REQUEST_FIELDS": (50, 32768),
     "API_LIMIT_REQUEST_FIELD_SIZE": (8190, 65536),
+    "API_WORKER_CONNECTIONS": (1000, 100000),
 }
+# Seconds a client may take over its request line and headers, and over its body.
+API_TIMEOUTS = {"API_HEADER_TIMEOUT_S": (10, 600), "API_BODY_TIMEOUT_S": (30, 3600)}
 _RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
 Role = Literal["api", "worker", "poller", "demo"]
@@ -184,7 +187,7 @@ class Settings:
             record_ttl_s=env.integer("RECORD_TTL_S", 7 * 86_400),
             rate_limit=rate_limit,
             rate_limit_keys=rate_limit_keys,
-            gunicorn_limits=gunicorn_limits(env),
+            gunicorn_limits={**gunicorn_limits(env), **api_timeouts(env)},
             **_ucwa_connection(env),
         )
 
@@ -220,6 +223,16 @@ def gunicorn_limits(env: _Env | Mapping[str, str]) -> dict[str, int]:
     return {
         suffix.removeprefix("API_").lower(): reader.integer(suffix, default, maximum=maximum)
         for suffix, (default, maximum) in GUNICORN_LIMITS.items()
+    }
+
+
+def api_timeouts(env: _Env | Mapping[str, str]) -> dict[str, int]:
+    """``header_timeout_s`` and ``body_timeout_s`` for the api worker, from
+    ``BRIDGE_API_HEADER_TIMEOUT_S`` and ``BRIDGE_API_BODY_TIMEOUT_S``."""
+    reader = env if isinstance(env, _Env) else _Env(env)
+    return {
+        suffix.removeprefix("API_").lower(): reader.integer(suffix, default, maximum=maximum)
+        for suffix, (default, maximum) in API_TIMEOUTS.items()
     }
 
 

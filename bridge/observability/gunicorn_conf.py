@@ -14,7 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bridge.config.settings import CONFIG_EXIT_CODE, ConfigError, gunicorn_limits
+from bridge.config.settings import (
+    CONFIG_EXIT_CODE,
+    ConfigError,
+    api_timeouts,
+    gunicorn_limits,
+)
 from bridge.observability.logging import gunicorn_logconfig
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -49,20 +54,24 @@ def graceful_timeout_s() -> int:
 
 
 def request_limits() -> dict[str, int]:
-    """``limit_request_line``, ``limit_request_fields`` and ``limit_request_field_size`` from
-    ``BRIDGE_API_LIMIT_REQUEST_*``; one line and exit 78 when one is invalid."""
+    """``limit_request_*``, ``worker_connections`` and the worker's read deadlines from
+    ``BRIDGE_API_*``; one line and exit 78 when one is invalid."""
     try:
-        return gunicorn_limits(os.environ)
+        return {**gunicorn_limits(os.environ), **api_timeouts(os.environ)}
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(CONFIG_EXIT_CODE) from None
 
 
 prepare_multiproc_dir()
-# Over-long request lines (414) and too many or too large header fields (431) are refused by
-# gunicorn before the app runs; this worker answers them as problem+json too.
-worker_class = "bridge.api.gunicorn_worker.ProblemSyncWorker"
+# gevent: a greenlet per connection, so clients that trickle headers or bodies cannot hold the
+# workers /healthz and POST /messages need (sync workers were held, one per slow client). The
+# worker cuts a client off at BRIDGE_API_HEADER_TIMEOUT_S / BRIDGE_API_BODY_TIMEOUT_S (408), and
+# answers every refusal gunicorn writes itself (400, 414, 431, ...) as problem+json.
+worker_class = "bridge.api.gunicorn_worker.ProblemGeventWorker"
 _limits = request_limits()
+# Connections a worker holds at once; beyond it, new ones wait in the listen backlog.
+worker_connections = _limits["worker_connections"]
 limit_request_line = _limits["limit_request_line"]
 limit_request_fields = _limits["limit_request_fields"]
 limit_request_field_size = _limits["limit_request_field_size"]

@@ -1,6 +1,7 @@
 """One JSON object per log line, with tokens, passwords, webhook secrets and API keys redacted.
 
 ``configure_logging`` installs it on the root logger; ``log_context`` binds ids to a block.
+gunicorn's access log goes through the same formatter as structured fields.
 """
 
 from __future__ import annotations
@@ -10,17 +11,25 @@ import logging
 import re
 import secrets
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from types import MappingProxyType
+from importlib import metadata
+from types import MappingProxyType, TracebackType
 from typing import IO, Any
 
 REDACTED = "[REDACTED]"
 # The ids a reader correlates by; always emitted under these names when known.
 CONTEXT_FIELDS = ("message_id", "job_id", "operation_id", "request_id")
 MIN_LITERAL_SECRET = 8
+ROLES = ("api", "worker", "poller", "demo")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The WSGI environ key where the app leaves the caller's API key id for the access log.
+KEY_ID_ENVIRON = "ucwa_bridge.key_id"
+ACCESS_LOGGER = "gunicorn.access"
+_TRACEBACK = "\nTraceback (most recent call last):\n"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 _SECRET_VALUE = r"[^\s\"'&,;}\]]+"
@@ -57,6 +66,7 @@ _SECRET_KEY = re.compile(
 
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("bridge_log_context", default=_NO_CONTEXT)
+_role: str | None = None  # this process's role, on every line once configure_logging set it
 _literals: set[str] = set()
 _literals_longest_first: tuple[str, ...] = ()  # so a secret containing another goes whole
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -138,16 +148,32 @@ def request_id_from(header: str | None) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "message", <ids>, <other extras>, "exc_info"?}``."""
+    """``{"time", "level", "logger", "message", "role", <ids>, <extras>, "exc_info"?}``.
+
+    A gunicorn access record becomes its fields (``access_fields``) instead of a combined-log
+    string; a traceback some library pasted into its message moves to ``exc_info``."""
+
+    def __init__(self, role: str | None = None) -> None:
+        super().__init__()
+        self.role = role
 
     def format(self, record: logging.LogRecord) -> str:
+        access = _access_atoms(record)
+        message, pasted = _split_traceback(
+            access_message(access) if access is not None else _message(record)
+        )
         entry: dict[str, Any] = {
             "time": _rfc3339(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(_message(record)),
+            "message": redact(message),
         }
+        role = self.role or _role
+        if role:
+            entry["role"] = role
         extras = {**_context.get(), **_extras(record)}
+        if access is not None:
+            extras.update(access_fields(access))
         for name in CONTEXT_FIELDS:
             if extras.get(name) is not None:
                 entry[name] = redact_value(extras.pop(name), name)
@@ -156,6 +182,8 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = redact_value(value, name)
         if record.exc_info:
             entry["exc_info"] = redact(self.formatException(record.exc_info))
+        elif pasted:
+            entry["exc_info"] = redact(pasted)
         if record.stack_info:
             entry["stack_info"] = redact(self.formatStack(record.stack_info))
         return json.dumps(entry, ensure_ascii=False, default=str)
@@ -164,13 +192,24 @@ class JsonFormatter(logging.Formatter):
 class RedactingFormatter(logging.Formatter):
     """The classic one-line text format, scrubbed the same way (for a terminal)."""
 
-    def __init__(self) -> None:
+    def __init__(self, role: str | None = None) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.role = role
 
     def format(self, record: logging.LogRecord) -> str:
         ids = {**_context.get(), **_extras(record)}
+        access = _access_atoms(record)
+        if access is not None:
+            fields = access_fields(access)
+            ids.update(fields)
+            text = f"{access_message(access)} {fields.get('duration_ms', '-')}ms"
+            record = logging.makeLogRecord({**record.__dict__, "msg": text, "args": None})
         text = super().format(record)
-        tags = " ".join(f"{n}={ids[n]}" for n in CONTEXT_FIELDS if ids.get(n) is not None)
+        role = self.role or _role
+        if role:
+            text = f"{role} {text}"
+        names = (*CONTEXT_FIELDS, "key_id")
+        tags = " ".join(f"{n}={ids[n]}" for n in names if ids.get(n) is not None)
         return redact(f"{text} [{tags}]" if tags else text)
 
 
@@ -180,11 +219,16 @@ def configure_logging(
     *,
     secrets: Iterable[str | None] = (),
     stream: IO[str] | None = None,
+    role: str | None = None,
 ) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) through one redacting handler.
 
-    Replaces the root logger's handlers, so calling it twice leaves one handler.
+    Replaces the root logger's handlers, so calling it twice leaves one handler. ``role`` goes
+    on every line of the process (gunicorn's loggers too); ``warnings.warn`` output is logged.
     """
+    global _role
+    if role is not None:
+        _role = role
     add_secrets(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if json else RedactingFormatter())
@@ -197,15 +241,33 @@ def configure_logging(
     return handler
 
 
-def gunicorn_logconfig(level: str = "INFO", json: bool = True) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` for gunicorn's own loggers, in the same format."""
+def parse_level(raw: str | None) -> str:
+    """``BRIDGE_LOG_LEVEL`` as a level name (default INFO); ValueError for anything else."""
+    name = (raw or "").strip().upper() or "INFO"
+    if name == "WARN":
+        name = "WARNING"
+    if name not in LEVELS:
+        raise ValueError(f"must be one of {', '.join(LEVELS)}, got {raw!r}")
+    return name
+
+
+def gunicorn_logconfig(level: str = "INFO", json: bool = True, role: str = "api") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for gunicorn's own loggers, in the same format.
+
+    The access log becomes structured fields; ``ProblemGeventWorker`` and friends log through
+    ``gunicorn.error``. An unknown ``level`` falls back to INFO (``ucwa-bridge api`` refuses it
+    before gunicorn starts)."""
+    try:
+        level = parse_level(level)
+    except ValueError:
+        level = "INFO"
     formatter = "bridge.observability.logging." + (
         "JsonFormatter" if json else "RedactingFormatter"
     )
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"bridge": {"()": formatter}},
+        "formatters": {"bridge": {"()": formatter, "role": role}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -219,6 +281,96 @@ def gunicorn_logconfig(level: str = "INFO", json: bool = True) -> dict[str, Any]
             "gunicorn.access": {"level": level.upper(), "handlers": [], "propagate": True},
         },
     }
+
+
+def install_excepthooks(logger_name: str = "ucwa_bridge") -> None:
+    """Log uncaught exceptions (main thread and other threads) as one JSON line with
+    ``exc_info``, instead of Python's multi-line traceback on stderr."""
+    logger = logging.getLogger(logger_name)
+
+    def on_uncaught(
+        kind: type[BaseException], error: BaseException, tb: TracebackType | None
+    ) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, error, tb)
+            return
+        logger.critical("uncaught exception: %s", error, exc_info=(kind, error, tb))
+
+    def on_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        logger.critical(
+            "uncaught exception in thread %s: %s",
+            name,
+            args.exc_value,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+            extra={"thread_name": name},
+        )
+
+    sys.excepthook = on_uncaught
+    threading.excepthook = on_thread
+
+
+def package_version(distribution: str = "ucwa-bridge") -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def log_startup(logger: logging.Logger, role: str, settings: Mapping[str, Any]) -> None:
+    """One line at start-up: the role, the package version and the effective settings (secret
+    values redacted by name and by content, as in every line)."""
+    logger.info(
+        "%s starting",
+        role,
+        extra={"version": package_version(), "settings": redact_value(dict(settings))},
+    )
+
+
+def access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of one access-log line from gunicorn's atoms: never a header but the request
+    id, never the API key (the app leaves its id under ``KEY_ID_ENVIRON``)."""
+
+    def atom(name: str) -> Any:
+        value = atoms.get(name)
+        return None if value in (None, "", "-") else value
+
+    status = str(atom("s") or "").split(" ", 1)[0]
+    micros = atom("D")
+    fields: dict[str, Any] = {
+        "method": atom("m"),
+        "path": atom("U"),
+        "query": atom("q"),
+        "status": int(status) if status.isdigit() else None,
+        "duration_ms": round(int(micros) / 1000, 3) if micros is not None else None,
+        "bytes": int(atom("B")) if str(atom("B") or "").isdigit() else None,
+        "remote_addr": atom("h"),
+        "request_id": atom("{x-request-id}o") or atom("{x-request-id}i"),
+        "key_id": atom("{" + KEY_ID_ENVIRON + "}e"),
+        "user_agent": atom("a"),
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def access_message(atoms: Mapping[str, Any]) -> str:
+    fields = access_fields(atoms)
+    return f"{fields.get('method', '-')} {fields.get('path', '-')} {fields.get('status', '-')}"
+
+
+def _access_atoms(record: logging.LogRecord) -> Mapping[str, Any] | None:
+    if record.name == ACCESS_LOGGER and isinstance(record.args, Mapping):
+        return record.args
+    return None
+
+
+def _split_traceback(message: str) -> tuple[str, str | None]:
+    """RQ pastes ``traceback.format_exc()`` into some messages: keep the line, move the rest."""
+    head, found, rest = message.partition(_TRACEBACK)
+    if not found:
+        return message, None
+    return head.rstrip(), (found + rest).strip()
 
 
 def _message(record: logging.LogRecord) -> str:

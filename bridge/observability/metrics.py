@@ -33,7 +33,7 @@ from bridge.session.lease import PollerLease
 from bridge.session.store import SessionStore
 
 if TYPE_CHECKING:
-    from flask import Response
+    from flask import Flask, Response
 
     from bridge.webhooks.delivery import AttemptOutcome
 
@@ -75,6 +75,29 @@ QUARANTINED = Counter(
     "Event-channel input set aside instead of processed (stage event: one event; batch: a whole "
     "answer); read it with `ucwa-bridge quarantine`.",
     ["stage"],
+)
+
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"
+HTTP_REQUESTS = Counter(
+    "ucwa_bridge_http_requests_total",
+    "API requests by route (the URL rule; unmatched when none matched), method and status.",
+    ["route", "method", "status"],
+)
+# Fine below a second, where an SLO on accepting a message sits (e.g. 99 % under 250 ms).
+HTTP_SECONDS = Histogram(
+    "ucwa_bridge_http_request_duration_seconds",
+    "API request duration, from the first request hook to the response, by route and method.",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+# Family names (a counter's without ``_total``) the worker and the poller observe and the API
+# never does: its exposition leaves them out, where an empty histogram would read as no traffic.
+NOT_OBSERVED_BY_API = frozenset(
+    family.name
+    for metric in (SENDS, SEND_LATENCY, UCWA_REQUESTS, UCWA_SECONDS, WEBHOOK_ATTEMPTS, QUARANTINED)
+    for family in metric.describe()
 )
 
 
@@ -166,6 +189,33 @@ def log_and_count_webhook_outcome(outcome: AttemptOutcome) -> None:
     count_webhook_outcome(outcome)
 
 
+def instrument_http(app: Flask) -> None:
+    """Count and time every request of ``app``. Call it before registering other hooks: the
+    timer starts first, so a request another hook refuses (401, 413, 429) is timed too."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_http_timer)
+    app.after_request(_observe_http_request)
+
+
+def _start_http_timer() -> None:
+    from flask import g
+
+    g.metrics_started = time.perf_counter()
+
+
+def _observe_http_request(response: Response) -> Response:
+    from flask import g, request
+
+    # The URL rule, never the path: /messages/<message_id> is one series whatever the id.
+    rule = request.url_rule
+    route = rule.rule if rule is not None else UNMATCHED_ROUTE
+    method = request.method if request.method in HTTP_METHODS else OTHER
+    HTTP_REQUESTS.labels(route=route, method=method, status=str(response.status_code)).inc()
+    started = g.pop("metrics_started", None)
+    if started is not None:
+        HTTP_SECONDS.labels(route=route, method=method).observe(time.perf_counter() - started)
+    return response
+
+
 class RedisStateCollector(Collector):
     """Gauges computed from Redis on every scrape: queues, RQ registries, poller and session."""
 
@@ -245,19 +295,25 @@ class RedisStateCollector(Collector):
 
 
 class _Combined(Collector):
-    def __init__(self, *parts: Any) -> None:
+    def __init__(self, *parts: Any, exclude: frozenset[str] = frozenset()) -> None:
         self.parts = parts
+        self.exclude = exclude
 
     def collect(self) -> Iterator[Metric]:
         for part in self.parts:
-            yield from part.collect()
+            for family in part.collect():
+                if family.name not in self.exclude:
+                    yield family
 
 
 def render_metrics(
-    client: redis.Redis | None = None, account: str | None = None
+    client: redis.Redis | None = None,
+    account: str | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[bytes, str]:
     """The exposition body and its content type: every process's counters when
-    ``PROMETHEUS_MULTIPROC_DIR`` is set (gunicorn), else this process's, plus Redis gauges."""
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (gunicorn), else this process's, plus Redis gauges;
+    without the families named in ``exclude``."""
     parts: list[Any] = []
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
@@ -267,14 +323,18 @@ def render_metrics(
         parts.append(REGISTRY)
     if client is not None:
         parts.append(RedisStateCollector(client, account))
-    return generate_latest(_Combined(*parts)), CONTENT_TYPE_LATEST
+    return generate_latest(_Combined(*parts, exclude=exclude)), CONTENT_TYPE_LATEST
 
 
-def metrics_response(client: redis.Redis | None = None, account: str | None = None) -> Response:
+def metrics_response(
+    client: redis.Redis | None = None,
+    account: str | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> Response:
     """A Flask response for ``GET /metrics``."""
     from flask import Response
 
-    body, content_type = render_metrics(client, account)
+    body, content_type = render_metrics(client, account, exclude)
     return Response(body, status=200, headers={"Content-Type": content_type})
 
 

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # Left of the job's time when a wait for Redis gives up, so RQ's own timeout never cuts it.
 REDIS_WAIT_MARGIN_S = 10.0
+_NEEDS_AN_OPERATOR = frozenset({"dead", "disable_endpoint"})
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,11 @@ class AttemptOutcome:
 
 
 def log_outcome(outcome: AttemptOutcome) -> None:
-    """Default outcome hook: one log line with the outcome's fields. Metrics plug in beside it."""
-    logger.info("webhook attempt", extra=asdict(outcome))
+    """Default outcome hook: one log line with the outcome's fields. Metrics plug in beside it.
+
+    A delivery given up (``dead``) or an endpoint a 410 disabled needs an operator: WARNING."""
+    level = logging.WARNING if outcome.verdict in _NEEDS_AN_OPERATOR else logging.INFO
+    logger.log(level, "webhook attempt", extra=asdict(outcome))
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,11 @@ CASES = {
         ],
         ["requests/s within 2.5x of healthz", "POST /messages: latency", "msg:* (message record)"],
     ),
+    "slow_clients": (
+        ["--slow", "10", "--threads", "2"],
+        ["GET /healthz p99, slow clients / none", "POST /messages p99, slow clients / none"],
+        ["GET /healthz p99 with slow clients <= 2.0x", "POST /messages, slow clients"],
+    ),
     "inbound": (
         ["--messages", "8"],
         ["webhook latency p50 / UCWA round trip, paced"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import json
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 
 from tests.deploy.conftest import (
     CHART,
+    ROOT,
     import_or_missing,
     load_documents,
     run_helm,
@@ -185,6 +188,17 @@ VARIANTS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
         [],
     ),
     "full-bundled-redis": ({**INLINE_SECRETS, **FULL_OPTIONS}, []),
+    "alerts-and-dashboard": (
+        {
+            **INLINE_SECRETS,
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboard": {
+                "enabled": True,
+                "annotations": {"grafana_folder": "Messaging"},
+            },
+        },
+        [],
+    ),
     "keda-existing-secret": (
         {
             **BASE,
@@ -261,7 +275,14 @@ def configmap_env(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "variant",
-    ["defaults", "inline-secrets", "existing-secret", *FULL_VARIANTS, "keda-existing-secret"],
+    [
+        "defaults",
+        "inline-secrets",
+        "existing-secret",
+        *FULL_VARIANTS,
+        "keda-existing-secret",
+        "alerts-and-dashboard",
+    ],
 )
 def test_helm_lint_strict(helm: str, tmp: Path, variant: str) -> None:
     values, sets = VARIANTS[variant]
@@ -306,8 +327,10 @@ def test_default_render_has_every_part(helm: str, tmp: Path) -> None:
         "ScaledObject",
         "TriggerAuthentication",
         "NetworkPolicy",
+        "PrometheusRule",
     }
     assert not {k for k, _ in kinds} & optional
+    assert ("ConfigMap", f"{FULLNAME}-dashboard") not in kinds
     for role in ROLES:
         assert "replicas" in deployment(docs, role)["spec"], role
 
@@ -1237,3 +1260,22 @@ def test_helm_test_hook_calls_readyz(
     not_ready = run(attempts=2)
     assert not_ready.returncode == 1, not_ready.stdout + not_ready.stderr
     assert "try 2/2: 503" in not_ready.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# alert rules and dashboard (opt-in)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prometheus_rule_and_dashboard(helm: str, tmp: Path) -> None:
+    docs = render(helm, tmp, "alerts-and-dashboard")
+    rule = by_kind(docs, "PrometheusRule")[FULLNAME]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    shipped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"] == {"groups": shipped["groups"]}, "the rules of deploy/prometheus"
+    board = by_kind(docs, "ConfigMap")[f"{FULLNAME}-dashboard"]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert board["metadata"]["annotations"] == {"grafana_folder": "Messaging"}
+    shipped_board = json.loads((CHART / "dashboards" / "ucwa-bridge.json").read_text())
+    assert json.loads(board["data"]["ucwa-bridge.json"]) == shipped_board

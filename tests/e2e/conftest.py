@@ -6,6 +6,7 @@ Every bridge role runs as a real subprocess with BRIDGE_* settings, exactly as i
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -302,3 +303,22 @@ def make_bridge(
         bridge.sim.stop()
     for proxy in proxies:
         proxy.stop()
+    for workdir in {bridge.workdir for bridge in made}:
+        assert_json_logs(workdir)
+
+
+LOG_FIELDS = ("time", "level", "logger", "message", "role")
+
+
+def assert_json_logs(workdir: Path) -> None:
+    """Every line every role printed is one JSON object with the fields of a log line."""
+    for path in sorted(workdir.glob("*-*.log")):
+        if path.name.split("-", 1)[0] not in ("api", "worker", "poller", "demo"):
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            missing = [f for f in LOG_FIELDS if not isinstance(entry, dict) or f not in entry]
+            assert not missing, f"{path.name}:{number} is not a JSON log line ({missing}): {line}"

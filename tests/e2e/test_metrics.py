@@ -1,5 +1,6 @@
-"""Metrics from every role after real traffic: the API's gauges, the worker's UCWA requests and
-webhook attempts, the poller's send outcomes and latency (it settles them from events)."""
+"""Metrics from every role after real traffic: the API's gauges and HTTP requests, the worker's
+UCWA requests and webhook attempts, the poller's send outcomes and latency (it settles them from
+events); every series the dashboard and the alert rules query is exposed by some role."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config.embedded_redis import free_port
+from tests.deploy.test_observability_assets import metric_names_in_assets
 from tests.e2e.conftest import ALICE, MakeBridge, wait_for, webhook_env
 from tests.webhooks.receiver import WebhookReceiver
 
@@ -18,6 +20,16 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def declared(url: str) -> set[str]:
+    """Every series name the exposition declares, with or without samples yet."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    names: set[str] = set()
+    for family in text_string_to_metric_families(requests.get(url, timeout=5).text):
+        names |= {sample.name for sample in family.samples}
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+    return names
 
 
 def value(
@@ -63,3 +75,12 @@ def test_every_role_reports_what_it_did(make_bridge: MakeBridge, receiver: Webho
     assert value(at_api, "ucwa_bridge_poller_lease_held") == 1
     assert value(at_api, "ucwa_bridge_redis_up") == 1
     assert value(at_api, "ucwa_bridge_queue_jobs", queue="send", state="queued") == 0
+    sent = {"route": "/messages", "method": "POST"}
+    assert value(at_api, "ucwa_bridge_http_requests_total", status="202", **sent) == 2
+    assert value(at_api, "ucwa_bridge_http_request_duration_seconds_count", **sent) == 2
+    by_id = {"route": "/messages/<message_id>", "method": "GET", "status": "200"}
+    assert value(at_api, "ucwa_bridge_http_requests_total", **by_id) >= 2, "one series, any id"
+    assert not any(name.startswith("ucwa_bridge_send") for name, _ in at_api), "poller's figures"
+
+    exposed = declared(poller) | declared(worker) | declared(bridge.api_url + "/metrics")
+    assert metric_names_in_assets() - exposed == set(), "queried by the dashboard or the alerts"

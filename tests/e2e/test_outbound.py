@@ -5,7 +5,10 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from tests.e2e.conftest import ALICE, API_KEY, BOB, BOT, BOT_PASSWORD, MakeBridge, wait_for
+from tests.processes import alive, descendants
 
 
 def test_cold_then_warm_send_costs_one_ucwa_request_each(make_bridge: MakeBridge) -> None:
@@ -175,6 +178,7 @@ def test_message_expires_when_no_poller_is_alive(make_bridge: MakeBridge) -> Non
     assert bridge.inbox(ALICE) == []
 
 
+@pytest.mark.timeout(240)  # recovery of a job whose worker died can take up to 150 s
 def test_worker_killed_mid_send_still_delivers_exactly_once(make_bridge: MakeBridge) -> None:
     bridge = make_bridge()
     bridge.sim_call(
@@ -189,8 +193,11 @@ def test_worker_killed_mid_send_still_delivers_exactly_once(make_bridge: MakeBri
 
     wait_for(posting, 10, "the worker to start posting")
     worker = bridge.procs["worker"][0]
+    children = descendants(worker.pid)  # its RQ scheduler
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=5)
+    # the scheduler does not outlive its worker (it would hold the queue's scheduler lock)
+    wait_for(lambda: not any(alive(pid) for pid in children), 15, "the scheduler to stop")
     bridge.start_worker()
     # Recovery of a job whose worker died before its POST left takes up to about two minutes.
     message = bridge.wait_final(message_id, timeout=150)[message_id]

@@ -142,8 +142,15 @@ class Clients:
 
 
 def test_api_drains_in_flight_requests_and_exits_zero(make_bridge: MakeBridge) -> None:
+    # No rate limit: the slow request holds no worker, so the clients run at full speed and
+    # would use up the key's burst before the slow request's body arrives.
     bridge = make_bridge(
-        start=False, env={"BRIDGE_API_WORKERS": "2", "BRIDGE_API_GRACEFUL_TIMEOUT_S": "10"}
+        start=False,
+        env={
+            "BRIDGE_API_WORKERS": "2",
+            "BRIDGE_API_GRACEFUL_TIMEOUT_S": "10",
+            "BRIDGE_RATE_LIMIT": "off",
+        },
     )
     bridge.start_api()
     master = bridge.procs["api"][0]

@@ -1,4 +1,5 @@
-"""A tiny WSGI app for the multiprocess metrics test: ``/hit`` counts, ``/metrics`` exposes.
+"""A tiny WSGI app for the multiprocess metrics tests: ``/hit`` counts, ``/metrics`` exposes;
+every request is counted by the HTTP metrics, as in the API.
 
 Served by gunicorn with ``bridge.observability.gunicorn_conf`` and several workers.
 """
@@ -10,9 +11,14 @@ import time
 
 from flask import Flask, Response
 
-from bridge.observability.metrics import metrics_response, observe_ucwa_request
+from bridge.observability.metrics import (
+    instrument_http,
+    metrics_response,
+    observe_ucwa_request,
+)
 
 app = Flask(__name__)
+instrument_http(app)
 
 
 @app.get("/hit")
