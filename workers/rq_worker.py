@@ -115,7 +115,6 @@ class BridgeScheduler(RQScheduler):
                 return
             outage.end()
 
-
     def heartbeat(self) -> None:
         if os.getppid() != getattr(self, "_parent_pid", os.getppid()):
             self._stop_requested = True  # the worker is gone: stop and give the lock back
