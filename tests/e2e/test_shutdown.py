@@ -181,7 +181,9 @@ def test_api_drains_in_flight_requests_and_exits_zero(make_bridge: MakeBridge) -
     in_flight = json.loads(payload)
     assert in_flight["text"] == "in flight at SIGTERM"
     assert code == 0, bridge.logs()
-    assert took < 10, f"gunicorn took {took:.1f}s, beyond its graceful timeout"
+    # gevent workers end at the latest at the graceful timeout (kept-alive client connections
+    # are waited for until then); allow for process exit on a busy machine.
+    assert took < 12, f"gunicorn took {took:.1f}s, beyond its graceful timeout"
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 

@@ -62,6 +62,9 @@ def run_deliveries(conn: redis.Redis, wait_scheduled_s: float = 0.0, timeout_s: 
     queue = Queue(QUEUE_NAME, connection=conn)
     registry = ScheduledJobRegistry(queue=queue)
     scheduler = RQScheduler([QUEUE_NAME], connection=conn, logging_level="WARNING")
+    # This harness is the queue's scheduler: a lock left by another one (a worker of an earlier
+    # test still shutting down) would make it move nothing.
+    conn.delete(RQScheduler.get_locking_key(QUEUE_NAME))
     scheduler.acquire_locks()
     deadline = time.monotonic() + timeout_s
     try:
