@@ -79,6 +79,11 @@ def run_deliveries(conn: redis.Redis, wait_scheduled_s: float = 0.0, timeout_s: 
             if not earliest or earliest[0][1] > time.time() + wait_scheduled_s:
                 return
             time.sleep(0.1)
-        raise AssertionError("webhook jobs still pending at the deadline")
+        queued = [(job.id, job.get_status(refresh=False)) for job in queue.get_jobs()]
+        scheduled = conn.zrange(registry.key, 0, -1, withscores=True)
+        raise AssertionError(
+            f"webhook jobs still pending at the deadline: queued {queued}, scheduled {scheduled}, "
+            f"scheduler locks {scheduler._acquired_locks}"
+        )
     finally:
         scheduler.release_locks()
