@@ -5,7 +5,9 @@ The request context arrives with the account and application already resolved.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from typing import Any
 
 from werkzeug.wrappers import Response
@@ -13,6 +15,7 @@ from werkzeug.wrappers import Response
 from ucwasim import render, sequences
 from ucwasim.context import Ctx, empty, json_response, optional_text, required_text
 from ucwasim.errors import UcwaError, bad_parameter, conflict, not_found
+from ucwasim.model import Account
 
 MODALITIES = ("Messaging", "PhoneAudio")
 ALL_MODALITIES = (
@@ -25,6 +28,7 @@ ALL_MODALITIES = (
     "PanoramicVideo",
 )
 FORMATS = ("Plain", "Html")
+MAX_SEARCH_RESULTS = 100  # search_ref.md: "The maximum value is 100"
 SIGN_IN_AS = ("Online", "Busy", "DoNotDisturb", "BeRightBack", "Away", "Offwork")
 
 
@@ -49,8 +53,20 @@ def create_application(ctx: Ctx) -> Response:
     return json_response(render.application(app), 201, {"Location": app.href})
 
 
+def _tagged(ctx: Ctx, body: dict[str, Any], etag: str) -> Response:
+    """A GET answer with an ``Etag`` header; ``304`` when ``If-None-Match`` names it (HTTP.md:
+    "If-None-Match - Used by clients in a GET request to reduce data transfer")."""
+    wanted = ctx.request.headers.get("If-None-Match", "").split(",")
+    if etag in (t.strip().strip('"') for t in wanted):
+        return empty(304, {"Etag": etag})
+    return json_response(body, headers={"Etag": etag})
+
+
 def get_application(ctx: Ctx) -> Response:
-    return json_response(render.application(ctx.application))
+    # application_ref.md: GET answers carry an Etag header (a GUID in its sample).
+    body = render.application(ctx.application)
+    etag = str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(body, sort_keys=True)))
+    return _tagged(ctx, body, etag)
 
 
 def delete_application(ctx: Ctx) -> Response:
@@ -140,7 +156,8 @@ def me_detail(ctx: Ctx, rel: str) -> Response:
 
 
 def get_communication(ctx: Ctx) -> Response:
-    return json_response(render.communication(ctx.application))
+    # communication_ref.md: an Etag header; its value is the etag a PUT must quote in If-Match.
+    return _tagged(ctx, render.communication(ctx.application), ctx.application.etag)
 
 
 def put_communication(ctx: Ctx) -> Response:
@@ -163,17 +180,67 @@ def put_communication(ctx: Ctx) -> Response:
     return empty()
 
 
-def contact(ctx: Ctx, who: str) -> Response:
+def _contact_account(ctx: Ctx, who: str) -> Account:
     account = ctx.world.account(who)
     if account is None:
         raise not_found("The contact does not exist.")
-    return json_response(render.contact(ctx.application, account.sip, account.name))
+    return account
+
+
+def contact(ctx: Ctx, who: str) -> Response:
+    # contact_ref.md: GET answers carry an Etag header; the body etag is GetAContactData.md's.
+    account = _contact_account(ctx, who)
+    body = render.contact(ctx.application, account.sip, account.name)
+    return _tagged(ctx, body, body["etag"])
+
+
+def search(ctx: Ctx) -> Response:
+    """people/search (search_ref.md, SearchForUsersContact.md): ``query`` is required, at most
+    256 characters, and matched against name, e-mail and URI; ``limit`` is 1 to 100."""
+    query = required_text({k.lower(): v for k, v in ctx.request.args.items()}, "query", 256)
+    raw_limit = ctx.query("limit")
+    limit = MAX_SEARCH_RESULTS
+    if raw_limit is not None:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_SEARCH_RESULTS:
+            raise bad_parameter("limit", f"limit must be between 1 and {MAX_SEARCH_RESULTS}.")
+        limit = int(raw_limit)
+    needle = query.strip().lower()
+    if needle.startswith("sip:"):
+        needle = needle[4:]
+    found = [
+        a
+        for a in sorted(ctx.world.accounts.values(), key=lambda a: a.sip)
+        if needle in a.name.lower() or needle in a.sip[4:]
+    ]
+    app = ctx.application
+    self_href = f"{app.href}/people/search?{ctx.request.query_string.decode()}"
+    body: dict[str, Any] = {
+        "moreResultsAvailable": len(found) > limit,
+        "_links": {"self": render.link(self_href)},
+        "_embedded": {"contact": [render.contact(app, a.sip, a.name) for a in found[:limit]]},
+        "rel": "search",
+    }
+    return json_response(body)
+
+
+def contact_note(ctx: Ctx, who: str) -> Response:
+    # contactNote_ref.md: message and type; the simulated users publish an empty note.
+    _contact_account(ctx, who)
+    href = f"{ctx.application.href}/people/{who}/note"
+    body = {"message": "", "type": "Personal", "_links": {"self": render.link(href)}}
+    return json_response({**body, "rel": "contactNote"})
+
+
+def contact_location(ctx: Ctx, who: str) -> Response:
+    # contactLocation_ref.md: one location string; the simulated users publish none.
+    _contact_account(ctx, who)
+    href = f"{ctx.application.href}/people/{who}/location"
+    body = {"location": "", "_links": {"self": render.link(href)}}
+    return json_response({**body, "rel": "contactLocation"})
 
 
 def contact_presence(ctx: Ctx, who: str) -> Response:
-    account = ctx.world.account(who)
-    if account is None:
-        raise not_found("The contact does not exist.")
+    account = _contact_account(ctx, who)
     online = ctx.world.available_app(account.sip) is not None or account.user.behaviour != "offline"
     href = f"{ctx.application.href}/people/{who}/presence"
     return json_response(

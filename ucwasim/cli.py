@@ -44,6 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redirect", action="store_true", help="root answers with a redirect")
     serve.add_argument("--token-lifetime", type=float, help="seconds (before time scale)")
     serve.add_argument("--max-apps", type=int, help="applications per user")
+    serve.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve https with a certificate from a generated test CA",
+    )
+    serve.add_argument(
+        "--ca-out",
+        metavar="PATH",
+        help="with --tls: where to write the test CA certificate (default: a temporary file)",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=0,
+        help="with --tls: plain-http port that redirects autodiscovery to https (default: any)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="seconds before an idle kept-alive connection is closed (default 120, as IIS)",
+    )
+    serve.add_argument("--no-gzip", action="store_true", help="never compress answers")
     return parser
 
 
@@ -57,12 +79,15 @@ def load_config(args: argparse.Namespace) -> SimConfig:
         ("latency_ms", "latency_ms"),
         ("token_lifetime", "token_lifetime"),
         ("max_apps", "max_applications_per_user"),
+        ("idle_timeout", "http_idle_timeout"),
     ):
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
     if args.redirect:
         overrides["redirect"] = True
+    if args.no_gzip:
+        overrides["gzip"] = False
     return replace(cfg, **overrides)  # type: ignore[arg-type]
 
 
@@ -75,11 +100,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     sim = Simulator(cfg)
     try:
-        sim.start(args.host, args.port, args.public_url)
+        sim.start(
+            args.host,
+            args.port,
+            args.public_url,
+            tls=args.tls,
+            ca_path=args.ca_out,
+            http_port=args.http_port,
+        )
+    except ConfigError as exc:
+        print(f"ucwasim: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as exc:
         print(f"ucwasim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     print(f"ucwasim serving {sim.base_url}; discovery URL {sim.discovery_url}", flush=True)
+    if sim.ca_path is not None:
+        print(f"  test CA certificate: {sim.ca_path}", flush=True)
+        print(f"  plain http (redirects autodiscovery to https): {sim.plain_url}", flush=True)
     for user in cfg.users:
         print(f"  user {user.sip} ({user.behaviour})", flush=True)
     stopped = threading.Event()

@@ -1,6 +1,7 @@
 """Simulator configuration: the simulated users and every tunable number.
 
-Durations are in unscaled seconds; the server multiplies each one by ``time_scale``.
+Durations are in unscaled seconds; the server multiplies each one by ``time_scale``, except
+``http_idle_timeout``, a socket setting in real seconds.
 """
 
 from __future__ import annotations
@@ -64,10 +65,16 @@ class SimConfig:
     typing_duration: float = 5.0
     max_message_chars: int = 8000
     max_body_bytes: int = 1_048_576
+    # IIS's defaults: dynamic compression on, kept-alive connections closed after 120 s idle
+    # (the site's connectionTimeout); real seconds, never scaled.
+    gzip: bool = True
+    http_idle_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:
             raise ConfigError("time_scale must be positive")
+        if self.http_idle_timeout <= 0:
+            raise ConfigError("http_idle_timeout must be positive")
         if self.app_expiry_status not in (404, 410):
             raise ConfigError("app_expiry_status must be 404 or 410")
         seen = set()

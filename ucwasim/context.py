@@ -115,5 +115,10 @@ def empty(status: int = 204, headers: dict[str, str] | None = None) -> Response:
     return Response(b"", status=status, headers=headers)
 
 
+# Not cacheable, as in the error traces (ExtendAPresenceSubscription.md: a 404 with
+# "Expires: -1", "Cache-Control: no-cache", "Pragma: no-cache").
+NO_CACHE = {"Expires": "-1", "Cache-Control": "no-cache", "Pragma": "no-cache"}
+
+
 def error_response(err: UcwaError) -> Response:
-    return json_response(err.body(), err.status, err.headers)
+    return json_response(err.body(), err.status, {**NO_CACHE, **err.headers})

@@ -17,6 +17,7 @@ from ucwasim.config import BEHAVIOURS, SimUser
 from ucwasim.datauri import Content
 from ucwasim.errors import ConfigError, ControlError
 from ucwasim.faults import FaultBook
+from ucwasim.httpserver import ConnectionStats
 from ucwasim.model import Account
 from ucwasim.requestlog import RequestLog
 from ucwasim.switchboard import Switchboard
@@ -31,12 +32,20 @@ def _json(body: Any, status: int = 200) -> Response:
 
 class ControlApi:
     def __init__(
-        self, world: World, board: Switchboard, faults: FaultBook, requests: RequestLog
+        self,
+        world: World,
+        board: Switchboard,
+        faults: FaultBook,
+        requests: RequestLog,
+        connections: ConnectionStats | None = None,
+        on_idle_timeout: Callable[[float], None] | None = None,
     ) -> None:
         self.world = world
         self.board = board
         self.faults = faults
         self.requests = requests
+        self.connections = connections or ConnectionStats()
+        self.on_idle_timeout = on_idle_timeout
         self.routes: list[tuple[str, re.Pattern[str], Action]] = [
             ("GET", re.compile(r"^/_sim/users$"), self.list_users),
             ("POST", re.compile(r"^/_sim/users$"), self.add_user),
@@ -55,6 +64,8 @@ class ControlApi:
             ("GET", re.compile(r"^/_sim/requests$"), lambda b: self.requests.snapshot()),
             ("DELETE", re.compile(r"^/_sim/requests$"), self.clear_requests),
             ("POST", re.compile(r"^/_sim/reset$"), self.reset),
+            ("GET", re.compile(r"^/_sim/http$"), self.http),
+            ("PATCH", re.compile(r"^/_sim/http$"), self.patch_http),
         ]
 
     def __call__(self, request: Request) -> Response:
@@ -230,4 +241,30 @@ class ControlApi:
         self.world.reset()
         self.faults.clear()
         self.requests.clear()
+        self.connections.clear()
         return {"reset": True}
+
+    # -- the HTTP layer ------------------------------------------------------------------------
+
+    def http(self, body: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.world.cfg
+        return {
+            **self.connections.snapshot(),
+            "idle_timeout": cfg.http_idle_timeout,
+            "gzip": cfg.gzip,
+        }
+
+    def patch_http(self, body: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.world.cfg
+        if "gzip" in body:
+            if not isinstance(body["gzip"], bool):
+                raise ControlError(400, "gzip must be true or false")
+            cfg.gzip = body["gzip"]
+        if "idle_timeout" in body:
+            value = body["idle_timeout"]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ControlError(400, "idle_timeout must be a positive number of seconds")
+            cfg.http_idle_timeout = float(value)
+            if self.on_idle_timeout is not None:
+                self.on_idle_timeout(float(value))
+        return self.http({})

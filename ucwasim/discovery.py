@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Response
 
-from ucwasim.context import Ctx, json_response
+from ucwasim import diagnostics
+from ucwasim.context import NO_CACHE, Ctx, json_response
 from ucwasim.errors import OAuthError
 
 ROOT_PATH = "/Autodiscover/AutodiscoverService.svc/root"
@@ -48,7 +49,8 @@ def root(ctx: Ctx, pooled: bool) -> Response:
                     "self": {"href": f"{base}{ROOT_PATH}{query}"},
                     "redirect": {"href": f"{base}{POOL2_PREFIX}{ROOT_PATH}{query}"},
                 }
-            }
+            },
+            headers=NO_CACHE,
         )
     prefix = POOL2_PREFIX if pooled else ""
     return json_response(
@@ -58,11 +60,13 @@ def root(ctx: Ctx, pooled: bool) -> Response:
                 "user": {"href": f"{base}{prefix}{ROOT_PATH}/oauth/user{query}"},
                 "xframe": {"href": f"{base}{XFRAME_PATH}"},
             }
-        }
+        },
+        # CreateAnApplication.md steps 2 and 8: root and user answers are not cacheable.
+        headers=NO_CACHE,
     )
 
 
-def challenge(base_url: str, domain: str) -> Response:
+def challenge(base_url: str, domain: str, server_fqdn: str) -> Response:
     headers = Headers()
     headers.add(
         "WWW-Authenticate",
@@ -73,11 +77,12 @@ def challenge(base_url: str, domain: str) -> Response:
         "WWW-Authenticate",
         f'MsRtcOAuth href="{base_url}{TOKEN_PATH}",grant_type="{ALLOWED_GRANTS}"',
     )
+    headers.add("X-Ms-diagnostics", diagnostics.header(diagnostics.NO_VALID_TOKEN, server_fqdn))
     return Response(_UNAUTHORIZED_PAGE, status=401, headers=headers, content_type="text/html")
 
 
 def user(ctx: Ctx, pooled: bool) -> Response:
-    ctx.account = ctx.world.authenticate(ctx.request.headers.get("Authorization"))
+    """The user resource; the server checked the token before routing here."""
     base = ctx.base_url
     prefix = POOL2_PREFIX if pooled else ""
     return json_response(
@@ -87,7 +92,8 @@ def user(ctx: Ctx, pooled: bool) -> Response:
                 "applications": {"href": f"{base}{APPLICATIONS_URL_PATH}"},
                 "xframe": {"href": f"{base}{XFRAME_PATH}"},
             }
-        }
+        },
+        headers=NO_CACHE,
     )
 
 
@@ -103,7 +109,7 @@ def token(ctx: Ctx) -> Response:
     if grant != "password":
         raise OAuthError(
             "unsupported_grant_type",
-            '28029;source="SIM-LYNC-SE1";reason="Authentication type not allowed."',
+            diagnostics.header(diagnostics.AUTH_TYPE_NOT_ALLOWED, ctx.world.cfg.server_fqdn),
         )
     username, password = form.get("username"), form.get("password")
     if not username or password is None:

@@ -3,6 +3,9 @@
 A rule fires ``times`` times (or forever), or with probability ``rate``. A 401 rule answers the
 MsRtcOAuth challenge and revokes the caller's token; a ``resync`` rule makes an event GET answer
 with a ``resync`` link, as a server that lost track of the channel's position (see ``UcwaApp``).
+``drop_connection`` (FIN) and ``reset_connection`` (RST) end the TCP connection without an
+answer, before the request is carried out or, with ``after_processing``, after it; the match
+``connection: "reused"`` limits a rule to requests on a kept-alive connection.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ _DEFAULT_CODES = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    406: "NotAcceptable",
     408: "ClientTimeout",
     409: "Conflict",
     410: "Gone",
@@ -54,9 +58,22 @@ class Fault:
     resync: bool
     times: int | None
     rate: float | None
+    reset_connection: bool = False
+    after_processing: bool = False
+    connection: str | None = None  # "reused" or "new"
+    diagnostics: str | None = None
     hits: int = 0
 
-    def matches(self, method: str, path: str, kind: str) -> bool:
+    @property
+    def abort(self) -> str | None:
+        """How the connection ends without an answer: "reset", "drop" or not at all."""
+        if self.reset_connection:
+            return "reset"
+        return "drop" if self.drop_connection else None
+
+    def matches(self, method: str, path: str, kind: str, reused: bool = False) -> bool:
+        if self.connection and (self.connection == "reused") != reused:
+            return False
         if self.method and self.method != method.upper():
             return False
         if self.kind and self.kind.lower() != kind.lower():
@@ -74,6 +91,7 @@ class Fault:
                 "method": self.method,
                 "path": self.path.pattern if self.path else None,
                 "rel": self.kind,
+                "connection": self.connection,
             },
             "status": self.status,
             "code": self.code,
@@ -81,6 +99,9 @@ class Fault:
             "retry_after": self.retry_after,
             "delay_ms": self.delay_ms,
             "drop_connection": self.drop_connection,
+            "reset_connection": self.reset_connection,
+            "after_processing": self.after_processing,
+            "diagnostics": self.diagnostics,
             "resync": self.resync,
             "times": self.times,
             "rate": self.rate,
@@ -116,10 +137,22 @@ class FaultBook:
             raise ConfigError("rate must be a number between 0 and 1")
         status = _opt_int(spec, "status", 400, 599)
         drop = bool(spec.get("drop_connection", False))
+        reset = bool(spec.get("reset_connection", False))
         delay = _opt_int(spec, "delay_ms", 0, 600_000) or 0
         resync = bool(spec.get("resync", False))
-        if status is None and not drop and not delay and not resync:
-            raise ConfigError("a fault needs status, delay_ms, drop_connection or resync")
+        if status is None and not drop and not reset and not delay and not resync:
+            raise ConfigError(
+                "a fault needs status, delay_ms, drop_connection, reset_connection or resync"
+            )
+        after = bool(spec.get("after_processing", False))
+        if after and not (drop or reset):
+            raise ConfigError("after_processing needs drop_connection or reset_connection")
+        connection = match.get("connection")
+        if connection not in (None, "reused", "new"):
+            raise ConfigError('match.connection must be "reused" or "new"')
+        diagnostics = spec.get("diagnostics")
+        if diagnostics is not None and not isinstance(diagnostics, str):
+            raise ConfigError("diagnostics must be a string (the X-Ms-diagnostics value)")
         fault = Fault(
             id=str(next(self._ids)),
             method=str(match["method"]).upper() if match.get("method") else None,
@@ -135,6 +168,10 @@ class FaultBook:
             resync=resync,
             times=_opt_int(spec, "times", 1, 1_000_000),
             rate=float(rate) if rate is not None else None,
+            reset_connection=reset,
+            after_processing=after,
+            connection=connection,
+            diagnostics=diagnostics,
         )
         with self._lock:
             self._faults.append(fault)
@@ -160,11 +197,12 @@ class FaultBook:
         path: str,
         kind: str,
         eligible: Callable[[Fault], bool] | None = None,
+        reused: bool = False,
     ) -> Fault | None:
         """The first rule that fires for this request; ``eligible`` may veto a rule."""
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(method, path, kind):
+                if not fault.matches(method, path, kind, reused):
                     continue
                 if eligible is not None and not eligible(fault):
                     continue

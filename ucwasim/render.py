@@ -5,6 +5,7 @@ Only the application root and discovery use absolute hrefs; everything here is r
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from ucwasim.datauri import encode, encode_html, encode_plain
@@ -48,7 +49,9 @@ def application(app: Application) -> dict[str, Any]:
         "userAgent": app.user_agent,
         "type": "Browser",
         "endpointId": app.endpoint_id,
-        "id": app.put_marker.split("-")[0],
+        # application_ref.md: "Id for individual registrations", unique per user per device:
+        # the registration's own id, the one in its href (real captures agree).
+        "id": app.id,
         "_links": {
             "self": link(app.href),
             "policies": link(app.href + "/policies"),
@@ -66,6 +69,7 @@ def application(app: Application) -> dict[str, Any]:
 
 
 def me(app: Application) -> dict[str, Any]:
+    # me_ref.md and the traces (CreateAnApplication.md, MeDashboard.md) show no etag on me.
     base = app.href + "/me"
     links = {"self": link(base)}
     if app.available:
@@ -121,20 +125,39 @@ def communication(app: Application) -> dict[str, Any]:
     }
 
 
+def contact_etag(sip: str, name: str) -> str:
+    """A number as a string, like the contact etags of GetAContactData.md; it changes with
+    the contact's data."""
+    return str(zlib.crc32(f"{sip}\n{name}".encode()))
+
+
 def contact(app: Application, sip: str, name: str) -> dict[str, Any]:
-    base = f"{app.href}/people/{sip_user(sip)}"
+    # Fields, links and their paths as in GetAContactData.md and SearchForUsersContact.md
+    # (real-server traces); contact_ref.md lists the same properties and links.
+    user = sip_user(sip)
+    base = f"{app.href}/people/{user}"
     return {
         "uri": sip,
         "sourceNetwork": "SameEnterprise",
-        "emailAddresses": [sip_user(sip)],
+        "emailAddresses": [user],
         "type": "User",
         "name": name,
-        "_links": {"self": link(base), "contactPresence": link(base + "/presence")},
+        "_links": {
+            "self": link(base),
+            "contactPhoto": link(f"{app.href}/photos/{user}"),
+            "contactPresence": link(base + "/presence"),
+            "contactLocation": link(base + "/location"),
+            "contactNote": link(base + "/note"),
+            "contactSupportedModalities": link(base + "/supportedMedia"),
+            "contactPrivacyRelationship": link(base + "/privacyRelationship"),
+        },
         "rel": "contact",
+        "etag": contact_etag(sip, name),
     }
 
 
 def conversation(conv: Conversation) -> dict[str, Any]:
+    # conversation_ref.md and the IM traces (SendAnIM.md, ReceiveAnIM.md) show no etag here.
     base = conv.href
     links = {"self": link(base)}
     for rel in ("applicationSharing", "audioVideo", "dataCollaboration", "messaging"):

@@ -16,7 +16,9 @@ class RequestLog:
         self._lock = threading.Lock()
         self._entries: list[dict[str, Any]] = []
 
-    def start(self, method: str, path: str, kind: str) -> dict[str, Any]:
+    def start(
+        self, method: str, path: str, kind: str, connection: int | None = None
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "time": time.time(),
             "method": method,
@@ -24,6 +26,7 @@ class RequestLog:
             "kind": kind,
             "user": None,
             "status": None,
+            "connection": connection,  # the TCP connection's number (None inside a batch)
         }
         with self._lock:
             self._entries.append(entry)

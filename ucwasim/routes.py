@@ -37,8 +37,11 @@ APP_ROUTES: list[tuple[tuple[str, ...], dict[str, tuple[str, Handler]]]] = [
     (("me", "presence"), {"GET": ("presence", lambda c: app_api.me_detail(c, "presence"))}),
     (("me", "note"), {"GET": ("note", lambda c: app_api.me_detail(c, "note"))}),
     (("me", "location"), {"GET": ("location", lambda c: app_api.me_detail(c, "location"))}),
+    (("people", "search"), {"GET": ("search", app_api.search)}),
     (("people", "*"), {"GET": ("contact", app_api.contact)}),
     (("people", "*", "presence"), {"GET": ("contactPresence", app_api.contact_presence)}),
+    (("people", "*", "note"), {"GET": ("contactNote", app_api.contact_note)}),
+    (("people", "*", "location"), {"GET": ("contactLocation", app_api.contact_location)}),
     (
         ("communication",),
         {
@@ -120,7 +123,8 @@ def resolve(method: str, path: str) -> Route | None:
     if low in public:
         kind, table = public[low]
         _, handler = _pick(table, method)
-        return Route(kind, "public", handler, allowed=tuple(table))
+        scope = "user" if kind == "user" else "public"  # the user resource needs a token
+        return Route(kind, scope, handler, allowed=tuple(table))
     if low == APPS:
         table = {"POST": ("applications", app_api.create_application)}
         kind, handler = _pick(table, method)

@@ -5,19 +5,18 @@ Every UCWA response carries the server headers; no exception ever reaches the cl
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from ucwasim import discovery, routes
+from ucwasim import discovery, iis, routes
 from ucwasim.context import Ctx, error_response
 from ucwasim.errors import UcwaError, Unauthorized, not_found
 from ucwasim.faults import Fault, FaultBook
+from ucwasim.httpserver import ABORT, CONNECTION
 from ucwasim.requestlog import RequestLog
 from ucwasim.switchboard import Switchboard
 from ucwasim.world import World
@@ -28,9 +27,12 @@ StartResponse = Callable[..., Any]
 
 FORCE_RESYNC = "ucwasim.force_resync"  # environ flag set by a resync fault, read by get_events
 
+# Resources whose answers are not UCWA JSON, so content negotiation leaves them alone.
+_NOT_NEGOTIATED = ("token", "xframe", "batch")
+
 
 class Dropped(Response):
-    """Marker response: the socket was already shut down; nothing may be written."""
+    """Marker response: the connection ends without an answer (``environ[ABORT]`` says how)."""
 
 
 class UcwaApp:
@@ -58,6 +60,8 @@ class UcwaApp:
             response = self.handle(request, environ)
             if isinstance(response, Dropped):
                 return []
+            if self.world.cfg.gzip and iis.accepts_gzip(request):
+                iis.compress(response)
         return response(environ, start_response)
 
     def handle(self, request: Request, environ: dict[str, Any] | None = None) -> Response:
@@ -65,8 +69,12 @@ class UcwaApp:
         route = routes.resolve(request.method, request.path)
         kind = route.kind if route else "unknown"
         full_path = request.full_path.rstrip("?")
-        entry = self.requests.start(request.method, full_path, kind)
+        conn = environ.get(CONNECTION) if environ is not None else None
+        entry = self.requests.start(
+            request.method, full_path, kind, connection=conn.number if conn else None
+        )
         response: Response | None = None
+        fault: Fault | None = None
         if environ is not None:
             token = self.world.used_token(request.headers.get("Authorization"))
             fault = self.faults.match(
@@ -76,6 +84,7 @@ class UcwaApp:
                 # A 401 needs a token to refuse, and spares a fresh one: as a server that forgot
                 # its tokens, the challenge → grant → retry cycle then gets through.
                 lambda f: f.status != 401 or token is not None,
+                reused=bool(conn and conn.reused),
             )
             if fault is not None:
                 if fault.status == 401 and token is not None:
@@ -85,7 +94,12 @@ class UcwaApp:
                 time.sleep(self.world.cfg.latency_ms / 1000)
         if response is None:
             response = self._dispatch(request, route, entry)
+            if environ is not None and fault is not None and fault.after_processing:
+                # Carried out, then the connection ends: the client cannot tell whether it was.
+                environ[ABORT] = fault.abort
+                response = Dropped()
         if not isinstance(response, Dropped):
+            iis.label_json(response, request)
             response.headers["X-MS-Server-Fqdn"] = self.world.cfg.server_fqdn
             response.headers["X-MS-UcwaVersion"] = self.world.cfg.ucwa_version
             response.headers.setdefault("Cache-Control", "no-cache")
@@ -97,22 +111,26 @@ class UcwaApp:
     def _apply_fault(self, fault: Fault, environ: dict[str, Any]) -> Response | None:
         if fault.delay_ms:
             time.sleep(fault.delay_ms / 1000)
-        if fault.drop_connection:
-            sock = environ.get("werkzeug.socket")
-            if isinstance(sock, socket.socket):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        if fault.abort and not fault.after_processing:
+            environ[ABORT] = fault.abort
             return Dropped()
         if fault.resync:
             environ[FORCE_RESYNC] = True
         if fault.status is None:
             return None
         if fault.status == 401:
-            return discovery.challenge(self.base_url(), self.world.cfg.domain)
+            return self._challenge()
         err = UcwaError(fault.status, fault.error_code(), fault.message, subcode=fault.subcode)
         if fault.retry_after is not None:
             err.headers["Retry-After"] = str(fault.retry_after)
+        if fault.diagnostics:
+            err.headers["X-Ms-diagnostics"] = fault.diagnostics
         return error_response(err)
+
+    def _challenge(self) -> Response:
+        return discovery.challenge(
+            self.base_url(), self.world.cfg.domain, self.world.cfg.server_fqdn
+        )
 
     def _dispatch(
         self, request: Request, route: routes.Route | None, entry: dict[str, Any]
@@ -128,7 +146,7 @@ class UcwaApp:
             with self.world.lock:
                 return self._run(ctx, route)
         except Unauthorized:
-            return discovery.challenge(ctx.base_url, self.world.cfg.domain)
+            return self._challenge()
         except UcwaError as err:
             return error_response(err)
         except Exception:
@@ -141,8 +159,12 @@ class UcwaApp:
                 entry["user"] = ctx.account.sip
 
     def _run(self, ctx: Ctx, route: routes.Route) -> Response:
+        # The token is checked before anything else, the method included: on a real server
+        # the authentication module answers 401 before UCWA looks at the request.
         if route.scope in ("user", "app"):
             ctx.account = self.world.authenticate(ctx.request.headers.get("Authorization"))
+        if route.kind not in _NOT_NEGOTIATED:
+            iis.require_json(ctx.request)
         if route.scope == "app":
             self.board.sweep()
             assert route.app_id is not None

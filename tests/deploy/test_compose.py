@@ -307,3 +307,82 @@ def test_interpolation_helper() -> None:
     with pytest.raises(KeyError):
         interpolate("${EMPTY:?needed}", env)
     assert variables_in("${A:-x} $B $${C} ${D:?e}") == {"A", "B", "D"}
+
+
+# ---------------------------------------------------------------------------------------------
+# what the host sees: published ports, pinned images
+# ---------------------------------------------------------------------------------------------
+
+# The two secrets the file refuses to start without, and nothing else: every default applies.
+ONLY_SECRETS = {
+    "BRIDGE_UCWA_PASSWORD": "a-password-for-the-test",
+    "BRIDGE_API_KEYS": "an-api-key-for-the-test-0123",
+}
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of each published port; "" when not given.
+
+    Compose's short syntax is ``[HOST:][HOST_PORT:]CONTAINER_PORT``; the long one a mapping."""
+    ports: list[tuple[str, str, str]] = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            host, published, target = (
+                port.get("host_ip", ""),
+                port.get("published", ""),
+                port["target"],
+            )
+        else:
+            host, published, target = ["", "", *str(port).rsplit(":", 2)][-3:]
+        ports.append((str(host), str(published), str(target)))
+    return ports
+
+
+@pytest.mark.parametrize("env", ["defaults", ".env.example"])
+def test_ports_are_published_on_loopback_only(env: str) -> None:
+    values = ONLY_SECRETS if env == "defaults" else parse_env_file(ENV_EXAMPLE)
+    services = interpolated(values)["services"]
+    published = {name: published_ports(s) for name, s in services.items() if s.get("ports")}
+    assert {"api", "worker", "poller", "ucwasim", "webhook-receiver", "rq-dashboard"} <= set(
+        published
+    )
+    for name, ports in published.items():
+        for address, _, target in ports:
+            assert address == "127.0.0.1", f"{name}: port {target} published on {address or 'all'}"
+    assert published["api"] == [("127.0.0.1", "8080", "8080")]
+
+
+def test_publish_address_opens_only_the_api_and_the_demo_services() -> None:
+    services = interpolated({**ONLY_SECRETS, "PUBLISH_ADDRESS": "0.0.0.0"})["services"]
+    for name in ("api", "ucwasim", "webhook-receiver"):
+        assert published_ports(services[name])[0][0] == "0.0.0.0", name
+    # No authentication in front of these: never beyond this machine.
+    for name in ("worker", "poller", "rq-dashboard"):
+        assert {address for address, _, _ in published_ports(services[name])} == {"127.0.0.1"}
+
+
+def test_port_parser() -> None:
+    assert published_ports({"ports": ["8080:80", "127.0.0.1::9100", "9000"]}) == [
+        ("", "8080", "80"),
+        ("127.0.0.1", "", "9100"),
+        ("", "", "9000"),
+    ]
+    assert published_ports({"ports": [{"target": 80, "published": 8080, "host_ip": "::1"}]}) == [
+        ("::1", "8080", "80")
+    ]
+
+
+@pytest.mark.parametrize("env", ["defaults", ".env.example"])
+def test_every_image_is_pinned_to_a_release(env: str) -> None:
+    values = ONLY_SECRETS if env == "defaults" else parse_env_file(ENV_EXAMPLE)
+    services = interpolated(values)["services"]
+    bridge_image = services["api"]["image"]
+    for name, service in services.items():
+        image = service["image"]
+        if image == bridge_image:
+            assert "build" in service, f"{name}: the bridge image is built from the Dockerfile"
+            continue
+        reference, _, tag = image.rpartition(":")
+        assert reference and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest" and re.fullmatch(r"\d+(\.\d+)+(-[a-z0-9]+)?", tag), (name, image)
+    assert services["rq-dashboard"]["image"].startswith("cjlapao/rq-dashboard:")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -40,14 +42,22 @@ K8S_VALIDATE_HINT = "pip install kubernetes-validate (the project's test extra)"
 # Custom resources kubernetes-validate does not know; each has a structural test below.
 CRD_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 
+IMAGE_REPOSITORY = "registry.example.com/ucwa-bridge"
+APP_VERSION = "0.1.0"  # Chart.yaml appVersion: the image tag when image.tag is empty
+DISCOVERY_URL = "https://lyncdiscover.contoso.com/Autodiscover/AutodiscoverService.svc/root"
+# Required values other than the secrets (the chart refuses to render without them).
 BASE: dict[str, Any] = {
-    "config": {
-        "ucwa": {
-            "discoveryUrl": "https://lyncdiscover.contoso.com/Autodiscover/AutodiscoverService.svc/root",
-            "username": "bot@contoso.com",
-        }
-    }
+    "image": {"repository": IMAGE_REPOSITORY},
+    "config": {"ucwa": {"discoveryUrl": DISCOVERY_URL, "username": "bot@contoso.com"}},
 }
+# Every required value as --set arguments, for renders of one template or one change.
+REQUIRED_ARGS = [
+    *("--set", f"image.repository={IMAGE_REPOSITORY}"),
+    *("--set", f"config.ucwa.discoveryUrl={DISCOVERY_URL}"),
+    *("--set", "config.ucwa.username=bot@contoso.com"),
+    *("--set", f"secrets.ucwaPassword={SENTINEL_PASSWORD}"),
+    *("--set", f"secrets.apiKeys[0]={SENTINEL_API_KEY}"),
+]
 INLINE_SECRETS: dict[str, Any] = {
     **BASE,
     "secrets": {
@@ -56,6 +66,26 @@ INLINE_SECRETS: dict[str, Any] = {
         "webhookSecret": SENTINEL_WEBHOOK_SECRET,
     },
     "webhooks": {"url": "https://hooks.example.com/skype", "events": ["message.received"]},
+}
+
+PUBLIC_PATHS = [
+    {"path": "/messages", "pathType": "Prefix"},
+    {"path": "/webhooks/", "pathType": "Prefix"},
+    {"path": "/openapi.json", "pathType": "Exact"},
+    {"path": "/healthz", "pathType": "Exact"},
+]
+READYZ_PATH = {"path": "/readyz", "pathType": "Exact"}
+
+ZONE_SPREAD = {
+    "maxSkew": 1,
+    "topologyKey": "topology.kubernetes.io/zone",
+    "whenUnsatisfiable": "ScheduleAnyway",
+}
+WORKER_SPREAD = {
+    "maxSkew": 2,
+    "topologyKey": "topology.kubernetes.io/zone",
+    "whenUnsatisfiable": "DoNotSchedule",
+    "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}},
 }
 
 SENTINEL_HOSTS = [
@@ -73,7 +103,8 @@ FULL_OPTIONS: dict[str, Any] = {
     "ingress": {
         "enabled": True,
         "className": "nginx",
-        "hosts": [{"host": "bridge.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+        # The chart's paths: the public API.
+        "hosts": [{"host": "bridge.example.com"}],
         "tls": [{"secretName": "bridge-tls", "hosts": ["bridge.example.com"]}],
     },
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -98,7 +129,11 @@ FULL_OPTIONS: dict[str, Any] = {
 }
 
 VARIANTS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
-    "defaults": (None, []),
+    # The chart's defaults and nothing else but the values it requires.
+    "defaults": (
+        {**BASE, "secrets": {"ucwaPassword": SENTINEL_PASSWORD, "apiKeys": [SENTINEL_API_KEY]}},
+        [],
+    ),
     "inline-secrets": (INLINE_SECRETS, []),
     "external-redis": (
         {
@@ -153,7 +188,9 @@ VARIANTS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
                 "enabled": True,
                 "className": "nginx",
                 "hosts": [
-                    {"host": "bridge.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}
+                    # Paths of its own: the public API, plus /readyz for an outside monitor.
+                    {"host": "bridge.example.com", "paths": [*PUBLIC_PATHS, READYZ_PATH]},
+                    {"host": "chart-paths.example.com"},
                 ],
                 "tls": [{"secretName": "bridge-tls", "hosts": ["bridge.example.com"]}],
             },
@@ -196,6 +233,27 @@ VARIANTS: dict[str, tuple[dict[str, Any] | None, list[str]]] = {
                 "enabled": True,
                 "annotations": {"grafana_folder": "Messaging"},
             },
+        },
+        [],
+    ),
+    "shutdown-and-spread": (
+        {
+            **INLINE_SECRETS,
+            "api": {
+                "preStopSleepSeconds": 10,
+                "gracefulTimeoutSeconds": 25,
+                "terminationGracePeriodSeconds": 40,
+                "topologySpreadConstraints": [ZONE_SPREAD],
+            },
+            "worker": {"spreadAcrossNodes": False, "topologySpreadConstraints": [WORKER_SPREAD]},
+        },
+        [],
+    ),
+    "auth-disabled": (
+        {
+            **BASE,
+            "config": {**BASE["config"], "extra": {"BRIDGE_AUTH_DISABLED": "true"}},
+            "secrets": {"ucwaPassword": SENTINEL_PASSWORD},
         },
         [],
     ),
@@ -282,6 +340,7 @@ def configmap_env(docs: list[dict[str, Any]]) -> dict[str, str]:
         *FULL_VARIANTS,
         "keda-existing-secret",
         "alerts-and-dashboard",
+        "shutdown-and-spread",
     ],
 )
 def test_helm_lint_strict(helm: str, tmp: Path, variant: str) -> None:
@@ -469,7 +528,8 @@ def test_worker_outlives_its_longest_job(helm: str, tmp: Path, redis_client: red
     longest = max(timeouts.values())
     assert worker_grace(docs) > longest, timeouts
     # The chart knows the same numbers: it refuses exactly the too-short values.
-    base = ["template", RELEASE, str(CHART), "--show-only", "templates/deployment-worker.yaml"]
+    base = ["template", RELEASE, str(CHART), *REQUIRED_ARGS]
+    base += ["--show-only", "templates/deployment-worker.yaml"]
     refused = run_helm(
         helm, *base, "--set", f"worker.terminationGracePeriodSeconds={longest}", check=False
     )
@@ -485,6 +545,7 @@ def test_worker_grace_follows_the_webhook_timeout(helm: str, redis_client: redis
         "template",
         RELEASE,
         str(CHART),
+        *REQUIRED_ARGS,
         "--show-only",
         "templates/deployment-worker.yaml",
         "--set-string",
@@ -802,10 +863,20 @@ def test_service_monitor(helm: str, tmp: Path) -> None:
             "keda.redis.address",
         ),
         (["networkPolicy.api.from[0]=everyone"], "networkPolicy"),
+        # API shutdown and spreading
+        (["api.preStopSleepSeconds=-1"], "preStopSleepSeconds"),
+        (["config.extra.BRIDGE_API_GRACEFUL_TIMEOUT_S=30"], "set api.gracefulTimeoutSeconds"),
+        (
+            [
+                "worker.topologySpreadConstraints[0].maxSkew=1",
+                "worker.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+            ],
+            "topologyKey",
+        ),
     ],
 )
 def test_bad_values_are_refused(helm: str, sets: list[str], message: str) -> None:
-    args = ["template", RELEASE, str(CHART)]
+    args = ["template", RELEASE, str(CHART), *REQUIRED_ARGS]
     for item in sets:
         args += ["--set", item]
     result = run_helm(helm, *args, check=False)
@@ -823,10 +894,13 @@ def test_notes_render(helm: str, tmp_path: Path) -> None:
         '{{- tpl (.Files.Get "notes.tpl") . | nindent 4 }}\n'
     )
     show = ["--show-only", "templates/notes-probe.yaml"]
-    defaults = load_documents(run_helm(helm, "template", RELEASE, str(chart), *show).stdout)
+    values, sets = VARIANTS["defaults"]
+    defaults = load_documents(
+        run_helm(
+            helm, "template", RELEASE, str(chart), *show, *values_args(values, sets, tmp_path)
+        ).stdout
+    )
     notes = defaults[0]["data"]["notes"]
-    assert "WARNING: the bridge will not start" in notes
-    assert "config.ucwa.discoveryUrl" in notes
     assert f"port-forward service/{FULLNAME}-api" in notes
     values, sets = VARIANTS["existing-secret"]
     configured = load_documents(
@@ -835,7 +909,6 @@ def test_notes_render(helm: str, tmp_path: Path) -> None:
         ).stdout
     )
     notes = configured[0]["data"]["notes"]
-    assert "WARNING" not in notes
     assert 'Secret "bridge-credentials"' in notes
     assert f"helm test {RELEASE} --namespace default" in notes
     values, sets = VARIANTS["full"]
@@ -849,6 +922,407 @@ def test_notes_render(helm: str, tmp_path: Path) -> None:
     assert "1-12 worker (KEDA on rq:queue:send, rq:queue:webhooks)" in notes
     assert 'Sentinel master "bridge-master" (db 2)' in notes
     assert "NetworkPolicies are on" in notes
+
+
+# ---------------------------------------------------------------------------------------------
+# the install path: required values refused at render time, not by crash-looping pods
+# ---------------------------------------------------------------------------------------------
+
+
+def missing_values(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The value names helm's "missing required values" error lists, in order."""
+    assert result.returncode != 0, "rendered although values are missing"
+    assert "missing required values" in result.stderr, result.stderr
+    names = []
+    for line in result.stderr.splitlines():
+        if line.startswith("  - "):
+            match = re.match(r"[\w.]+", line[4:])
+            assert match, line
+            names.append(match.group())
+    return names
+
+
+def required_args_without(*names: str) -> list[str]:
+    """REQUIRED_ARGS less the --set of each value in ``names``."""
+    args: list[str] = []
+    for flag, item in zip(REQUIRED_ARGS[::2], REQUIRED_ARGS[1::2], strict=True):
+        if item.split("=")[0].split("[")[0] not in names:
+            args += [flag, item]
+    return args
+
+
+def test_install_without_values_names_every_missing_one(helm: str) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), check=False)
+    assert missing_values(result) == [
+        "image.repository",
+        "config.ucwa.discoveryUrl",
+        "config.ucwa.username",
+        "secrets.ucwaPassword",
+        "secrets.apiKeys",
+    ]
+    # The image line says how to get an image, since none is published.
+    image_line = next(ln for ln in result.stderr.splitlines() if "image.repository" in ln)
+    assert "docker build -t registry.example.com/ucwa-bridge:" in image_line
+    assert "--set image.repository=registry.example.com/ucwa-bridge" in image_line
+
+
+@pytest.mark.parametrize(
+    ("dropped", "extra_sets", "named"),
+    [
+        (["image.repository"], [], ["image.repository"]),
+        (["config.ucwa.discoveryUrl"], [], ["config.ucwa.discoveryUrl"]),
+        (["config.ucwa.username"], [], ["config.ucwa.username"]),
+        (["secrets.ucwaPassword"], [], ["secrets.ucwaPassword"]),
+        (["secrets.apiKeys"], [], ["secrets.apiKeys"]),
+        ([], ["webhooks.url=https://hooks.example.com/skype"], ["secrets.webhookSecret"]),
+        ([], ["redis.bundled.enabled=false"], ["redis.url"]),
+        (
+            ["image.repository", "secrets.apiKeys"],
+            ["redis.bundled.enabled=false"],
+            ["image.repository", "secrets.apiKeys", "redis.url"],
+        ),
+    ],
+)
+def test_each_missing_value_is_named(
+    helm: str, dropped: list[str], extra_sets: list[str], named: list[str]
+) -> None:
+    args = ["template", RELEASE, str(CHART), *required_args_without(*dropped)]
+    for item in extra_sets:
+        args += ["--set", item]
+    assert missing_values(run_helm(helm, *args, check=False)) == named
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        # The Secret named by existingSecret stands for every inline secret.
+        [
+            "secrets.existingSecret=bridge-credentials",
+            "webhooks.url=https://hooks.example.com/skype",
+        ],
+        # With the API's key check off, no API keys are needed.
+        ["config.extra.BRIDGE_AUTH_DISABLED=true"],
+    ],
+)
+def test_values_that_stand_in_for_secrets(helm: str, sets: list[str]) -> None:
+    args = ["template", RELEASE, str(CHART)]
+    args += required_args_without("secrets.ucwaPassword", "secrets.apiKeys")
+    if "secrets.existingSecret" not in sets[0]:
+        args += ["--set", f"secrets.ucwaPassword={SENTINEL_PASSWORD}"]
+    for item in sets:
+        args += ["--set", item]
+    docs = load_documents(run_helm(helm, *args).stdout)
+    assert {"Deployment"} <= {d["kind"] for d in docs}
+
+
+def pod_environment(docs: list[dict[str, Any]], role: str) -> dict[str, str]:
+    """The environment a role's container starts with: the ConfigMap, then its env entries,
+    secret ones read from the rendered Secret (a key it lacks would stop the pod)."""
+    secrets = by_kind(docs, "Secret")
+    env = dict(configmap_env(docs))
+    for name, entry in env_of(docs, role).items():
+        if "value" in entry:
+            env[name] = entry["value"]
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        assert ref["name"] in secrets, f"{role}: {name} reads Secret {ref['name']}, not rendered"
+        data = secrets[ref["name"]]["data"]
+        assert ref["key"] in data, f"{role}: {name} reads key {ref['key']!r}, not in the Secret"
+        env[name] = base64.b64decode(data[ref["key"]]).decode()
+    return env
+
+
+@pytest.mark.parametrize("variant", ["defaults", "inline-secrets", "auth-disabled"])
+def test_required_values_are_enough_for_every_role_to_start(
+    helm: str, tmp: Path, variant: str
+) -> None:
+    from bridge.config.settings import Settings
+
+    docs = render(helm, tmp, variant)
+    for role in ROLES:
+        # Raises what would stop the pod.
+        Settings.from_env(role, pod_environment(docs, role))  # type: ignore[arg-type]
+    if variant == "auth-disabled":
+        assert "BRIDGE_API_KEYS" not in env_of(docs, "api")
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    images = {container(docs, role)["image"] for role in ROLES}
+    images |= {
+        c["image"] for pod in by_kind(docs, "Pod").values() for c in pod["spec"]["containers"]
+    }
+    assert images == {f"{IMAGE_REPOSITORY}:{app_version}"}, "the image the user pushed"
+
+
+def test_image_tag_is_the_one_set(helm: str) -> None:
+    args = ["template", RELEASE, str(CHART), *REQUIRED_ARGS, "--set", "image.tag=2024.5.1"]
+    docs = load_documents(
+        run_helm(helm, *args, "--show-only", "templates/deployment-api.yaml").stdout
+    )
+    assert container(docs, "api")["image"] == f"{IMAGE_REPOSITORY}:2024.5.1"
+
+
+# ---------------------------------------------------------------------------------------------
+# the README's install path, followed literally
+# ---------------------------------------------------------------------------------------------
+
+
+def readme_helm_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### With Helm") :]
+    return section[: section.index("\n### ", 1)]
+
+
+def readme_helm_commands() -> list[list[str]]:
+    """The commands of the section's first sh block, continuation lines joined."""
+    block = readme_helm_section().split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line, comments=True) for line in lines if line.strip()]
+
+
+def command(commands: list[list[str]], *start: str) -> list[str]:
+    found = [c for c in commands if c[: len(start)] == list(start)]
+    assert len(found) == 1, f"one {' '.join(start)} command in the README's Helm section"
+    return found[0]
+
+
+def option(words: list[str], name: str) -> str:
+    return words[words.index(name) + 1]
+
+
+def secret_keys_read(docs: list[dict[str, Any]], secret: str) -> set[str]:
+    """Keys of Secret ``secret`` the rendered pods read (environment and mounted files)."""
+    keys: set[str] = set()
+    pods = [w["spec"]["template"]["spec"] for w in by_kind(docs, "Deployment").values()]
+    pods += [p["spec"] for p in by_kind(docs, "Pod").values()]
+    for pod in pods:
+        for c in pod["containers"]:
+            for entry in c.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] == secret:
+                    keys.add(ref["key"])
+        for volume in pod.get("volumes", []):
+            if volume.get("secret", {}).get("secretName") == secret:
+                keys |= {item["key"] for item in volume["secret"]["items"]}
+    return keys
+
+
+def test_readme_install_commands_render_with_the_secret_they_create(helm: str) -> None:
+    commands = readme_helm_commands()
+    image = option(command(commands, "docker", "build"), "-t")
+    assert command(commands, "docker", "push")[2] == image
+    create = next(c for c in commands if c[:1] == ["kubectl"] and "generic" in c)
+    secret = option(create, "generic")
+    created = {a.split("=", 2)[1] for a in create if a.startswith("--from-literal=")}
+    install = command(commands, "helm", "install")
+    assert option(create, "--namespace") == option(install, "--namespace")
+    args = ["template", install[2], str(CHART), "--namespace", option(install, "--namespace")]
+    for index, word in enumerate(install):
+        if word == "--set":
+            args += ["--set", install[index + 1]]
+    docs = load_documents(run_helm(helm, *args).stdout)
+    # The Secret the README creates is the one the chart reads, with exactly the keys it reads.
+    assert not by_kind(docs, "Secret")
+    assert secret_keys_read(docs, secret) == created
+    images = {c["image"] for d in by_kind(docs, "Deployment").values() for c in pod_containers(d)}
+    assert images == {image}, "the image the README builds and pushes"
+
+
+def pod_containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    containers: list[dict[str, Any]] = workload["spec"]["template"]["spec"]["containers"]
+    return containers
+
+
+def test_readme_example_error_is_what_helm_prints(helm: str) -> None:
+    install = command(readme_helm_commands(), "helm", "install")
+    args = ["template", install[2], str(CHART)]
+    for index, word in enumerate(install):
+        value = install[index + 1] if word == "--set" else ""
+        if value and not value.startswith(("image.", "config.ucwa.username=")):
+            args += ["--set", value]
+    result = run_helm(helm, *args, check=False)
+    assert missing_values(result) == ["image.repository", "config.ucwa.username"]
+    example = readme_helm_section().split("```text\n", 1)[1].split("```", 1)[0]
+    printed = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert [line for line in example.splitlines() if line.startswith("  - ")] == printed
+
+
+def test_readme_lists_every_secret_key() -> None:
+    listed = set(re.findall(r"^\| `([^`]+)` \|", readme_helm_section(), re.MULTILINE))
+    keys = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))["secrets"]["keys"]
+    assert set(keys.values()) <= listed
+
+
+# ---------------------------------------------------------------------------------------------
+# API shutdown: preStop sleep, then gunicorn's graceful timeout, within the grace period
+# ---------------------------------------------------------------------------------------------
+
+
+def api_shutdown(docs: list[dict[str, Any]]) -> tuple[list[str] | None, int, int]:
+    """(preStop command or None, BRIDGE_API_GRACEFUL_TIMEOUT_S, terminationGracePeriodSeconds)."""
+    api = container(docs, "api")
+    hook = api.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    graceful = int(env_of(docs, "api")["BRIDGE_API_GRACEFUL_TIMEOUT_S"]["value"])
+    grace = deployment(docs, "api")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    return hook, graceful, int(grace)
+
+
+@pytest.mark.parametrize(
+    ("variant", "sleep", "graceful", "grace"),
+    [("defaults", 5, 20, 30), ("shutdown-and-spread", 10, 25, 40)],
+)
+def test_api_drains_before_it_stops(
+    helm: str, tmp: Path, variant: str, sleep: int, graceful: int, grace: int
+) -> None:
+    docs = render(helm, tmp, variant)
+    assert api_shutdown(docs) == (["sleep", str(sleep)], graceful, grace)
+    # The kubelet counts the hook inside the grace period: both must fit, with room to exit.
+    assert grace > sleep + graceful
+    for role in ("worker", "poller"):
+        assert "lifecycle" not in container(docs, role), role
+
+
+def test_api_pre_stop_hook_can_be_turned_off(helm: str) -> None:
+    args = ["template", RELEASE, str(CHART), *REQUIRED_ARGS, "--set", "api.preStopSleepSeconds=0"]
+    docs = load_documents(
+        run_helm(helm, *args, "--show-only", "templates/deployment-api.yaml").stdout
+    )
+    assert api_shutdown(docs) == (None, 20, 30)
+
+
+def test_api_grace_period_must_outlast_the_hook_and_the_drain(helm: str) -> None:
+    base = ["template", RELEASE, str(CHART), *REQUIRED_ARGS]
+    base += ["--set", "api.preStopSleepSeconds=12", "--set", "api.gracefulTimeoutSeconds=25"]
+    refused = run_helm(helm, *base, "--set", "api.terminationGracePeriodSeconds=37", check=False)
+    assert refused.returncode != 0
+    assert "api.terminationGracePeriodSeconds (37) must be longer" in refused.stderr
+    assert "(37 s)" in refused.stderr
+    docs = load_documents(
+        run_helm(helm, *base, "--set", "api.terminationGracePeriodSeconds=38").stdout
+    )
+    assert api_shutdown(docs) == (["sleep", "12"], 25, 38)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingress: the public API only, never /metrics
+# ---------------------------------------------------------------------------------------------
+
+# Served by the API, kept inside the cluster by the chart's default paths.
+INTERNAL_ROUTES = {"/metrics", "/readyz"}
+
+
+def ingress_routes(path: dict[str, str], request_path: str) -> bool:
+    """Whether an Ingress path sends ``request_path`` to its backend (Kubernetes' rules: Prefix
+    matches whole path elements; ImplementationSpecific read as a plain string prefix)."""
+    kind = path.get("pathType", "Prefix")
+    if kind == "Exact":
+        return request_path == path["path"]
+    if kind == "Prefix":
+        want = [part for part in path["path"].split("/") if part]
+        have = [part for part in request_path.split("/") if part]
+        return have[: len(want)] == want
+    return request_path.startswith(path["path"])
+
+
+def api_routes(redis_client: redis.Redis) -> set[str]:
+    """A request path for every URL rule the API serves (placeholders filled in)."""
+    from bridge.api import create_app
+    from bridge.config.settings import Settings
+
+    env = {"BRIDGE_REDIS_URL": "redis://localhost:6379/0", "BRIDGE_API_KEYS": SENTINEL_API_KEY}
+    app = create_app(Settings.from_env("api", env), redis_client)
+    rules = {r.rule for r in app.url_map.iter_rules() if r.endpoint != "static"}
+    return {re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"\1", rule) for rule in rules}
+
+
+@pytest.mark.parametrize("variant", ["ingress-and-monitoring", "full"])
+def test_ingress_routes_the_public_api_and_never_metrics(
+    helm: str, tmp: Path, variant: str, redis_client: redis.Redis
+) -> None:
+    docs = render(helm, tmp, variant)
+    ingress = by_kind(docs, "Ingress")[FULLNAME]
+    service = by_kind(docs, "Service")[f"{FULLNAME}-api"]
+    routes = api_routes(redis_client)
+    assert routes >= INTERNAL_ROUTES and "/messages" in routes
+    for rule in ingress["spec"]["rules"]:
+        paths = rule["http"]["paths"]
+        for path in paths:
+            backend = path["backend"]["service"]
+            assert backend["name"] == service["metadata"]["name"]
+            assert backend["port"] == {"name": "http"}
+        routed = {route for route in routes if any(ingress_routes(p, route) for p in paths)}
+        opted_in = {route for route in INTERNAL_ROUTES if route in {p["path"] for p in paths}}
+        assert routed == (routes - INTERNAL_ROUTES) | opted_in, rule["host"]
+        for probe in ("/metrics", "/metrics/", "/metrics/x"):
+            assert not any(ingress_routes(p, probe) for p in paths), (rule["host"], probe)
+    # The Service the Ingress reaches carries the API's http port only: no metrics port of
+    # the worker or poller pods, which the Service never selects anyway.
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    metrics_port = container(docs, "worker")["ports"][0]["containerPort"]
+    assert metrics_port not in {p["port"] for p in service["spec"]["ports"]}
+
+
+@pytest.mark.parametrize(
+    ("path", "path_type"),
+    [
+        ("/", "Prefix"),
+        ("/metrics", "Prefix"),
+        ("/metrics/", "Prefix"),
+        ("/metrics", "Exact"),
+        ("/", "ImplementationSpecific"),
+        ("/met", "ImplementationSpecific"),
+    ],
+)
+@pytest.mark.parametrize("where", ["ingress.paths[0]", "ingress.hosts[0].paths[0]"])
+def test_ingress_paths_that_would_route_metrics_are_refused(
+    helm: str, where: str, path: str, path_type: str
+) -> None:
+    assert ingress_routes({"path": path, "pathType": path_type}, "/metrics")
+    args = ["template", RELEASE, str(CHART), *REQUIRED_ARGS, "--set", "ingress.enabled=true"]
+    args += ["--set", f"{where}.path={path}", "--set", f"{where}.pathType={path_type}"]
+    if where.startswith("ingress.hosts"):
+        args += ["--set", "ingress.hosts[0].host=bridge.example.com"]
+    result = run_helm(helm, *args, check=False)
+    assert result.returncode != 0, f"accepted {path} ({path_type})"
+    assert f'path "{path}" ({path_type})' in result.stderr
+    assert "would route the API's /metrics" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# spreading the pods of each role over nodes
+# ---------------------------------------------------------------------------------------------
+
+
+def spread(docs: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
+    pod = deployment(docs, role)["spec"]["template"]["spec"]
+    constraints: list[dict[str, Any]] = pod.get("topologySpreadConstraints", [])
+    return constraints
+
+
+@pytest.mark.parametrize("variant", ["defaults", "full"])
+def test_every_role_spreads_over_nodes(helm: str, tmp: Path, variant: str) -> None:
+    docs = render(helm, tmp, variant)
+    for role in ROLES:
+        (constraint,) = spread(docs, role)
+        assert {k: v for k, v in constraint.items() if k != "labelSelector"} == {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        }
+        # It counts the pods of this role only: api pods spread among api pods.
+        for other in ROLES:
+            counted = selects(constraint["labelSelector"], pod_labels(docs, other))
+            assert counted == (other == role), (role, other)
+
+
+def test_spread_constraints_are_configurable(helm: str, tmp: Path) -> None:
+    docs = render(helm, tmp, "shutdown-and-spread")
+    hostname, zone = spread(docs, "api")
+    assert hostname["topologyKey"] == "kubernetes.io/hostname"
+    assert {k: v for k, v in zone.items() if k != "labelSelector"} == ZONE_SPREAD
+    assert selects(zone["labelSelector"], pod_labels(docs, "api")), "the role's labels filled in"
+    assert not selects(zone["labelSelector"], pod_labels(docs, "worker"))
+    # spreadAcrossNodes off; a constraint with a selector of its own is kept as given.
+    assert spread(docs, "worker") == [WORKER_SPREAD]
+    assert [c["topologyKey"] for c in spread(docs, "poller")] == ["kubernetes.io/hostname"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -988,6 +1462,7 @@ def test_keda_address_comes_from_the_redis_url(
         "template",
         RELEASE,
         str(CHART),
+        *REQUIRED_ARGS,
         "--show-only",
         "templates/keda.yaml",
         "--set",
@@ -1048,7 +1523,7 @@ def test_worker_and_poller_serve_metrics(helm: str, tmp: Path, variant: str, por
 
 
 def test_metrics_can_be_turned_off(helm: str, tmp_path: Path) -> None:
-    args = ["template", RELEASE, str(CHART), "--set", "metrics.enabled=false"]
+    args = ["template", RELEASE, str(CHART), *REQUIRED_ARGS, "--set", "metrics.enabled=false"]
     args += ["--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true"]
     docs = load_documents(run_helm(helm, *args).stdout)
     for role in ("worker", "poller"):
@@ -1175,7 +1650,7 @@ def test_network_policies(helm: str, tmp: Path, variant: str) -> None:
 
 
 def test_network_policies_leave_egress_open_by_default(helm: str) -> None:
-    args = ["template", RELEASE, str(CHART), "--set", "networkPolicy.enabled=true"]
+    args = ["template", RELEASE, str(CHART), *REQUIRED_ARGS, "--set", "networkPolicy.enabled=true"]
     docs = load_documents(
         run_helm(helm, *args, "--show-only", "templates/networkpolicy.yaml").stdout
     )

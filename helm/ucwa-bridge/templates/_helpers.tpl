@@ -169,10 +169,69 @@ keda.redis.address when set, else derived from the redis.* setting the pods use.
 {{- dict "type" $type "metadata" $m | toJson }}
 {{- end }}
 
+{{/* "true" when config.extra turns the API's key check off (BRIDGE_AUTH_DISABLED). */}}
+{{- define "ucwa-bridge.authDisabled" -}}
+{{- $value := index .Values.config.extra "BRIDGE_AUTH_DISABLED" | default "" | toString | lower }}
+{{- if has $value (list "1" "true" "yes" "on") }}true{{ end }}
+{{- end }}
+
+{{/*
+Values without which no pod could start, one line each with what to set; empty when all are set.
+Secrets inside secrets.existingSecret cannot be checked here (the chart cannot read them).
+*/}}
+{{- define "ucwa-bridge.missingValues" -}}
+{{- $v := .Values }}
+{{- $missing := list }}
+{{- if not $v.image.repository }}
+{{- $missing = append $missing "image.repository: no registry publishes the image; build and push it (docker build -t registry.example.com/ucwa-bridge:0.1.0 . && docker push registry.example.com/ucwa-bridge:0.1.0), then --set image.repository=registry.example.com/ucwa-bridge --set image.tag=0.1.0" }}
+{{- end }}
+{{- if not $v.config.ucwa.discoveryUrl }}
+{{- $missing = append $missing "config.ucwa.discoveryUrl: the UCWA autodiscover URL, e.g. https://lyncdiscover.contoso.com/Autodiscover/AutodiscoverService.svc/root" }}
+{{- end }}
+{{- if not $v.config.ucwa.username }}
+{{- $missing = append $missing "config.ucwa.username: the account the bridge signs in as, e.g. bot@contoso.com" }}
+{{- end }}
+{{- if not $v.secrets.existingSecret }}
+{{- if not $v.secrets.ucwaPassword }}
+{{- $missing = append $missing "secrets.ucwaPassword, or secrets.existingSecret: the name of a Secret you created with the keys the README lists" }}
+{{- end }}
+{{- if and (not $v.secrets.apiKeys) (not (include "ucwa-bridge.authDisabled" .)) }}
+{{- $missing = append $missing "secrets.apiKeys (16+ characters each), or secrets.existingSecret" }}
+{{- end }}
+{{- if and $v.webhooks.url (not $v.secrets.webhookSecret) }}
+{{- $missing = append $missing "secrets.webhookSecret (whsec_...) for webhooks.url, or secrets.existingSecret" }}
+{{- end }}
+{{- end }}
+{{- $r := $v.redis }}
+{{- if not (or $r.bundled.enabled $r.url $r.urlFromExistingSecret $r.sentinel.enabled) }}
+{{- $missing = append $missing "redis.url (or redis.urlFromExistingSecret or redis.sentinel), or enable redis.bundled" }}
+{{- end }}
+{{- join "\n" $missing }}
+{{- end }}
+
+{{/*
+"true" when an Ingress path of this pathType would route ``/metrics``: Prefix matches whole path
+elements ("/" and "/metrics" do), Exact the path itself; ImplementationSpecific is taken as a
+plain string prefix (ingress-nginx's reading; "/m" would do). Call with (dict "path" "pathType").
+*/}}
+{{- define "ucwa-bridge.routesMetrics" -}}
+{{- $path := .path }}
+{{- $type := .pathType | default "Prefix" }}
+{{- if eq $type "Exact" }}
+{{- if has $path (list "/metrics" "/metrics/") }}true{{ end }}
+{{- else if eq $type "Prefix" }}
+{{- if has (trimSuffix "/" $path) (list "" "/metrics") }}true{{ end }}
+{{- else if hasPrefix $path "/metrics" }}true
+{{- end }}
+{{- end }}
+
 {{/* Start-up checks of combinations the schema cannot express. */}}
 {{- define "ucwa-bridge.validate" -}}
 {{- if and .Values.webhooks.url (include "ucwa-bridge.webhooksFile" .) }}
 {{- fail "webhooks: set either webhooks.url or webhooks.endpoints (endpointsFromExistingSecret), not both" }}
+{{- end }}
+{{- with (include "ucwa-bridge.missingValues" .) }}
+{{- fail (printf "missing required values (see the README, \"With Helm\"):\n  - %s" (replace "\n" "\n  - " .)) }}
 {{- end }}
 {{- if and .Values.webhooks.endpointsFromExistingSecret (not .Values.secrets.existingSecret) }}
 {{- fail "webhooks.endpointsFromExistingSecret needs secrets.existingSecret" }}
@@ -216,6 +275,23 @@ keda.redis.address when set, else derived from the redis.* setting the pods use.
 {{- end }}
 {{- $_ := include "ucwa-bridge.kedaRedis" . }}
 {{- end }}
+{{- if hasKey .Values.config.extra "BRIDGE_API_GRACEFUL_TIMEOUT_S" }}
+{{- fail "config.extra.BRIDGE_API_GRACEFUL_TIMEOUT_S: set api.gracefulTimeoutSeconds instead (the chart checks it against api.terminationGracePeriodSeconds)" }}
+{{- end }}
+{{- $api := .Values.api }}
+{{- $apiShutdown := add (int $api.preStopSleepSeconds) (int $api.gracefulTimeoutSeconds) }}
+{{- if le (int $api.terminationGracePeriodSeconds) $apiShutdown }}
+{{- fail (printf "api.terminationGracePeriodSeconds (%d) must be longer than api.preStopSleepSeconds + api.gracefulTimeoutSeconds (%d s), or requests in progress are cut off at shutdown" (int $api.terminationGracePeriodSeconds) $apiShutdown) }}
+{{- end }}
+{{- if .Values.ingress.enabled }}
+{{- range $host := .Values.ingress.hosts }}
+{{- range ($host.paths | default $.Values.ingress.paths) }}
+{{- if include "ucwa-bridge.routesMetrics" (dict "path" .path "pathType" .pathType) }}
+{{- fail (printf "ingress: path %q (%s) of host %q would route the API's /metrics out of the cluster; list the API's public routes instead (ingress.paths)" .path (.pathType | default "Prefix") $host.host) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $longest := max (int (include "ucwa-bridge.sendJobTimeoutSeconds" .)) (int (include "ucwa-bridge.webhookJobTimeoutSeconds" .)) }}
 {{- if le (int .Values.worker.terminationGracePeriodSeconds) $longest }}
 {{- fail (printf "worker.terminationGracePeriodSeconds (%d) must be longer than the longest job timeout (%d s), or a worker is killed in the middle of a job" (int .Values.worker.terminationGracePeriodSeconds) $longest) }}
@@ -244,11 +320,13 @@ Non-secret settings come from the ConfigMap (envFrom); only the secrets a role n
 {{ include "ucwa-bridge.secretEnv" (dict "root" $root "name" "BRIDGE_REDIS_URL" "key" $keys.redisUrl) }}
 {{- end }}
 {{- if eq .role "api" }}
-{{- if or $ext $v.secrets.apiKeys }}
+{{- if and (or $ext $v.secrets.apiKeys) (not (include "ucwa-bridge.authDisabled" $root)) }}
 {{ include "ucwa-bridge.secretEnv" (dict "root" $root "name" "BRIDGE_API_KEYS" "key" $keys.apiKeys) }}
 {{- end }}
 - name: BRIDGE_API_WORKERS
   value: {{ $v.api.workers | quote }}
+- name: BRIDGE_API_GRACEFUL_TIMEOUT_S
+  value: {{ $v.api.gracefulTimeoutSeconds | quote }}
 - name: PROMETHEUS_MULTIPROC_DIR
   value: {{ $v.metricsVolume.mountPath | quote }}
 {{- else }}
@@ -328,6 +406,13 @@ spec:
             - name: http
               containerPort: {{ $v.api.port }}
               protocol: TCP
+          {{- with $v.api.preStopSleepSeconds }}
+          # Keep serving while the endpoint removal reaches kube-proxy and the ingress controller.
+          lifecycle:
+            preStop:
+              exec:
+                command: ["sleep", {{ . | quote }}]
+          {{- end }}
           {{- else }}
           args: [{{ $role | quote }}]
           {{- if $v.metrics.enabled }}
@@ -404,14 +489,20 @@ spec:
       affinity:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- $spread := list }}
       {{- if $r.spreadAcrossNodes }}
+      {{- $spread = append $spread (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway") }}
+      {{- end }}
+      {{- $spread = concat $spread ($r.topologySpreadConstraints | default list) }}
+      {{- with $spread }}
       topologySpreadConstraints:
-        - maxSkew: 1
-          topologyKey: kubernetes.io/hostname
-          whenUnsatisfiable: ScheduleAnyway
-          labelSelector:
-            matchLabels:
-              {{- include "ucwa-bridge.roleSelectorLabels" $ctx | nindent 14 }}
+        {{- range . }}
+        {{- $constraint := deepCopy . }}
+        {{- if not (hasKey $constraint "labelSelector") }}
+        {{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "ucwa-bridge.roleSelectorLabels" $ctx | fromYaml)) }}
+        {{- end }}
+        - {{ toYaml $constraint | indent 10 | trim }}
+        {{- end }}
       {{- end }}
 {{- end }}
 

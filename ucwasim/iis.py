@@ -1,0 +1,62 @@
+"""What the web server in front of UCWA does to every answer: media type and compression.
+
+PayloadFormat.md names the media types; the traces in CreateAnApplication.md show the rest.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+from werkzeug.wrappers import Request, Response
+
+from ucwasim.errors import UcwaError
+
+JSON = "application/json"
+VND_JSON = "application/vnd.microsoft.com.ucwa+json"  # PayloadFormat.md
+XML_TYPES = ("application/xml", "application/vnd.microsoft.com.ucwa+xml")  # PayloadFormat.md
+JSON_CHARSET = "; charset=utf-8"  # as the 201 of CreateAnApplication.md step 10
+
+
+def preferred_type(request: Request) -> str:
+    """The payload media type the client prefers among those UCWA knows (JSON without Accept)."""
+    if not request.headers.get("Accept"):
+        return JSON
+    return request.accept_mimetypes.best_match([JSON, VND_JSON, *XML_TYPES]) or JSON
+
+
+def require_json(request: Request) -> None:
+    """406 when the client asks for XML rather than JSON.
+
+    The simulator speaks JSON only (UCWA-NOTES.md §1.1): XML, which a real server also
+    offers (PayloadFormat.md), is refused with a message rather than answered as JSON.
+    """
+    if preferred_type(request) in XML_TYPES:
+        raise UcwaError(
+            406,
+            "NotAcceptable",
+            "This server answers in JSON only: ask for application/json or "
+            f"{VND_JSON}; XML payloads are not supported.",
+        )
+
+
+def label_json(response: Response, request: Request) -> None:
+    """Give a JSON answer the JSON media type the client asked for (real servers echo it)."""
+    if response.mimetype == JSON and preferred_type(request) == VND_JSON:
+        response.headers["Content-Type"] = VND_JSON + JSON_CHARSET
+
+
+def accepts_gzip(request: Request) -> bool:
+    return request.accept_encodings["gzip"] > 0
+
+
+def compress(response: Response) -> None:
+    """gzip the body, as IIS dynamic compression does ("Accept-Encoding: gzip, deflate" in the
+    requests and "Vary: Accept-Encoding" in the answers of CreateAnApplication.md)."""
+    response.vary.add("Accept-Encoding")
+    if response.status_code in (204, 304) or "Content-Encoding" in response.headers:
+        return
+    body = response.get_data()
+    if not body:
+        return
+    response.set_data(gzip.compress(body, compresslevel=6))
+    response.headers["Content-Encoding"] = "gzip"
