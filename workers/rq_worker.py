@@ -12,10 +12,12 @@ import time
 from typing import Any
 
 import redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from rq.scheduler import RQScheduler
-from rq.utils import now
+from rq.utils import current_timestamp, now
 
 from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
 
@@ -91,15 +93,30 @@ class BridgeScheduler(RQScheduler):
         # a node loss does, would otherwise leave a scheduler holding the queue's lock).
         self._parent_pid = os.getppid()
         outage = Outage(log, "scheduler")
+        failures = 0
         while True:
             try:
                 super().work()
                 return
             except Exception as exc:
-                if not redis_unavailable(exc):
-                    raise
                 if self._stop_requested:
                     return
+                if not redis_unavailable(exc):
+                    # Anything else (a job that cannot be loaded, a bug): one JSON line with the
+                    # traceback in exc_info, then start again, instead of a raw traceback on stderr
+                    # from multiprocessing and no scheduler until the worker's next maintenance.
+                    failures += 1
+                    pause = min(0.5 * 2 ** min(failures, 6), 30.0)
+                    log.error(
+                        "the scheduler failed; it starts again in %.1f s",
+                        pause,
+                        exc_info=True,
+                        extra={"failures": failures},
+                    )
+                    self._sleep_unless_stopped(pause)
+                    if self._stop_requested:
+                        return
+                    continue
                 outage.begin(exc, "the scheduler waits and resumes by itself")
             delay = 0.2
             while not self._stop_requested:
@@ -114,6 +131,47 @@ class BridgeScheduler(RQScheduler):
             if self._stop_requested:
                 return
             outage.end()
+
+    def enqueue_scheduled_jobs(self) -> None:
+        """RQ's own, except that one job that cannot be read is taken off the schedule and
+        logged, instead of failing every pass and so holding back every other scheduled job."""
+        self._status = self.Status.WORKING
+        if not self._scheduled_job_registries and self._acquired_locks:
+            self.prepare_registries()
+        for registry in self._scheduled_job_registries:
+            job_ids = registry.get_jobs_to_schedule(current_timestamp())
+            if not job_ids:
+                continue
+            queue = Queue(registry.name, connection=self.connection, serializer=self.serializer)
+            jobs: list[Job] = []
+            for job_id in job_ids:
+                try:
+                    job = Job.fetch(job_id, connection=self.connection, serializer=self.serializer)
+                except NoSuchJobError:
+                    continue
+                except Exception as exc:
+                    if redis_unavailable(exc):
+                        raise
+                    log.error(
+                        "a scheduled job cannot be read; it is taken off the schedule",
+                        exc_info=True,
+                        extra={"job_id": job_id, "queue": registry.name},
+                    )
+                    continue
+                jobs.append(job)
+            with self.connection.pipeline() as pipeline:
+                for job in jobs:
+                    front = job.should_enqueue_at_front()
+                    queue._enqueue_job(job, pipeline=pipeline, at_front=front)
+                for job_id in job_ids:
+                    registry.remove(job_id, pipeline=pipeline)
+                pipeline.execute()
+        self._status = self.Status.STARTED
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while not self._stop_requested and time.monotonic() < until:
+            time.sleep(min(0.2, until - time.monotonic()))
 
     def heartbeat(self) -> None:
         if os.getppid() != getattr(self, "_parent_pid", os.getppid()):

@@ -56,7 +56,7 @@ def attempts(conn: redis.Redis, delivery_id: str) -> list[dict[str, Any]]:
     return DeliveryLog(conn, 3600).attempts(delivery_id)
 
 
-def run_deliveries(conn: redis.Redis, wait_scheduled_s: float = 0.0, timeout_s: float = 20) -> None:
+def run_deliveries(conn: redis.Redis, wait_scheduled_s: float = 0.0, timeout_s: float = 60) -> None:
     """Burst-work the webhooks queue, moving due scheduled retries over as RQ's scheduler does,
     until nothing is queued and nothing is scheduled within ``wait_scheduled_s``."""
     queue = Queue(QUEUE_NAME, connection=conn)
@@ -67,10 +67,13 @@ def run_deliveries(conn: redis.Redis, wait_scheduled_s: float = 0.0, timeout_s: 
     conn.delete(RQScheduler.get_locking_key(QUEUE_NAME))
     scheduler.acquire_locks()
     deadline = time.monotonic() + timeout_s
+    bursts = 0
     try:
         while time.monotonic() < deadline:
             scheduler.enqueue_scheduled_jobs()
             if queue.count:
+                # Generous deadline: on two busy cores one burst can take seconds.
+                bursts += 1
                 SimpleWorker([queue], connection=conn).work(burst=True, logging_level="WARNING")
                 continue
             earliest = cast(
@@ -82,8 +85,8 @@ def run_deliveries(conn: redis.Redis, wait_scheduled_s: float = 0.0, timeout_s: 
         queued = [(job.id, job.get_status(refresh=False)) for job in queue.get_jobs()]
         scheduled = conn.zrange(registry.key, 0, -1, withscores=True)
         raise AssertionError(
-            f"webhook jobs still pending at the deadline: queued {queued}, scheduled {scheduled}, "
-            f"scheduler locks {scheduler._acquired_locks}"
+            f"webhook jobs still pending after {timeout_s} s and {bursts} bursts: queued {queued} "
+            f"({queue.count} ids), scheduled {scheduled}, locks {scheduler._acquired_locks}"
         )
     finally:
         scheduler.release_locks()

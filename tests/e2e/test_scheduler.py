@@ -1,0 +1,53 @@
+"""The worker's RQ scheduler against a job it cannot read: the schedule goes on, one JSON line."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
+
+from tests.e2e.conftest import MakeBridge, wait_for
+from tests.processes import alive, descendants
+
+
+def test_an_unreadable_scheduled_job_holds_back_no_other(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge(start=False)
+    connection = bridge.redis()
+    queue = Queue("webhooks", connection=connection)
+    registry = ScheduledJobRegistry(queue=queue)
+    # One job whose hash RQ cannot load (a date it cannot parse), due now, beside a good one.
+    connection.hset(
+        "rq:job:unreadable",
+        mapping={
+            "created_at": "not a date",
+            "status": "scheduled",
+            "origin": "webhooks",
+            "data": "x",
+        },
+    )
+    connection.zadd(registry.key, {"unreadable": int(time.time()) - 5})
+    good = queue.create_job(
+        "builtins.len", args=([1, 2, 3],), job_id="readable", result_ttl=600, status="scheduled"
+    )
+    good.origin = queue.name
+    good.save()
+    connection.zadd(registry.key, {"readable": int(time.time()) - 5})
+
+    worker = bridge.start_worker()
+
+    def finished() -> bool:
+        return Job.fetch("readable", connection=connection).get_status() == JobStatus.FINISHED
+
+    wait_for(finished, 20, "the readable job to run")
+    assert Job.fetch("readable", connection=connection).return_value() == 3
+    assert connection.zscore(registry.key, "unreadable") is None  # off the schedule
+    scheduler_pids = descendants(worker.pid)
+    assert scheduler_pids and all(alive(pid) for pid in scheduler_pids)  # still scheduling
+
+    lines = [json.loads(line) for line in bridge.full_logs().splitlines() if line.strip()]
+    (entry,) = [line for line in lines if "cannot be read" in line["message"]]
+    assert entry["level"] == "ERROR" and entry["job_id"] == "unreadable"
+    assert "not a date" in entry["exc_info"]
