@@ -25,6 +25,9 @@ from ucwasim.model import Conversation, Invitation, sip_user
 
 SIP_URI = re.compile(r"^sip:[^@\s;:]+@[^@\s;:]+$", re.IGNORECASE)
 IMPORTANCE = ("Normal", "Urgent", "Emergency")
+# startMessaging_ref.md gives no length for ``to``; the longest contact URI the reference gives
+# is 250 characters (removeContactFromAllGroups_ref.md, contactUri).
+MAX_TO_CHARS = 250
 DECLINE_REASONS = ("Unknown", "Local", "Global", "DoNotDisturb", "Busy", "NotAcceptable")
 
 
@@ -56,7 +59,7 @@ def _first_message(ctx: Ctx, values: dict[str, Any]) -> Content | None:
 
 def start_messaging(ctx: Ctx) -> Response:
     values = ctx.input()
-    to = required_text(values, "to", 250)
+    to = required_text(values, "to", MAX_TO_CHARS)
     if not SIP_URI.match(to):
         raise bad_parameter("to", "to must be a SIP URI such as sip:name@domain.")
     operation_id = optional_text(values, "operationId", 50)

@@ -19,7 +19,9 @@ from bridge.ucwa.text import unencodable
 MAX_SUBJECT_CHARS = 250
 INVALID_CHARACTERS = "invalid_characters"  # the code of a refused character, as at the boundary
 MAX_REPORTED_ERRORS = 20  # a body of a thousand unknown fields gets a short answer
-MAX_URI_CHARS = 256
+# The longest contact URI UCWA documents (removeContactFromAllGroups_ref.md, contactUri), and
+# the simulator's limit on startMessaging's ``to``: a longer one would be accepted, then fail.
+MAX_URI_CHARS = 250
 # Written without flags so the OpenAPI document can carry the same patterns; used with fullmatch
 # (a pattern's $ would also match before a trailing newline).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

@@ -167,6 +167,7 @@ def test_unknown_message_is_404_problem(client: FlaskClient, message_id: str) ->
         ({"to": "sip:a@b.com", "text": "x", "validity": 10**9}, {"validity": "less_than_equal"}),
         ({"to": "sip:a@b.com", "text": "x", "importance": "High"}, {"importance": "literal_error"}),
         ({"to": "sip:a@b.com", "text": "x", "subject": "s" * 251}, {"subject": "string_too_long"}),
+        ({"to": "sip:" + "a" * 241 + "@b.com", "text": "x"}, {"to": "string_too_long"}),
         ({"conversation": "bad id!", "text": "x"}, {"conversation": "invalid_conversation_id"}),
         ([{"to": "sip:a@b.com"}], {"body": "type"}),
     ],
@@ -293,3 +294,13 @@ def test_other_protocol_errors_are_problems(app: Flask) -> None:
     assert response.status_code == 418
     assert response.mimetype == PROBLEM
     assert response.get_json()["type"] == "urn:ucwa-bridge:problem:http-error"
+
+
+def test_the_longest_accepted_recipient_is_one_ucwa_accepts(client: FlaskClient) -> None:
+    """What the API accepts, the simulator's startMessaging accepts too (else: accepted, then
+    failed); both hold UCWA's documented longest contact URI."""
+    from ucwasim.im_api import MAX_TO_CHARS
+
+    longest = "sip:" + "a" * (MAX_TO_CHARS - len("sip:@b.com")) + "@b.com"
+    assert post(client, {"to": longest, "text": "x"}).status_code == 202
+    assert post(client, {"to": longest[:4] + "a" + longest[4:], "text": "x"}).status_code == 422
