@@ -27,6 +27,13 @@ log = logging.getLogger("ucwa_bridge.worker")
 stopping = threading.Event()
 
 
+# The longest RQ's pubsub thread (kill-horse and shutdown commands) waits between looks at its
+# stop flag. RQ asks for 60 s, and redis-py 8.2+ waits for the thread when it is stopped: a thread
+# that had already read its unsubscribe answer held every worker's shutdown (and every burst's
+# end) for up to a minute.
+PUBSUB_WAIT_S = 0.5
+
+
 class BridgeWorker(SimpleWorker):
     max_connection_wait_time = 2.0  # RQ's reconnection backoff cap (60 s) would delay recovery
     outage: Outage | None = None
@@ -34,6 +41,17 @@ class BridgeWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _quiet(self.log, self)
+
+    def subscribe(self) -> None:
+        """RQ's own, with a pubsub thread that sees a stop request within PUBSUB_WAIT_S."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_WAIT_S,
+            daemon=True,
+            exception_handler=self._pubsub_exception_handler,
+        )
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()

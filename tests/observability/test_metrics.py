@@ -20,7 +20,7 @@ import redis
 import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job
 
 from bridge.config.embedded_redis import free_port
@@ -37,6 +37,7 @@ from bridge.outbound.messages import MessageError, MessageRecord, MessageStatus,
 from bridge.session.lease import PollerLease
 from bridge.session.store import Session, SessionStore
 from bridge.webhooks.delivery import AttemptOutcome
+from workers.rq_worker import BridgeWorker
 
 ACCOUNT = "sip:bot@contoso.com"
 
@@ -215,7 +216,7 @@ def test_queue_gauges_follow_real_rq_state(redis_client: redis.Redis, redis_url:
     webhooks = Queue("webhooks", connection=redis_client)
     failing = send.enqueue(explode)
     running = send.enqueue(started_seen_by_scrape, redis_url)
-    SimpleWorker([send], connection=redis_client).work(burst=True)
+    BridgeWorker([send], connection=redis_client).work(burst=True)
     assert failing.get_status() == "failed"
     assert Job.fetch(running.id, connection=redis_client).return_value() == 1.0
     parent = send.enqueue(succeed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import faulthandler
 import json
 import os
 import time
@@ -11,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 
@@ -20,6 +21,7 @@ from bridge.webhooks.jobs import QUEUE_NAME
 from bridge.webhooks.log import DeliveryLog, DeliveryRecord
 from bridge.webhooks.outbox import new_event, stage_event
 from bridge.webhooks.settings import WebhookSettings
+from workers.rq_worker import BridgeWorker
 
 
 def new_secret() -> str:
@@ -74,7 +76,12 @@ def run_deliveries(conn: redis.Redis, wait_scheduled_s: float = 0.0, timeout_s: 
             if queue.count:
                 # Generous deadline: on two busy cores one burst can take seconds.
                 bursts += 1
-                SimpleWorker([queue], connection=conn).work(burst=True, logging_level="WARNING")
+                # A burst that hangs prints every thread's stack, so a CI failure says where.
+                faulthandler.dump_traceback_later(20, exit=False)
+                try:
+                    BridgeWorker([queue], connection=conn).work(burst=True, logging_level="WARNING")
+                finally:
+                    faulthandler.cancel_dump_traceback_later()
                 continue
             earliest = cast(
                 list[tuple[bytes, float]], conn.zrange(registry.key, 0, 0, withscores=True)
