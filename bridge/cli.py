@@ -1,6 +1,8 @@
-"""``ucwa-bridge api | worker | poller | demo``: start one process role, configured by BRIDGE_*.
+"""ucwa-bridge COMMAND: start one process role (api, worker, poller), run the whole bridge
+locally (demo), check a role's health or list the events the poller set aside (quarantine).
 
-Bad configuration stops start-up with one line naming the variable and exit code 78.
+Every command reads BRIDGE_* environment variables; its --help lists those it reads. Bad
+configuration stops start-up with one line per variable that is wrong and exit code 78.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -18,18 +21,20 @@ from typing import Any
 
 import redis
 
+from bridge.config.environment import read_environment, read_variables, variables_help
 from bridge.config.redis_faults import Outage, redis_unavailable, wait_until_writable
 from bridge.config.settings import ConfigError, Settings, redact_url
+from bridge.config.variables import BridgeEnvironment
 from bridge.observability.logging import (
     REDACTED,
     add_secrets,
     configure_logging,
     install_excepthooks,
     log_startup,
-    parse_level,
+    package_version,
 )
 from bridge.webhooks.admin import url_secrets
-from bridge.webhooks.endpoints import webhook_config
+from bridge.webhooks.endpoints import WebhookEndpoint, webhook_config
 from bridge.webhooks.errors import WebhookConfigError
 
 log = logging.getLogger("ucwa_bridge.worker")
@@ -38,64 +43,41 @@ cli_log = logging.getLogger("ucwa_bridge.cli")
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(name, "must be positive")
-    return value
-
-
-def poller_settings() -> object:
+def poller_settings(env: BridgeEnvironment) -> object:
     from workers.poller import PollerSettings
 
     return PollerSettings(
-        event_timeout_s=int(_env_float("BRIDGE_EVENT_TIMEOUT_S", 180)),
-        keepalive_s=_env_float("BRIDGE_KEEPALIVE_S", 150),
-        lease_ttl_s=_env_float("BRIDGE_POLLER_LEASE_S", 5),
-        idle_conversation_s=_env_float("BRIDGE_CONVERSATION_IDLE_S", 600),
-        sweep_s=_env_float("BRIDGE_SWEEP_S", 5),
-        token_renew_margin_s=_env_float("BRIDGE_TOKEN_RENEW_MARGIN_S", 300),
+        event_timeout_s=env.event_timeout_s,
+        keepalive_s=env.keepalive_s,
+        lease_ttl_s=env.poller_lease_s,
+        idle_conversation_s=env.conversation_idle_s,
+        sweep_s=env.sweep_s,
+        token_renew_margin_s=env.token_renew_margin_s,
     )
 
 
-def send_settings() -> object:
+def send_settings(env: BridgeEnvironment) -> object:
     from bridge.outbound.sender import SendSettings
 
     return SendSettings(
-        invitation_timeout_s=_env_float("BRIDGE_INVITATION_TIMEOUT_S", 45),
-        message_timeout_s=_env_float("BRIDGE_MESSAGE_TIMEOUT_S", 20),
-        ambiguity_grace_s=_env_float("BRIDGE_AMBIGUITY_GRACE_S", 5),
-        max_attempts=int(_env_float("BRIDGE_MAX_ATTEMPTS", 8)),
-        backoff_base_s=_env_float("BRIDGE_BACKOFF_BASE_S", 1),
-        backoff_cap_s=_env_float("BRIDGE_BACKOFF_CAP_S", 60),
+        invitation_timeout_s=env.invitation_timeout_s,
+        message_timeout_s=env.message_timeout_s,
+        ambiguity_grace_s=env.ambiguity_grace_s,
+        max_attempts=env.max_attempts,
+        backoff_base_s=env.backoff_base_s,
+        backoff_cap_s=env.backoff_cap_s,
     )
 
 
-def metrics_port() -> int | None:
+def serve_metrics(port: int | None) -> None:
     """``BRIDGE_METRICS_PORT``: where the worker or poller serves /metrics (unset: nowhere)."""
-    raw = os.environ.get("BRIDGE_METRICS_PORT", "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise ConfigError("BRIDGE_METRICS_PORT", f"must be a port number, got {raw!r}")
-    return int(raw)
-
-
-def serve_metrics() -> None:
-    port = metrics_port()
     if port is not None:
         from bridge.observability.metrics import start_metrics_server
 
         start_metrics_server(port)
 
 
-def run_poller(settings: Settings) -> int:
+def run_poller(settings: Settings, env: BridgeEnvironment) -> int:
     from bridge.config.redis_conn import connect
     from bridge.hooks import inbound_events, status_events
     from bridge.observability.metrics import with_send_metrics
@@ -104,7 +86,7 @@ def run_poller(settings: Settings) -> int:
     from workers.poller import Poller, PollerSettings
 
     assert settings.ucwa_username and settings.ucwa_password and settings.ucwa_discovery_url
-    knobs = poller_settings()
+    knobs = poller_settings(env)
     assert isinstance(knobs, PollerSettings)
     account = settings.ucwa_username.lower()
     poller = Poller(
@@ -116,14 +98,14 @@ def run_poller(settings: Settings) -> int:
         on_final=with_send_metrics(status_events(account)),
         transport_options=TransportOptions.from_settings(settings),
     )
-    serve_metrics()
+    serve_metrics(env.metrics_port)
     signal.signal(signal.SIGTERM, poller.on_signal)
     signal.signal(signal.SIGINT, poller.on_signal)
     poller.run()
     return 0
 
 
-def run_worker(settings: Settings, burst: bool = False) -> int:
+def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) -> int:
     from rq import Queue
 
     from bridge.config.redis_conn import connect
@@ -131,13 +113,13 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
     from workers import send
     from workers.rq_worker import BridgeWorker, stopping
 
-    knobs = send_settings()
+    knobs = send_settings(env)
     assert isinstance(knobs, SendSettings)
     send.configure(send.build_sender(settings, knobs))
     connection = connect(settings.redis_url, socket_connect_timeout=5)
     queues = [Queue(name, connection=connection) for name in ("send", "webhooks")]
-    maintenance_interval = int(_env_float("BRIDGE_MAINTENANCE_INTERVAL_S", 30))
-    serve_metrics()
+    maintenance_interval = env.maintenance_interval_s
+    serve_metrics(env.metrics_port)
     outage = Outage(log, "worker")
     while True:
         # Started with Redis down, or after RQ's loop gave up on an outage: wait for Redis to
@@ -179,46 +161,39 @@ def _wait_for_redis(connection: redis.Redis, outage: Outage, stop: threading.Eve
     return wait_until_writable(connection, stop, outage, "the worker waits and resumes by itself")
 
 
-def run_api(settings: Settings, bind: str) -> int:
-    from gunicorn.app.wsgiapp import run as gunicorn_run
-
-    # graceful_timeout (BRIDGE_API_GRACEFUL_TIMEOUT_S) comes from gunicorn_conf, so a plain
-    # ``gunicorn -c python:bridge.observability.gunicorn_conf`` shuts down the same way.
-    sys.argv = [
-        "gunicorn",
+def run_api(settings: Settings, bind: str, workers: int) -> int:
+    # gevent has to patch the standard library before ssl, socket and threading are imported,
+    # and this process imported them long ago: gunicorn runs in a fresh interpreter
+    # (bridge.serve_api) that patches first. graceful_timeout (BRIDGE_API_GRACEFUL_TIMEOUT_S)
+    # comes from gunicorn_conf, so a plain ``gunicorn -c python:bridge.observability.gunicorn_conf``
+    # shuts down the same way.
+    del settings  # validated by the caller; the workers read it again from the environment
+    argv = [
+        sys.executable,
+        "-m",
+        "bridge.serve_api",
         "--config",
         "python:bridge.observability.gunicorn_conf",
         "--bind",
         bind,
         "--workers",
-        os.environ.get("BRIDGE_API_WORKERS", "2"),
+        str(workers),
         "bridge.api.wsgi:app",
     ]
-    gunicorn_run()
-    return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+    return 0  # pragma: no cover - execv does not return
 
 
-def show_quarantine(argv: Sequence[str]) -> int:
-    """``ucwa-bridge quarantine [--limit N]``: one JSON object per line, newest first."""
+def show_quarantine(env: BridgeEnvironment, limit: int) -> int:
+    """One JSON object per line on stdout, newest first."""
     from bridge.config.redis_conn import connect
     from bridge.inbound.quarantine import Quarantine
 
-    parser = argparse.ArgumentParser(
-        prog="ucwa-bridge quarantine",
-        description="Event-channel input the poller could not process and skipped, newest first "
-        "(needs BRIDGE_REDIS_URL and BRIDGE_UCWA_USERNAME).",
-    )
-    parser.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    args = parser.parse_args(list(argv))
-    url, account = os.environ.get("BRIDGE_REDIS_URL"), os.environ.get("BRIDGE_UCWA_USERNAME")
-    if not url or not account:
-        print(
-            "ucwa-bridge quarantine needs BRIDGE_REDIS_URL and BRIDGE_UCWA_USERNAME",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
+    assert env.redis_url and env.ucwa_username
     try:
-        entries = Quarantine(connect(url), account.lower()).entries(max(1, args.limit))
+        entries = Quarantine(connect(env.redis_url), env.ucwa_username.lower()).entries(limit)
     except redis.RedisError as exc:
         print(f"ucwa-bridge quarantine: Redis is unavailable: {exc}", file=sys.stderr)
         return 1
@@ -227,28 +202,51 @@ def show_quarantine(argv: Sequence[str]) -> int:
     return 0
 
 
-def setup_logging(role: str) -> None:
-    """JSON (or text) logs with ``role`` on every line and uncaught exceptions as one line each.
-
-    A bad ``BRIDGE_LOG_LEVEL`` or ``BRIDGE_LOG_FORMAT`` is a ``ConfigError``, raised once
-    logging is set up with the defaults, so it is reported like every other one."""
-    raw_format = os.environ.get("BRIDGE_LOG_FORMAT", "").strip().lower() or "json"
-    configure_logging("INFO", json=raw_format != "text", role=role)
-    install_excepthooks()
-    if raw_format not in ("json", "text"):
-        raise ConfigError("BRIDGE_LOG_FORMAT", f"must be json or text, got {raw_format!r}")
+def setup_logging(command: str) -> None:
+    """JSON (or text) logs with the command's role on every line and uncaught exceptions as
+    one line each. A bad BRIDGE_LOG_LEVEL or BRIDGE_LOG_FORMAT leaves the defaults in place:
+    ``read_config`` then reports it with every other fault."""
     try:
-        level = parse_level(os.environ.get("BRIDGE_LOG_LEVEL"))
-    except ValueError as exc:
-        raise ConfigError("BRIDGE_LOG_LEVEL", str(exc)) from None
-    logging.getLogger().setLevel(level)
+        logs = read_variables(os.environ, ("log_level", "log_format"))
+        level, json_lines = logs.log_level, logs.log_format == "json"
+    except ConfigError:
+        level, json_lines = "INFO", True
+    configure_logging(level, json=json_lines, role=command)
+    install_excepthooks()
 
 
-def config_error(exc: ConfigError | WebhookConfigError) -> int:
-    """One line naming the variable, in the log format, and the exit code for it."""
-    cli_log.error(
-        "configuration error: %s", exc, extra={"variable": getattr(exc, "variable", None)}
-    )
+def read_config(command: str) -> tuple[BridgeEnvironment, list[WebhookEndpoint]]:
+    """The checked variables of ``command`` and, for the roles that deliver or show them, the
+    webhook endpoints. A ``ConfigError`` lists every fault, one per variable."""
+    problems: list[tuple[str, str]] = []
+    env: BridgeEnvironment | None = None
+    try:
+        env = read_environment(command)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    endpoints: list[WebhookEndpoint] = []
+    if command in ("api", "worker", "poller"):
+        try:
+            endpoints, _ = webhook_config()
+        except WebhookConfigError as exc:
+            where, _, problem = str(exc).partition(": ")
+            if where not in {variable for variable, _ in problems}:
+                problems.append((where, problem))
+    if problems:
+        raise ConfigError.of(problems)
+    assert env is not None
+    return env, endpoints
+
+
+def config_error(exc: ConfigError) -> int:
+    """One line per variable that is wrong, in the log format, and the exit code for it."""
+    for variable, problem in exc.problems:
+        cli_log.error(
+            "configuration error: %s: %s",
+            variable,
+            problem,
+            extra={"variable": variable if variable.startswith("BRIDGE_") else None},
+        )
     return EXIT_CONFIG
 
 
@@ -278,74 +276,121 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def plain_text(text: str) -> str:
+    """Help text from a docstring: reST roles (:class:`X`) and literals (``x``) as plain text."""
+    text = re.sub(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+COMMAND_HELP = {
+    "api": "serve the HTTP API with gunicorn",
+    "worker": "run an RQ worker (send and webhook queues, with the scheduler)",
+    "poller": "own the UCWA session and its event channel (run two: one active, one standby)",
+    "demo": "run everything locally against the UCWA simulator (see ucwa-bridge demo --help)",
+    "health": "exit 0 if the role is healthy, else 1 with one reason per line",
+    "quarantine": "print the event-channel input the poller set aside, newest first",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ucwa-bridge",
+        description=plain_text(__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {
+        name: sub.add_parser(
+            name,
+            help=text,
+            description=f"ucwa-bridge {name}: {text}.",
+            epilog=variables_help(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        for name, text in COMMAND_HELP.items()
+    }
+    parsers["api"].add_argument(
+        "--bind", help="where gunicorn listens (default: BRIDGE_API_BIND, else 127.0.0.1:8080)"
+    )
+    parsers["worker"].add_argument(
+        "--burst", action="store_true", help="exit when the queues are empty"
+    )
+    parsers["health"].add_argument(
+        "role",
+        choices=("api", "poller", "worker"),
+        help="api: Redis takes writes and, with BRIDGE_UCWA_USERNAME, the account's poller is "
+        "live; poller: the account's poller is live; worker: an RQ worker on this host "
+        "heartbeats",
+    )
+    parsers["quarantine"].add_argument(
+        "--limit", type=int, default=100, help="at most this many (default 100)"
+    )
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["demo"]:
+        # The demo has options of its own (``ucwa-bridge demo --help``) and sets every other
+        # variable itself for the processes it starts.
         from bridge.demo import run_demo
 
+        setup_logging("demo")
         try:
-            setup_logging("demo")
+            read_config("demo")
         except ConfigError as exc:
             return config_error(exc)
         return run_demo(args_list[1:])
-    if args_list[:1] == ["health"]:
-        from bridge.observability.health import check
-
-        if len(args_list) != 2 or not os.environ.get("BRIDGE_REDIS_URL"):
-            print(
-                "usage: ucwa-bridge health api|poller|worker (needs BRIDGE_REDIS_URL)",
-                file=sys.stderr,
-            )
-            return EXIT_CONFIG
-        return check(
-            args_list[1], os.environ["BRIDGE_REDIS_URL"], os.environ.get("BRIDGE_UCWA_USERNAME")
-        )
-    if args_list[:1] == ["quarantine"]:
-        return show_quarantine(args_list[1:])
-    parser = argparse.ArgumentParser(prog="ucwa-bridge", description=__doc__)
-    sub = parser.add_subparsers(dest="role", required=True)
-    api = sub.add_parser("api", help="serve the HTTP API with gunicorn")
-    api.add_argument("--bind", default=os.environ.get("BRIDGE_API_BIND", "127.0.0.1:8080"))
-    worker = sub.add_parser("worker", help="run an RQ worker (send and webhook queues)")
-    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    sub.add_parser("poller", help="own the UCWA session and its event channel")
-    sub.add_parser("demo", help="run everything locally against the simulator")
-    sub.add_parser("health", help="exit 0 if the role is healthy: health api|poller|worker")
-    sub.add_parser("quarantine", help="print the event-channel input the poller set aside")
-    args = parser.parse_args(args_list)
+    args = build_parser().parse_args(args_list)
+    setup_logging(args.command)
     try:
-        setup_logging(args.role)
-        settings = Settings.from_env(args.role)
-        add_secrets([settings.ucwa_password or "", *(k.secret for k in settings.api_keys)])
-        if args.role in ("poller", "worker"):
-            endpoints, _ = webhook_config()  # refuse a bad webhook configuration at start-up
-            add_secrets(secret for endpoint in endpoints for secret in endpoint.secrets)
-            # credentials in webhook URLs (user:password@, token=…) are secrets too
-            add_secrets(value for endpoint in endpoints for value in url_secrets(endpoint.url))
-            metrics_port()
-        if args.role == "poller":
-            knobs = poller_settings()
-            log_startup(cli_log, "poller", effective_settings(settings, poller=knobs))
-            return run_poller(settings)
-        if args.role == "worker":
-            knobs = send_settings()
-            log_startup(
-                cli_log,
-                "worker",
-                effective_settings(settings, send=knobs, webhook_endpoints=len(endpoints)),
-            )
-            return run_worker(settings, burst=args.burst)
-        _env_float("BRIDGE_API_GRACEFUL_TIMEOUT_S", 20)  # refused here, applied by gunicorn_conf
+        env, endpoints = read_config(args.command)
+    except ConfigError as exc:
+        return config_error(exc)
+    if args.command == "health":
+        return run_health(args.role, env)
+    if args.command == "quarantine":
+        return show_quarantine(env, max(1, args.limit))
+    settings = Settings.from_variables(args.command, env)
+    add_secrets([settings.ucwa_password or "", *(k.secret for k in settings.api_keys)])
+    add_secrets(secret for endpoint in endpoints for secret in endpoint.secrets)
+    # credentials in webhook URLs (user:password@, token=…) are secrets too
+    add_secrets(value for endpoint in endpoints for value in url_secrets(endpoint.url))
+    if args.command == "poller":
+        knobs = poller_settings(env)
+        log_startup(cli_log, "poller", effective_settings(settings, poller=knobs))
+        return run_poller(settings, env)
+    if args.command == "worker":
+        knobs = send_settings(env)
         log_startup(
             cli_log,
-            "api",
-            effective_settings(
-                settings, bind=args.bind, workers=os.environ.get("BRIDGE_API_WORKERS", "2")
-            ),
+            "worker",
+            effective_settings(settings, send=knobs, webhook_endpoints=len(endpoints)),
         )
-        return run_api(settings, args.bind)
-    except (ConfigError, WebhookConfigError) as exc:
-        return config_error(exc)
+        return run_worker(settings, env, burst=args.burst)
+    bind = args.bind or env.api_bind
+    log_startup(
+        cli_log,
+        "api",
+        effective_settings(
+            settings,
+            bind=bind,
+            workers=env.api_workers,
+            graceful_timeout_s=env.api_graceful_timeout_s,
+            webhook_endpoints=len(endpoints),
+        ),
+    )
+    return run_api(settings, bind, env.api_workers)
+
+
+def run_health(role: str, env: BridgeEnvironment) -> int:
+    from bridge.observability.health import check
+
+    if role == "poller" and not env.ucwa_username:
+        return config_error(ConfigError("BRIDGE_UCWA_USERNAME", "is required to check the poller"))
+    assert env.redis_url
+    return check(role, env.redis_url, env.ucwa_username)
 
 
 if __name__ == "__main__":

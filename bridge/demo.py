@@ -58,9 +58,15 @@ class DemoError(RuntimeError):
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from bridge.config.environment import variables_help
+
     parser = argparse.ArgumentParser(
         prog="ucwa-bridge demo",
-        description="Run the bridge, a UCWA simulator and a webhook receiver on this machine.",
+        description="Run the bridge, a UCWA simulator and a webhook receiver on this machine. "
+        "The demo configures the processes it starts itself: of the BRIDGE_* variables, it "
+        "reads only those below.",
+        epilog=variables_help("demo"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
     parser.add_argument("--sim-port", type=int, default=0, help="simulator port (default: any)")

@@ -7,14 +7,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from bridge.config.environment import read_variables
 from bridge.inbound.events import InboundEvents
 from bridge.outbound.outcomes import StatusHook
 from bridge.outbound.status_events import status_hook
 from bridge.webhooks.endpoints import webhook_config
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def status_events(account: str, env: Mapping[str, str] | None = None) -> StatusHook | None:
@@ -29,10 +26,11 @@ def inbound_events(account: str, env: Mapping[str, str] | None = None) -> Inboun
     endpoints, settings = webhook_config(values)
     if not endpoints:
         return None
+    flags = read_variables(values, ("webhook_typing_events", "webhook_ended_events"))
     return InboundEvents(
         endpoints,
         account,
         settings=settings,
-        typing_events=_flag(values, "BRIDGE_WEBHOOK_TYPING_EVENTS"),
-        ended_events=_flag(values, "BRIDGE_WEBHOOK_ENDED_EVENTS"),
+        typing_events=flags.webhook_typing_events,
+        ended_events=flags.webhook_ended_events,
     )

@@ -51,7 +51,7 @@ ALLOWED: dict[str, set[str]] = {
     },
 }
 PARTS = set(ALLOWED)
-ENTRY_POINTS = {"bridge", "bridge.cli", "bridge.demo", "bridge.hooks"}
+ENTRY_POINTS = {"bridge", "bridge.cli", "bridge.demo", "bridge.hooks", "bridge.serve_api"}
 
 
 def module_name(path: Path) -> str:

@@ -69,6 +69,9 @@ class SimConfig:
     # (the site's connectionTimeout); real seconds, never scaled.
     gzip: bool = True
     http_idle_timeout: float = 120.0
+    # An incoming message is followed by ``conversation updated`` (as traced); some servers omit
+    # it, and a client must not depend on it: False leaves it out.
+    conversation_updated_after_message: bool = True
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:

@@ -343,7 +343,8 @@ class Switchboard:
                     on_result(NOT_FETCHED)
 
         sequences.message_completed(conv, msg, on_delivered=fetched)
-        sequences.conversation_event(conv, "updated")
+        if self.world.cfg.conversation_updated_after_message:
+            sequences.conversation_event(conv, "updated")
         conv.timers.append(self._later(self.world.cfg.message_timeout, expire))
 
     # -- typing and leaving --------------------------------------------------------------------

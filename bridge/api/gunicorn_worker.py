@@ -20,7 +20,8 @@ from gunicorn.http.body import Body
 from gunicorn.workers.ggevent import GeventWorker
 
 from bridge.api.problems import INTERNAL, PROBLEM_MEDIA_TYPE, FieldError, Problem, ProblemType
-from bridge.config.settings import ConfigError, api_timeouts
+from bridge.config.environment import read_variables
+from bridge.config.values import ConfigError
 
 REQUEST_LINE_TOO_LONG = ProblemType("request-line-too-long", 414, "Request line too long")
 HEADERS_TOO_LARGE = ProblemType("headers-too-large", 431, "Request header fields too large")
@@ -154,14 +155,15 @@ class ProblemGeventWorker(GeventWorker):
 
     def init_process(self) -> None:
         try:
-            timeouts = api_timeouts(os.environ)
-        except ConfigError:  # the master has refused these already; keep the defaults
-            timeouts = {}
-        self.header_timeout_s = timeouts.get("header_timeout_s", self.header_timeout_s)
-        self.body_timeout_s = timeouts.get("body_timeout_s", self.body_timeout_s)
-        raw_limit = os.environ.get("BRIDGE_MAX_BODY_BYTES", "").strip()
-        if raw_limit.isdigit():
-            self.prefetch_limit = int(raw_limit)
+            env = read_variables(
+                os.environ, ("api_header_timeout_s", "api_body_timeout_s", "max_body_bytes")
+            )
+        except ConfigError:  # refused at start-up already (master and app); keep the defaults
+            env = None
+        if env is not None:
+            self.header_timeout_s = env.api_header_timeout_s
+            self.body_timeout_s = env.api_body_timeout_s
+            self.prefetch_limit = env.max_body_bytes
         super().init_process()
 
     def timeout_ctx(self) -> Any:

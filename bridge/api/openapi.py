@@ -155,6 +155,10 @@ def _components(max_message_chars: int) -> dict[str, Any]:
                             "code": {"type": ["string", "null"]},
                             "subcode": {"type": ["string", "null"]},
                             "message": {"type": ["string", "null"]},
+                            "diagnostics": {
+                                "type": ["string", "null"],
+                                "description": "The server's X-Ms-diagnostics header, if any.",
+                            },
                         },
                     },
                 },

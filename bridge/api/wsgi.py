@@ -17,13 +17,15 @@ _app: Flask | None = None
 
 
 def get_app() -> Flask:
-    """Build the app from ``BRIDGE_*`` variables once; exit 78 with one line if they are wrong."""
+    """Build the app from ``BRIDGE_*`` variables once; exit 78 with one line per
+    variable that is wrong."""
     global _app
     if _app is None:
         try:
             settings = Settings.from_env("api")
         except ConfigError as exc:
-            print(f"configuration error: {exc}", file=sys.stderr)
+            for line in exc.lines:
+                print(f"configuration error: {line}", file=sys.stderr)
             raise SystemExit(CONFIG_EXIT_CODE) from None
         _app = create_app(settings)
     return _app

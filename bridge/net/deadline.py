@@ -1,7 +1,10 @@
-"""A total deadline for one HTTP exchange, and a capped body read, for ``requests`` sessions.
+"""A total deadline for one HTTP exchange, a capped body read and kept-alive connection pools
+for ``requests`` sessions.
 
 Per-read timeouts alone let a server that trickles one byte at a time hold a caller forever; a
 shared watchdog thread shuts the sockets of an expired exchange down, which ends any blocked read.
+The pools never hand out a connection idle longer than ``max_idle_s``, and each exchange learns
+whether its request went out on a kept-alive (reused) connection.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
 from urllib3.response import BaseHTTPResponse
 
 _current = threading.local()
@@ -33,11 +37,17 @@ class Deadline:
         self.expires_at = time.monotonic() + seconds
         self.expired = False
         self.done = False
+        # Whether the last request of this exchange went out on a kept-alive connection that
+        # had already carried one (None: no request was written yet).
+        self.reused: bool | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
     def remaining(self) -> float:
         return max(0.0, self.expires_at - time.monotonic())
+
+    def note_request(self, reused: bool) -> None:
+        self.reused = reused
 
     def watch(self, sock: socket.socket | None) -> None:
         if sock is None:
@@ -126,14 +136,24 @@ def _watch_current(sock: socket.socket | None) -> None:
         current.watch(sock)
 
 
+def _note_current(reused: bool) -> None:
+    current: Deadline | None = getattr(_current, "deadline", None)
+    if current is not None:
+        current.note_request(reused)
+
+
 class DeadlineHTTPConnection(HTTPConnection):
     """Registers its socket with the calling thread's deadline, new or reused alike.
 
     It keeps a duplicate of the plain socket's descriptor: shutting that down also ends a TLS
     handshake or read in progress on the wrapped socket (a TLS socket cannot be duplicated).
+    It counts the requests written on its current socket, so an exchange knows whether its
+    request went out on a kept-alive connection (see ``Deadline.reused``).
     """
 
     _handle: socket.socket | None = None
+    _written = 0  # requests written on the current socket
+    idle_since: float | None = None  # when the pool took it back
 
     def _new_conn(self) -> socket.socket:
         return self._watched(super()._new_conn())
@@ -141,12 +161,16 @@ class DeadlineHTTPConnection(HTTPConnection):
     def _watched(self, sock: socket.socket) -> socket.socket:
         self._close_handle()
         self._handle = sock.dup()
+        self._written = 0
         _watch_current(self._handle)
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
+        # A plain-http connection opens its socket inside ``request``: no socket yet is a new one.
+        _note_current(self.sock is not None and self._written > 0)
         _watch_current(self._handle)
         super().request(*args, **kwargs)
+        self._written += 1
 
     def close(self) -> None:
         super().close()
@@ -162,35 +186,102 @@ class DeadlineHTTPSConnection(DeadlineHTTPConnection, HTTPSConnection):
     pass
 
 
-class _DeadlineHTTPPool(HTTPConnectionPool):
+class IdleLimitedPool(HTTPConnectionPool):
+    """A connection pool that closes a kept-alive connection idle longer than ``max_idle_s``
+    instead of handing it out.
+
+    urllib3 already drops a connection the server visibly closed (its socket reads EOF) when it
+    hands it out; a server that closes idle connections after its own timeout can still do so
+    while a request is on its way. Staying under that timeout avoids the race altogether.
+    """
+
+    max_idle_s: float | None = None
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        idle_since = getattr(conn, "idle_since", None)
+        if (
+            self.max_idle_s is not None
+            and idle_since is not None
+            and not conn.is_closed
+            and time.monotonic() - idle_since > self.max_idle_s
+        ):
+            conn.close()  # reconnects on its next request
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn.idle_since = time.monotonic()
+        super()._put_conn(conn)
+
+
+class IdleLimitedHTTPSPool(IdleLimitedPool, HTTPSConnectionPool):
+    pass
+
+
+class _DeadlineHTTPPool(IdleLimitedPool):
     ConnectionCls = DeadlineHTTPConnection
 
 
-class _DeadlineHTTPSPool(HTTPSConnectionPool):
+class _DeadlineHTTPSPool(IdleLimitedHTTPSPool):
     ConnectionCls = DeadlineHTTPSConnection
 
 
-class DeadlineAdapter(HTTPAdapter):
-    """A pooled requests adapter whose connections honour ``deadline()`` blocks."""
+class DeadlinePoolManager(PoolManager):
+    """Hands its pools ``max_idle_s``; pool classes that are not ``IdleLimitedPool`` ignore it."""
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _DeadlineHTTPPool,
-            "https": _DeadlineHTTPSPool,
-        }
+    def __init__(self, max_idle_s: float | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_idle_s = max_idle_s
+        self.pool_classes_by_scheme = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+    def _new_pool(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        request_context: dict[str, Any] | None = None,
+    ) -> HTTPConnectionPool:
+        pool = super()._new_pool(scheme, host, port, request_context)
+        if isinstance(pool, IdleLimitedPool):
+            pool.max_idle_s = self.max_idle_s
+        return pool
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """A pooled requests adapter whose connections honour ``deadline()`` blocks and are not
+    reused after ``max_idle_s`` idle seconds (None: whenever urllib3 finds them open)."""
+
+    def __init__(self, *args: Any, max_idle_s: float | None = None, **kwargs: Any) -> None:
+        self._max_idle_s = max_idle_s  # before super(): it calls init_poolmanager
+        super().__init__(*args, **kwargs)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+        self.poolmanager = DeadlinePoolManager(
+            self._max_idle_s, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs
+        )
 
 
 def read_capped(
     raw: BaseHTTPResponse, limit: int, until: Deadline | None = None, chunk: int = 64 * 1024
 ) -> bytes | None:
-    """The (decoded) body, or None as soon as it is known to exceed ``limit`` bytes.
+    """The decoded body, or None as soon as it is known to exceed ``limit`` bytes.
 
+    The cap counts decoded bytes: a gzipped answer is inflated one bounded piece at a time
+    (urllib3 hands out at most the amount asked for), so a small compressed body that inflates
+    to gigabytes stops at the cap without ever being held whole. A declared length refuses
+    early only for an uncompressed body, where it is the decoded size.
     Stops at ``until``'s expiry too: a shut-down socket still hands over data that keeps
     arriving, so the loop itself must look at the clock (the caller checks ``expired``).
     """
     declared = raw.headers.get("Content-Length", "")
-    if declared.strip().isdigit() and int(declared) > limit:
+    encoded = raw.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
+    if not encoded and declared.strip().isdigit() and int(declared) > limit:
         return None
     parts: list[bytes] = []
     total = 0

@@ -14,17 +14,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bridge.config.settings import (
-    CONFIG_EXIT_CODE,
-    ConfigError,
-    api_timeouts,
-    gunicorn_limits,
-)
+from bridge.config.environment import read_variables
+from bridge.config.settings import CONFIG_EXIT_CODE, ConfigError, gunicorn_limits
+from bridge.config.variables import BridgeEnvironment
 from bridge.observability.logging import gunicorn_logconfig
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-GRACEFUL_TIMEOUT_ENV = "BRIDGE_API_GRACEFUL_TIMEOUT_S"
-DEFAULT_GRACEFUL_TIMEOUT_S = 20
+# What this file reads; the app checks the rest when a worker builds it (``bridge.api.wsgi``).
+FIELDS = (
+    "log_level",
+    "log_format",
+    "api_graceful_timeout_s",
+    "api_limit_request_line",
+    "api_limit_request_fields",
+    "api_limit_request_field_size",
+    "api_worker_connections",
+    "api_header_timeout_s",
+    "api_body_timeout_s",
+)
 _created: list[str] = []
 
 
@@ -45,21 +52,18 @@ def prepare_multiproc_dir() -> str:
     return path
 
 
-def graceful_timeout_s() -> int:
-    """Seconds gunicorn gives in-flight requests after SIGTERM (whole seconds, at least 1).
-
-    ``ucwa-bridge api`` has already refused a value that is not a positive number."""
-    raw = os.environ.get(GRACEFUL_TIMEOUT_ENV, "").strip()
-    return max(1, math.ceil(float(raw))) if raw else DEFAULT_GRACEFUL_TIMEOUT_S
+def graceful_timeout_s(env: BridgeEnvironment) -> int:
+    """Seconds gunicorn gives in-flight requests after SIGTERM (whole seconds, at least 1)."""
+    return max(1, math.ceil(env.api_graceful_timeout_s))
 
 
-def request_limits() -> dict[str, int]:
-    """``limit_request_*``, ``worker_connections`` and the worker's read deadlines from
-    ``BRIDGE_API_*``; one line and exit 78 when one is invalid."""
+def read_config() -> BridgeEnvironment:
+    """What this file reads from ``BRIDGE_*``; one line per invalid variable and exit 78."""
     try:
-        return {**gunicorn_limits(os.environ), **api_timeouts(os.environ)}
+        return read_variables(os.environ, FIELDS)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"configuration error: {line}", file=sys.stderr)
         raise SystemExit(CONFIG_EXIT_CODE) from None
 
 
@@ -69,7 +73,8 @@ prepare_multiproc_dir()
 # worker cuts a client off at BRIDGE_API_HEADER_TIMEOUT_S / BRIDGE_API_BODY_TIMEOUT_S (408), and
 # answers every refusal gunicorn writes itself (400, 414, 431, ...) as problem+json.
 worker_class = "bridge.api.gunicorn_worker.ProblemGeventWorker"
-_limits = request_limits()
+_env = read_config()
+_limits = gunicorn_limits(_env)
 # Connections a worker holds at once; beyond it, new ones wait in the listen backlog.
 worker_connections = _limits["worker_connections"]
 limit_request_line = _limits["limit_request_line"]
@@ -79,13 +84,10 @@ limit_request_field_size = _limits["limit_request_field_size"]
 # each is serving, then exits 0; a request still running after graceful_timeout is cut off.
 # Keep it below the orchestrator's grace period (Kubernetes terminationGracePeriodSeconds,
 # compose stop_grace_period).
-graceful_timeout = graceful_timeout_s()
+graceful_timeout = graceful_timeout_s(_env)
 # The default control socket (~/.gunicorn/gunicorn.ctl) is shared by every gunicorn of the user.
 control_socket_disable = True
-logconfig_dict = gunicorn_logconfig(
-    os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
-    json=os.environ.get("BRIDGE_LOG_FORMAT", "json").strip().lower() != "text",
-)
+logconfig_dict = gunicorn_logconfig(_env.log_level, json=_env.log_format == "json")
 
 
 def child_exit(server: Any, worker: Any) -> None:

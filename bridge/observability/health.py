@@ -15,8 +15,10 @@ from typing import TextIO
 
 import redis
 
+from bridge.config.environment import read_variables
 from bridge.config.redis_conn import connect
 from bridge.config.redis_faults import probe_writable
+from bridge.config.values import ConfigError
 from bridge.session.lease import PollerLease
 from bridge.session.store import SessionStore
 
@@ -157,6 +159,7 @@ def check(
     """Run the role's check; print ``ok`` or one reason per line; return 0, 1, or 2 (usage).
 
     ``BRIDGE_POLLER_MAX_LAG_S`` and ``BRIDGE_WORKER_MAX_HEARTBEAT_S`` override the thresholds.
+    The api's check includes the poller's only when ``account`` is given.
     """
     env = os.environ if environ is None else environ
     stream = out or sys.stdout
@@ -164,21 +167,24 @@ def check(
         print(f"health: unknown role {role!r} (expected {', '.join(ROLES)})", file=stream)
         return EXIT_USAGE
     try:
-        max_lag = max_pulse_age_s(env)
-        max_beat = _seconds(env, "BRIDGE_WORKER_MAX_HEARTBEAT_S", DEFAULT_MAX_HEARTBEAT_AGE_S)
-    except ValueError as exc:
-        print(f"health: {exc}", file=stream)
+        limits = read_variables(env, ("poller_max_lag_s", "worker_max_heartbeat_s"))
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"health: {line}", file=stream)
         return EXIT_USAGE
-    if role in ("api", "poller") and not account:
+    if role == "poller" and not account:
         print("health: BRIDGE_UCWA_USERNAME is required to check the poller", file=stream)
         return EXIT_USAGE
     client = connect(redis_url, socket_timeout=3, socket_connect_timeout=3)
     try:
         if role == "worker":
-            ok, reasons = worker_health(client, socket.gethostname(), max_beat)
+            ok, reasons = worker_health(client, socket.gethostname(), limits.worker_max_heartbeat_s)
+        elif account:
+            ok, reasons = api_readiness(client, account, limits.poller_max_lag_s)
         else:
-            assert account is not None
-            ok, reasons = api_readiness(client, account, max_lag)
+            # An api that knows no account checks Redis alone, as its /readyz does.
+            reasons = redis_reasons(client, writes=True)
+            ok = not reasons
     finally:
         client.close()
     for line in reasons or ["ok"]:
@@ -187,22 +193,10 @@ def check(
 
 
 def max_pulse_age_s(environ: Mapping[str, str] | None = None) -> float:
-    """``BRIDGE_POLLER_MAX_LAG_S`` or the default; raises ValueError naming a bad value."""
+    """``BRIDGE_POLLER_MAX_LAG_S`` or the default; a ``ConfigError`` (a ValueError) names a
+    bad value."""
     env = os.environ if environ is None else environ
-    return _seconds(env, "BRIDGE_POLLER_MAX_LAG_S", DEFAULT_MAX_PULSE_AGE_S)
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive")
-    return value
+    return read_variables(env, ("poller_max_lag_s",)).poller_max_lag_s
 
 
 def _aware(moment: datetime) -> datetime:

@@ -125,11 +125,13 @@ def sequence_key(recipient: str) -> str:
 
 @dataclass(frozen=True)
 class UcwaFault:
-    """The error UCWA reported, kept verbatim for callers who speak UCWA."""
+    """The error UCWA reported, kept verbatim for callers who speak UCWA; ``diagnostics`` is the
+    server's ``X-Ms-diagnostics`` header when it sent one (cleaned, see ``clean_diagnostics``)."""
 
     code: str | None = None
     subcode: str | None = None
     message: str | None = None
+    diagnostics: str | None = None
 
 
 @dataclass(frozen=True)

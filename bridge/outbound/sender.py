@@ -354,7 +354,7 @@ class Sender:
         conv: Conversation | None,
         generation: int,
     ) -> str:
-        fault = UcwaFault(exc.code, exc.subcode, exc.message or None)
+        fault = UcwaFault(exc.code, exc.subcode, exc.message or None, exc.diagnostics)
         if isinstance(exc, ue.ServiceFailure) and exc.status in (500, 502, 504):
             # The server (or a proxy in front of it) may have acted before failing.
             return self._ambiguous(record)

@@ -2,12 +2,14 @@
 
 It tells "never reached the server" apart from "may have been processed", which decides whether
 a POST may be repeated without sending an instant message twice. Every request has a total
-deadline and a capped body; TLS is verified unless the operator explicitly turned it off.
+deadline and a capped (decoded) body; TLS is verified unless the operator explicitly turned it
+off. Connections are kept alive and reused; see ``UcwaTransport`` for what that means on failure.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ import requests
 import urllib3
 
 from bridge.net.deadline import Deadline, DeadlineAdapter, deadline, read_capped
-from bridge.ucwa.errors import ResponseTooLarge, TransportError, UcwaError
+from bridge.ucwa.errors import ResponseTooLarge, TransportError, UcwaError, clean_diagnostics
 from bridge.ucwa.links import resolve
 from bridge.ucwa.messages import HttpRequest, HttpResponse
 
@@ -25,6 +27,13 @@ if TYPE_CHECKING:
     from bridge.config.settings import Settings
 
 USER_AGENT = "ucwa-bridge/0.1"
+# What every request asks for: JSON (PayloadFormat.md; the vnd+json answer some servers give is
+# read alike) and compression, as IIS offers it. Named here so that no optional decoder installed
+# next to ``requests`` (brotli, zstd) changes what the bridge announces.
+ACCEPT = "application/json"
+ACCEPT_ENCODING = "gzip, deflate"
+# Requests that may be repeated once when a kept-alive connection turns out to be dead.
+IDEMPOTENT = frozenset({"GET", "HEAD"})
 log = logging.getLogger("ucwa_bridge.transport")
 _warned_insecure = False
 
@@ -32,12 +41,18 @@ _warned_insecure = False
 @dataclass(frozen=True)
 class TransportOptions:
     """TLS verification (True, False or a CA bundle path), the total deadline of an ordinary
-    request, the largest response body accepted, and extra hosts the session may contact."""
+    request, the largest (decoded) response body accepted, extra hosts the session may contact,
+    and how long a kept-alive connection may sit idle and still be reused.
+
+    ``max_idle_s`` stays under the idle timeouts servers and proxies use (IIS closes a kept-alive
+    connection after 120 s, many load balancers after 60 s), so the server is never the one
+    closing a connection as a request sets out on it."""
 
     verify: bool | str = True
     timeout_s: float = 30.0
     max_body_bytes: int = 4 * 1024 * 1024
     trusted_hosts: tuple[str, ...] = ()
+    max_idle_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransportOptions:
@@ -69,12 +84,34 @@ class DeliveryUnknown(TransportError):
     """The request was sent but no answer came back: the server may have acted on it."""
 
 
+class ConnectionLost(DeliveryUnknown):
+    """The connection broke (reset or closed) before any answer arrived. The request may have
+    reached the server all the same: ``reused`` says whether it went out on a kept-alive one."""
+
+    reused = False
+
+
 class NotSent(TransportError):
     """The connection failed before the request reached the server: safe to repeat."""
 
 
 class UcwaTransport:
-    """One pooled ``requests.Session``; callers pass absolute or base-relative hrefs."""
+    """One pooled ``requests.Session`` per process role, shared by its threads (urllib3's pools
+    are thread-safe); callers pass absolute or base-relative hrefs.
+
+    Connections are kept alive. What a lost connection means depends on the method:
+
+    - Before a request is written, urllib3 checks that the pooled connection is still open (a
+      server that closed it idle has sent FIN, which reads as EOF) and opens a new one if not,
+      and ``max_idle_s`` keeps the bridge from reusing one the server is about to close. Those
+      two handle the idle close without any request being at risk.
+    - Once a request is written, a reset or close before the answer cannot tell "the server
+      never saw it" from "the server acted and the answer was lost": the request bytes went
+      into the socket either way (urllib3 even swallows the write error so the answer can be
+      read). So a GET (idempotent) that lost a kept-alive connection is repeated once, on a
+      fresh connection; a POST never is. It raises ``ConnectionLost``, a ``DeliveryUnknown``,
+      and the sender's at-most-once rules take over (the message is never sent twice).
+    """
 
     def __init__(
         self,
@@ -86,10 +123,17 @@ class UcwaTransport:
     ) -> None:
         self.options = options or TransportOptions()
         self.http = requests.Session()
-        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        adapter = DeadlineAdapter(
+            pool_connections=4,
+            pool_maxsize=pool_size,
+            max_retries=0,  # no retry below this class: only it knows a POST from a GET
+            max_idle_s=self.options.max_idle_s,
+        )
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
-        self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        self.http.headers.update(
+            {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
+        )
         self.http.verify = self.options.verify
         if self.options.verify is False:  # the operator was warned once; not on every request
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -127,7 +171,7 @@ class UcwaTransport:
             read_timeout = min(self.read_timeout, total)
         with deadline(total) as limit:
             try:
-                raw = self._exchange(request, data, headers, read_timeout, limit)
+                raw = self._exchange_once_more_if_stale(request, data, headers, read_timeout, limit)
             except TransportError:
                 if not limit.expired:
                     self._observe(kind, request.method, None, started)
@@ -141,7 +185,62 @@ class UcwaTransport:
                     url=request.url,
                 )
         self._observe(kind, request.method, raw.status, started)
+        if raw.status >= 400:
+            _log_diagnostics(raw, request.method, kind)
         return raw
+
+    def _exchange_once_more_if_stale(
+        self,
+        request: HttpRequest,
+        data: Any,
+        headers: dict[str, str],
+        read_timeout: float,
+        limit: Deadline,
+    ) -> HttpResponse:
+        try:
+            return self._exchange(request, data, headers, read_timeout, limit)
+        except ConnectionLost as lost:
+            if lost.reused:
+                # Its idle companions are as old as it was: do not hand them out either.
+                self._close_idle(request.url)
+            if not lost.reused or request.method not in IDEMPOTENT or limit.expired:
+                raise
+            log.info(
+                "kept-alive connection lost before the answer (%s); repeating the %s once on a "
+                "new connection",
+                lost.message,
+                request.method,
+            )
+            return self._exchange(request, data, headers, read_timeout, limit)
+
+    def _close_idle(self, url: str) -> None:
+        """Close the idle pooled connections to ``url``'s origin; in-use ones are untouched."""
+        adapter = self.http.get_adapter(url)
+        if not isinstance(adapter, DeadlineAdapter):  # pragma: no cover - mounted elsewhere
+            return
+        try:
+            pool = adapter.get_connection_with_tls_context(
+                requests.Request("GET", url).prepare(), self.options.verify
+            )
+        except Exception:  # pragma: no cover - e.g. a CA bundle that vanished
+            return
+        idle = getattr(pool, "pool", None)
+        if idle is None:
+            return
+        taken = []
+        while True:
+            try:
+                taken.append(idle.get(block=False))
+            except queue.Empty:
+                break
+        for conn in taken:
+            if conn is not None:
+                conn.close()  # stays in the pool, reconnects on its next request
+            try:
+                idle.put(conn, block=False)
+            except queue.Full:  # pragma: no cover - a racing release filled the slot
+                if conn is not None:
+                    conn.close()
 
     def _exchange(
         self,
@@ -171,9 +270,15 @@ class UcwaTransport:
             # A refused connection never carried the request; a reset or an early close may have.
             if _refused(exc):
                 raise NotSent("connection refused", method=method, url=url) from exc
-            raise DeliveryUnknown(
-                f"connection lost: {type(exc).__name__}", method=method, url=url
-            ) from exc
+            reused = bool(limit.reused)
+            lost = ConnectionLost(
+                f"connection lost before any answer{' (kept-alive connection)' if reused else ''}"
+                f": {_cause(exc)}",
+                method=method,
+                url=url,
+            )
+            lost.reused = reused
+            raise lost from exc
         except requests.Timeout as exc:
             raise DeliveryUnknown(
                 "no answer before the read timeout", method=method, url=url
@@ -203,6 +308,36 @@ class UcwaTransport:
     def _observe(self, kind: str, method: str, status: int | None, started: float) -> None:
         if self.observer is not None:
             self.observer(kind, method, status, time.monotonic() - started)
+
+
+def _log_diagnostics(response: HttpResponse, method: str, kind: str) -> None:
+    """One line for an error answer that says why in ``X-Ms-diagnostics`` (cleaned, capped)."""
+    diagnostics = clean_diagnostics(response.header("X-Ms-diagnostics"))
+    if diagnostics is None:
+        return
+    log.info(
+        "UCWA answered %s to %s %s: X-Ms-diagnostics %s",
+        response.status,
+        method,
+        kind,
+        diagnostics,
+        extra={"ucwa_status": response.status, "ucwa_diagnostics": diagnostics, "kind": kind},
+    )
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost exception's class name (``RemoteDisconnected``, ``ConnectionResetError``)."""
+    seen: set[int] = set()
+    current: BaseException = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = current.__cause__ or current.__context__
+        if inner is None and current.args and isinstance(current.args[-1], BaseException):
+            inner = current.args[-1]
+        if inner is None:
+            break
+        current = inner
+    return type(current).__name__
 
 
 def _first_line(exc: BaseException) -> str:
@@ -247,4 +382,4 @@ def _raw_headers(raw: requests.Response) -> list[tuple[str, str]]:
     return [(k, v) for k, v in raw.headers.items()]
 
 
-__all__ = ["DeliveryUnknown", "NotSent", "UcwaError", "UcwaTransport", "absolute"]
+__all__ = ["ConnectionLost", "DeliveryUnknown", "NotSent", "UcwaError", "UcwaTransport", "absolute"]

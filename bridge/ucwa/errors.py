@@ -44,12 +44,19 @@ Catch the level you need::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 _BODY_LIMIT = 2000
+_DIAGNOSTICS_LIMIT = 300
+# A server has no reason to echo a credential in X-Ms-diagnostics; if one ever does, it must not
+# reach a log line or a message record.
+_CREDENTIAL = re.compile(
+    r"(?i)(\bcwt=|\bbearer\s+|\b(?:access_token|password|token)\s*[=:]\s*)[^\s;,\"]+"
+)
 
 
 class UcwaError(Exception):
@@ -357,6 +364,20 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
         return None
 
 
+def clean_diagnostics(value: str | None) -> str | None:
+    """An ``X-Ms-diagnostics`` value fit for a log line and a message record: one line of
+    printable text, at most 300 characters, any credential-looking value redacted; None if empty.
+
+    It reads like ``28020;source="pool.contoso.com";reason="No valid security token."``
+    (AuthenticationInUCWA.md). Kept for people, never parsed for decisions beyond its number.
+    """
+    if not value:
+        return None
+    text = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    text = _CREDENTIAL.sub(lambda m: m.group(1) + "[REDACTED]", text)
+    return text[:_DIAGNOSTICS_LIMIT] or None
+
+
 def _json_object(body_text: str | None) -> dict[str, Any] | None:
     if not body_text or not body_text.lstrip().startswith("{"):
         return None
@@ -385,7 +406,7 @@ def error_from_response(
         code = str(raw_code) if raw_code else None
         subcode = str(data["subcode"]) if data.get("subcode") else None
         message = str(data.get("message") or data.get("error_description") or "")
-    diagnostics = header(headers, "X-Ms-diagnostics")
+    diagnostics = clean_diagnostics(header(headers, "X-Ms-diagnostics"))
     cls = lookup(status, code, subcode)
     if status == 500 and diagnostics and diagnostics.strip().startswith("28032"):
         cls = WebTicketInvalid

@@ -10,15 +10,23 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bridge.config.environment import read_variables
+from bridge.config.values import ConfigError
+from bridge.config.variables import DEFAULT_WEBHOOK_SCHEDULE_S
 from bridge.webhooks.errors import WebhookConfigError
 
-# The Svix schedule: the first try at once, then retries 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and
-# 10 h after each failure: eight tries over about 28 hours, then dead-lettered.
-DEFAULT_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+DEFAULT_SCHEDULE_S = DEFAULT_WEBHOOK_SCHEDULE_S
 USER_AGENT = "ucwa-bridge-webhooks/0.1"
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+FIELDS = (
+    "webhook_timeout_s",
+    "webhook_schedule_s",
+    "webhook_jitter",
+    "webhook_retry_after_cap_s",
+    "webhook_allow_private",
+    "webhook_retention_s",
+    "webhook_tls_verify",
+    "webhook_ca_bundle",
+)
 
 
 @dataclass(frozen=True)
@@ -67,53 +75,19 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebhookSettings:
-        defaults = cls()
+        """The ``BRIDGE_WEBHOOK_*`` delivery settings in ``env``, checked by the settings model;
+        ``WebhookConfigError`` names each bad one."""
+        try:
+            model = read_variables(env, FIELDS)
+        except ConfigError as exc:
+            raise WebhookConfigError(str(exc)) from None
         return cls(
-            timeout_s=_number(env, "BRIDGE_WEBHOOK_TIMEOUT_S", defaults.timeout_s),
-            schedule_s=_schedule(env, "BRIDGE_WEBHOOK_SCHEDULE_S", defaults.schedule_s),
-            jitter=_number(env, "BRIDGE_WEBHOOK_JITTER", defaults.jitter),
-            retry_after_cap_s=_number(
-                env, "BRIDGE_WEBHOOK_RETRY_AFTER_CAP_S", defaults.retry_after_cap_s
-            ),
-            allow_private=parse_bool(env, "BRIDGE_WEBHOOK_ALLOW_PRIVATE", defaults.allow_private),
-            retention_s=int(_number(env, "BRIDGE_WEBHOOK_RETENTION_S", defaults.retention_s)),
-            tls_verify=parse_bool(env, "BRIDGE_WEBHOOK_TLS_VERIFY", defaults.tls_verify),
-            ca_bundle=(env.get("BRIDGE_WEBHOOK_CA_BUNDLE") or "").strip() or None,
+            timeout_s=model.webhook_timeout_s,
+            schedule_s=model.webhook_schedule_s,
+            jitter=model.webhook_jitter,
+            retry_after_cap_s=model.webhook_retry_after_cap_s,
+            allow_private=model.webhook_allow_private,
+            retention_s=model.webhook_retention_s,
+            tls_verify=model.webhook_tls_verify,
+            ca_bundle=model.webhook_ca_bundle,
         )
-
-
-def parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise WebhookConfigError(f"{name}: expected true or false, got {raw!r}")
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise WebhookConfigError(f"{name}: expected a number, got {raw!r}") from None
-
-
-def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    if raw.strip().lower() == "none":
-        return ()  # a single attempt, never retried
-    parts = [p.strip() for p in raw.strip().strip("[]").split(",")]
-    try:
-        return tuple(float(p) for p in parts if p)
-    except ValueError:
-        raise WebhookConfigError(
-            f"{name}: expected comma-separated seconds like 0,5,300, got {raw!r}"
-        ) from None

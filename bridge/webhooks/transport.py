@@ -3,24 +3,39 @@
 Pinning keeps the URL's host for the Host header, TLS SNI and certificate checks, so a DNS
 answer that changes between the check and the connect cannot redirect the request. The whole
 POST ends within its deadline, and only the first ``excerpt_bytes`` of the answer are read.
+Connections are kept alive per vetted address (``PinnedPools``): a DNS answer that changes
+selects another pool, and the address it names was vetted before any pool is looked at.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-from urllib3.poolmanager import PoolManager
 from urllib3.util.connection import create_connection
 
-from bridge.net.deadline import Deadline, DeadlineHTTPConnection, deadline
+from bridge.net.deadline import (
+    Deadline,
+    DeadlineHTTPConnection,
+    DeadlinePoolManager,
+    IdleLimitedHTTPSPool,
+    IdleLimitedPool,
+    deadline,
+)
+
+# Receivers close idle kept-alive connections early (Node.js after 5 s, nginx after 75 s): a
+# connection idle for longer than this is not reused, so a POST rarely meets a closing one.
+MAX_IDLE_S = 4.0
 
 
 class _PinnedHTTPConnection(DeadlineHTTPConnection):
@@ -50,17 +65,17 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection, HTTPSConnection):
     """TLS on top of the pinned socket; SNI and hostname verification use the URL's host."""
 
 
-class _PinnedHTTPPool(HTTPConnectionPool):
+class _PinnedHTTPPool(IdleLimitedPool):
     ConnectionCls = _PinnedHTTPConnection
 
 
-class _PinnedHTTPSPool(HTTPSConnectionPool):
+class _PinnedHTTPSPool(IdleLimitedHTTPSPool):
     ConnectionCls = _PinnedHTTPSConnection
 
 
-class _PinnedPoolManager(PoolManager):
+class _PinnedPoolManager(DeadlinePoolManager):
     def __init__(self, pinned_address: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(MAX_IDLE_S, **kwargs)
         self._pinned_address = pinned_address
         self.pool_classes_by_scheme = {"http": _PinnedHTTPPool, "https": _PinnedHTTPSPool}
 
@@ -95,6 +110,61 @@ class PinnedAddressAdapter(HTTPAdapter):
 
 
 @dataclass(frozen=True)
+class PoolKey:
+    """What a kept-alive connection is bound to: the vetted address it was opened to, and the
+    host its Host header, SNI and certificate check name. All must match to reuse it."""
+
+    scheme: str
+    address: str
+    port: int
+    host: str
+    verify: bool | str
+
+
+class PinnedPools:
+    """One ``requests.Session`` per ``PoolKey``, the least recently used dropped beyond
+    ``max_pools``. Thread-safe; a process keeps one (``POOLS``).
+
+    The key holds the address ``ssrf.vet`` returned for this delivery: an answer that changed
+    since the last one (to another public address) gets a fresh pool and connection, and one
+    that turned private was refused before the caller got here, so no connection opened to the
+    old address can carry a request the new answer would not allow.
+    """
+
+    def __init__(self, max_pools: int = 64) -> None:
+        self.max_pools = max_pools
+        self._sessions: OrderedDict[PoolKey, requests.Session] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def session(self, key: PoolKey) -> requests.Session:
+        with self._lock:
+            found = self._sessions.get(key)
+            if found is not None:
+                self._sessions.move_to_end(key)
+                return found
+            session = requests.Session()
+            session.trust_env = False  # no proxies or netrc from the environment: pinning holds
+            session.verify = key.verify
+            adapter = PinnedAddressAdapter(key.address)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._sessions[key] = session
+            while len(self._sessions) > self.max_pools:
+                _, old = self._sessions.popitem(last=False)
+                old.close()  # idle connections close now; in-use ones when released
+            return session
+
+    def clear(self) -> None:
+        with self._lock:
+            for session in self._sessions.values():
+                session.close()
+            self._sessions.clear()
+
+
+POOLS = PinnedPools()
+
+
+@dataclass(frozen=True)
 class HttpResult:
     """What one POST produced: a status code, or an error code such as ``timeout``."""
 
@@ -114,26 +184,34 @@ def post(
     timeout_s: float,
     excerpt_bytes: int = 1024,
     verify: bool | str = True,
+    pools: PinnedPools | None = None,
 ) -> HttpResult:
     """POST ``body`` once. ``timeout_s`` is the total deadline, connect to the last byte read,
     so a receiver that trickles bytes cannot hold the worker longer; the rest of the answer is
-    never read. ``verify``: check TLS certificates (or a CA bundle path)."""
+    never read (the connection is then closed, not drained). ``verify``: check TLS certificates
+    (or a CA bundle path). ``pinned_address`` must come from ``ssrf.vet`` for this delivery.
+
+    A kept-alive connection that breaks before any answer is tried once more on a new one:
+    webhooks are delivered at least once (receivers dedupe by ``webhook-id``), and a receiver
+    that closed an idle connection as the POST set out has not seen it."""
     started = time.monotonic()
-    with requests.Session() as session, deadline(timeout_s) as limit:
-        session.trust_env = False  # no proxies or netrc from the environment: pinning must hold
-        session.verify = verify
-        adapter = PinnedAddressAdapter(pinned_address)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+    parts = urlsplit(url)
+    key = PoolKey(
+        scheme=parts.scheme,
+        address=pinned_address,
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        host=(parts.hostname or "").lower(),
+        verify=verify,
+    )
+    session = (pools or POOLS).session(key)
+    with deadline(timeout_s) as limit:
         try:
-            response = session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=timeout_s,
-                allow_redirects=False,
-                stream=True,
-            )
+            try:
+                response = _send(session, url, body, headers, timeout_s)
+            except requests.ConnectionError:
+                if not limit.reused or limit.expired:
+                    raise
+                response = _send(session, url, body, headers, timeout_s)
         except requests.Timeout as exc:
             return _error("timeout", exc, started)
         except requests.ConnectionError as exc:
@@ -152,7 +230,9 @@ def post(
         try:
             raw = _read_excerpt(response, excerpt_bytes, limit)
         finally:
-            response.close()  # closes the connection: an endless body is never drained
+            # A body read to its end already gave the connection back to the pool; otherwise
+            # this closes it: an endless body is never drained.
+            response.close()
         return HttpResult(
             status_code=response.status_code,
             error=None,
@@ -162,13 +242,23 @@ def post(
         )
 
 
+def _send(
+    session: requests.Session, url: str, body: bytes, headers: dict[str, str], timeout_s: float
+) -> requests.Response:
+    return session.post(
+        url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False, stream=True
+    )
+
+
 def _read_excerpt(response: requests.Response, limit: int, until: Deadline) -> bytes:
-    """Up to ``limit`` bytes of the answer; what arrived before a break or the deadline."""
+    """Up to ``limit`` bytes of the answer; what arrived before a break or the deadline. One
+    byte more is asked for, so that a body of exactly ``limit`` bytes is seen to end (and its
+    connection can be reused)."""
     parts: list[bytes] = []
     total = 0
     try:
-        while total < limit and not until.expired:
-            data = response.raw.read1(min(256, limit - total), decode_content=True)
+        while total <= limit and not until.expired:
+            data = response.raw.read1(min(256, limit + 1 - total), decode_content=True)
             if not data:
                 break
             parts.append(data)

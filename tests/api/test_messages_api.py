@@ -128,7 +128,12 @@ def test_get_returns_status_history_attempts_and_error(
     assert body["error"] == {
         "code": "declined",
         "message": "recipient declined",
-        "ucwa": {"code": "Forbidden", "subcode": "Declined", "message": None},
+        "ucwa": {
+            "code": "Forbidden",
+            "subcode": "Declined",
+            "message": None,
+            "diagnostics": None,
+        },
     }
     assert "step" not in body
 

@@ -19,11 +19,14 @@ BASE = {"BRIDGE_REDIS_URL": "redis://localhost:6379/0", "BRIDGE_API_KEYS": KEY}
 
 
 def error_for(role: str, env: dict[str, str]) -> str:
+    """The first of the error's lines (one per variable, none spanning two)."""
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(role, env)  # type: ignore[arg-type]
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
+    lines = caught.value.lines
+    assert str(caught.value) == "\n".join(lines)
+    assert all("\n" not in line for line in lines)
+    assert len({line.split(":")[0] for line in lines}) == len(lines)
+    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +55,67 @@ def error_for(role: str, env: dict[str, str]) -> str:
 )  # fmt: skip
 def test_errors_name_the_variable(role: str, env: dict[str, str], variable: str) -> None:
     assert error_for(role, env).startswith(f"{variable}: ")
+
+
+def test_every_fault_is_named_at_once() -> None:
+    env = {
+        "BRIDGE_REDIS_URL": "http://x",
+        "BRIDGE_UCWA_TIMEOUT_S": "soon",
+        "BRIDGE_UCWA_PASSWORD": "hunter2-password",
+        "BRIDGE_MAX_ATTEMPT": "3",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env("worker", env)
+    assert [variable for variable, _ in caught.value.problems] == [
+        "BRIDGE_REDIS_URL",
+        "BRIDGE_UCWA_DISCOVERY_URL",
+        "BRIDGE_UCWA_USERNAME",
+        "BRIDGE_UCWA_TIMEOUT_S",
+        "BRIDGE_MAX_ATTEMPT",
+    ]
+    assert caught.value.variable == "BRIDGE_REDIS_URL"
+    assert caught.value.lines[-1] == (
+        "BRIDGE_MAX_ATTEMPT: unknown variable; did you mean BRIDGE_MAX_ATTEMPTS?"
+    )
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        (f"{KEY}:admin", "entry 1 has unknown scope 'admin' (known: send, read)"),
+        (f"{KEY}:send,admin", "entry 1 has unknown scope 'admin' (known: send, read)"),
+        (f"{KEY}:sned", "entry 1 has unknown scope 'sned' (known: send, read); did you mean send?"),
+        (f"{KEY},read", "scope 'read' does not follow a 'key:scope' entry"),
+        ("short", "entry 1 is shorter than 16 characters"),
+    ],
+)
+def test_an_unknown_scope_is_named_as_such(keys: str, problem: str) -> None:
+    assert error_for("api", {**BASE, "BRIDGE_API_KEYS": keys}) == f"BRIDGE_API_KEYS: {problem}"
+
+
+def test_values_that_must_agree() -> None:
+    env = {**BASE, "BRIDGE_IDEMPOTENCY_TTL_S": "60", "BRIDGE_IDEMPOTENCY_LOCK_TTL_S": "61"}
+    assert error_for("api", env) == (
+        "BRIDGE_IDEMPOTENCY_LOCK_TTL_S: must be at most BRIDGE_IDEMPOTENCY_TTL_S (60)"
+    )
+    auth_off = {"BRIDGE_REDIS_URL": "redis://r", "BRIDGE_AUTH_DISABLED": "true"}
+    assert error_for("api", {**auth_off, "BRIDGE_RATE_LIMIT_KEYS": "0123456789abcdef=1/s"}) == (
+        "BRIDGE_RATE_LIMIT_KEYS: '0123456789abcdef' is not the key id of a configured API key"
+    )
+
+
+def test_service_links_are_not_unknown_names() -> None:
+    links = {
+        "BRIDGE_REDIS_SERVICE_HOST": "10.0.0.7",
+        "BRIDGE_REDIS_SERVICE_PORT": "6379",
+        "BRIDGE_REDIS_PORT": "tcp://10.0.0.7:6379",
+        "BRIDGE_REDIS_PORT_6379_TCP_ADDR": "10.0.0.7",
+    }
+    assert Settings.from_env("api", {**BASE, **links}).redis_url == BASE["BRIDGE_REDIS_URL"]
+    assert error_for("api", {**BASE, "BRIDGE_METRIC_PORT": "9100"}) == (
+        "BRIDGE_METRIC_PORT: unknown variable; did you mean BRIDGE_METRICS_PORT?"
+    )
 
 
 def test_api_needs_no_ucwa_credentials() -> None:
@@ -104,7 +168,7 @@ def test_settings_are_frozen() -> None:
         settings.redis_url = "redis://elsewhere"  # type: ignore[misc]
 
 
-def test_wsgi_exits_78_with_one_line_on_bad_config() -> None:
+def test_wsgi_exits_78_with_one_line_per_bad_variable() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "import bridge.api.wsgi as w; w.app"],
         env={"PATH": "/usr/bin:/bin"},
@@ -115,7 +179,10 @@ def test_wsgi_exits_78_with_one_line_on_bad_config() -> None:
     )
     assert result.returncode == CONFIG_EXIT_CODE
     assert result.stderr.strip().splitlines() == [
-        "configuration error: BRIDGE_REDIS_URL: is required (e.g. redis://localhost:6379/0)"
+        "configuration error: BRIDGE_REDIS_URL: is required (Redis with persistence and "
+        "noeviction)",
+        "configuration error: BRIDGE_API_KEYS: is required (comma-separated keys of 16+ "
+        "characters)",
     ]
 
 

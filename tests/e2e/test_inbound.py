@@ -309,3 +309,35 @@ def test_a_reply_reopens_messaging_the_remote_stopped(
     sim_says(bridge, ALICE, text="go on")  # and she can answer in the same conversation
     wait_for(lambda: len(events(receiver, "message.received")) == 2, 15, "her answer")
     assert events(receiver, "message.received")[1]["data"]["conversation"] == conversation
+
+
+def test_inbound_ims_and_replies_need_no_conversation_update_after_a_message(
+    make_bridge: MakeBridge, receiver: WebhookReceiver
+) -> None:
+    """Some servers send no ``conversation updated`` after an incoming message: the bridge
+    hears every message once and its replies go warm into the same conversation."""
+    bridge = make_bridge(env=webhook_env(receiver), conversation_updated_after_message=False)
+    asked = ["Is the build green?", "And the deploy?", "Thanks"]
+    replies = ["Yes, all green", "Deployed at noon"]
+    conversation = None
+    for n, text in enumerate(asked):
+        sim_says(bridge, ALICE, text=text)
+        wait_for(
+            lambda n=n: len(events(receiver, "message.received")) >= n + 1,
+            15,
+            f"inbound event {n + 1}",
+            bridge.logs,
+        )
+        conversation = events(receiver, "message.received")[-1]["data"]["conversation"]
+        if n < len(replies):
+            response = bridge.post({"conversation": conversation, "text": replies[n]})
+            assert response.status_code == 202, response.text
+            message_id = response.json()["id"]
+            assert bridge.wait_final(message_id)[message_id]["status"] == "delivered"
+    received = events(receiver, "message.received")
+    assert [e["data"]["text"] for e in received] == asked
+    assert {e["data"]["conversation"] for e in received} == {conversation}
+    assert bridge.texts(ALICE) == replies
+    assert len({m["conversation"] for m in bridge.inbox(ALICE)}) == 1
+    counts = bridge.request_counts()
+    assert counts.get("sendMessage") == 2 and "startMessaging" not in counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -64,6 +65,41 @@ def test_failures_carry_a_stable_code_and_the_ucwa_reason(make_bridge: MakeBridg
         assert "failed" in message["history"]
     declined = results[ids["declined"]]["error"]["ucwa"]
     assert (declined["code"], declined["subcode"]) == ("RemoteFailure", "Declined")
+
+
+def test_x_ms_diagnostics_show_in_the_failed_message_and_the_worker_log(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = make_bridge()
+    diagnostics = '1000;source="pool1.contoso.com";reason="Federation is not allowed."'
+    bridge.sim_call(
+        "POST",
+        "/_sim/faults",
+        {
+            "match": {"rel": "startMessaging"},
+            "status": 403,
+            "message": "Not allowed.",
+            "diagnostics": diagnostics,
+            "times": 1,
+        },
+    )
+    message_id = bridge.send(ALICE, "hi")
+    message = bridge.wait_final(message_id)[message_id]
+    assert message["status"] == "failed" and message["error"]["code"] == "forbidden"
+    assert message["error"]["ucwa"] == {
+        "code": "Forbidden",
+        "subcode": None,
+        "message": "Not allowed.",
+        "diagnostics": diagnostics,
+    }
+    worker_lines = [
+        json.loads(line)
+        for path in bridge.workdir.glob("worker-*.log")
+        for line in path.read_text(errors="replace").splitlines()
+        if "X-Ms-diagnostics" in line
+    ]
+    assert [line["ucwa_diagnostics"] for line in worker_lines] == [diagnostics]
+    assert worker_lines[0]["ucwa_status"] == 403
 
 
 def test_transient_faults_are_retried_and_ambiguous_ones_never_resent(

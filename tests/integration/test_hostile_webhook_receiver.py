@@ -216,7 +216,7 @@ def test_webhook_tls_settings_are_checked_at_start_up(tmp_path: Path) -> None:
         WebhookSettings.from_env(
             {"BRIDGE_WEBHOOK_CA_BUNDLE": __file__, "BRIDGE_WEBHOOK_TLS_VERIFY": "false"}
         )
-    with pytest.raises(WebhookConfigError, match="BRIDGE_WEBHOOK_TLS_VERIFY: expected"):
+    with pytest.raises(WebhookConfigError, match="BRIDGE_WEBHOOK_TLS_VERIFY: must be true"):
         WebhookSettings.from_env({"BRIDGE_WEBHOOK_TLS_VERIFY": "maybe"})
 
 

@@ -147,6 +147,15 @@ def test_check_exit_codes_and_output(redis_client: redis.Redis, redis_url: str) 
         worker.register_death()
 
 
+def test_the_api_check_without_an_account_asks_redis_alone(redis_url: str) -> None:
+    out = io.StringIO()
+    assert check("api", redis_url, None, environ={}, out=out) == 0
+    assert out.getvalue() == "ok\n"
+    out = io.StringIO()
+    assert check("api", "redis://127.0.0.1:1/0", None, environ={}, out=out) == 1
+    assert out.getvalue().startswith("redis: unreachable")
+
+
 def test_check_usage_errors(redis_url: str) -> None:
     out = io.StringIO()
     assert check("scheduler", redis_url, ACCOUNT, environ={}, out=out) == 2
@@ -155,5 +164,5 @@ def test_check_usage_errors(redis_url: str) -> None:
     assert out.getvalue().splitlines() == [
         "health: unknown role 'scheduler' (expected api, poller, worker)",
         "health: BRIDGE_UCWA_USERNAME is required to check the poller",
-        "health: BRIDGE_POLLER_MAX_LAG_S must be a number of seconds, not 'x'",
+        "health: BRIDGE_POLLER_MAX_LAG_S: must be a number, not 'x'",
     ]

@@ -165,7 +165,7 @@ def test_start_up_line_has_version_and_settings_without_secrets(
     assert entry["version"] == package_version() != "unknown"
     assert entry["settings"]["bind"] == ":1" and entry["settings"]["max_body_bytes"] == 65536
     assert entry["settings"]["api_key_ids"] == [settings.api_keys[0].key_id]
-    assert entry["settings"]["ucwa_password"] == REDACTED
+    assert entry["settings"]["ucwa_password"] is None  # the api never reads it
     for secret in ("redis-pass-123", "api-key-secret-0123456789", "ucwa-password-0123"):
         assert secret not in line
 
@@ -228,7 +228,14 @@ def test_uncaught_exceptions_are_one_json_line_each() -> None:
 def test_a_bad_log_setting_is_one_line_and_exit_78(variable: str, value: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "worker"],
-        env={**CLEAN, variable: value},
+        env={
+            **CLEAN,
+            "BRIDGE_REDIS_URL": "redis://127.0.0.1:1/0",
+            "BRIDGE_UCWA_DISCOVERY_URL": "https://lyncdiscover.contoso.com",
+            "BRIDGE_UCWA_USERNAME": "bot@contoso.com",
+            "BRIDGE_UCWA_PASSWORD": "hunter2-password",
+            variable: value,
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -71,6 +71,7 @@ def test_failed_payload_carries_the_ucwa_error() -> None:
             "code": "Forbidden",
             "subcode": "TemporarilyUnavailable",
             "message": "User is offline",
+            "diagnostics": None,
         },
     }
     json.dumps(event)  # the envelope must serialise as is

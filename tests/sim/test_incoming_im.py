@@ -225,3 +225,30 @@ def test_two_live_applications_talk_both_ways(make_sim) -> None:
     alice.post(am["_embedded"]["messaging"]["_links"]["stopMessaging"]["href"])
     bot.wait_for(is_event("conversation", "deleted"))
     alice.wait_for(is_event("conversation", "deleted"))
+
+
+def test_the_conversation_update_after_an_incoming_message_can_be_left_out(make_sim) -> None:
+    """Real servers differ: the traces show ``conversation updated`` after an incoming message,
+    some servers send none. ``conversation_updated_after_message: false`` is the latter."""
+    sims = {flag: make_sim(conversation_updated_after_message=flag) for flag in (True, False)}
+    following: dict[bool, list[str]] = {}
+    for flag, sim in sims.items():
+        bot = Client(sim, "sip:bot@contoso.com", "secret")
+        bot.start()
+        bot.drain()
+        remote_says(sim, "alice@contoso.com", bot.sip, text="first")
+        _, started = bot.wait_for(is_event("messagingInvitation", "started"))
+        bot.post(started["_embedded"]["messagingInvitation"]["_links"]["accept"]["href"])
+        bot.wait_for(is_event("message", "completed"))
+        bot.drain()
+        base = len(bot.seen)
+        remote_says(sim, "alice@contoso.com", bot.sip, text="second")
+        bot.wait_for(is_event("message", "completed"))
+        time.sleep(0.2)  # anything that follows the message arrives with it or just after
+        bot.drain()
+        following[flag] = summary(bot.seen[base:])
+    assert following[True] == [
+        "conversation:message:completed",
+        "communication:conversation:updated",
+    ]
+    assert following[False] == ["conversation:message:completed"]

@@ -2,10 +2,14 @@
 
 Records every request (method, path, headers, body) and answers from a script of replies:
 status codes, extra headers such as Retry-After or Location, and delays before answering.
+With ``keep_alive`` it speaks HTTP/1.1 persistent connections; ``connections`` counts the TCP
+connections it accepted.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -20,6 +24,7 @@ class Reply:
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    reset: bool = False  # end the connection with a TCP reset instead of answering
 
 
 @dataclass(frozen=True)
@@ -35,13 +40,22 @@ class Received:
 class WebhookReceiver:
     """Use as a context manager; ``script()`` queues replies, then ``default`` answers."""
 
-    def __init__(self, default: Reply | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        default: Reply | None = None,
+        port: int = 0,
+        keep_alive: bool = False,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.default = default or Reply()
+        self.keep_alive = keep_alive
+        self._connections = 0
         self._replies: deque[Reply] = deque()
         self._received: list[Received] = []
         self._lock = threading.Condition()
         ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self.host = host
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -50,7 +64,7 @@ class WebhookReceiver:
         return int(self._server.server_address[1])
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def script(self, *replies: Reply) -> None:
         with self._lock:
@@ -60,6 +74,12 @@ class WebhookReceiver:
     def received(self) -> list[Received]:
         with self._lock:
             return list(self._received)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far."""
+        with self._lock:
+            return self._connections
 
     def paths(self) -> list[str]:
         return [r.path for r in self.received]
@@ -99,6 +119,13 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if receiver.keep_alive else "HTTP/1.0"
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:
+                    receiver._connections += 1
+
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -112,6 +139,14 @@ class WebhookReceiver:
                 reply = receiver._next_reply(request)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.reset:
+                    # A zero linger time turns close() into an abortive close: RST, not FIN.
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
