@@ -7,11 +7,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from bridge.config.embedded_redis import EmbeddedRedis
+
+# Figures a test reports (``tests/fault``'s ``report``) travel as this user property of its
+# report; here, at the root, the summary collects them in whichever process prints it.
+FIGURE_PROPERTY = "fault figure"
+_figures: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _figures.extend(str(v) for k, v in report.user_properties if k == FIGURE_PROPERTY)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _figures:
+        terminalreporter.section("fault figures")
+        for line in _figures:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

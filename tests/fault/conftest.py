@@ -23,6 +23,7 @@ import pytest
 import requests
 from rq import Worker
 
+from tests.conftest import FIGURE_PROPERTY
 from tests.e2e.conftest import (  # noqa: F401 - fixtures used by the fault tests
     FINAL,
     Bridge,
@@ -31,7 +32,6 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures used by the fault test
 )
 from tests.processes import descendants
 
-FIGURES = pytest.StashKey[list[str]]()
 MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
 
 # The API's per-key rate limit is not under test here: the load and the status polling exceed it.
@@ -55,7 +55,8 @@ def report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         parts = [f"{k}={_fmt(v)}" for k, v in figures.items()]
         line = f"{request.node.name}: " + " ".join(parts)
         print(f"\nFIGURE {line}", flush=True)
-        request.config.stash.setdefault(FIGURES, []).append(line)
+        # Carried on the test's report, so the summary has it under pytest-xdist as well.
+        request.node.user_properties.append((FIGURE_PROPERTY, line))
         path = tmp_path_factory.getbasetemp() / "fault-figures.txt"
         with path.open("a") as out:
             out.write(line + "\n")
@@ -70,14 +71,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}:{v}" for k, v in sorted(value.items())) or "-"
     return str(value)
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = config.stash.get(FIGURES, [])
-    if lines:
-        terminalreporter.section("fault figures")
-        for line in lines:
-            terminalreporter.write_line(line)
 
 
 # -- processes ----------------------------------------------------------------------------------
