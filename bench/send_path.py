@@ -10,9 +10,14 @@ and half to cold ones. Phases alternate (bridge, baseline, baseline, bridge, …
 - bursts: all messages accepted at once; throughput from the first accept to the last delivery;
 - paced: the same offered load for both (half the baseline's burst throughput), for latency.
 
-UCWA requests per delivered message come from the simulator's request log, event GETs apart.
+UCWA requests per delivered message come from the simulator's request log, event GETs apart,
+and so do the requests per TCP connection (the log names each request's connection).
+``--compare-connections`` runs the first latency a second time with
+``BRIDGE_UCWA_CONNECTION_IDLE_S=0`` (a new connection for every UCWA request, as before the
+bridge kept connections alive) and prints the kept-alive run against it.
 
     python -m bench.send_path [--quick] [--latency-ms 20,50] [--workers W] [--messages N]
+                              [--compare-connections]
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class Phase:
     seconds: float = 0.0
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: {"warm": [], "cold": []})
     requests: Counter[str] = field(default_factory=Counter)
+    connections: int = 0  # distinct TCP connections the requests came on, summed over batches
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds by role
 
     @property
@@ -102,6 +108,7 @@ class Result:
     """Everything measured at one simulator latency."""
 
     latency_ms: int
+    label: str = ""  # "" for the default settings, else what differs
     rtt_ms: float = 0.0
     paced_rate: float = 0.0
     phases: dict[tuple[str, str], Phase] = field(default_factory=dict)
@@ -118,6 +125,13 @@ class Result:
                 kinds.update(p.requests)
         return ratio(sum(kinds.values()), count), ratio(kinds["events"], count)
 
+    def per_connection(self, system: str) -> float:
+        """UCWA requests per TCP connection (all requests, event GETs included)."""
+        phases = [p for (s, _), p in self.phases.items() if s == system]
+        return ratio(
+            sum(sum(p.requests.values()) for p in phases), sum(p.connections for p in phases)
+        )
+
     def kinds(self, system: str) -> Counter[str]:
         kinds: Counter[str] = Counter()
         for (s, _), p in self.phases.items():
@@ -127,8 +141,11 @@ class Result:
 
 
 class SendPath:
-    def __init__(self, stack: Stack, workers: int, burst: int, base_burst: int) -> None:
+    def __init__(
+        self, stack: Stack, workers: int, burst: int, base_burst: int, env: dict[str, str]
+    ) -> None:
         self.stack = stack
+        self.env = env
         self.workers = workers
         self.burst = burst
         self.base_burst = base_burst
@@ -144,7 +161,7 @@ class SendPath:
         users += [{"sip": s, "password": "pw"} for s in self.warm]
         self.stack.start_redis()
         self.stack.start_sim(users, time_scale=TIME_SCALE, latency_ms=latency_ms)
-        self.stack.env_extra.update(BRIDGE_ENV)
+        self.stack.env_extra.update(BRIDGE_ENV | self.env)
         self.stack.start_api(workers=2)
         self.stack.start_poller()
         for _ in range(self.workers):
@@ -234,19 +251,27 @@ class SendPath:
         phase.merge(batch)
         for role, seconds in after.items():
             phase.cpu_s[role] = phase.cpu_s.get(role, 0.0) + seconds - before.get(role, 0.0)
-        phase.requests.update(e["kind"] for e in log["requests"] if e.get("user") in users)
+        mine = [e for e in log["requests"] if e.get("user") in users]
+        phase.requests.update(e["kind"] for e in mine)
+        phase.connections += len({e["connection"] for e in mine if e.get("connection") is not None})
         say(
             f"  {system:8} {mode:6} {batch.count:4d} msgs: {batch.rate:6.1f} msg/s, "
             f"p50 {percentile(batch.all_latencies(), 50):.0f} ms"
         )
 
 
-def run_setting(args: argparse.Namespace, latency_ms: int) -> Result:
+def run_setting(
+    args: argparse.Namespace, latency_ms: int, env: dict[str, str] | None = None, label: str = ""
+) -> Result:
     burst, base_burst, rounds = args.messages, args.baseline_messages, args.rounds
-    result = Result(latency_ms)
-    with Stack(f"send_path-{latency_ms}ms", keep_logs=args.keep_logs) as stack:
-        bench = SendPath(stack, args.workers, burst, base_burst)
-        say(f"latency {latency_ms} ms: redis, simulator, api, poller, {args.workers} worker(s)…")
+    result = Result(latency_ms, label)
+    name = f"send_path-{latency_ms}ms" + ("-" + label.replace(" ", "-") if label else "")
+    with Stack(name, keep_logs=args.keep_logs) as stack:
+        bench = SendPath(stack, args.workers, burst, base_burst, env or {})
+        say(
+            f"latency {latency_ms} ms{', ' + label if label else ''}: redis, simulator, api, "
+            f"poller, {args.workers} worker(s)…"
+        )
         bench.start(latency_ms)
         result.rtt_ms = round_trip_ms(stack.discovery_url)
         bench.warm_up()
@@ -268,6 +293,10 @@ def latency_figures(values: list[float]) -> str:
 
 def report_setting(report: Report, result: Result) -> None:
     at = f"@{result.latency_ms} ms"
+    report.raw(
+        f"UCWA requests per TCP connection, bridge | baseline {at}",
+        f"{result.per_connection('bridge'):.1f} | {result.per_connection('baseline'):.1f}",
+    )
     rtt = result.rtt_ms
     bridge_burst = result.phase("bridge", "burst")
     base_burst = result.phase("baseline", "burst")
@@ -359,6 +388,34 @@ def report_setting(report: Report, result: Result) -> None:
         )
 
 
+def report_connections(report: Report, kept: Result, fresh: Result) -> None:
+    """The bridge with kept-alive connections against one connection per request."""
+    at = f"@{kept.latency_ms} ms"
+    burst = (kept.phase("bridge", "burst"), fresh.phase("bridge", "burst"))
+    paced = [percentile(r.phase("bridge", "paced").all_latencies(), 50) for r in (kept, fresh)]
+    report.ratio(
+        f"bridge burst throughput, kept-alive / a connection per request {at}",
+        ratio(burst[0].rate, burst[1].rate),
+        f"{burst[0].rate:.1f} vs {burst[1].rate:.1f} msg/s",
+    )
+    report.ratio(
+        f"bridge paced latency p50, a connection per request / kept-alive {at}",
+        ratio(paced[1], paced[0]),
+        f"{paced[1]:.0f} vs {paced[0]:.0f} ms",
+    )
+    for role in ("worker", "poller"):
+        cpu = [ratio(p.cpu_s.get(role, 0.0) * 1000, p.count) for p in burst]
+        report.ratio(
+            f"{role} CPU per message, kept-alive / a connection per request {at}",
+            ratio(cpu[0], cpu[1]),
+            f"{cpu[0]:.1f} vs {cpu[1]:.1f} ms",
+        )
+    report.raw(
+        f"UCWA requests per TCP connection, bridge kept-alive | a connection per request {at}",
+        f"{kept.per_connection('bridge'):.1f} | {fresh.per_connection('bridge'):.1f}",
+    )
+
+
 def main() -> Report:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--latency-ms", default="", help="simulator latencies, e.g. 20,50")
@@ -368,6 +425,11 @@ def main() -> Report:
     parser.add_argument("--paced", type=int, help="paced messages per system")
     parser.add_argument("--paced-rate", type=float, default=0.0, help="msg/s (default: auto)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    parser.add_argument(
+        "--compare-connections",
+        action="store_true",
+        help="also run the first latency with a new UCWA connection per request",
+    )
     args = parser.parse_args()
     latencies = [int(v) for v in (args.latency_ms or ("20" if args.quick else "20,50")).split(",")]
     args.messages = args.messages or (40 if args.quick else 200)
@@ -377,6 +439,11 @@ def main() -> Report:
     results = [run_setting(args, latency) for latency in latencies]
     for result in results:
         report_setting(report, result)
+    if args.compare_connections:
+        fresh = run_setting(
+            args, latencies[0], {"BRIDGE_UCWA_CONNECTION_IDLE_S": "0"}, "a connection per request"
+        )
+        report_connections(report, results[0], fresh)
     report.note(
         f"{args.workers} bridge workers vs {args.workers} baseline threads (one application per "
         f"send); bursts of {args.messages} (bridge) and {args.baseline_messages} (baseline) "

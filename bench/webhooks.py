@@ -3,10 +3,13 @@
 One ``python -m bridge.cli worker`` (the production worker: RQ SimpleWorker on the send and
 webhooks queues, with the scheduler) delivers N staged ``message.received`` events to a local
 receiver (a ThreadingHTTPServer answering 200); side by side, the same worker runs N no-op jobs
-on the ``webhooks`` queue. Each batch is written in one MULTI/EXEC so the worker finds all of it
-at once; its rate runs from that commit until RQ has removed the last job (both kinds are
-enqueued with ``result_ttl=0``, as the bridge enqueues its jobs).
-Batches alternate (deliveries, no-ops, no-ops, deliveries, …).
+on the ``webhooks`` queue, and delivers N events to a second receiver that closes every
+connection after its answer (HTTP/1.0, as every delivery was before the worker kept
+connections alive), so reuse is measured against its absence in the same run. Each batch is
+written in one MULTI/EXEC so the worker finds all of it at once; its rate runs from that commit
+until RQ has removed the last job (all kinds are enqueued with ``result_ttl=0``, as the bridge
+enqueues its jobs).
+The three kinds rotate, each taking each place in turn.
 
     python -m bench.webhooks [--quick] [--messages N] [--rounds R]
 """
@@ -54,14 +57,16 @@ JOB_TIMEOUT_S = WebhookSettings().job_timeout_s
 class Receiver:
     """Answers every POST with 200; counts them and keeps each one's arrival time and body."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_alive: bool = True) -> None:
         self.count = 0
+        self.connections = 0
         self.arrivals: list[tuple[float, bytes]] = []
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            # HTTP/1.0 answers end the connection: the sender opens one per delivery.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -76,7 +81,14 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def get_request(self) -> Any:
+                accepted = super().get_request()
+                with receiver.lock:
+                    receiver.connections += 1
+                return accepted
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -107,47 +119,52 @@ class Batch:
         self.cpu_s += other.cpu_s
 
 
+DELIVERIES, CLOSING, NOOPS = "deliveries", "deliveries, a connection each", "no-op jobs"
+
+
 class WebhookBench:
-    def __init__(self, stack: Stack, receiver: Receiver, count: int) -> None:
+    def __init__(self, stack: Stack, receivers: dict[str, Receiver], count: int) -> None:
+        """``receivers``: DELIVERIES (keeps connections alive) and CLOSING (closes each)."""
         self.stack = stack
-        self.receiver = receiver
+        self.receivers = receivers
         self.count = count
         secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-        self.endpoint = {
-            "id": "bench",
-            "url": receiver.url,
-            "secrets": [secret],
-            "allow_private": True,
-        }
-        self.endpoints = [
-            WebhookEndpoint(id="bench", url=receiver.url, secrets=[secret], allow_private=True)
+        names = {DELIVERIES: "bench", CLOSING: "bench-closing"}
+        self.endpoint_config = [
+            {"id": names[k], "url": r.url, "secrets": [secret], "allow_private": True}
+            for k, r in receivers.items()
         ]
+        self.endpoints = {
+            k: WebhookEndpoint(id=names[k], url=r.url, secrets=[secret], allow_private=True)
+            for k, r in receivers.items()
+        }
         self.client: redis.Redis = stack.redis()
         self.worker: Child | None = None
 
     def start_worker(self) -> None:
-        self.worker = self.stack.start_worker(BRIDGE_WEBHOOKS=json.dumps([self.endpoint]))
+        self.worker = self.stack.start_worker(BRIDGE_WEBHOOKS=json.dumps(self.endpoint_config))
 
-    def deliveries(self) -> Batch:
+    def deliveries(self, kind: str = DELIVERIES) -> Batch:
         settings = WebhookSettings()
+        receiver = self.receivers[kind]
         data = {"from": "sip:alice@contoso.com", "conversation_id": "conv-bench", "text": TEXT_100}
         now = datetime.now(UTC)
-        received = self.receiver.count
+        received = receiver.count
         with self.client.pipeline() as pipe:
             pipe.multi()
             ids: list[str] = []
             for _ in range(self.count):
                 event = new_event("message.received", data, now)
-                ids += stage_event(pipe, event, self.endpoints, settings)
-            batch = self._run("deliveries", [job_id_for(i, 1) for i in ids], pipe)
+                ids += stage_event(pipe, event, [self.endpoints[kind]], settings)
+            batch = self._run(kind, [job_id_for(i, 1) for i in ids], pipe)
         log = DeliveryLog(self.client, settings.retention_s)
         failed = [
             i for i in ids if (r := log.get(i)) is None or r.status != DeliveryStatus.SUCCEEDED
         ]
-        if failed or self.receiver.count - received != len(ids):
+        if failed or receiver.count - received != len(ids):
             raise BenchError(
                 f"{len(failed)} deliveries did not succeed; the receiver got "
-                f"{self.receiver.count - received} of {len(ids)}"
+                f"{receiver.count - received} of {len(ids)}"
             )
         return batch
 
@@ -205,55 +222,65 @@ def main() -> Report:
     parser.add_argument("--rounds", type=int, help="alternating rounds (one batch of each)")
     args = parser.parse_args()
     count = args.messages or (100 if args.quick else 400)
-    rounds = args.rounds or (2 if args.quick else 4)
+    rounds = args.rounds or (3 if args.quick else 6)
     report = Report("webhooks: deliveries/s vs no-op RQ jobs/s, one worker")
-    receiver = Receiver()
+    receivers = {DELIVERIES: Receiver(), CLOSING: Receiver(keep_alive=False)}
+    order = (DELIVERIES, NOOPS, CLOSING)
+    totals = {kind: Batch(kind) for kind in order}
     try:
         with Stack("webhooks", keep_logs=args.keep_logs) as stack:
             say("starting redis, the simulator (for the worker's settings) and one worker…")
             stack.start_redis()
             stack.start_sim([{"sip": BOT, "password": BOT_PASSWORD}])
-            bench = WebhookBench(stack, receiver, count)
+            bench = WebhookBench(stack, receivers, count)
             bench.start_worker()
             bench.noops()  # warm-up: imports, connections
-            totals = {"deliveries": Batch("deliveries"), "no-op jobs": Batch("no-op jobs")}
             for round_no in range(rounds):
-                order = ("deliveries", "no-op jobs")
-                for kind in order if round_no % 2 == 0 else order[::-1]:
-                    batch = bench.deliveries() if kind == "deliveries" else bench.noops()
+                shift = round_no % len(order)  # each kind takes each place in turn
+                for kind in order[shift:] + order[:shift]:
+                    batch = bench.noops() if kind == NOOPS else bench.deliveries(kind)
                     say(f"  round {round_no + 1}: {kind} {batch.rate:.0f}/s")
                     totals[kind].add(batch)
             bench.client.close()
     finally:
-        receiver.close()
+        for receiver in receivers.values():
+            receiver.close()
 
-    hooks, noop = totals["deliveries"], totals["no-op jobs"]
+    hooks, noop, closing = totals[DELIVERIES], totals[NOOPS], totals[CLOSING]
     report.ratio(
         "deliveries/s / no-op jobs/s",
         ratio(hooks.rate, noop.rate),
         f"{hooks.rate:.0f} deliveries/s, {noop.rate:.0f} no-op jobs/s",
     )
-    hook_cpu, noop_cpu = (
-        ratio(hooks.cpu_s * 1000, hooks.count),
-        ratio(noop.cpu_s * 1000, noop.count),
+    report.ratio(
+        "deliveries/s, kept-alive / a connection each",
+        ratio(hooks.rate, closing.rate),
+        f"{hooks.rate:.0f} vs {closing.rate:.0f} deliveries/s",
     )
+    kept = receivers[DELIVERIES]
+    report.raw(
+        "deliveries per TCP connection, kept-alive receiver",
+        f"{ratio(kept.count, kept.connections):.1f} ({kept.count} on {kept.connections})",
+    )
+    cpu = {k: ratio(b.cpu_s * 1000, b.count) for k, b in totals.items()}
     report.ratio(
         "worker CPU per job, delivery / no-op",
-        ratio(hook_cpu, noop_cpu),
-        f"{hook_cpu:.2f} vs {noop_cpu:.2f} ms",
+        ratio(cpu[DELIVERIES], cpu[NOOPS]),
+        f"{cpu[DELIVERIES]:.2f} vs {cpu[NOOPS]:.2f} ms",
     )
-    for batch, name in ((hooks, "deliveries"), (noop, "no-op jobs")):
+    report.ratio(
+        "worker CPU per delivery, kept-alive / a connection each",
+        ratio(cpu[DELIVERIES], cpu[CLOSING]),
+        f"{cpu[DELIVERIES]:.2f} vs {cpu[CLOSING]:.2f} ms",
+    )
+    for kind, batch in totals.items():
         report.raw(
-            f"{name}: throughput",
-            f"{batch.rate:.0f}/s ({batch.count} in {batch.seconds:.2f} s)",
+            f"{kind}: throughput", f"{batch.rate:.0f}/s ({batch.count} in {batch.seconds:.2f} s)"
         )
-        report.raw(
-            f"{name}: worker CPU ms/job",
-            f"{ratio(batch.cpu_s * 1000, batch.count):.2f}",
-        )
+        report.raw(f"{kind}: worker CPU ms/job", f"{cpu[kind]:.2f}")
     report.note(
-        f"{count} jobs per batch, {rounds} round(s); every delivery is signed, POSTed on a new "
-        "connection and logged in Redis; the receiver runs in this process"
+        f"{count} jobs per batch, {rounds} round(s), the three kinds rotating; every delivery is "
+        "signed, POSTed and logged in Redis; the receivers run in this process"
     )
     return report
 

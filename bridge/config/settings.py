@@ -88,6 +88,7 @@ class Settings:
     ucwa_timeout_s: int = 30
     ucwa_max_body_bytes: int = 4 * 1024 * 1024
     ucwa_trusted_hosts: tuple[str, ...] = ()
+    ucwa_connection_idle_s: float = 30.0
 
     def __repr__(self) -> str:
         return (
@@ -150,6 +151,7 @@ class Settings:
             ucwa_timeout_s=env.ucwa_timeout_s,
             ucwa_max_body_bytes=env.ucwa_max_body_bytes,
             ucwa_trusted_hosts=env.ucwa_trusted_hosts,
+            ucwa_connection_idle_s=env.ucwa_connection_idle_s,
         )
 
 

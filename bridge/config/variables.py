@@ -235,6 +235,13 @@ class BridgeEnvironment(BaseSettings):
     ucwa_timeout_s: Annotated[int, _bounded(600), Use(UCWA)] = Field(
         30, description="total deadline of one UCWA request, connect to last byte"
     )
+    ucwa_connection_idle_s: Annotated[
+        float, Field(ge=0, le=110, allow_inf_nan=False), Use(UCWA)
+    ] = Field(
+        30.0,
+        description="a kept-alive UCWA connection idle longer is not reused (under IIS's 120 s; "
+        "0: a new connection for every request)",
+    )
     ucwa_max_body_bytes: Annotated[int, _bounded(256 * 1024 * 1024), Use(UCWA)] = Field(
         4 * 1024 * 1024, description="larger UCWA answers are refused (ResponseTooLarge)"
     )

@@ -73,6 +73,7 @@ class TransportOptions:
             timeout_s=float(settings.ucwa_timeout_s),
             max_body_bytes=settings.ucwa_max_body_bytes,
             trusted_hosts=settings.ucwa_trusted_hosts,
+            max_idle_s=settings.ucwa_connection_idle_s,
         )
 
 

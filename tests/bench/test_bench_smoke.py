@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,13 +25,25 @@ TIMEOUT_S = 60
 
 CASES = {
     "send_path": (
-        ["--messages", "6", "--baseline-messages", "2", "--paced", "4", "--rounds", "1"],
+        [
+            "--messages",
+            "6",
+            "--baseline-messages",
+            "2",
+            "--paced",
+            "4",
+            "--rounds",
+            "1",
+            "--compare-connections",
+        ],
         [
             "throughput, bridge / baseline @20 ms",
             "UCWA requests/message, bridge / baseline @20 ms",
             "UCWA requests/message excl. event GETs, bridge / baseline @20 ms",
             "latency p50 / floor, bridge warm, paced @20 ms",
             "latency p50 / floor, bridge cold, paced @20 ms",
+            "bridge burst throughput, kept-alive / a connection per request @20 ms",
+            "worker CPU per message, kept-alive / a connection per request @20 ms",
         ],
         [
             "throughput >= 5x baseline @20 ms",
@@ -38,6 +51,8 @@ CASES = {
             "p50 <= floor + 2 RTT + 30 ms @20 ms",
             "baseline UCWA requests/message by kind @20 ms",
             "bridge burst @20 ms",
+            "UCWA requests per TCP connection, bridge | baseline @20 ms",
+            "UCWA requests per TCP connection, bridge kept-alive | a connection per request @20 ms",
         ],
     ),
     "intake": (
@@ -62,14 +77,40 @@ CASES = {
     "webhooks": (
         # enough jobs that the worker's CPU time (10 ms ticks) is not zero for a batch
         ["--messages", "60", "--rounds", "1"],
-        ["deliveries/s / no-op jobs/s", "worker CPU per job, delivery / no-op"],
-        ["deliveries: throughput", "no-op jobs: throughput"],
+        [
+            "deliveries/s / no-op jobs/s",
+            "worker CPU per job, delivery / no-op",
+            "deliveries/s, kept-alive / a connection each",
+        ],
+        [
+            "deliveries: throughput",
+            "no-op jobs: throughput",
+            "deliveries, a connection each: throughput",
+            "deliveries per TCP connection, kept-alive receiver",
+        ],
     ),
     "memory": (
         ["--messages", "10", "--rounds", "2"],
         ["bridge RSS after 10 messages / idle", "poller RSS after 10 / idle"],
         ["no growth after round 1 (each later round <= 1 MB)", "worker RSS MB: idle, +5, +10"],
     ),
+}
+
+
+def _per_connection(label: str) -> Callable[[str], tuple[float, float | None]]:
+    def read(output: str) -> tuple[float, float | None]:
+        match = re.search(rf"^ +{re.escape(label)}\s+([0-9.]+)(?: \| ([0-9.]+))?", output, re.M)
+        assert match, f"no line {label!r} in:\n{output}"
+        return float(match.group(1)), None if match.group(2) is None else float(match.group(2))
+
+    return read
+
+
+REUSE = {
+    "send_path": _per_connection(
+        "UCWA requests per TCP connection, bridge kept-alive | a connection per request @20 ms"
+    ),
+    "webhooks": _per_connection("deliveries per TCP connection, kept-alive receiver"),
 }
 
 
@@ -127,6 +168,9 @@ def test_benchmark_runs_and_prints_its_figures(name: str) -> None:
         assert math.isfinite(value) and value > 0, f"{label}: {value}"
     for label in raws:  # raw figures and targets (met or MISSED: only their presence counts)
         assert re.search(rf"^ +{re.escape(label)}\s+\S", out, re.MULTILINE), (label, out)
+    if name in REUSE:  # connections kept alive carry several requests; closed ones, one each
+        kept, fresh = REUSE[name](out)
+        assert kept > 1.5 and (fresh is None or fresh == 1.0), (kept, fresh, out)
     deadline = time.monotonic() + 5
     while (left := marked_processes(token)) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -239,3 +239,32 @@ def test_a_credential_in_x_ms_diagnostics_never_reaches_the_error(ucwa: HostileS
     assert raised.value.diagnostics is not None
     assert "AAEB" not in raised.value.diagnostics
     assert raised.value.diagnostics.startswith('1000;reason="echo";token=[REDACTED]')
+
+
+def test_connection_idle_0_from_the_environment_opens_a_connection_per_request(
+    sim: Simulator,
+) -> None:
+    from bridge.config.settings import Settings
+
+    settings = Settings.from_env(
+        "worker",
+        {
+            "BRIDGE_REDIS_URL": "redis://127.0.0.1:1/0",
+            "BRIDGE_UCWA_DISCOVERY_URL": sim.discovery_url,
+            "BRIDGE_UCWA_USERNAME": BOT,
+            "BRIDGE_UCWA_PASSWORD": PASSWORD,
+            "BRIDGE_UCWA_CONNECTION_IDLE_S": "0",
+        },
+    )
+    options = TransportOptions.from_settings(settings)
+    assert options.max_idle_s == 0.0
+    client = UcwaClient(Credentials(BOT, PASSWORD), UcwaTransport(options=options))
+    app = Bootstrap(client, BOT, sim.discovery_url).run()
+    client.base_url = app.base_url
+    control(sim, "DELETE", "/_sim/requests")
+    for _ in range(4):
+        time.sleep(0.01)  # idle for longer than 0 s
+        client.get_json(app.href, kind="application")
+    entries = control(sim, "GET", "/_sim/requests")["requests"]
+    assert len(entries) == 4
+    assert len({e["connection"] for e in entries}) == 4
