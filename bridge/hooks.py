@@ -21,11 +21,10 @@ def status_events(account: str, env: Mapping[str, str] | None = None) -> StatusH
     return status_hook(endpoints, settings, account=account)
 
 
-def inbound_events(account: str, env: Mapping[str, str] | None = None) -> InboundEvents | None:
+def inbound_events(account: str, env: Mapping[str, str] | None = None) -> InboundEvents:
+    """Built with or without endpoints: it also keeps each conversation's message log."""
     values = os.environ if env is None else env
     endpoints, settings = webhook_config(values)
-    if not endpoints:
-        return None
     flags = read_variables(values, ("webhook_typing_events", "webhook_ended_events"))
     return InboundEvents(
         endpoints,

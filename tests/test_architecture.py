@@ -45,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "bridge.api": {
         "bridge.observability",
         "bridge.outbound",
+        "bridge.session",  # reads the conversation registry for GET /conversations
         "bridge.webhooks",
         "bridge.ucwa",
         "bridge.config",

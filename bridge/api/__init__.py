@@ -1,6 +1,7 @@
 """The HTTP API, every endpoint and its plumbing: ``create_app(settings, redis_client=None)``.
 
-May import ``observability``, ``outbound``, ``webhooks``, ``ucwa`` and ``config``; gunicorn serves
+May import ``observability``, ``outbound``, ``session`` (the conversation registry, read only),
+``webhooks``, ``ucwa`` and ``config``; gunicorn serves
 ``bridge.api.wsgi:app``.
 """
 

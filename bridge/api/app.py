@@ -15,6 +15,7 @@ import redis
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from bridge.api import conversations as conversations_api
 from bridge.api import webhooks as webhooks_api
 from bridge.api.auth import Authenticator, Caller
 from bridge.api.health import readiness
@@ -67,6 +68,7 @@ from bridge.observability.metrics import (
 )
 from bridge.outbound.intake import Gate, Intake, IntakeConflict
 from bridge.outbound.messages import MessageNotFound, MessageRecord, MessageStore
+from bridge.session.conversations import ConversationLog, ConversationRegistry
 from bridge.ucwa.datauri import html_to_text
 from bridge.ucwa.html_policy import sanitize_outgoing_html
 from bridge.ucwa.text import unencodable
@@ -143,6 +145,14 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
 
     webhooks_api.init_app(app, WebhookAdmin(client, webhook_settings, endpoints))
     app.register_blueprint(webhooks_api.blueprint)
+    account = (settings.ucwa_username or "").lower()
+    conversations_api.init_app(
+        app,
+        conversations_api.ConversationViews(
+            ConversationRegistry(client, account), ConversationLog(client), store
+        ),
+    )
+    app.register_blueprint(conversations_api.blueprint)
     app.before_request(_begin_request)
     app.before_request(check_request_text)
     app.before_request(_authorize_webhooks)
@@ -183,13 +193,15 @@ def _end_request(_error: BaseException | None) -> None:
 
 
 def _authorize_webhooks() -> None:
-    """The delivery log is read with the read scope; retry, replay and enable need send."""
+    """The delivery log and conversations are read with the read scope; retry, replay and
+    enable need send."""
     # OPTIONS only lists the allowed methods (Flask answers it), as on every other route.
-    if request.blueprint != webhooks_api.blueprint.name or request.method == "OPTIONS":
+    if request.blueprint not in _BLUEPRINTS or request.method == "OPTIONS":
         return
     _authorize(_services(), scope_for(request.method))
 
 
+_BLUEPRINTS = frozenset({webhooks_api.blueprint.name, conversations_api.blueprint.name})
 # HEAD answers what GET would, so it needs what GET needs, on every route.
 _READING_METHODS = frozenset({"GET", "HEAD"})
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from bridge.api.gunicorn_worker import GUNICORN_PROBLEM_TYPES
 from bridge.api.idempotency import VALID_KEY
+from bridge.api.openapi_conversations import conversation_paths, conversation_schemas
 from bridge.api.openapi_webhooks import webhook_paths
 from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
 from bridge.api.rate_limit import RATE_LIMITED
@@ -186,6 +187,7 @@ def _components(max_message_chars: int) -> dict[str, Any]:
                     },
                 },
             },
+            **conversation_schemas(),
             "Health": {
                 "type": "object",
                 "required": ["status"],
@@ -380,6 +382,7 @@ def build_document(
             "/messages": {"post": _post_messages()},
             "/messages/{message_id}": {"get": _get_message()},
             **webhook_paths(_authenticated, endpoint_ids),
+            **conversation_paths(_authenticated),
             "/healthz": {"get": _unauthenticated("Process is up", {"200": "Up."}, JSON)},
             "/metrics": {
                 "get": _unauthenticated(

@@ -51,6 +51,7 @@ IDEMPOTENCY_KEY_REUSED = ProblemType(
     "idempotency-key-reused", 422, "Idempotency-Key was already used with a different request"
 )
 DELIVERY_NOT_FOUND = ProblemType("delivery-not-found", 404, "No such webhook delivery")
+CONVERSATION_NOT_FOUND = ProblemType("conversation-not-found", 404, "No such conversation")
 ENDPOINT_NOT_FOUND = ProblemType("endpoint-not-found", 404, "No such webhook endpoint")
 DELIVERY_IN_FLIGHT = ProblemType(
     "delivery-in-flight", 409, "The delivery is queued or being attempted"
@@ -67,6 +68,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     FORBIDDEN,
     NOT_FOUND,
     MESSAGE_NOT_FOUND,
+    CONVERSATION_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     IDEMPOTENCY_IN_PROGRESS,
     PAYLOAD_TOO_LARGE,
@@ -134,3 +136,10 @@ class Problem(Exception):
         for name, value in self.headers.items():
             response.headers[name] = value
         return response
+
+
+def invalid(field: str, message: str) -> Problem:
+    """A 422 naming one bad field or query parameter."""
+    return Problem(
+        VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "invalid")]
+    )

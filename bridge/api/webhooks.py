@@ -17,6 +17,7 @@ from bridge.api.problems import (
     VALIDATION,
     FieldError,
     Problem,
+    invalid,
 )
 from bridge.api.request_body import read_json
 from bridge.config.settings import Settings
@@ -39,12 +40,6 @@ def init_app(app: Flask, admin: WebhookAdmin) -> None:
 def _admin() -> WebhookAdmin:
     admin: WebhookAdmin = current_app.extensions[EXTENSION_KEY]
     return admin
-
-
-def invalid(field: str, message: str) -> Problem:
-    return Problem(
-        VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "invalid")]
-    )
 
 
 @blueprint.errorhandler(Problem)

@@ -233,6 +233,9 @@ class EventSink:
                 conv = conversation(notice.conversation_href)
                 if isinstance(notice, IncomingMessage):
                     result.inbound += 1
+                    if conv is not None and _same_person(notice.from_uri, conv.remote):
+                        # The display name an outgoing conversation never learned otherwise.
+                        conv.remote_name = conv.remote_name or notice.from_name
                 if self.inbound_hook is not None:
                     self.inbound_hook(pipe, notice, conv)
 
@@ -286,3 +289,10 @@ class EventSink:
         except MessageNotFound:
             return False
         return True
+
+
+def _same_person(uri: str | None, remote: str | None) -> bool:
+    def bare(value: str) -> str:
+        return value.strip().lower().removeprefix("sip:")
+
+    return bool(uri and remote) and bare(uri or "") == bare(remote or "")

@@ -17,7 +17,7 @@ import redis
 from redis.client import Pipeline
 
 from bridge.config.redis_text import text_or_none
-from bridge.session.conversations import Conversation, conversation_id
+from bridge.session.conversations import Conversation, ConversationLog, conversation_id
 from bridge.ucwa.datauri import DataContent, decode_data_uri, html_to_text
 from bridge.ucwa.errors import InvalidDataUri
 from bridge.ucwa.html_policy import sanitize_html
@@ -251,6 +251,8 @@ class InboundEvents:
             batch.prefetch([*keys, first_key(conv_id)] if conv_id else keys)
         staged: list[str] = []
         for event in self.events_for(notice, conversation, batch):
+            if event["type"] == EventType.MESSAGE_RECEIVED:
+                _log_received(pipe, event["data"], self.clock())
             staged += stage_event(pipe, event, self.endpoints, self.settings)
         return staged
 
@@ -414,3 +416,19 @@ class InboundEvents:
         event = new_event(EventType.CONVERSATION_ENDED, data, now)
         event["id"] = event_id_for(EventType.CONVERSATION_ENDED, conv_id)
         return [event]
+
+
+def _log_received(pipe: Pipeline, data: dict[str, Any], now: datetime) -> None:
+    """An inbound message in its conversation's log (``GET /conversations/<id>``)."""
+    conv_id = data.get("conversation")
+    if not isinstance(conv_id, str):
+        return
+    entry = {
+        "direction": "inbound",
+        "message_id": data["message_id"],
+        "from": data["from"],
+        "text": data["text"],
+        "html": data["html"],
+        "at": data["received_at"],
+    }
+    ConversationLog.add(pipe, conv_id, entry, now.timestamp())

@@ -26,8 +26,9 @@ from bridge.outbound.messages import (
     MessageStore,
     RecipientQueue,
     UcwaFault,
+    parse_time,
 )
-from bridge.session.conversations import conversation_id
+from bridge.session.conversations import ConversationLog, conversation_id
 from bridge.ucwa.events import Reason
 from bridge.ucwa.failures import RetryClass, classify_failure
 
@@ -125,7 +126,7 @@ class Outbound:
     def _safe_transition(
         self, message_id: str, status: MessageStatus, **fields: Any
     ) -> MessageRecord | None:
-        also = self.on_final if status.is_terminal else None
+        also = self._on_final if status.is_terminal else None
         try:
             record = self.store.transition(message_id, status, also, **fields)
         except IllegalTransition:
@@ -134,6 +135,15 @@ class Outbound:
             "message %s", status.value, extra={"message_id": message_id, "status": status.value}
         )
         return record
+
+    def _on_final(self, pipe: redis.client.Pipeline, record: MessageRecord) -> None:
+        """In the final transition's transaction: the status hook (webhooks), and the message
+        in its conversation's log."""
+        if self.on_final is not None:
+            self.on_final(pipe, record)
+        if record.conversation:
+            entry = {"direction": "outbound", "message_id": record.id, "at": record.created_at}
+            ConversationLog.add(pipe, record.conversation, entry, parse_time(record.created_at))
 
     def advance(self, record: MessageRecord) -> None:
         """Drop a final message from its recipient's line and start the new head, if any."""

@@ -10,13 +10,19 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import redis
 
 from bridge.config.redis_text import text
 
 RETENTION_S = 7 * 86_400
+# The newest entries a conversation's message log keeps (both directions), within RETENTION_S.
+LOG_CAP = 500
+ACTIVE_KEY = "conv:active"  # live conversations by last activity
+RECENT_KEY = "conv:recent"  # every conversation of the retention period, by start time
+SCAN_PER_PAGE = 300  # index entries one page of conversations reads at most
 
 
 # The only shape of id the bridge hands out; nothing else may name a conversation record, so no
@@ -82,6 +88,16 @@ class Conversation:
             "thread_id": self.thread_id,
         }
 
+    def api_view(self) -> dict[str, Any]:
+        """What ``GET /conversations`` shows: the public view, whether it is live, its times."""
+        return {
+            **self.public_view(),
+            "subject": self.subject,
+            "active": self.alive,
+            "started_at": _rfc3339(self.created_at),
+            "last_activity_at": _rfc3339(self.last_activity),
+        }
+
 
 class ConversationRegistry:
     """Keys: ``conv:<id>`` (JSON), ``conv:href:<href>`` → id, ``conv:remote:<sip>`` → id,
@@ -117,19 +133,56 @@ class ConversationRegistry:
         if conv.remote:
             pipe.set(f"conv:remote:{conv.remote.lower()}", conv.id, ex=RETENTION_S)
         if conv.alive:
-            pipe.zadd("conv:active", {conv.id: conv.last_activity})
-            pipe.expire("conv:active", RETENTION_S)  # gone a week after the last live one
+            pipe.zadd(ACTIVE_KEY, {conv.id: conv.last_activity})
+            pipe.expire(ACTIVE_KEY, RETENTION_S)  # gone a week after the last live one
         else:
-            pipe.zrem("conv:active", conv.id)
+            pipe.zrem(ACTIVE_KEY, conv.id)
+        # Listed by start time, which never changes, so pages stay put while conversations move.
+        # Trimmed first: a conversation that outlives the retention comes back with its save.
+        pipe.zremrangebyscore(RECENT_KEY, "-inf", f"({time.time() - RETENTION_S}")
+        pipe.zadd(RECENT_KEY, {conv.id: conv.created_at})
+        pipe.expire(RECENT_KEY, RETENTION_S)
+
+    def page(
+        self, limit: int, before: tuple[float, str] | None = None, active_only: bool = False
+    ) -> tuple[list[Conversation], tuple[float, str] | None]:
+        """Conversations newest first (by start; live ones only if ``active_only``) after the
+        cursor ``before`` (start, id) of the previous page, and the next page's cursor.
+
+        Reads at most ``SCAN_PER_PAGE`` index entries and their records: no scan of the
+        keyspace, whatever the number kept. With ``active_only`` a page can hold fewer than
+        ``limit`` (even none) and still have a next cursor. Read only.
+        """
+        top = "+inf" if before is None else str(before[0])
+        rows = cast(
+            list[tuple[bytes, float]],
+            self.client.zrevrangebyscore(
+                RECENT_KEY, top, "-inf", start=0, num=SCAN_PER_PAGE, withscores=True
+            ),
+        )
+        found: list[Conversation] = []
+        last: tuple[float, str] | None = None
+        for raw_id, score in rows:
+            cid = text(raw_id)
+            if before is not None and score == before[0] and cid >= before[1]:
+                continue  # on or above the cursor among conversations started together
+            if len(found) == limit:
+                return found, last  # there is more
+            last = (score, cid)
+            conv = self.get(cid)  # None once expired; its entry is trimmed by a later save
+            if conv is not None and (not active_only or conv.alive):
+                found.append(conv)
+        more = len(rows) == SCAN_PER_PAGE and last is not None
+        return found, last if more else None
 
     def active(self) -> list[Conversation]:
-        ids = [text(cid) for cid in self.client.zrange("conv:active", 0, -1)]
+        ids = [text(cid) for cid in self.client.zrange(ACTIVE_KEY, 0, -1)]
         found = [self.get(cid) for cid in ids]
         return [conv for conv in found if conv is not None]
 
     def idle(self, older_than: float, now: float | None = None) -> list[Conversation]:
         limit = (now or time.time()) - older_than
-        ids = [text(cid) for cid in self.client.zrangebyscore("conv:active", 0, limit)]
+        ids = [text(cid) for cid in self.client.zrangebyscore(ACTIVE_KEY, 0, limit)]
         found = [self.get(cid) for cid in ids]
         return [conv for conv in found if conv is not None and conv.alive]
 
@@ -144,7 +197,51 @@ class ConversationRegistry:
             conv.messaging_state = "Disconnected"
             conv.links = {}
             self.save(conv, pipe)
-        pipe.delete("conv:active")
+        pipe.delete(ACTIVE_KEY)
+
+
+def log_key(cid: str) -> str:
+    return f"conv:{cid}:log"
+
+
+class ConversationLog:
+    """The messages of each conversation, both ways, for ``GET /conversations/<id>``.
+
+    ``conv:<id>:log`` is a sorted set by time of JSON entries: an outbound message's id (its
+    status is read from its record when shown) or an inbound message's sender and text. Entries
+    older than RETENTION_S are trimmed on every write, at most LOG_CAP are kept, and the key
+    expires RETENTION_S after its last write.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    @staticmethod
+    def add(pipe: redis.client.Pipeline, cid: str, entry: dict[str, Any], at: float) -> None:
+        """Queue ``entry`` on ``pipe`` (in MULTI); the same entry twice is kept once."""
+        if not CONVERSATION_ID.fullmatch(cid):
+            return
+        key = log_key(cid)
+        member = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        pipe.zadd(key, {member: at})
+        pipe.zremrangebyscore(key, "-inf", f"({at - RETENTION_S}")
+        pipe.zremrangebyrank(key, 0, -LOG_CAP - 1)
+        pipe.expire(key, RETENTION_S)
+
+    def entries(self, cid: str, limit: int = LOG_CAP) -> list[dict[str, Any]]:
+        """The newest ``limit`` entries, oldest first."""
+        if not CONVERSATION_ID.fullmatch(cid):
+            return []
+        rows = self.client.zrange(log_key(cid), -limit, -1)
+        return [json.loads(text(row)) for row in rows]
+
+
+def _rfc3339(epoch: float) -> str | None:
+    if not epoch:
+        return None
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def _load(raw: str) -> Conversation:

@@ -71,6 +71,7 @@ INLINE_SECRETS: dict[str, Any] = {
 PUBLIC_PATHS = [
     {"path": "/messages", "pathType": "Prefix"},
     {"path": "/webhooks/", "pathType": "Prefix"},
+    {"path": "/conversations", "pathType": "Prefix"},
     {"path": "/openapi.json", "pathType": "Exact"},
     {"path": "/healthz", "pathType": "Exact"},
 ]
