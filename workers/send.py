@@ -14,6 +14,7 @@ from bridge.config.redis_conn import connect
 from bridge.config.settings import Settings
 from bridge.hooks import status_events
 from bridge.observability.metrics import observe_ucwa_request, with_send_metrics
+from bridge.outbound.conversation_actions import ConversationActions
 from bridge.outbound.outcomes import Outbound
 from bridge.outbound.sender import Sender, SendSettings
 from bridge.session.client import UcwaClient
@@ -69,4 +70,15 @@ def send_message(message_id: str) -> str:
 def check_message(message_id: str) -> str:
     outcome = _current().check(message_id)
     log.info("outcome check: %s", outcome, extra={"message_id": message_id})
+    return outcome
+
+
+def conversation_action(conversation_id: str, action: str) -> str:
+    """End a conversation or show the bot typing in it (``POST /conversations/<id>/…``)."""
+    sender = _current()
+    actions = ConversationActions(
+        sender.ucwa, sender.sessions, sender.registry, sender.publish_token
+    )
+    outcome = actions.run(conversation_id, action)
+    log.info("conversation %s: %s", action, outcome, extra={"conversation": conversation_id})
     return outcome

@@ -149,7 +149,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     conversations_api.init_app(
         app,
         conversations_api.ConversationViews(
-            ConversationRegistry(client, account), ConversationLog(client), store
+            client, ConversationRegistry(client, account), ConversationLog(client), store
         ),
     )
     app.register_blueprint(conversations_api.blueprint)

@@ -10,9 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from bridge.api.problems import CONVERSATION_NOT_FOUND, VALIDATION, FieldError, Problem, invalid
+from bridge.api.problems import (
+    CONVERSATION_NOT_FOUND,
+    CONVERSATION_NOT_LIVE,
+    VALIDATION,
+    FieldError,
+    Problem,
+    invalid,
+)
+from bridge.outbound.conversation_actions import Action, NotLive, enqueue
 from bridge.outbound.messages import MessageNotFound, MessageStore
 from bridge.session.conversations import (
     CONVERSATION_ID,
@@ -31,6 +40,7 @@ QUERY = frozenset({"remote", "state", "limit", "cursor"})
 
 @dataclass(frozen=True)
 class ConversationViews:
+    client: redis.Redis
     registry: ConversationRegistry
     log: ConversationLog
     store: MessageStore
@@ -106,6 +116,30 @@ def get_conversation(conversation_id: str) -> Response:
     if conv is None:
         raise Problem(CONVERSATION_NOT_FOUND, "no conversation has this id (or it has expired)")
     return jsonify(_detail(views, conv))
+
+
+@blueprint.post("/conversations/<conversation_id>/end")
+def end_conversation(conversation_id: str) -> tuple[Response, int]:
+    return _act(conversation_id, Action.END)
+
+
+@blueprint.post("/conversations/<conversation_id>/typing")
+def show_typing(conversation_id: str) -> tuple[Response, int]:
+    return _act(conversation_id, Action.TYPING)
+
+
+def _act(conversation_id: str, action: Action) -> tuple[Response, int]:
+    """Queue ``action`` for a worker: 202, or 409 if the conversation is not live now."""
+    views = _views()
+    conv = views.registry.get(conversation_id)
+    if conv is None:
+        raise Problem(CONVERSATION_NOT_FOUND, "no conversation has this id (or it has expired)")
+    try:
+        queued = enqueue(views.client, conv, action)
+    except NotLive as exc:
+        raise Problem(CONVERSATION_NOT_LIVE, f"cannot {action.value} it: {exc}") from None
+    body = {"action": action.value, "job_id": queued.job_id, "conversation": conv.api_view()}
+    return jsonify(body), 202
 
 
 def _detail(views: ConversationViews, conv: Conversation) -> dict[str, Any]:

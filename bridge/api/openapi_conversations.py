@@ -73,6 +73,15 @@ def conversation_schemas() -> dict[str, Any]:
                 },
             ]
         },
+        "ConversationAction": {
+            "type": "object",
+            "required": ["action", "job_id", "conversation"],
+            "properties": {
+                "action": {"type": "string", "enum": ["end", "typing"]},
+                "job_id": {"type": "string", "description": "The worker job that will do it."},
+                "conversation": {"$ref": "#/components/schemas/Conversation"},
+            },
+        },
         "ConversationPage": {
             "type": "object",
             "required": ["items", "next_cursor"],
@@ -169,5 +178,54 @@ def conversation_paths(problems: Responses) -> dict[str, Any]:
                     **problems({"404": "No such conversation (or past retention)."}),
                 },
             }
+        },
+        "/conversations/{conversation_id}/end": {
+            "post": _action(
+                "endConversation",
+                "End the conversation (UCWA stopMessaging), done by a worker",
+                "Queued; the conversation's state turns Disconnected once UCWA reports it.",
+                problems,
+            )
+        },
+        "/conversations/{conversation_id}/typing": {
+            "post": _action(
+                "showTyping",
+                "Show the bot as typing in the conversation (UCWA setIsTyping)",
+                "Queued; dropped if no worker starts it within 10 s.",
+                problems,
+            )
+        },
+    }
+
+
+def _action(operation_id: str, summary: str, ok: str, problems: Responses) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["conversations"],
+        "security": [{"apiKey": []}],
+        "parameters": [
+            {
+                "name": "conversation_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ],
+        "responses": {
+            "202": {
+                "description": ok,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/ConversationAction"}
+                    }
+                },
+            },
+            **problems(
+                {
+                    "404": "No such conversation (or past retention).",
+                    "409": "The conversation is not live now (ended, or no messaging).",
+                }
+            ),
         },
     }

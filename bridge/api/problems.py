@@ -52,6 +52,9 @@ IDEMPOTENCY_KEY_REUSED = ProblemType(
 )
 DELIVERY_NOT_FOUND = ProblemType("delivery-not-found", 404, "No such webhook delivery")
 CONVERSATION_NOT_FOUND = ProblemType("conversation-not-found", 404, "No such conversation")
+CONVERSATION_NOT_LIVE = ProblemType(
+    "conversation-not-live", 409, "The conversation is not live on the UCWA server"
+)
 ENDPOINT_NOT_FOUND = ProblemType("endpoint-not-found", 404, "No such webhook endpoint")
 DELIVERY_IN_FLIGHT = ProblemType(
     "delivery-in-flight", 409, "The delivery is queued or being attempted"
@@ -69,6 +72,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     NOT_FOUND,
     MESSAGE_NOT_FOUND,
     CONVERSATION_NOT_FOUND,
+    CONVERSATION_NOT_LIVE,
     METHOD_NOT_ALLOWED,
     IDEMPOTENCY_IN_PROGRESS,
     PAYLOAD_TOO_LARGE,

@@ -169,7 +169,7 @@ class Sender:
         except ue.UcwaError as exc:
             return self._handle_error(record, exc, path, conversation, session.generation)
         finally:
-            self._publish_token(session)
+            self.publish_token(session)
         location = response.header("Location")
         if not location:
             self._mark(record, step="queued")
@@ -456,7 +456,8 @@ class Sender:
             self.registry.save(conv, pipe)
             pipe.execute()
 
-    def _publish_token(self, session: Session) -> None:
+    def publish_token(self, session: Session) -> None:
+        """Share a token this worker renewed, so other workers need not renew it again."""
         token = self.ucwa.token()
         if token is not None and token.access_token != session.token:
             self.sessions.replace_token(

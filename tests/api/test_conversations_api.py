@@ -231,3 +231,67 @@ def test_reading_conversations_needs_the_read_scope(client: FlaskClient) -> None
     assert (
         client.get("/conversations/../messages", headers=bearer(READ_ONLY_KEY)).status_code == 404
     )
+
+
+def test_end_and_typing_queue_one_job_each_and_need_the_send_scope(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    from rq import Queue
+
+    from bridge.outbound.conversation_actions import ACTION_FUNC, TYPING_TTL_S
+
+    conv = start(redis_client, 3, time.time())
+    conv.links = {
+        "stopMessaging": "https://ucwa.contoso.com/m/terminate",
+        "setIsTyping": "https://ucwa.contoso.com/m/typing",
+    }
+    with redis_client.pipeline() as pipe:
+        pipe.multi()
+        ConversationRegistry(redis_client, ACCOUNT).save(conv, pipe)
+        pipe.execute()
+    path = f"/conversations/{conv.id}"
+    assert client.post(path + "/typing", headers=bearer(READ_ONLY_KEY)).status_code == 403
+    assert client.post(path + "/typing").status_code == 401
+
+    answer = client.post(path + "/typing", headers=bearer(SEND_ONLY_KEY))
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    [job] = Queue("send", connection=redis_client).get_jobs()
+    assert (job.func_name, job.args, job.id) == (
+        ACTION_FUNC,
+        (conv.id, "typing"),
+        answer.json["job_id"],
+    )
+    assert job.ttl == TYPING_TTL_S  # a typing indicator shown late is dropped instead
+    assert client.post(path + "/end", headers=bearer(SEND_ONLY_KEY)).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("state", "messaging", "links", "action"),
+    [
+        ("Disconnected", "Disconnected", {}, "end"),
+        ("Connected", "Disconnected", {"stopMessaging": "x", "setIsTyping": "y"}, "typing"),
+        ("Connected", "Connected", {"sendMessage": "x"}, "end"),
+    ],
+)
+def test_acting_on_a_conversation_that_is_not_live_is_409_and_queues_nothing(
+    client: FlaskClient,
+    redis_client: redis.Redis,
+    state: str,
+    messaging: str,
+    links: dict[str, str],
+    action: str,
+) -> None:
+    from rq import Queue
+
+    conv = start(redis_client, 4, time.time())
+    conv.state, conv.messaging_state, conv.links = state, messaging, links
+    with redis_client.pipeline() as pipe:
+        pipe.multi()
+        ConversationRegistry(redis_client, ACCOUNT).save(conv, pipe)
+        pipe.execute()
+    answer = client.post(f"/conversations/{conv.id}/{action}", headers=bearer(SEND_ONLY_KEY))
+    assert answer.status_code == 409
+    assert answer.json["type"].endswith("conversation-not-live")
+    assert Queue("send", connection=redis_client).count == 0
+    missing = client.post("/conversations/conv_" + "e" * 24 + "/end", headers=bearer(SEND_ONLY_KEY))
+    assert missing.status_code == 404

@@ -64,3 +64,47 @@ def test_a_conversation_shows_its_messages_both_ways_without_any_webhook(
     assert missing.status_code == 404
     assert missing.headers["Content-Type"] == "application/problem+json"
     assert missing.json()["type"].endswith("conversation-not-found")
+
+
+def test_the_bot_shows_typing_then_ends_the_conversation_through_a_worker(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = make_bridge()
+    opening = bridge.send(BOB, "hello")
+    conversation = bridge.wait_final(opening)[opening]["conversation"]
+
+    def posted(kind: str) -> list[dict[str, Any]]:
+        return [r for r in bridge.ucwa_requests() if r["kind"] == kind]
+
+    typing = bridge.api("POST", f"/conversations/{conversation}/typing")
+    assert typing.status_code == 202, typing.text
+    assert (
+        typing.json()["action"] == "typing" and typing.json()["conversation"]["id"] == conversation
+    )
+    wait_for(lambda: bool(posted("setIsTyping")), 15, "setIsTyping at UCWA", bridge.logs)
+    [shown] = posted("setIsTyping")
+    assert shown["method"] == "POST" and shown["status"] < 300, shown
+
+    ended = bridge.api("POST", f"/conversations/{conversation}/end")
+    assert ended.status_code == 202, ended.text
+    wait_for(
+        lambda: bridge.api_get(f"/conversations/{conversation}")["active"] is False,
+        15,
+        "the conversation to end",
+        bridge.logs,
+    )
+    [stopped] = posted("stopMessaging")
+    assert stopped["status"] < 300, stopped
+    assert bridge.api_get("/conversations?state=active")["items"] == []
+
+    for action in ("end", "typing"):  # nothing left to act on
+        again = bridge.api("POST", f"/conversations/{conversation}/{action}")
+        assert again.status_code == 409, again.text
+        assert again.json()["type"].endswith("conversation-not-live")
+    assert bridge.api("POST", "/conversations/conv_" + "1" * 24 + "/end").status_code == 404
+
+    # A message to the same person afterwards opens a new conversation and is delivered.
+    after = bridge.send(BOB, "still there?")
+    final = bridge.wait_final(after)[after]
+    assert final["status"] == "delivered" and final["conversation"] != conversation
+    assert bridge.texts(BOB) == ["hello", "still there?"]
