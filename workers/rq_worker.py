@@ -137,7 +137,7 @@ class BridgeScheduler(RQScheduler):
                     continue
                 outage.begin(exc, "the scheduler waits and resumes by itself")
             delay = 0.2
-            while not self._stop_requested:
+            while not self._stop_requested and not self._orphaned():
                 try:
                     probe_writable(self.connection)
                     break
@@ -188,12 +188,17 @@ class BridgeScheduler(RQScheduler):
 
     def _sleep_unless_stopped(self, seconds: float) -> None:
         until = time.monotonic() + seconds
-        while not self._stop_requested and time.monotonic() < until:
+        while not self._orphaned() and time.monotonic() < until:
             time.sleep(min(0.2, until - time.monotonic()))
 
-    def heartbeat(self) -> None:
+    def _orphaned(self) -> bool:
+        """The worker that started this scheduler is gone: stop (and give the lock back)."""
         if os.getppid() != getattr(self, "_parent_pid", os.getppid()):
-            self._stop_requested = True  # the worker is gone: stop and give the lock back
+            self._stop_requested = True
+        return self._stop_requested
+
+    def heartbeat(self) -> None:
+        if self._orphaned():
             return
         super().heartbeat()
 

@@ -122,7 +122,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         ),
         limiter=RateLimiter(client, settings.rate_limit, settings.rate_limit_keys),
         limits=Limits(settings.max_message_chars),
-        openapi=build_document(settings.max_message_chars, [e.id for e in endpoints]),
+        openapi=build_document(settings.max_message_chars),
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

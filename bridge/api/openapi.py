@@ -5,11 +5,13 @@ The request schema comes from the pydantic model; responses and problems are wri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
+
+from pydantic.json_schema import models_json_schema
 
 from bridge.api.gunicorn_worker import GUNICORN_PROBLEM_TYPES
 from bridge.api.idempotency import VALID_KEY
+from bridge.api.models import MODELS as ANSWER_MODELS
 from bridge.api.openapi_conversations import conversation_paths, conversation_schemas
 from bridge.api.openapi_webhooks import webhook_paths
 from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
@@ -22,6 +24,8 @@ from bridge.api.schemas import (
     SendMessageRequest,
 )
 from bridge.outbound.messages import MessageStatus
+from bridge.webhooks.events import EventType
+from bridge.webhooks.payloads import DATA_MODELS, DESCRIPTIONS, envelope_schema
 
 # Problems the API answers beyond the shared catalogue: the rate limiter's and gunicorn's.
 API_PROBLEM_TYPES: tuple[ProblemType, ...] = (
@@ -168,7 +172,14 @@ def _components(max_message_chars: int) -> dict[str, Any]:
                 "type": "object",
                 "required": ["type", "title", "status", "detail"],
                 "properties": {
-                    "type": {"type": "string", "enum": [t.uri for t in API_PROBLEM_TYPES]},
+                    # Open: a newer server may answer a type this document does not list yet.
+                    "type": {
+                        "type": "string",
+                        "format": "uri",
+                        "description": "A stable problem type URI. Known types: "
+                        + ", ".join(t.uri for t in API_PROBLEM_TYPES),
+                        "examples": [t.uri for t in API_PROBLEM_TYPES],
+                    },
                     "title": {"type": "string"},
                     "status": {"type": "integer"},
                     "detail": {"type": "string"},
@@ -276,6 +287,7 @@ def _post_messages() -> dict[str, Any]:
     }
     return {
         "operationId": "sendMessage",
+        "tags": ["messages"],
         "summary": "Accept a message for delivery",
         "description": "HTML is sanitised to what Skype for Business renders before it is "
         "stored; the answer shows what will be sent.",
@@ -332,6 +344,7 @@ def _post_messages() -> dict[str, Any]:
 def _get_message() -> dict[str, Any]:
     return {
         "operationId": "getMessage",
+        "tags": ["messages"],
         "summary": "Status of an accepted message",
         "security": [{"apiKey": []}],
         "parameters": [
@@ -348,10 +361,14 @@ def _get_message() -> dict[str, Any]:
     }
 
 
-def _unauthenticated(summary: str, codes: dict[str, str], media_type: str) -> dict[str, Any]:
+def _unauthenticated(
+    operation_id: str, summary: str, codes: dict[str, str], media_type: str
+) -> dict[str, Any]:
     schema = _ref("Health") if media_type == "application/json" else {"type": "string"}
     return {
+        "operationId": operation_id,
         "summary": summary,
+        "tags": ["operations"],
         "security": [],
         "responses": {
             code: {"description": description, "content": {media_type: {"schema": schema}}}
@@ -361,11 +378,11 @@ def _unauthenticated(summary: str, codes: dict[str, str], media_type: str) -> di
     }
 
 
-def build_document(
-    max_message_chars: int, endpoint_ids: Sequence[str] = (), version: str = "0.1.0"
-) -> dict[str, Any]:
+def build_document(max_message_chars: int, version: str = "0.1.0") -> dict[str, Any]:
     """The full OpenAPI 3.1 document; problem types are listed in ``Problem.type``."""
-    document_op = _unauthenticated("This document", {"200": "OpenAPI 3.1 document."}, JSON)
+    document_op = _unauthenticated(
+        "getOpenApiDocument", "This document", {"200": "OpenAPI 3.1 document."}, JSON
+    )
     document_op["responses"]["200"]["content"][JSON]["schema"] = {"type": "object"}
     return {
         "openapi": "3.1.0",
@@ -381,20 +398,79 @@ def build_document(
         "paths": {
             "/messages": {"post": _post_messages()},
             "/messages/{message_id}": {"get": _get_message()},
-            **webhook_paths(_authenticated, endpoint_ids),
+            **webhook_paths(_authenticated),
             **conversation_paths(_authenticated),
-            "/healthz": {"get": _unauthenticated("Process is up", {"200": "Up."}, JSON)},
+            "/healthz": {
+                "get": _unauthenticated("getHealth", "Process is up", {"200": "Up."}, JSON)
+            },
             "/metrics": {
                 "get": _unauthenticated(
-                    "Prometheus metrics (text format)", {"200": "Metrics."}, "text/plain"
+                    "getMetrics",
+                    "Prometheus metrics (text format)",
+                    {"200": "Metrics."},
+                    "text/plain",
                 )
             },
             "/readyz": {
                 "get": _unauthenticated(
-                    "Ready to accept traffic", {"200": "Ready.", "503": "Not ready."}, JSON
+                    "getReadiness",
+                    "Ready to accept traffic",
+                    {"200": "Ready.", "503": "Not ready."},
+                    JSON,
                 )
             },
             "/openapi.json": {"get": document_op},
         },
-        "components": _components(max_message_chars),
+        "webhooks": _event_webhooks(),
+        "components": _with_event_schemas(_components(max_message_chars)),
+    }
+
+
+def _event_name(event_type: EventType) -> str:
+    """``message.received`` → ``MessageReceivedEvent``."""
+    return "".join(part.capitalize() for part in event_type.value.split(".")) + "Event"
+
+
+def _with_event_schemas(components: dict[str, Any]) -> dict[str, Any]:
+    """The event bodies' schemas, from the pydantic models the tests check every event with."""
+    models = sorted(set(DATA_MODELS.values()), key=lambda m: m.__name__)
+    _, top = models_json_schema(
+        [(model, "serialization") for model in models], ref_template=_REF + "{model}"
+    )
+    schemas = components["schemas"]
+    schemas.update(top.get("$defs", {}))
+    _, answers = models_json_schema(
+        [(model, "serialization") for model in ANSWER_MODELS], ref_template=_REF + "{model}"
+    )
+    schemas.update(answers.get("$defs", {}))
+    for event_type, model in DATA_MODELS.items():
+        schemas[_event_name(event_type)] = envelope_schema(event_type, _REF + model.__name__)
+    return components
+
+
+def _event_webhooks() -> dict[str, Any]:
+    """OpenAPI 3.1 ``webhooks``: what the bridge POSTs to each endpoint, one entry per type."""
+    signature_headers = {
+        name: {"in": "header", "name": name, "required": True, "schema": {"type": "string"}}
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    }
+    return {
+        event_type.value: {
+            "post": {
+                "operationId": "on" + _event_name(event_type).removesuffix("Event"),
+                "summary": DESCRIPTIONS[event_type],
+                "tags": ["webhook events"],
+                "parameters": list(signature_headers.values()),
+                "requestBody": {
+                    "required": True,
+                    "description": "Signed per Standard Webhooks (see the README).",
+                    "content": {"application/json": {"schema": _ref(_event_name(event_type))}},
+                },
+                "responses": {
+                    "2XX": {"description": "Received. Any other answer (or none) is retried."},
+                    "410": {"description": "Gone: the endpoint is disabled, nothing more sent."},
+                },
+            }
+        }
+        for event_type in EventType
     }

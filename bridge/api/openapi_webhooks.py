@@ -27,6 +27,17 @@ _FILTERS: dict[str, dict[str, Any]] = {
 }
 
 
+# The answer model (``bridge.api.models``) of each operation.
+ANSWERS = {
+    "listDeliveries": "DeliveryPage",
+    "getDelivery": "DeliveryDetail",
+    "retryDelivery": "Delivery",
+    "replayDeliveries": "ReplayResult",
+    "listEndpoints": "EndpointList",
+    "enableEndpoint": "Endpoint",
+}
+
+
 def _operation(
     operation_id: str,
     summary: str,
@@ -55,7 +66,11 @@ def _operation(
         "responses": {
             status: {
                 "description": ok,
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/" + ANSWERS[operation_id]}
+                    }
+                },
             },
             **problems(extra or {}),
         },
@@ -68,10 +83,13 @@ def _operation(
     return operation
 
 
-def _replay_body(endpoint_ids: Sequence[str]) -> dict[str, Any]:
-    properties: dict[str, Any] = {"since": {"type": "string", "format": "date-time"}}
-    if endpoint_ids:
-        properties["endpoint"] = {"type": "string", "enum": list(endpoint_ids)}
+def _replay_body() -> dict[str, Any]:
+    # Endpoint ids are plain strings: a document that listed this deployment's would make every
+    # generated client deployment-specific. An unknown one is a 404.
+    properties: dict[str, Any] = {
+        "since": {"type": "string", "format": "date-time"},
+        "endpoint": {"type": "string", "description": "an endpoint id (GET /webhooks/endpoints)"},
+    }
     return {
         "type": "object",
         "required": ["since"],
@@ -80,7 +98,7 @@ def _replay_body(endpoint_ids: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def webhook_paths(problems: Responses, endpoint_ids: Sequence[str]) -> dict[str, Any]:
+def webhook_paths(problems: Responses) -> dict[str, Any]:
     """``problems(extra)`` gives the error responses of an authenticated operation."""
     return {
         "/webhooks/deliveries": {
@@ -121,11 +139,12 @@ def webhook_paths(problems: Responses, endpoint_ids: Sequence[str]) -> dict[str,
                 "How many deliveries were queued again.",
                 problems,
                 status="202",
-                body=_replay_body(endpoint_ids),
+                body=_replay_body(),
                 extra={
                     "400": "Malformed JSON (or not UTF-8), or a body that is malformed or "
                     "ended early.",
                     "413": "Body over the size limit.",
+                    "404": "No configured endpoint with this id.",
                     "415": "Content-Type is not application/json.",
                     "422": "Invalid body: a bad or unknown field, a key given twice, or an "
                     "unpaired surrogate (errors names the field).",

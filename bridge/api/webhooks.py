@@ -130,7 +130,7 @@ def replay() -> tuple[Response, int]:
     if endpoint_id is not None and not isinstance(endpoint_id, str):
         raise invalid("endpoint", "an endpoint id string")
     if endpoint_id is not None and endpoint_id not in _admin().endpoints:
-        raise invalid("endpoint", "no configured endpoint with this id")
+        raise EndpointNotFound(endpoint_id)
     return jsonify({"replayed": _admin().replay(since, endpoint_id)}), 202
 
 

@@ -23,6 +23,7 @@ import requests
 from standardwebhooks import Webhook
 
 from bridge.config.embedded_redis import free_port
+from bridge.webhooks.payloads import validate_event
 from tests.rewriting_proxy import RewritingProxy
 from tests.webhooks.receiver import WebhookReceiver
 from ucwasim import SimConfig, Simulator, SimUser
@@ -255,6 +256,7 @@ def events(receiver: WebhookReceiver, kind: str | None = None) -> list[dict[str,
         if not 200 <= request.status < 300:
             continue
         body = Webhook(SECRET).verify(request.body, request.headers)
+        validate_event(body)  # every event any e2e test sees has the published shape
         seen.setdefault(request.headers["webhook-id"], body)
     found = list(seen.values())
     return [e for e in found if kind is None or e["type"] == kind]

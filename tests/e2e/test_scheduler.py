@@ -51,3 +51,31 @@ def test_an_unreadable_scheduled_job_holds_back_no_other(make_bridge: MakeBridge
     (entry,) = [line for line in lines if "cannot be read" in line["message"]]
     assert entry["level"] == "ERROR" and entry["job_id"] == "unreadable"
     assert "not a date" in entry["exc_info"]
+
+
+def test_a_killed_worker_leaves_no_scheduler_behind_even_while_redis_is_down(
+    make_bridge: MakeBridge,
+) -> None:
+    """RQ forks the scheduler; once its worker is gone (SIGKILL, a crash, an OOM kill) it must
+    stop too, also while it is waiting for Redis, instead of living on as an orphan."""
+    from bridge.config.embedded_redis import EmbeddedRedis
+
+    own = EmbeddedRedis().start()
+    try:
+        bridge = make_bridge(start=False, own_redis=own.url)
+        worker = bridge.start_worker()
+        wait_for(lambda: bool(descendants(worker.pid)), 20, "RQ's scheduler process")
+        scheduler_pids = descendants(worker.pid)
+        own.stop(kill=True)  # the scheduler now waits for Redis
+        time.sleep(1.5)
+        assert all(alive(pid) for pid in scheduler_pids)
+        worker.kill()
+        worker.wait(timeout=10)
+        wait_for(
+            lambda: not any(alive(pid) for pid in scheduler_pids),
+            10,
+            "the orphaned scheduler to stop",
+            bridge.logs,
+        )
+    finally:
+        own.close()

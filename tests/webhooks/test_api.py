@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from flask import Flask
+from flask import Flask, Response, request
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
-from bridge.api import create_app
+from bridge.api import create_app, models
 from bridge.api.webhooks import blueprint, init_app
 from bridge.config.embedded_redis import free_port
 from bridge.config.settings import Settings
@@ -44,11 +45,31 @@ def endpoints(receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> lis
     )
 
 
+# The published answer model of each operation (the OpenAPI document's schemas).
+ANSWER_MODELS: dict[str, type[BaseModel]] = {
+    "webhooks.list_deliveries": models.DeliveryPage,
+    "webhooks.get_delivery": models.DeliveryDetail,
+    "webhooks.retry_delivery": models.Delivery,
+    "webhooks.replay": models.ReplayResult,
+    "webhooks.list_endpoints": models.EndpointList,
+    "webhooks.enable_endpoint": models.Endpoint,
+}
+
+
+def check_published_shape(response: Response) -> Response:
+    """Every successful answer any test here gets is checked against its published model."""
+    if 200 <= response.status_code < 300 and request.endpoint in ANSWER_MODELS:
+        ANSWER_MODELS[request.endpoint].model_validate(response.get_json())
+    return response
+
+
 @pytest.fixture()
 def client(redis_client: redis.Redis, endpoints: list[WebhookEndpoint]) -> FlaskClient:
     app = Flask(__name__)
+    app.config["PROPAGATE_EXCEPTIONS"] = True
     init_app(app, WebhookAdmin(redis_client, WebhookSettings.from_env(os.environ), endpoints))
     app.register_blueprint(blueprint)
+    app.after_request(check_published_shape)
     return app.test_client()
 
 
