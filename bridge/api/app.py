@@ -29,6 +29,7 @@ from bridge.api.idempotency import (
     fingerprint,
     validate_key,
 )
+from bridge.api.markdown import markdown_to_html
 from bridge.api.openapi import build_document
 from bridge.api.problems import (
     BAD_REQUEST,
@@ -277,11 +278,15 @@ def _new_record(services: Services) -> tuple[MessageRecord, Any]:
     """The message in the request, validated and sanitised (4xx otherwise), and the body."""
     body = read_json(services.settings.max_body_bytes)
     payload = parse_send_request(body, services.limits)
+    html = None if payload.html is None else _sanitized(payload.html, services.limits)
+    if payload.markdown is not None:
+        # Sent as HTML: the record, the answer and the recipient see what the markdown became.
+        html = _sanitized(markdown_to_html(payload.markdown), services.limits, "markdown")
     record = MessageRecord.new(
         to=payload.to,
         conversation=payload.conversation,
         text=payload.text,
-        html=None if payload.html is None else _sanitized(payload.html, services.limits),
+        html=html,
         subject=payload.subject,
         importance=payload.importance,
         validity_s=payload.validity or services.settings.default_validity_s,
@@ -295,11 +300,12 @@ def _created(caller: Caller, stored: MessageRecord) -> Response:
     return Response(response.body, status=response.status, mimetype=JSON, headers=response.headers)
 
 
-def _sanitized(html: str, limits: Limits) -> str:
+def _sanitized(html: str, limits: Limits, field: str = "html") -> str:
     """What will be sent: the sanitised HTML, or its text where a conversation takes no HTML.
 
     Sanitising escapes (``<`` becomes ``&lt;``), so the result is measured again: UCWA refuses
-    a message over the limit only after the bridge has accepted it.
+    a message over the limit only after the bridge has accepted it. Errors name ``field``, the
+    body form the HTML came from.
     """
     clean = sanitize_outgoing_html(html)
     # Character references are decoded by sanitising: "&#27;" comes out as the ESC character.
@@ -308,13 +314,15 @@ def _sanitized(html: str, limits: Limits) -> str:
         message = f"once sanitised {refused}"
         raise Problem(
             VALIDATION,
-            f"html: {message}",
-            errors=[FieldError("html", message, INVALID_CHARACTERS)],
+            f"{field}: {message}",
+            errors=[FieldError(field, message, INVALID_CHARACTERS)],
         )
     text = html_to_text(clean)
     if not text:
         message = "nothing Skype for Business can show is left after sanitising"
-        raise Problem(VALIDATION, f"html: {message}", errors=[FieldError("html", message, "blank")])
+        raise Problem(
+            VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "blank")]
+        )
     longest = max(len(clean), len(text))
     if longest > limits.max_message_chars:
         message = (
@@ -322,7 +330,7 @@ def _sanitized(html: str, limits: Limits) -> str:
             f"{limits.max_message_chars}"
         )
         raise Problem(
-            VALIDATION, f"html: {message}", errors=[FieldError("html", message, "too_long")]
+            VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "too_long")]
         )
     return clean
 

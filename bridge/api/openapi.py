@@ -14,6 +14,7 @@ from bridge.api.openapi_webhooks import webhook_paths
 from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
 from bridge.api.rate_limit import RATE_LIMITED
 from bridge.api.schemas import (
+    BODY_FIELDS,
     CONVERSATION_ID,
     MAX_URI_CHARS,
     MESSAGE_TEXT,
@@ -73,20 +74,17 @@ def request_schema(max_message_chars: int) -> dict[str, Any]:
     props["to"]["pattern"] = SIP_URI.pattern
     props["to"]["maxLength"] = MAX_URI_CHARS
     props["conversation"]["pattern"] = CONVERSATION_ID.pattern
-    for name in ("text", "html", "subject"):
+    for name in (*BODY_FIELDS, "subject"):
         props[name]["pattern"] = MESSAGE_TEXT.pattern
-    for name in ("text", "html"):
+    for name in BODY_FIELDS:
         props[name]["maxLength"] = max_message_chars
-    schema["allOf"] = [_exactly_one("to", "conversation"), _exactly_one("text", "html")]
+    schema["allOf"] = [_exactly_one("to", "conversation"), _exactly_one(*BODY_FIELDS)]
     return schema
 
 
-def _exactly_one(first: str, second: str) -> dict[str, Any]:
+def _exactly_one(*names: str) -> dict[str, Any]:
     return {
-        "oneOf": [
-            {"required": [name], "properties": {name: {"type": "string"}}}
-            for name in (first, second)
-        ]
+        "oneOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in names]
     }
 
 
@@ -276,7 +274,8 @@ def _post_messages() -> dict[str, Any]:
         "operationId": "sendMessage",
         "summary": "Accept a message for delivery",
         "description": "HTML is sanitised to what Skype for Business renders before it is "
-        "stored; the answer shows what will be sent.",
+        "stored; markdown is rendered to HTML (raw HTML in it shows as text) and sanitised the "
+        "same way. The answer shows what will be sent.",
         "security": [{"apiKey": []}],
         "parameters": [
             {
@@ -310,7 +309,7 @@ def _post_messages() -> dict[str, Any]:
                         "A request with this Idempotency-Key is still in progress.",
                         {"Retry-After": {"schema": {"type": "integer"}}},
                     ),
-                    "413": "Body over BRIDGE_MAX_BODY_BYTES, or text/html over "
+                    "413": "Body over BRIDGE_MAX_BODY_BYTES, or text/html/markdown over "
                     "BRIDGE_MAX_MESSAGE_CHARS (errors names the field).",
                     "415": _problem(
                         "Content-Type is not application/json.",
@@ -318,8 +317,9 @@ def _post_messages() -> dict[str, Any]:
                     ),
                     "422": "Validation failed (errors names each field, at most 20): also an "
                     "unpaired surrogate in any string, a key given twice, a control character "
-                    "in text, html or subject (invalid_characters, with its position), HTML "
-                    "over the limit once sanitised; or the Idempotency-Key was used with a "
+                    "in text, html, markdown or subject (invalid_characters, with its "
+                    "position), HTML over the limit once sanitised (errors names html or "
+                    "markdown); or the Idempotency-Key was used with a "
                     "different body.",
                 }
             ),

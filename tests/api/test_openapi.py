@@ -76,7 +76,7 @@ def test_send_operation_documents_statuses_headers_and_limits(client: FlaskClien
     assert request["additionalProperties"] is False
     assert request["properties"]["text"]["maxLength"] == 1000
     assert set(request["properties"]) == {
-        "to", "conversation", "text", "html", "subject", "importance", "validity"
+        "to", "conversation", "text", "html", "markdown", "subject", "importance", "validity"
     }  # fmt: skip
     problem_types = document["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
     assert problem_types == [t.uri for t in API_PROBLEM_TYPES]
