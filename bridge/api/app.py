@@ -36,6 +36,7 @@ from bridge.api.problems import (
     HTTP_ERROR,
     IDEMPOTENCY_IN_PROGRESS,
     INTERNAL,
+    MESSAGE_NOT_CANCELLABLE,
     MESSAGE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
@@ -48,7 +49,13 @@ from bridge.api.problems import (
 )
 from bridge.api.rate_limit import RateLimiter
 from bridge.api.request_body import check_request_text, read_json
-from bridge.api.schemas import INVALID_CHARACTERS, Limits, parse_send_request
+from bridge.api.schemas import (
+    DEFAULT_CANCEL_REASON,
+    INVALID_CHARACTERS,
+    Limits,
+    parse_cancel_request,
+    parse_send_request,
+)
 from bridge.config.redis_conn import connect
 from bridge.config.redis_faults import redis_unavailable
 from bridge.config.settings import Scope, Settings
@@ -67,12 +74,20 @@ from bridge.observability.metrics import (
     metrics_response,
 )
 from bridge.outbound.intake import Gate, Intake, IntakeConflict
-from bridge.outbound.messages import MessageNotFound, MessageRecord, MessageStore
+from bridge.outbound.messages import (
+    MessageNotFound,
+    MessageRecord,
+    MessageStore,
+    NotCancellable,
+)
+from bridge.outbound.outcomes import Outbound
+from bridge.outbound.status_events import status_hook
 from bridge.ucwa.datauri import html_to_text
 from bridge.ucwa.html_policy import sanitize_outgoing_html
 from bridge.ucwa.text import unencodable
 from bridge.webhooks.admin import WebhookAdmin, url_secrets
-from bridge.webhooks.endpoints import webhook_config
+from bridge.webhooks.endpoints import WebhookEndpoint, webhook_config
+from bridge.webhooks.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +114,7 @@ class Services:
     limiter: RateLimiter
     limits: Limits
     openapi: dict[str, Any]
+    outbound: Outbound  # cancels: ends a message and starts the next one in its line
 
 
 def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> Flask:
@@ -122,6 +138,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         limiter=RateLimiter(client, settings.rate_limit, settings.rate_limit_keys),
         limits=Limits(settings.max_message_chars),
         openapi=build_document(settings.max_message_chars, [e.id for e in endpoints]),
+        outbound=_outbound(client, store, settings, endpoints, webhook_settings),
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -130,6 +147,9 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
 
     app.add_url_rule("/messages", "send_message", send_message, methods=["POST"])
     app.add_url_rule("/messages/<message_id>", "get_message", get_message, methods=["GET"])
+    app.add_url_rule(
+        "/messages/<message_id>/cancel", "cancel_message", cancel_message, methods=["POST"]
+    )
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/readyz", "readyz", readyz, methods=["GET"])
     app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
@@ -156,6 +176,19 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.register_error_handler(redis.RedisError, _redis_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def _outbound(
+    client: redis.Redis,
+    store: MessageStore,
+    settings: Settings,
+    endpoints: list[WebhookEndpoint],
+    webhook_settings: WebhookSettings,
+) -> Outbound:
+    """What a cancel runs through: the ``message.cancelled`` event staged with the change."""
+    account = (settings.ucwa_username or "").lower() or None
+    hook = status_hook(endpoints, webhook_settings, account=account) if endpoints else None
+    return Outbound(client, store, on_final=hook, account=account)
 
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -372,6 +405,40 @@ def get_message(message_id: str) -> Response:
     except MessageNotFound:
         raise Problem(MESSAGE_NOT_FOUND, "no message has this id") from None
     return _json(record.public_view())
+
+
+def cancel_message(message_id: str) -> Response:
+    """Cancel a message nothing of which is with UCWA yet; 200 with the record (again, when it
+    was cancelled already), 409 with its status when it is posting, sent or final."""
+    services = _services()
+    caller = _authorize(services, Scope.SEND)
+    reason = _cancel_reason(services)
+    if not _MESSAGE_ID.match(message_id):
+        raise Problem(MESSAGE_NOT_FOUND, "no message has this id")
+    try:
+        record = services.outbound.cancel(message_id, reason)
+    except MessageNotFound:
+        raise Problem(MESSAGE_NOT_FOUND, "no message has this id") from None
+    except NotCancellable as exc:
+        status = exc.record.status.value
+        detail = (
+            f"the message is {status}"
+            if exc.record.status.is_terminal
+            else f"the message is {status} and already with UCWA"
+        )
+        raise Problem(
+            MESSAGE_NOT_CANCELLABLE, detail, extensions={"message_status": status}
+        ) from None
+    log.info("message cancel answered", extra={"message_id": record.id, "key_id": caller.key_id})
+    return _json(record.public_view())
+
+
+def _cancel_reason(services: Services) -> str:
+    """The reason in the optional JSON body."""
+    has_body = request.content_length or "Transfer-Encoding" in request.headers
+    if not has_body:
+        return DEFAULT_CANCEL_REASON
+    return parse_cancel_request(read_json(services.settings.max_body_bytes))
 
 
 def healthz() -> Response:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge.api.gunicorn_worker import GUNICORN_PROBLEM_TYPES
 from bridge.api.idempotency import VALID_KEY
-from bridge.api.openapi_webhooks import webhook_paths
+from bridge.api.openapi_webhooks import webhook_events, webhook_paths
 from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
 from bridge.api.rate_limit import RATE_LIMITED
 from bridge.api.schemas import (
@@ -19,6 +19,7 @@ from bridge.api.schemas import (
     MAX_URI_CHARS,
     MESSAGE_TEXT,
     SIP_URI,
+    CancelMessageRequest,
     SendMessageRequest,
 )
 from bridge.outbound.messages import MessageStatus
@@ -170,6 +171,11 @@ def _components(max_message_chars: int) -> dict[str, Any]:
                     "status": {"type": "integer"},
                     "detail": {"type": "string"},
                     "instance": {"type": "string"},
+                    "message_status": {
+                        "type": "string",
+                        "enum": [s.value for s in MessageStatus],
+                        "description": "With message-not-cancellable: the message's status.",
+                    },
                     "errors": {
                         "type": "array",
                         "items": {
@@ -346,6 +352,53 @@ def _get_message() -> dict[str, Any]:
     }
 
 
+def _cancel_message() -> dict[str, Any]:
+    reason = CancelMessageRequest.model_json_schema()
+    reason["properties"]["reason"] = {
+        "type": "string",
+        "maxLength": reason["properties"]["reason"]["anyOf"][0]["maxLength"],
+        "pattern": MESSAGE_TEXT.pattern,
+        "description": reason["properties"]["reason"]["description"],
+    }
+    return {
+        "operationId": "cancelMessage",
+        "summary": "Cancel a message not yet handed to UCWA",
+        "description": "A message that is queued, or waiting between attempts, ends cancelled "
+        "(error.code cancelled, error.message the reason), a message.cancelled event goes to "
+        "the webhooks, and the next message to that person starts. It is never posted to UCWA "
+        "afterwards: the cancel and the worker's claim to post are one compare-and-set. "
+        "Cancelling a cancelled message answers the record again.",
+        "tags": ["messages"],
+        "security": [{"apiKey": []}],
+        "parameters": [
+            {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": reason}},
+        },
+        "responses": {
+            "200": {
+                "description": "Cancelled (now or before): the message record.",
+                "headers": _with_rate_limit(),
+                "content": {"application/json": {"schema": _ref("Message")}},
+            },
+            **_authenticated(
+                {
+                    "400": "Malformed JSON (or not UTF-8), or a body that is malformed or "
+                    "ended early.",
+                    "404": "No message with this id.",
+                    "409": "The message is already with UCWA (sending) or final "
+                    "(delivered, failed, expired); message_status says which.",
+                    "413": "Body over BRIDGE_MAX_BODY_BYTES.",
+                    "415": "A body whose Content-Type is not application/json.",
+                    "422": "Invalid body: a bad or unknown field, a key given twice.",
+                }
+            ),
+        },
+    }
+
+
 def _unauthenticated(summary: str, codes: dict[str, str], media_type: str) -> dict[str, Any]:
     schema = _ref("Health") if media_type == "application/json" else {"type": "string"}
     return {
@@ -379,6 +432,7 @@ def build_document(
         "paths": {
             "/messages": {"post": _post_messages()},
             "/messages/{message_id}": {"get": _get_message()},
+            "/messages/{message_id}/cancel": {"post": _cancel_message()},
             **webhook_paths(_authenticated, endpoint_ids),
             "/healthz": {"get": _unauthenticated("Process is up", {"200": "Up."}, JSON)},
             "/metrics": {
@@ -393,5 +447,6 @@ def build_document(
             },
             "/openapi.json": {"get": document_op},
         },
+        "webhooks": webhook_events(),
         "components": _components(max_message_chars),
     }

@@ -1,6 +1,6 @@
-"""The webhook operations of the OpenAPI document: delivery log, retry, replay, endpoints.
-
-Parameters are typed as the blueprint (``bridge.api.webhooks``) checks them.
+"""The webhook operations of the OpenAPI document (delivery log, retry, replay, endpoints) and
+its ``webhooks`` section: the events the bridge POSTs. Parameters are typed as the blueprint
+(``bridge.api.webhooks``) checks them.
 """
 
 from __future__ import annotations
@@ -66,6 +66,56 @@ def _operation(
             "content": {"application/json": {"schema": body}},
         }
     return operation
+
+
+# What each event means; the envelope is the same for all (bridge.webhooks.events).
+EVENT_SUMMARIES: dict[EventType, str] = {
+    EventType.MESSAGE_RECEIVED: "Someone sent the account an instant message",
+    EventType.MESSAGE_DELIVERED: "One of your messages was delivered",
+    EventType.MESSAGE_FAILED: "One of your messages failed (error says why)",
+    EventType.MESSAGE_EXPIRED: "One of your messages ran out of validity before it was sent",
+    EventType.MESSAGE_CANCELLED: "One of your messages was cancelled before it was sent "
+    "(error.message is the reason); the next one to that person starts",
+    EventType.CONVERSATION_TYPING: "The remote person is typing (only for endpoints listing it)",
+    EventType.CONVERSATION_ENDED: "A conversation ended (only for endpoints listing it)",
+}
+
+
+def webhook_events() -> dict[str, Any]:
+    """The OpenAPI 3.1 ``webhooks`` section: one signed POST per event type."""
+    signature_headers = [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    ]
+    events: dict[str, Any] = {}
+    for event_type in EventType:
+        envelope = {
+            "type": "object",
+            "required": ["id", "type", "timestamp", "data"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^evt_[0-9a-f]{24}$"},
+                "type": {"const": event_type.value},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "data": {"type": "object"},
+            },
+        }
+        events[event_type.value] = {
+            "post": {
+                "summary": EVENT_SUMMARIES[event_type],
+                "tags": ["webhooks"],
+                "parameters": signature_headers,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": envelope}},
+                },
+                "responses": {
+                    "2XX": {"description": "Received."},
+                    "410": {"description": "Gone: the endpoint is disabled."},
+                    "default": {"description": "Retried later, with backoff."},
+                },
+            }
+        }
+    return events
 
 
 def _replay_body(endpoint_ids: Sequence[str]) -> dict[str, Any]:

@@ -125,16 +125,63 @@ class SendMessageRequest(BaseModel):
     @field_validator("text", "html", "markdown", "subject")
     @classmethod
     def _message_text(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        # NUL, escape sequences and other controls either break the recipient's client or
-        # are cut by UCWA after the message was accepted; the position helps find them.
-        refused = unencodable(value)
-        if refused is not None:
-            raise PydanticCustomError(INVALID_CHARACTERS, refused)
-        if not NOT_BLANK.search(value):
-            raise PydanticCustomError("blank", "must not be empty or only whitespace")
+        return checked_text(value)
+
+
+def checked_text(value: str | None) -> str | None:
+    """A text field's value, refused (``PydanticCustomError``) if blank or carrying controls."""
+    if value is None:
         return value
+    # NUL, escape sequences and other controls either break the recipient's client or
+    # are cut by UCWA after the message was accepted; the position helps find them.
+    refused = unencodable(value)
+    if refused is not None:
+        raise PydanticCustomError(INVALID_CHARACTERS, refused)
+    if not NOT_BLANK.search(value):
+        raise PydanticCustomError("blank", "must not be empty or only whitespace")
+    return value
+
+
+DEFAULT_CANCEL_REASON = "cancelled by the caller"
+
+
+class CancelMessageRequest(BaseModel):
+    """The optional body of ``POST /messages/{id}/cancel``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="CancelMessageRequest")
+
+    reason: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=MAX_SUBJECT_CHARS,
+            description="Why, kept as the message's error.message; "
+            f"{DEFAULT_CANCEL_REASON!r} when absent.",
+        ),
+    ]
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_text(cls, value: str | None) -> str | None:
+        return checked_text(value)
+
+
+def parse_cancel_request(body: Any) -> str:
+    """The reason in a decoded JSON body; a 422 ``Problem`` naming the bad field."""
+    if not isinstance(body, dict):
+        raise Problem(
+            VALIDATION,
+            "the request body must be a JSON object",
+            errors=[FieldError("body", "must be a JSON object", "type")],
+        )
+    try:
+        request = CancelMessageRequest.model_validate(body)
+    except ValidationError as exc:
+        errors = [_field_error(error) for error in exc.errors(include_url=False)]
+        raise Problem(
+            VALIDATION, f"{len(errors)} field(s) failed validation", errors=errors
+        ) from None
+    return request.reason or DEFAULT_CANCEL_REASON
 
 
 @dataclass(frozen=True)
