@@ -364,9 +364,9 @@ def _cancel_message() -> dict[str, Any]:
         "operationId": "cancelMessage",
         "summary": "Cancel a message not yet handed to UCWA",
         "description": "A message that is queued, or waiting between attempts, ends cancelled "
-        "(error.code cancelled, error.message the reason), a message.cancelled event goes to "
-        "the webhooks, and the next message to that person starts. It is never posted to UCWA "
-        "afterwards: the cancel and the worker's claim to post are one compare-and-set. "
+        "(error.code cancelled_by_caller, error.message the reason), a message.cancelled event "
+        "goes to the webhooks, and the next message to that person starts. It is never posted "
+        "to UCWA afterwards: the cancel and the worker's claim to post are one compare-and-set. "
         "Cancelling a cancelled message answers the record again.",
         "tags": ["messages"],
         "security": [{"apiKey": []}],

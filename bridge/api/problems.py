@@ -118,12 +118,13 @@ class Problem(Exception):
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
         data: dict[str, Any] = {
-            **self.extensions,
             "type": self.kind.uri,
             "title": self.kind.title,
             "status": self.kind.status,
             "detail": self.detail,
         }
+        for name, value in self.extensions.items():
+            data.setdefault(name, value)
         if instance:
             data["instance"] = instance
         if self.errors:

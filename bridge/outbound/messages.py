@@ -70,8 +70,9 @@ ALLOWED_TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
     MessageStatus.EXPIRED: frozenset(),
     MessageStatus.CANCELLED: frozenset(),
 }
-# The error code of a cancelled message; its message is the caller's reason.
-CANCELLED_CODE = "cancelled"
+# The error code of a message cancelled through the API (``cancelled`` is UCWA cancelling an
+# invitation); its message is the caller's reason.
+CANCELLED_CODE = "cancelled_by_caller"
 
 
 class MessageStoreError(Exception):

@@ -30,7 +30,7 @@ def test_a_queued_message_is_cancelled_and_shows_why(client: FlaskClient) -> Non
     body = response.get_json()
     assert body["status"] == "cancelled"
     assert body["error"] == {
-        "code": "cancelled",
+        "code": "cancelled_by_caller",
         "message": "cancelled by the caller",
         "ucwa": None,
     }

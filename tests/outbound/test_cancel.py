@@ -78,7 +78,10 @@ def test_a_queued_message_ends_cancelled_with_the_reason_and_one_event(
 
     assert cancelled.status is MessageStatus.CANCELLED
     assert cancelled.error is not None
-    assert (cancelled.error.code, cancelled.error.message) == ("cancelled", "wrong channel")
+    assert (cancelled.error.code, cancelled.error.message) == (
+        "cancelled_by_caller",
+        "wrong channel",
+    )
     assert list(cancelled.history) == ["queued", "cancelled"]
     assert MessageStore(redis_client).get(record.id) == cancelled
     assert finals.records == [cancelled]
