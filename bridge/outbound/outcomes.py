@@ -154,8 +154,9 @@ class Outbound:
         try:
             record = self.store.update(message_id, stop, self.on_final)
         except _AlreadyCancelled as already:
-            return already.record
-        log.info("message cancelled", extra={"message_id": message_id, "status": "cancelled"})
+            record = already.record  # a repeat also finishes a cancel cut off before its line
+        else:
+            log.info("message cancelled", extra={"message_id": message_id, "status": "cancelled"})
         # Behind another message it stays in line until that one ends (``kick`` drops it then);
         # kicking now would only start the head again.
         if self.fifo.pop_if_head(record.recipient, record.id):

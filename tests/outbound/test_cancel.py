@@ -256,3 +256,17 @@ def test_a_run_of_a_cancelled_message_posts_nothing_and_hands_on(
 
     assert sender.run(record.id) == "final"  # no session exists: a POST would have failed
     assert send_jobs(redis_client) == [behind.id]
+
+
+def test_a_repeated_cancel_finishes_one_cut_off_before_the_line_moved(
+    redis_client: redis.Redis,
+) -> None:
+    record, behind = accept(redis_client), accept(redis_client)
+    cancelled = replace(record, status=MessageStatus.CANCELLED)  # as if its process died then
+    put(redis_client, cancelled)
+    Queue(SEND_QUEUE, connection=redis_client).empty()
+
+    assert Outbound(redis_client).cancel(record.id, "again") == cancelled
+
+    assert redis_client.lrange(f"rcpt:{ALICE}:fifo", 0, -1) == [behind.id.encode()]
+    assert send_jobs(redis_client) == [behind.id]
