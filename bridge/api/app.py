@@ -30,12 +30,14 @@ from bridge.api.idempotency import (
     fingerprint,
     validate_key,
 )
+from bridge.api.markdown import markdown_to_html
 from bridge.api.openapi import build_document
 from bridge.api.problems import (
     BAD_REQUEST,
     HTTP_ERROR,
     IDEMPOTENCY_IN_PROGRESS,
     INTERNAL,
+    MESSAGE_NOT_CANCELLABLE,
     MESSAGE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
@@ -48,7 +50,13 @@ from bridge.api.problems import (
 )
 from bridge.api.rate_limit import RateLimiter
 from bridge.api.request_body import check_request_text, read_json
-from bridge.api.schemas import INVALID_CHARACTERS, Limits, parse_send_request
+from bridge.api.schemas import (
+    DEFAULT_CANCEL_REASON,
+    INVALID_CHARACTERS,
+    Limits,
+    parse_cancel_request,
+    parse_send_request,
+)
 from bridge.config.redis_conn import connect
 from bridge.config.redis_faults import redis_unavailable
 from bridge.config.settings import Scope, Settings
@@ -67,13 +75,21 @@ from bridge.observability.metrics import (
     metrics_response,
 )
 from bridge.outbound.intake import Gate, Intake, IntakeConflict
-from bridge.outbound.messages import MessageNotFound, MessageRecord, MessageStore
+from bridge.outbound.messages import (
+    MessageNotFound,
+    MessageRecord,
+    MessageStore,
+    NotCancellable,
+)
+from bridge.outbound.outcomes import Outbound
+from bridge.outbound.status_events import status_hook
 from bridge.session.conversations import ConversationLog, ConversationRegistry
 from bridge.ucwa.datauri import html_to_text
 from bridge.ucwa.html_policy import sanitize_outgoing_html
 from bridge.ucwa.text import unencodable
 from bridge.webhooks.admin import WebhookAdmin, url_secrets
-from bridge.webhooks.endpoints import webhook_config
+from bridge.webhooks.endpoints import WebhookEndpoint, webhook_config
+from bridge.webhooks.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +116,7 @@ class Services:
     limiter: RateLimiter
     limits: Limits
     openapi: dict[str, Any]
+    outbound: Outbound  # cancels: ends a message and starts the next one in its line
 
 
 def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> Flask:
@@ -123,6 +140,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         limiter=RateLimiter(client, settings.rate_limit, settings.rate_limit_keys),
         limits=Limits(settings.max_message_chars),
         openapi=build_document(settings.max_message_chars),
+        outbound=_outbound(client, store, settings, endpoints, webhook_settings),
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -131,6 +149,9 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
 
     app.add_url_rule("/messages", "send_message", send_message, methods=["POST"])
     app.add_url_rule("/messages/<message_id>", "get_message", get_message, methods=["GET"])
+    app.add_url_rule(
+        "/messages/<message_id>/cancel", "cancel_message", cancel_message, methods=["POST"]
+    )
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/readyz", "readyz", readyz, methods=["GET"])
     app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
@@ -165,6 +186,19 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.register_error_handler(redis.RedisError, _redis_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def _outbound(
+    client: redis.Redis,
+    store: MessageStore,
+    settings: Settings,
+    endpoints: list[WebhookEndpoint],
+    webhook_settings: WebhookSettings,
+) -> Outbound:
+    """What a cancel runs through: the ``message.cancelled`` event staged with the change."""
+    account = (settings.ucwa_username or "").lower() or None
+    hook = status_hook(endpoints, webhook_settings, account=account) if endpoints else None
+    return Outbound(client, store, on_final=hook, account=account)
 
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -289,11 +323,15 @@ def _new_record(services: Services) -> tuple[MessageRecord, Any]:
     """The message in the request, validated and sanitised (4xx otherwise), and the body."""
     body = read_json(services.settings.max_body_bytes)
     payload = parse_send_request(body, services.limits)
+    html = None if payload.html is None else _sanitized(payload.html, services.limits)
+    if payload.markdown is not None:
+        # Sent as HTML: the record, the answer and the recipient see what the markdown became.
+        html = _sanitized(markdown_to_html(payload.markdown), services.limits, "markdown")
     record = MessageRecord.new(
         to=payload.to,
         conversation=payload.conversation,
         text=payload.text,
-        html=None if payload.html is None else _sanitized(payload.html, services.limits),
+        html=html,
         subject=payload.subject,
         importance=payload.importance,
         validity_s=payload.validity or services.settings.default_validity_s,
@@ -307,11 +345,12 @@ def _created(caller: Caller, stored: MessageRecord) -> Response:
     return Response(response.body, status=response.status, mimetype=JSON, headers=response.headers)
 
 
-def _sanitized(html: str, limits: Limits) -> str:
+def _sanitized(html: str, limits: Limits, field: str = "html") -> str:
     """What will be sent: the sanitised HTML, or its text where a conversation takes no HTML.
 
     Sanitising escapes (``<`` becomes ``&lt;``), so the result is measured again: UCWA refuses
-    a message over the limit only after the bridge has accepted it.
+    a message over the limit only after the bridge has accepted it. Errors name ``field``, the
+    body form the HTML came from.
     """
     clean = sanitize_outgoing_html(html)
     # Character references are decoded by sanitising: "&#27;" comes out as the ESC character.
@@ -320,13 +359,15 @@ def _sanitized(html: str, limits: Limits) -> str:
         message = f"once sanitised {refused}"
         raise Problem(
             VALIDATION,
-            f"html: {message}",
-            errors=[FieldError("html", message, INVALID_CHARACTERS)],
+            f"{field}: {message}",
+            errors=[FieldError(field, message, INVALID_CHARACTERS)],
         )
     text = html_to_text(clean)
     if not text:
         message = "nothing Skype for Business can show is left after sanitising"
-        raise Problem(VALIDATION, f"html: {message}", errors=[FieldError("html", message, "blank")])
+        raise Problem(
+            VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "blank")]
+        )
     longest = max(len(clean), len(text))
     if longest > limits.max_message_chars:
         message = (
@@ -334,7 +375,7 @@ def _sanitized(html: str, limits: Limits) -> str:
             f"{limits.max_message_chars}"
         )
         raise Problem(
-            VALIDATION, f"html: {message}", errors=[FieldError("html", message, "too_long")]
+            VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "too_long")]
         )
     return clean
 
@@ -376,6 +417,40 @@ def get_message(message_id: str) -> Response:
     except MessageNotFound:
         raise Problem(MESSAGE_NOT_FOUND, "no message has this id") from None
     return _json(record.public_view())
+
+
+def cancel_message(message_id: str) -> Response:
+    """Cancel a message nothing of which is with UCWA yet; 200 with the record (again, when it
+    was cancelled already), 409 with its status when it is posting, sent or final."""
+    services = _services()
+    caller = _authorize(services, Scope.SEND)
+    reason = _cancel_reason(services)
+    if not _MESSAGE_ID.match(message_id):
+        raise Problem(MESSAGE_NOT_FOUND, "no message has this id")
+    try:
+        record = services.outbound.cancel(message_id, reason)
+    except MessageNotFound:
+        raise Problem(MESSAGE_NOT_FOUND, "no message has this id") from None
+    except NotCancellable as exc:
+        status = exc.record.status.value
+        detail = (
+            f"the message is {status}"
+            if exc.record.status.is_terminal
+            else f"the message is {status} and already with UCWA"
+        )
+        raise Problem(
+            MESSAGE_NOT_CANCELLABLE, detail, extensions={"message_status": status}
+        ) from None
+    log.info("message cancel answered", extra={"message_id": record.id, "key_id": caller.key_id})
+    return _json(record.public_view())
+
+
+def _cancel_reason(services: Services) -> str:
+    """The reason in the optional JSON body."""
+    has_body = request.content_length or "Transfer-Encoding" in request.headers
+    if not has_body:
+        return DEFAULT_CANCEL_REASON
+    return parse_cancel_request(read_json(services.settings.max_body_bytes))
 
 
 def healthz() -> Response:

@@ -17,10 +17,12 @@ from bridge.api.openapi_webhooks import webhook_paths
 from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
 from bridge.api.rate_limit import RATE_LIMITED
 from bridge.api.schemas import (
+    BODY_FIELDS,
     CONVERSATION_ID,
     MAX_URI_CHARS,
     MESSAGE_TEXT,
     SIP_URI,
+    CancelMessageRequest,
     SendMessageRequest,
 )
 from bridge.outbound.messages import MessageStatus
@@ -78,20 +80,17 @@ def request_schema(max_message_chars: int) -> dict[str, Any]:
     props["to"]["pattern"] = SIP_URI.pattern
     props["to"]["maxLength"] = MAX_URI_CHARS
     props["conversation"]["pattern"] = CONVERSATION_ID.pattern
-    for name in ("text", "html", "subject"):
+    for name in (*BODY_FIELDS, "subject"):
         props[name]["pattern"] = MESSAGE_TEXT.pattern
-    for name in ("text", "html"):
+    for name in BODY_FIELDS:
         props[name]["maxLength"] = max_message_chars
-    schema["allOf"] = [_exactly_one("to", "conversation"), _exactly_one("text", "html")]
+    schema["allOf"] = [_exactly_one("to", "conversation"), _exactly_one(*BODY_FIELDS)]
     return schema
 
 
-def _exactly_one(first: str, second: str) -> dict[str, Any]:
+def _exactly_one(*names: str) -> dict[str, Any]:
     return {
-        "oneOf": [
-            {"required": [name], "properties": {name: {"type": "string"}}}
-            for name in (first, second)
-        ]
+        "oneOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in names]
     }
 
 
@@ -184,6 +183,11 @@ def _components(max_message_chars: int) -> dict[str, Any]:
                     "status": {"type": "integer"},
                     "detail": {"type": "string"},
                     "instance": {"type": "string"},
+                    "message_status": {
+                        "type": "string",
+                        "enum": [s.value for s in MessageStatus],
+                        "description": "With message-not-cancellable: the message's status.",
+                    },
                     "errors": {
                         "type": "array",
                         "items": {
@@ -290,7 +294,8 @@ def _post_messages() -> dict[str, Any]:
         "tags": ["messages"],
         "summary": "Accept a message for delivery",
         "description": "HTML is sanitised to what Skype for Business renders before it is "
-        "stored; the answer shows what will be sent.",
+        "stored; markdown is rendered to HTML (raw HTML in it shows as text) and sanitised the "
+        "same way. The answer shows what will be sent.",
         "security": [{"apiKey": []}],
         "parameters": [
             {
@@ -324,7 +329,7 @@ def _post_messages() -> dict[str, Any]:
                         "A request with this Idempotency-Key is still in progress.",
                         {"Retry-After": {"schema": {"type": "integer"}}},
                     ),
-                    "413": "Body over BRIDGE_MAX_BODY_BYTES, or text/html over "
+                    "413": "Body over BRIDGE_MAX_BODY_BYTES, or text/html/markdown over "
                     "BRIDGE_MAX_MESSAGE_CHARS (errors names the field).",
                     "415": _problem(
                         "Content-Type is not application/json.",
@@ -332,8 +337,9 @@ def _post_messages() -> dict[str, Any]:
                     ),
                     "422": "Validation failed (errors names each field, at most 20): also an "
                     "unpaired surrogate in any string, a key given twice, a control character "
-                    "in text, html or subject (invalid_characters, with its position), HTML "
-                    "over the limit once sanitised; or the Idempotency-Key was used with a "
+                    "in text, html, markdown or subject (invalid_characters, with its "
+                    "position), HTML over the limit once sanitised (errors names html or "
+                    "markdown); or the Idempotency-Key was used with a "
                     "different body.",
                 }
             ),
@@ -357,6 +363,53 @@ def _get_message() -> dict[str, Any]:
                 "content": {"application/json": {"schema": _ref("Message")}},
             },
             **_authenticated({"404": "No message with this id."}),
+        },
+    }
+
+
+def _cancel_message() -> dict[str, Any]:
+    reason = CancelMessageRequest.model_json_schema()
+    reason["properties"]["reason"] = {
+        "type": "string",
+        "maxLength": reason["properties"]["reason"]["anyOf"][0]["maxLength"],
+        "pattern": MESSAGE_TEXT.pattern,
+        "description": reason["properties"]["reason"]["description"],
+    }
+    return {
+        "operationId": "cancelMessage",
+        "summary": "Cancel a message not yet handed to UCWA",
+        "description": "A message that is queued, or waiting between attempts, ends cancelled "
+        "(error.code cancelled_by_caller, error.message the reason), a message.cancelled event "
+        "goes to the webhooks, and the next message to that person starts. It is never posted "
+        "to UCWA afterwards: the cancel and the worker's claim to post are one compare-and-set. "
+        "Cancelling a cancelled message answers the record again.",
+        "tags": ["messages"],
+        "security": [{"apiKey": []}],
+        "parameters": [
+            {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": reason}},
+        },
+        "responses": {
+            "200": {
+                "description": "Cancelled (now or before): the message record.",
+                "headers": _with_rate_limit(),
+                "content": {"application/json": {"schema": _ref("Message")}},
+            },
+            **_authenticated(
+                {
+                    "400": "Malformed JSON (or not UTF-8), or a body that is malformed or "
+                    "ended early.",
+                    "404": "No message with this id.",
+                    "409": "The message is already with UCWA (sending) or final "
+                    "(delivered, failed, expired); message_status says which.",
+                    "413": "Body over BRIDGE_MAX_BODY_BYTES.",
+                    "415": "A body whose Content-Type is not application/json.",
+                    "422": "Invalid body: a bad or unknown field, a key given twice.",
+                }
+            ),
         },
     }
 
@@ -398,6 +451,7 @@ def build_document(max_message_chars: int, version: str = "0.1.0") -> dict[str, 
         "paths": {
             "/messages": {"post": _post_messages()},
             "/messages/{message_id}": {"get": _get_message()},
+            "/messages/{message_id}/cancel": {"post": _cancel_message()},
             **webhook_paths(_authenticated),
             **conversation_paths(_authenticated),
             "/healthz": {

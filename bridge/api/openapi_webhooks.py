@@ -1,6 +1,6 @@
-"""The webhook operations of the OpenAPI document: delivery log, retry, replay, endpoints.
-
-Parameters are typed as the blueprint (``bridge.api.webhooks``) checks them.
+"""The webhook operations of the OpenAPI document (delivery log, retry, replay, endpoints) and
+its ``webhooks`` section: the events the bridge POSTs. Parameters are typed as the blueprint
+(``bridge.api.webhooks``) checks them.
 """
 
 from __future__ import annotations

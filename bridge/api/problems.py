@@ -59,6 +59,9 @@ ENDPOINT_NOT_FOUND = ProblemType("endpoint-not-found", 404, "No such webhook end
 DELIVERY_IN_FLIGHT = ProblemType(
     "delivery-in-flight", 409, "The delivery is queued or being attempted"
 )
+MESSAGE_NOT_CANCELLABLE = ProblemType(
+    "message-not-cancellable", 409, "The message is already with UCWA or final"
+)
 INTERNAL = ProblemType("internal-error", 500, "Internal error")
 UNAVAILABLE = ProblemType("service-unavailable", 503, "Service temporarily unavailable")
 
@@ -82,6 +85,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     DELIVERY_NOT_FOUND,
     ENDPOINT_NOT_FOUND,
     DELIVERY_IN_FLIGHT,
+    MESSAGE_NOT_CANCELLABLE,
     INTERNAL,
     UNAVAILABLE,
 )
@@ -109,12 +113,14 @@ class Problem(Exception):
         *,
         errors: Sequence[FieldError] = (),
         headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail or kind.title)
         self.kind = kind
         self.detail = detail or kind.title
         self.errors = tuple(errors)
         self.headers = dict(headers or {})
+        self.extensions = dict(extensions or {})  # members beside the standard ones
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -123,6 +129,8 @@ class Problem(Exception):
             "status": self.kind.status,
             "detail": self.detail,
         }
+        for name, value in self.extensions.items():
+            data.setdefault(name, value)
         if instance:
             data["instance"] = instance
         if self.errors:

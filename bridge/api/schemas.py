@@ -17,6 +17,7 @@ from bridge.config.settings import MAX_VALIDITY_S
 from bridge.ucwa.text import unencodable
 
 MAX_SUBJECT_CHARS = 250
+BODY_FIELDS = ("text", "html", "markdown")  # the forms of a message body: exactly one is given
 INVALID_CHARACTERS = "invalid_characters"  # the code of a refused character, as at the boundary
 MAX_REPORTED_ERRORS = 20  # a body of a thousand unknown fields gets a short answer
 # The longest contact URI UCWA documents (removeContactFromAllGroups_ref.md, contactUri), and
@@ -45,7 +46,7 @@ MESSAGE_TEXT = re.compile(
 
 
 class SendMessageRequest(BaseModel):
-    """Send ``text`` or ``html`` to ``to`` (a SIP URI) or into ``conversation``."""
+    """Send ``text``, ``html`` or ``markdown`` to ``to`` (a SIP URI) or into ``conversation``."""
 
     model_config = ConfigDict(extra="forbid", strict=True, title="SendMessageRequest")
 
@@ -69,11 +70,19 @@ class SendMessageRequest(BaseModel):
     ]
     text: Annotated[
         str | None,
-        Field(default=None, description="Plain-text message. Exactly one of text/html."),
+        Field(default=None, description="Plain-text message. Exactly one of text/html/markdown."),
     ]
     html: Annotated[
         str | None,
-        Field(default=None, description="HTML message. Exactly one of text/html."),
+        Field(default=None, description="HTML message. Exactly one of text/html/markdown."),
+    ]
+    markdown: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="CommonMark message, sent as the HTML it renders to (raw HTML in it "
+            "shows as text). Exactly one of text/html/markdown.",
+        ),
     ]
     subject: Annotated[str | None, Field(default=None, max_length=MAX_SUBJECT_CHARS)]
     importance: Literal["Normal", "Urgent"] = "Normal"
@@ -113,19 +122,66 @@ class SendMessageRequest(BaseModel):
             )
         return value
 
-    @field_validator("text", "html", "subject")
+    @field_validator("text", "html", "markdown", "subject")
     @classmethod
     def _message_text(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        # NUL, escape sequences and other controls either break the recipient's client or
-        # are cut by UCWA after the message was accepted; the position helps find them.
-        refused = unencodable(value)
-        if refused is not None:
-            raise PydanticCustomError(INVALID_CHARACTERS, refused)
-        if not NOT_BLANK.search(value):
-            raise PydanticCustomError("blank", "must not be empty or only whitespace")
+        return checked_text(value)
+
+
+def checked_text(value: str | None) -> str | None:
+    """A text field's value, refused (``PydanticCustomError``) if blank or carrying controls."""
+    if value is None:
         return value
+    # NUL, escape sequences and other controls either break the recipient's client or
+    # are cut by UCWA after the message was accepted; the position helps find them.
+    refused = unencodable(value)
+    if refused is not None:
+        raise PydanticCustomError(INVALID_CHARACTERS, refused)
+    if not NOT_BLANK.search(value):
+        raise PydanticCustomError("blank", "must not be empty or only whitespace")
+    return value
+
+
+DEFAULT_CANCEL_REASON = "cancelled by the caller"
+
+
+class CancelMessageRequest(BaseModel):
+    """The optional body of ``POST /messages/{id}/cancel``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="CancelMessageRequest")
+
+    reason: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=MAX_SUBJECT_CHARS,
+            description="Why, kept as the message's error.message; "
+            f"{DEFAULT_CANCEL_REASON!r} when absent.",
+        ),
+    ]
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_text(cls, value: str | None) -> str | None:
+        return checked_text(value)
+
+
+def parse_cancel_request(body: Any) -> str:
+    """The reason in a decoded JSON body; a 422 ``Problem`` naming the bad field."""
+    if not isinstance(body, dict):
+        raise Problem(
+            VALIDATION,
+            "the request body must be a JSON object",
+            errors=[FieldError("body", "must be a JSON object", "type")],
+        )
+    try:
+        request = CancelMessageRequest.model_validate(body)
+    except ValidationError as exc:
+        errors = [_field_error(error) for error in exc.errors(include_url=False)]
+        raise Problem(
+            VALIDATION, f"{len(errors)} field(s) failed validation", errors=errors
+        ) from None
+    return request.reason or DEFAULT_CANCEL_REASON
 
 
 @dataclass(frozen=True)
@@ -143,13 +199,13 @@ def parse_send_request(body: Any, limits: Limits) -> SendMessageRequest:
         )
     oversized = [
         FieldError(name, f"must be at most {limits.max_message_chars} characters", "too_long")
-        for name in ("text", "html")
+        for name in BODY_FIELDS
         if isinstance(body.get(name), str) and len(body[name]) > limits.max_message_chars
     ]
     if oversized:
         raise Problem(PAYLOAD_TOO_LARGE, "the message is too long", errors=oversized)
 
-    errors = _exactly_one(body, "to", "conversation") + _exactly_one(body, "text", "html")
+    errors = _exactly_one(body, "to", "conversation") + _exactly_one(body, *BODY_FIELDS)
     try:
         request = SendMessageRequest.model_validate(body)
     except ValidationError as exc:
@@ -163,13 +219,17 @@ def parse_send_request(body: Any, limits: Limits) -> SendMessageRequest:
     raise Problem(VALIDATION, detail, errors=errors[:MAX_REPORTED_ERRORS])
 
 
-def _exactly_one(body: dict[str, Any], first: str, second: str) -> list[FieldError]:
-    present = [name for name in (first, second) if body.get(name) is not None]
+def _exactly_one(body: dict[str, Any], *names: str) -> list[FieldError]:
+    present = [name for name in names if body.get(name) is not None]
     if len(present) == 1:
         return []
+    listed = ", ".join(names[:-1]) + f" or {names[-1]}"
     if present:
-        return [FieldError(second, f"give either {first} or {second}, not both", "conflict")]
-    return [FieldError(first, f"one of {first} or {second} is required", "missing")]
+        message = (
+            f"give either {listed}, not both" if len(names) == 2 else f"give only one of {listed}"
+        )
+        return [FieldError(present[-1], message, "conflict")]
+    return [FieldError(names[0], f"one of {listed} is required", "missing")]
 
 
 def _field_error(error: Any) -> FieldError:

@@ -27,20 +27,28 @@ MAX_UPDATE_RETRIES = 50
 
 
 class MessageStatus(StrEnum):
-    """What a caller sees; ``delivered``, ``failed`` and ``expired`` are final."""
+    """What a caller sees; ``delivered``, ``failed``, ``expired`` and ``cancelled`` are final."""
 
     QUEUED = "queued"
     SENDING = "sending"
     DELIVERED = "delivered"
     FAILED = "failed"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.EXPIRED})
+TERMINAL = frozenset(
+    {
+        MessageStatus.DELIVERED,
+        MessageStatus.FAILED,
+        MessageStatus.EXPIRED,
+        MessageStatus.CANCELLED,
+    }
+)
 
 # A send whose outcome UCWA never told fails with this code and is never sent again; if UCWA
 # reports its success later after all, the message becomes delivered (``late_success``).
@@ -48,13 +56,23 @@ OUTCOME_UNKNOWN = "outcome_unknown"
 
 ALLOWED_TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
     MessageStatus.QUEUED: frozenset(
-        {MessageStatus.SENDING, MessageStatus.FAILED, MessageStatus.EXPIRED}
+        {
+            MessageStatus.SENDING,
+            MessageStatus.FAILED,
+            MessageStatus.EXPIRED,
+            MessageStatus.CANCELLED,
+        }
     ),
+    # Cancelling a sending message also needs it between attempts (``MessageRecord.cancellable``).
     MessageStatus.SENDING: TERMINAL,
     MessageStatus.DELIVERED: frozenset(),
     MessageStatus.FAILED: frozenset(),
     MessageStatus.EXPIRED: frozenset(),
+    MessageStatus.CANCELLED: frozenset(),
 }
+# The error code of a message cancelled through the API (``cancelled`` is UCWA cancelling an
+# invitation); its message is the caller's reason.
+CANCELLED_CODE = "cancelled_by_caller"
 
 
 class MessageStoreError(Exception):
@@ -73,6 +91,14 @@ class IllegalTransition(MessageStoreError):
         self.current = current
         self.wanted = wanted
         super().__init__(f"{message_id}: {current.value} -> {wanted.value} is not allowed")
+
+
+class NotCancellable(MessageStoreError):
+    """The message is with UCWA (posting, invited, posted) or final: too late to cancel."""
+
+    def __init__(self, record: MessageRecord) -> None:
+        self.record = record
+        super().__init__(f"{record.id} is {record.status.value} ({record.step})")
 
 
 class TooMuchContention(MessageStoreError):
@@ -193,6 +219,12 @@ class MessageRecord:
             and self.error is not None
             and self.error.code == OUTCOME_UNKNOWN
         )
+
+    @property
+    def cancellable(self) -> bool:
+        """Whether nothing of this message is, or may be, with UCWA: not final, and between
+        attempts (``step`` queued) with no POST whose answer was lost."""
+        return not self.status.is_terminal and self.step == "queued" and not self.maybe_sent
 
     @classmethod
     def new(

@@ -18,15 +18,18 @@ from rq import Queue, Retry
 from bridge.config.redis_text import text, text_map
 from bridge.outbound.intake import SEND_FUNC, SEND_JOB_TIMEOUT_S, SEND_QUEUE
 from bridge.outbound.messages import (
+    CANCELLED_CODE,
     IllegalTransition,
     MessageError,
     MessageNotFound,
     MessageRecord,
     MessageStatus,
     MessageStore,
+    NotCancellable,
     RecipientQueue,
     UcwaFault,
     parse_time,
+    utc_now,
 )
 from bridge.session.conversations import ConversationLog, conversation_id
 from bridge.ucwa.events import Reason
@@ -40,6 +43,14 @@ OP_TTL_S = 86_400
 CRASH_RETRY = Retry(max=3, interval=[1, 5, 15])
 
 StatusHook = Callable[[redis.client.Pipeline, MessageRecord], None]
+
+
+class _AlreadyCancelled(Exception):
+    """Aborts a cancel's update: the record is cancelled already, nothing to write."""
+
+    def __init__(self, record: MessageRecord) -> None:
+        super().__init__(record.id)
+        self.record = record
 
 
 def op_key(operation_id: str) -> str:
@@ -121,6 +132,36 @@ class Outbound:
                 self._safe_transition(message_id, MessageStatus.SENDING)
             record = self._safe_transition(message_id, status, error=error, **fields) or record
         self.advance(record)
+        return record
+
+    def cancel(self, message_id: str, reason: str) -> MessageRecord:
+        """End a message nothing of which is with UCWA as ``cancelled``, then start the next one
+        to that recipient, as after a failure. Cancelling a cancelled message returns it as it
+        is (no second event); ``MessageNotFound`` or ``NotCancellable`` otherwise.
+
+        One compare-and-set on the record, as the worker's claim to post is
+        (``Sender._claim``): whichever commits first wins, and the other sees it and backs off.
+        """
+
+        def stop(record: MessageRecord) -> MessageRecord:
+            if record.status is MessageStatus.CANCELLED:
+                raise _AlreadyCancelled(record)
+            if not record.cancellable:
+                raise NotCancellable(record)
+            history = {**record.history, MessageStatus.CANCELLED.value: utc_now()}
+            error = MessageError(CANCELLED_CODE, reason)
+            return replace(record, status=MessageStatus.CANCELLED, history=history, error=error)
+
+        try:
+            record = self.store.update(message_id, stop, self._on_final)
+        except _AlreadyCancelled as already:
+            record = already.record  # a repeat also finishes a cancel cut off before its line
+        else:
+            log.info("message cancelled", extra={"message_id": message_id, "status": "cancelled"})
+        # Behind another message it stays in line until that one ends (``kick`` drops it then);
+        # kicking now would only start the head again.
+        if self.fifo.pop_if_head(record.recipient, record.id):
+            self.kick(record.recipient)
         return record
 
     def _safe_transition(

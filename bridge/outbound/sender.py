@@ -1,7 +1,8 @@
 """The outbound send state machine, resumable after every step and at most once per message.
 
 queued → posting_<path> → invited | posted → delivered | failed | expired; the poller settles
-``invited``/``posted`` from the event channel, the watchdog asks UCWA if no event came.
+``invited``/``posted`` from the event channel, the watchdog asks UCWA if no event came. A
+message between attempts may be cancelled instead; the claim to post races that cancel fairly.
 """
 
 from __future__ import annotations
@@ -149,13 +150,10 @@ class Sender:
         path, href, request = self._plan(record, session, conversation)
         if href is None:
             return self._retry(record, "no_session", "the session lacks the startMessaging link")
-        record = self._mark(
-            record,
-            step=f"posting_{path}",
-            attempts=record.attempts + 1,
-            attempt_at=time.time(),
-            path=path,
-        )
+        claimed = self._claim(record, path)
+        if claimed is None:
+            return self._stand_down(record.id)
+        record = claimed
         try:
             response = self.ucwa.request("POST", href, kind=REQUEST_KIND[path], **request)
         except NotSent as exc:
@@ -434,6 +432,44 @@ class Sender:
 
         return self.store.update(record.id, change)
 
+    def _claim(self, record: MessageRecord, path: str) -> MessageRecord | None:
+        """Move the record to ``posting_<path>`` if it is still between attempts: a
+        compare-and-set, as a cancel is (``Outbound.cancel``), so a message is either cancelled
+        or posted, never both. None when it is not (cancelled meanwhile): post nothing then."""
+
+        def claim(current: MessageRecord) -> MessageRecord:
+            if current.status.is_terminal or current.step != "queued":
+                raise _ClaimLost(current.id)
+            history = current.history
+            if current.status == MessageStatus.QUEUED:
+                history = {**history, MessageStatus.SENDING.value: _now_iso()}
+            return replace(
+                current,
+                status=MessageStatus.SENDING,
+                history=history,
+                step=f"posting_{path}",
+                attempts=current.attempts + 1,
+                attempt_at=time.time(),
+                path=path,
+            )
+
+        try:
+            return self.store.update(record.id, claim)
+        except (_ClaimLost, MessageNotFound):
+            return None
+
+    def _stand_down(self, message_id: str) -> str:
+        """The claim to post was lost: a final (cancelled) message hands on to the next one in
+        its line, exactly as after a failure."""
+        try:
+            record = self.store.get(message_id)
+        except MessageNotFound:
+            return "unknown"
+        if record.status.is_terminal:
+            self.outbound.advance(record)
+            return record.status.value
+        return "busy"
+
     def _mark_rebuilding(self, generation: int) -> None:
         """Say the session is being rebuilt, unless the poller already published a newer one:
         a late 404/410 for the old application must not mark the new session unusable."""
@@ -484,6 +520,10 @@ def _release(lock: Lock) -> None:
                 return  # the lock expires by itself
             time.sleep(delay)  # Redis, and with it RQ's scheduler, is away: nothing to hand to
             delay = min(delay * 2, 2.0)
+
+
+class _ClaimLost(Exception):
+    """Aborts the claim's update: the record is no longer between attempts."""
 
 
 def _first_message(record: MessageRecord) -> str:

@@ -1,4 +1,5 @@
-"""Outbound message outcomes as webhook events: ``message.delivered``, ``.failed``, ``.expired``.
+"""Outbound message outcomes as webhook events: ``message.delivered``, ``.failed``, ``.expired``,
+``.cancelled``.
 
 ``status_hook`` builds the ``on_final`` callback ``Outbound`` runs once a message is final.
 """
@@ -24,6 +25,7 @@ EVENT_TYPES: dict[MessageStatus, EventType] = {
     MessageStatus.DELIVERED: EventType.MESSAGE_DELIVERED,
     MessageStatus.FAILED: EventType.MESSAGE_FAILED,
     MessageStatus.EXPIRED: EventType.MESSAGE_EXPIRED,
+    MessageStatus.CANCELLED: EventType.MESSAGE_CANCELLED,
 }
 
 

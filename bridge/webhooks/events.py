@@ -17,6 +17,7 @@ class EventType(StrEnum):
     MESSAGE_DELIVERED = "message.delivered"
     MESSAGE_FAILED = "message.failed"
     MESSAGE_EXPIRED = "message.expired"
+    MESSAGE_CANCELLED = "message.cancelled"
     CONVERSATION_TYPING = "conversation.typing"
     CONVERSATION_ENDED = "conversation.ended"
 

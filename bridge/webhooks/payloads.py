@@ -51,7 +51,7 @@ class MessageReceivedData(_Strict):
 
 class MessageStatusData(_Strict):
     message_id: str
-    status: Literal["delivered", "failed", "expired"]
+    status: Literal["delivered", "failed", "expired", "cancelled"]
     to: str | None
     conversation: str | None
     error: MessageErrorDetail | None
@@ -80,6 +80,7 @@ DATA_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.MESSAGE_DELIVERED: MessageStatusData,
     EventType.MESSAGE_FAILED: MessageStatusData,
     EventType.MESSAGE_EXPIRED: MessageStatusData,
+    EventType.MESSAGE_CANCELLED: MessageStatusData,
     EventType.CONVERSATION_TYPING: ConversationTypingData,
     EventType.CONVERSATION_ENDED: ConversationEndedData,
 }
@@ -89,6 +90,8 @@ DESCRIPTIONS: dict[EventType, str] = {
     EventType.MESSAGE_DELIVERED: "A message accepted by POST /messages was delivered.",
     EventType.MESSAGE_FAILED: "A message failed; error says why.",
     EventType.MESSAGE_EXPIRED: "A message was not sent within its validity.",
+    EventType.MESSAGE_CANCELLED: "A message was cancelled before it was sent (error.message "
+    "is the reason); the next one to that person starts.",
     EventType.CONVERSATION_TYPING: "The remote started or stopped typing (opt-in).",
     EventType.CONVERSATION_ENDED: "The remote left or the conversation ended (opt-in).",
 }

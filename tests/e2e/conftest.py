@@ -33,7 +33,7 @@ ALICE = "sip:alice@contoso.com"
 BOB = "sip:bob@contoso.com"
 BOT_PASSWORD = "Bot-Passw0rd-e2e"
 API_KEY = "e2e-test-key-0123456789abcdef"
-FINAL = ("delivered", "failed", "expired")
+FINAL = ("delivered", "failed", "expired", "cancelled")
 
 
 def sim_users() -> list[SimUser]:

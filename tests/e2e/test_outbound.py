@@ -48,6 +48,23 @@ def test_html_cold_and_warm(make_bridge: MakeBridge) -> None:
     assert inbox[0]["text"] == "Build is green"
 
 
+def test_markdown_is_delivered_as_the_html_the_api_answered(make_bridge: MakeBridge) -> None:
+    bridge = make_bridge()
+    accepted = bridge.post(
+        {"to": BOB, "markdown": "**Build** is *green*: [notes](https://example.org) <b>x</b>"}
+    )
+    assert accepted.status_code == 202, accepted.text
+    html = accepted.json()["html"]
+    message_id = accepted.json()["id"]
+
+    assert bridge.wait_final(message_id)[message_id]["status"] == "delivered"
+    inbox = bridge.inbox(BOB)
+    assert [m["html"] for m in inbox] == [html]
+    assert html.startswith("<p><strong>Build</strong> is <em>green</em>: <a href=")
+    assert "&lt;b&gt;x&lt;/b&gt;" in html  # raw HTML in markdown arrives as text
+    assert inbox[0]["text"] == "Build is green: notes <b>x</b>"
+
+
 def test_failures_carry_a_stable_code_and_the_ucwa_reason(make_bridge: MakeBridge) -> None:
     bridge = make_bridge()
     ids = {
