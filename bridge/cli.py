@@ -53,6 +53,7 @@ def poller_settings(env: BridgeEnvironment) -> object:
         idle_conversation_s=env.conversation_idle_s,
         sweep_s=env.sweep_s,
         token_renew_margin_s=env.token_renew_margin_s,
+        record_ttl_s=env.record_ttl_s,
     )
 
 

@@ -50,6 +50,7 @@ class PollerSettings:
     sweep_s: float = 5.0
     token_renew_margin_s: float = 300.0
     backoff_cap_s: float = 30.0
+    record_ttl_s: int = 7 * 86_400  # BRIDGE_RECORD_TTL_S: for the keys kept beside a record
 
 
 class Shutdown(BaseException):
@@ -78,7 +79,8 @@ class Poller:
         self.lease = PollerLease(client, self.account, self.settings.lease_ttl_s)
         self.sessions = SessionStore(client, self.account)
         self.registry = ConversationRegistry(client, self.account)
-        self.outbound = Outbound(client, MessageStore(client), on_final, self.account)
+        store = MessageStore(client, record_ttl_s=self.settings.record_ttl_s)
+        self.outbound = Outbound(client, store, on_final, self.account)
         self.sink = EventSink(client, self.account, self.outbound, inbound_hook)
         self.stopping = threading.Event()
         self._lost = threading.Event()

@@ -15,6 +15,7 @@ from bridge.config.settings import Settings
 from bridge.hooks import status_events
 from bridge.observability.metrics import observe_ucwa_request, with_send_metrics
 from bridge.outbound.conversation_actions import ConversationActions
+from bridge.outbound.messages import MessageStore
 from bridge.outbound.outcomes import Outbound
 from bridge.outbound.sender import Sender, SendSettings
 from bridge.session.client import UcwaClient
@@ -40,7 +41,12 @@ def build_sender(settings: Settings, send_settings: SendSettings | None = None) 
     options = TransportOptions.from_settings(settings)
     ucwa = UcwaClient(credentials, UcwaTransport(observer=observe_ucwa_request, options=options))
     account = settings.ucwa_username.lower()
-    outbound = Outbound(client, on_final=with_send_metrics(status_events(account)), account=account)
+    outbound = Outbound(
+        client,
+        MessageStore(client, record_ttl_s=settings.record_ttl_s),
+        on_final=with_send_metrics(status_events(account)),
+        account=account,
+    )
     knobs = replace(send_settings or SendSettings(), ucwa_timeout_s=float(settings.ucwa_timeout_s))
     return Sender(client, ucwa, account, knobs, outbound)
 

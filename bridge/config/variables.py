@@ -185,7 +185,7 @@ class BridgeEnvironment(BaseSettings):
     idempotency_lock_ttl_s: Annotated[Count, Use(frozenset({API}))] = Field(
         30, description="how long a request holds its Idempotency-Key (at most the TTL above)"
     )
-    record_ttl_s: Annotated[Count, Use(frozenset({API}))] = Field(
+    record_ttl_s: Annotated[Count, Use(frozenset({API, WORKER, POLLER}))] = Field(
         7 * 86_400, description="how long message records are kept"
     )
     rate_limit: Annotated[

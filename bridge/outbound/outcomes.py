@@ -82,7 +82,7 @@ class Outbound:
     def enqueue_send(self, message_id: str, delay_s: float = 0.0, func: str = SEND_FUNC) -> str:
         """A fresh RQ job for another attempt; the record and a lock keep it at most once."""
         run = int(self.client.incr(f"msg:{message_id}:runs"))
-        self.client.expire(f"msg:{message_id}:runs", 7 * 86_400)
+        self.client.expire(f"msg:{message_id}:runs", self.store.record_ttl_s)
         job_id = f"{'check' if func == CHECK_FUNC else 'send'}-{message_id}-{run}"
         options: dict[str, Any] = {
             "job_id": job_id,
