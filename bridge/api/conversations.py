@@ -83,7 +83,7 @@ def list_conversations() -> Response:
     state = args.get("state") or "all"
     if state not in STATES:
         raise invalid("state", "one of " + ", ".join(STATES))
-    raw_limit = args.get("limit") or "50"
+    raw_limit = args.get("limit", "50")
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise invalid("limit", f"an integer from 1 to {MAX_LIMIT}")
     cursor = None

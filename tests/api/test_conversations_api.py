@@ -205,6 +205,7 @@ def test_the_log_keeps_the_newest_entries_within_the_retention(redis_client: red
 @pytest.mark.parametrize(
     ("query", "field"),
     [
+        ("limit=", "limit"),
         ("limit=0", "limit"),
         ("limit=101", "limit"),
         ("limit=²", "limit"),
