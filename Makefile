@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.inbound $(BENCH_ARGS)
 	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
 	$(BIN)/python -m bench.memory $(BENCH_ARGS)
+	$(BIN)/python -m bench.list_messages $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -184,6 +184,14 @@ def family(key: str) -> str:
         return "rcpt:*:seq (sequence counter)"
     if key.startswith("idem:"):
         return "idem:* (idempotency answer)"
+    if key.startswith("msgs:idem:"):
+        return "msgs:idem:* (listing index by Idempotency-Key)"
+    if key.startswith("msgs:status:") and key.count(":") > 2:
+        return "msgs:status:*:to:* (listing index, person by status)"
+    if key.startswith("msgs:to:"):
+        return "msgs:to:* (listing index by person)"
+    if key.startswith("msgs:"):
+        return "msgs:all, msgs:status:* (listing indexes)"
     return key
 
 

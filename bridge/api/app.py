@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -16,6 +16,7 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from bridge.api import conversations as conversations_api
+from bridge.api import message_list
 from bridge.api import webhooks as webhooks_api
 from bridge.api.auth import Authenticator, Caller
 from bridge.api.health import readiness
@@ -75,6 +76,7 @@ from bridge.observability.metrics import (
     metrics_response,
 )
 from bridge.outbound.intake import Gate, Intake, IntakeConflict
+from bridge.outbound.message_search import MessageSearch
 from bridge.outbound.messages import (
     MessageNotFound,
     MessageRecord,
@@ -174,6 +176,8 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         ),
     )
     app.register_blueprint(conversations_api.blueprint)
+    message_list.init_app(app, MessageSearch(client))
+    app.register_blueprint(message_list.blueprint)
     app.before_request(_begin_request)
     app.before_request(check_request_text)
     app.before_request(_authorize_webhooks)
@@ -235,7 +239,9 @@ def _authorize_webhooks() -> None:
     _authorize(_services(), scope_for(request.method))
 
 
-_BLUEPRINTS = frozenset({webhooks_api.blueprint.name, conversations_api.blueprint.name})
+_BLUEPRINTS = frozenset(
+    {webhooks_api.blueprint.name, conversations_api.blueprint.name, message_list.blueprint.name}
+)
 # HEAD answers what GET would, so it needs what GET needs, on every route.
 _READING_METHODS = frozenset({"GET", "HEAD"})
 
@@ -281,6 +287,8 @@ def send_message() -> Response:
             mimetype=JSON,
             headers={**claim.headers, REPLAYED_HEADER: "true"},
         )
+    if claim is not None:
+        record = replace(record, idempotency_key=request.headers[IDEMPOTENCY_HEADER])
     try:
         stored = services.intake.submit(record, claim)
     except BaseException as exc:

@@ -13,6 +13,7 @@ from bridge.api.gunicorn_worker import GUNICORN_PROBLEM_TYPES
 from bridge.api.idempotency import VALID_KEY
 from bridge.api.models import MODELS as ANSWER_MODELS
 from bridge.api.openapi_conversations import conversation_paths, conversation_schemas
+from bridge.api.openapi_messages import list_messages_operation, message_page_schema
 from bridge.api.openapi_webhooks import webhook_paths
 from bridge.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, ProblemType
 from bridge.api.rate_limit import RATE_LIMITED
@@ -133,6 +134,10 @@ def _message_schema() -> dict[str, Any]:
             },
             "attempts": {"type": "integer", "minimum": 0},
             "error": {"oneOf": [{"type": "null"}, _ref("MessageError")]},
+            "idempotency_key": {
+                "type": "string",
+                "description": "The Idempotency-Key the message was sent with, if any.",
+            },
             "previous_error": {
                 **_ref("MessageError"),
                 "description": "Present when UCWA reported the delivery after the message had "
@@ -147,6 +152,7 @@ def _components(max_message_chars: int) -> dict[str, Any]:
         "schemas": {
             "SendMessageRequest": request_schema(max_message_chars),
             "Message": _message_schema(),
+            "MessagePage": message_page_schema(),
             "MessageError": {
                 "type": "object",
                 "required": ["code", "message", "ucwa"],
@@ -449,7 +455,10 @@ def build_document(max_message_chars: int, version: str = "0.1.0") -> dict[str, 
         },
         "security": [{"apiKey": []}],
         "paths": {
-            "/messages": {"post": _post_messages()},
+            "/messages": {
+                "post": _post_messages(),
+                "get": list_messages_operation(_authenticated),
+            },
             "/messages/{message_id}": {"get": _get_message()},
             "/messages/{message_id}/cancel": {"post": _cancel_message()},
             **webhook_paths(_authenticated),

@@ -28,9 +28,10 @@ _REPLAYABLE = frozenset({b"SADD", b"HSET", b"HMSET", b"RPUSH", b"LPUSH", b"ZADD"
 
 # After the gate (a Lua function ``gate(key, args)`` prepended to this) lets the message in:
 # number it, append it to its line, save it, then replay the job's commands captured from RQ.
-# KEYS: the gate's key, the three of ``accept``, one per replayed command.
-# ARGV: the gate's argument count and arguments, the three of ``accept``, then per replayed
-# command its argument count, its name and its arguments after the key.
+# KEYS: the gate's key, those of ``accept`` (three, then the indexes), one per replayed command.
+# ARGV: the gate's argument count and arguments, the six of ``accept`` (the last the number of
+# index keys), then per replayed command its argument count, its name and its arguments after
+# the key.
 _GATED_INTAKE = (
     ACCEPT_FUNCTION
     + """
@@ -40,9 +41,11 @@ if reply[1] == 0 then
   return reply
 end
 local i = gate_argc + 2
-local sequence = accept(KEYS[2], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1], ARGV[i + 2])
-i = i + 3
-for k = 5, #KEYS do
+local indexes = tonumber(ARGV[i + 5])
+local sequence = accept(KEYS[2], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1], ARGV[i + 2],
+                        ARGV[i + 3], ARGV[i + 4], {unpack(KEYS, 5, 4 + indexes)})
+i = i + 6
+for k = 5 + indexes, #KEYS do
   local argc = tonumber(ARGV[i])
   redis.call(ARGV[i + 1], KEYS[k], unpack(ARGV, i + 2, i + 1 + argc))
   i = i + 2 + argc

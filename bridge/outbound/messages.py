@@ -21,6 +21,7 @@ import redis
 from redis.client import Pipeline
 
 from bridge.config.redis_text import text
+from bridge.outbound.message_index import INDEX_FUNCTION, index_keys, member, reindex, trim_bound
 
 MESSAGE_ID_PREFIX = "msg_"
 MAX_UPDATE_RETRIES = 50
@@ -210,6 +211,8 @@ class MessageRecord:
     maybe_sent: bool = False
     # The error a late success replaced (``outcome_unknown``), shown with the delivery.
     previous_error: MessageError | None = None
+    # The caller's Idempotency-Key header, if it sent one: ``GET /messages`` finds it by that.
+    idempotency_key: str | None = None
 
     def late_success(self, status: MessageStatus) -> bool:
         """Whether ``status`` is a success UCWA reported after the message ended unknown."""
@@ -305,6 +308,8 @@ class MessageRecord:
         }
         if self.previous_error is not None:
             view["previous_error"] = asdict(self.previous_error)
+        if self.idempotency_key is not None:
+            view["idempotency_key"] = self.idempotency_key
         if self.text is not None:
             view["text"] = self.text
         else:
@@ -314,21 +319,31 @@ class MessageRecord:
 
 _FIELD_NAMES = tuple(f.name for f in dataclass_fields(MessageRecord))
 
-# Numbers the message in its recipient's line, appends it to the line and saves the record with
-# that number, atomically: the line's order and the numbers always agree. A function, so the
-# intake's gated script (bridge.outbound.intake) runs the very same steps.
-ACCEPT_FUNCTION = """
-local function accept(seq_key, fifo_key, record_key, id, record, ttl)
+# Numbers the message in its recipient's line, appends it to the line, saves the record with
+# that number and adds it to its indexes, atomically: the line's order and the numbers always
+# agree, and an index never names a record that was not stored. A function, so the intake's
+# gated script (bridge.outbound.intake) runs the very same steps.
+ACCEPT_FUNCTION = (
+    INDEX_FUNCTION
+    + """
+local function accept(seq_key, fifo_key, record_key, id, record, ttl, entry, bound, indexes)
   local sequence = redis.call('INCR', seq_key)
   redis.call('EXPIRE', seq_key, ttl)
   redis.call('RPUSH', fifo_key, id)
   redis.call('EXPIRE', fifo_key, ttl)
   redis.call('SET', record_key, string.sub(record, 1, -2) .. ',"sequence":' .. sequence .. '}',
              'EX', ttl)
+  index_message(indexes, entry, bound, ttl)
   return sequence
 end
 """
-_ACCEPT = ACCEPT_FUNCTION + "return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])\n"
+)
+# KEYS: the line's sequence, the line, the record, then the indexes; ARGV: ``accept_arguments``.
+_ACCEPT = (
+    ACCEPT_FUNCTION
+    + "return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], "
+    + "{unpack(KEYS, 4, 3 + tonumber(ARGV[6]))})\n"
+)
 
 
 class MessageStore:
@@ -359,13 +374,17 @@ class MessageStore:
         pipe.eval(_ACCEPT, len(keys), *keys, *args)
 
     def accept_arguments(self, record: MessageRecord) -> tuple[list[str], list[str | int]]:
-        """KEYS and ARGV of ``ACCEPT_FUNCTION``'s ``accept`` for ``record``, in its order."""
+        """KEYS (the three of ``accept``, then its indexes) and ARGV (``accept``'s six scalar
+        arguments, the last the number of index keys) for ``record``."""
         data = record.to_dict()
         del data["sequence"]
         recipient = record.recipient
-        keys = [sequence_key(recipient), fifo_key(recipient), record_key(record.id)]
+        indexes = index_keys(record)
+        keys = [sequence_key(recipient), fifo_key(recipient), record_key(record.id), *indexes]
         record_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        return keys, [record.id, record_json, self.record_ttl_s]
+        ttl = self.record_ttl_s
+        entry, bound = member(record), trim_bound(record, ttl)
+        return keys, [record.id, record_json, ttl, entry, bound, len(indexes)]
 
     def update(
         self,
@@ -389,11 +408,13 @@ class MessageStore:
                     raw = pipe.get(key)
                     if raw is None:
                         raise MessageNotFound(message_id)
-                    updated = mutate(MessageRecord.from_json(raw))
+                    current = MessageRecord.from_json(raw)
+                    updated = mutate(current)
                     if updated.id != message_id:
                         raise ValueError("an update must not change the message id")
                     pipe.multi()
                     pipe.set(key, updated.to_json(), keepttl=True)
+                    reindex(pipe, current, updated, self.record_ttl_s)
                     if also is not None:
                         also(pipe, updated)  # e.g. a status webhook, in the same transaction
                     pipe.execute()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -98,3 +99,35 @@ def gunicorn_api(redis_url: str, redis_client: redis.Redis) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def walk_pages(
+    client: FlaskClient,
+    path: str,
+    query: str = "",
+    between: Callable[[int], None] | None = None,
+    key: str = READ_ONLY_KEY,
+) -> list[str]:
+    """Every item id of a cursor-paged listing (``path`` answers ``items`` and
+    ``next_cursor``), over all pages; ``between(page_no)`` runs after each page."""
+    seen: list[str] = []
+    cursor = None
+    for page_no in range(10_000):
+        suffix = f"&cursor={cursor}" if cursor else ""
+        answer = client.get(f"{path}?{query}{suffix}", headers=bearer(key))
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        page = answer.get_json()
+        seen += [item["id"] for item in page["items"]]
+        if between is not None:
+            between(page_no)
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+    raise AssertionError("no end of pages")
+
+
+def get_ok(client: FlaskClient, path: str, key: str = READ_ONLY_KEY) -> Any:
+    """The JSON of a GET that must answer 200."""
+    answer = client.get(path, headers=bearer(key))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()

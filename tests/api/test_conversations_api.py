@@ -22,7 +22,7 @@ from bridge.session.conversations import (
     ConversationLog,
     ConversationRegistry,
 )
-from tests.api.conftest import READ_ONLY_KEY, SEND_ONLY_KEY, bearer
+from tests.api.conftest import READ_ONLY_KEY, SEND_ONLY_KEY, bearer, get_ok, walk_pages
 
 ACCOUNT = "sip:bot@contoso.com"
 
@@ -47,26 +47,11 @@ def start(conn: redis.Redis, n: int, at: float, alive: bool = True) -> Conversat
     return conv
 
 
-def get(client: FlaskClient, path: str, key: str = READ_ONLY_KEY) -> Any:
-    answer = client.get(path, headers=bearer(key))
-    assert answer.status_code == 200, answer.get_data(as_text=True)
-    return answer.get_json()
+get = get_ok
 
 
 def walk(client: FlaskClient, query: str = "", between: Any = None) -> list[str]:
-    """Every id over all pages; ``between(page_no)`` runs after each page."""
-    seen: list[str] = []
-    cursor = None
-    for page_no in range(1000):
-        suffix = f"&cursor={cursor}" if cursor else ""
-        page = get(client, f"/conversations?{query}{suffix}")
-        seen += [c["id"] for c in page["items"]]
-        if between is not None:
-            between(page_no)
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return seen
-    raise AssertionError("no end of pages")
+    return walk_pages(client, "/conversations", query, between)
 
 
 def test_pages_are_newest_first_and_complete(

@@ -121,6 +121,8 @@ def _stored(client: redis.Redis) -> dict[bytes, object]:
             state[key] = client.llen(key)
         elif kind == b"set":
             state[key] = client.smembers(key)
+        elif kind == b"zset":  # the listing indexes: members name the message
+            state[key] = (client.zcard(key), client.ttl(key) > 0)
         elif key.startswith(b"msg:"):
             state[b"msg:"] = client.ttl(key) > 0
         else:

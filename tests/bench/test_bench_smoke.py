@@ -89,6 +89,14 @@ CASES = {
             "deliveries per TCP connection, kept-alive receiver",
         ],
     ),
+    "list_messages": (
+        ["--large", "3000", "--requests", "5"],
+        [
+            "p50 latency, 3,000 / 1,000: newest page (limit 50)",
+            "p50 latency, 3,000 / 1,000: to=<person>&status=failed (limit 10)",
+        ],
+        ["idempotency_key lookup: large within 1.5x of small", "status=failed (limit 50)"],
+    ),
     "memory": (
         ["--messages", "10", "--rounds", "2"],
         ["bridge RSS after 10 messages / idle", "poller RSS after 10 / idle"],

@@ -1,0 +1,153 @@
+"""Indexes of the message records, for listing them newest first: all, by status, person,
+conversation and Idempotency-Key; written in the same script or transaction as the record.
+
+Every index is a sorted set whose members all score 0 and sort by their text,
+``<created_at in ms, 15 digits>:<message id>``, so ``ZRANGE … BYLEX REV`` reads newest first
+from any position: a member is a page cursor that concurrent writes never move. Writers trim
+members older than the record TTL (those records are gone) and renew the index's own TTL, so
+the indexes expire with the records. ``bridge.outbound.message_search`` reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import Enum
+from typing import Protocol
+
+from redis.client import Pipeline
+
+
+class MessageRecord(Protocol):
+    """What the indexes read of a record (``bridge.outbound.messages.MessageRecord``, which
+    imports this module)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def created_at(self) -> str: ...
+    @property
+    def status(self) -> Enum: ...
+    @property
+    def to(self) -> str | None: ...
+    @property
+    def line(self) -> str | None: ...
+    @property
+    def conversation(self) -> str | None: ...
+    @property
+    def idempotency_key(self) -> str | None: ...
+
+
+PREFIX = "msgs:"
+ALL_KEY = PREFIX + "all"
+CURSOR_DIGITS = 15  # ms since 1970 stay within 15 digits for the next 29,000 years
+
+
+def person_scope(uri: str) -> str:
+    return f"to:{uri.strip().lower()}"
+
+
+def conversation_scope(conversation: str) -> str:
+    return f"conv:{conversation}"
+
+
+def scope_key(scope: str) -> str:
+    """The index of one person's or one conversation's messages."""
+    return PREFIX + scope
+
+
+def status_key(status: str, scope: str | None = None) -> str:
+    """The index of the messages in ``status``: all of them, or those of one ``scope`` (so a
+    person's failed messages are read without passing their delivered ones)."""
+    return f"{PREFIX}status:{status}" + ("" if scope is None else f":{scope}")
+
+
+def idempotency_key_index(idempotency_key: str) -> str:
+    # Hashed: any visible ASCII up to 255 characters is a valid key, as in the idempotency store
+    return f"{PREFIX}idem:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+
+def member(record: MessageRecord) -> str:
+    return f"{round(_epoch(record.created_at) * 1000):0{CURSOR_DIGITS}d}:{record.id}"
+
+
+def time_bound(epoch_s: float) -> str:
+    """The text every member created at or after ``epoch_s`` sorts at or above."""
+    return f"{max(0, round(epoch_s * 1000)):0{CURSOR_DIGITS}d}"
+
+
+def person_of(record: MessageRecord) -> str | None:
+    """The SIP URI (lowercased) the message goes to: ``to``, or the person of the conversation a
+    reply was sent into (its line); None for a reply into a conversation nobody knew."""
+    if record.to is not None:
+        return record.to.strip().lower()
+    if record.line is not None and not record.line.startswith("conv:"):
+        return record.line
+    return None
+
+
+def scopes(record: MessageRecord) -> list[str]:
+    """The person and the conversation a record is listed under, as far as they are known."""
+    found = []
+    person = person_of(record)
+    if person is not None:
+        found.append(person_scope(person))
+    if record.conversation is not None:
+        found.append(conversation_scope(record.conversation))
+    return found
+
+
+def index_keys(record: MessageRecord) -> list[str]:
+    """The indexes a newly accepted ``record`` joins."""
+    status = record.status.value
+    keys = [ALL_KEY, status_key(status)]
+    for scope in scopes(record):
+        keys += [scope_key(scope), status_key(status, scope)]
+    if record.idempotency_key is not None:
+        keys.append(idempotency_key_index(record.idempotency_key))
+    return keys
+
+
+# Lua for the intake scripts (``ACCEPT_FUNCTION`` calls it): add ``member`` to each index,
+# drop the members older than ``bound`` and keep the index as long as its newest record.
+INDEX_FUNCTION = """
+local function index_message(keys, member, bound, ttl)
+  for _, key in ipairs(keys) do
+    redis.call('ZADD', key, 0, member)
+    redis.call('ZREMRANGEBYLEX', key, '-', '(' .. bound)
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+"""
+
+
+def reindex(pipe: Pipeline, before: MessageRecord, after: MessageRecord, ttl_s: int) -> None:
+    """Queue on ``pipe`` (in MULTI) the index changes of an update: the status indexes it
+    moves to, the conversation a cold send went out on."""
+    old, new = scopes(before), scopes(after)
+    status = after.status.value
+    joined = [scope_key(scope) for scope in new if scope not in old]
+    if after.status != before.status:
+        pipe.zrem(status_key(before.status.value), member(before))
+        for scope in old:
+            pipe.zrem(status_key(before.status.value, scope), member(before))
+        joined += [status_key(status), *(status_key(status, scope) for scope in new)]
+    else:
+        joined += [status_key(status, scope) for scope in new if scope not in old]
+    if joined:
+        entry = member(after)
+        bound = trim_bound(after, ttl_s)
+        for key in joined:
+            pipe.zadd(key, {entry: 0})
+            pipe.zremrangebylex(key, "-", "(" + bound)
+            pipe.expire(key, ttl_s)
+
+
+def trim_bound(record: MessageRecord, ttl_s: int) -> str:
+    """Members below it belong to records gone by the time ``record`` was stored: relative to
+    the record's creation, not the clock, as its TTL starts at intake."""
+    return time_bound(_epoch(record.created_at) - ttl_s)
+
+
+def _epoch(created_at: str) -> float:
+    return datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
