@@ -73,6 +73,13 @@ def send_message(message_id: str) -> str:
     return outcome
 
 
+def release_message(message_id: str) -> str:
+    """A scheduled message's ``send_at`` came: into its line, and started if it is first."""
+    outcome = _current().outbound.release(message_id)
+    log.info("scheduled message: %s", outcome, extra={"message_id": message_id})
+    return outcome
+
+
 def check_message(message_id: str) -> str:
     outcome = _current().check(message_id)
     log.info("outcome check: %s", outcome, extra={"message_id": message_id})

@@ -56,6 +56,7 @@ from bridge.api.schemas import (
     INVALID_CHARACTERS,
     Limits,
     parse_cancel_request,
+    parse_rfc3339,
     parse_send_request,
 )
 from bridge.config.redis_conn import connect
@@ -343,6 +344,7 @@ def _new_record(services: Services) -> tuple[MessageRecord, Any]:
         subject=payload.subject,
         importance=payload.importance,
         validity_s=payload.validity or services.settings.default_validity_s,
+        send_at=None if payload.send_at is None else parse_rfc3339(payload.send_at),
     )
     return record, body
 

@@ -7,13 +7,12 @@ No auth here: the app registers ``blueprint`` behind its read-scope check and ca
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from bridge.api.idempotency import VALID_KEY
 from bridge.api.problems import VALIDATION, FieldError, Problem
-from bridge.api.schemas import SIP_URI
+from bridge.api.schemas import SIP_URI, parse_rfc3339
 from bridge.outbound.message_search import MessageQuery, MessageSearch
 from bridge.outbound.messages import MessageStatus
 from bridge.session.conversations import CONVERSATION_ID
@@ -26,29 +25,11 @@ QUERY = frozenset(
     {"status", "to", "conversation", "since", "until", "idempotency_key", "limit", "cursor"}
 )
 CURSOR = re.compile(r"^[0-9]{15}:msg_[0-9a-f]{32}$")
-# RFC 3339 date-time (section 5.6): the offset is required; datetime checks the values.
-RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
-)
 STATUSES = tuple(s.value for s in MessageStatus)
 
 
 def init_app(app: Flask, search: MessageSearch) -> None:
     app.extensions[EXTENSION_KEY] = search
-
-
-def parse_rfc3339(value: str) -> float:
-    """Seconds since the epoch; ValueError unless ``value`` is an RFC 3339 date-time."""
-    shape = RFC3339.fullmatch(value)
-    if shape is None:
-        raise ValueError(value)
-    date, hour_minute, second, fraction, offset = shape.groups()
-    leap = second == "60"  # RFC 3339 allows a leap second, which datetime cannot hold
-    offset = "+00:00" if offset in ("Z", "z") else offset
-    moment = datetime.fromisoformat(
-        f"{date}T{hour_minute}:{'59' if leap else second}{(fraction or '')[:7]}{offset}"
-    )
-    return (moment + timedelta(seconds=1 if leap else 0)).timestamp()
 
 
 def parse_query() -> tuple[MessageQuery, int, str | None]:

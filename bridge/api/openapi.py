@@ -138,6 +138,10 @@ def _message_schema() -> dict[str, Any]:
                 "type": "string",
                 "description": "The Idempotency-Key the message was sent with, if any.",
             },
+            "send_at": {
+                **time,
+                "description": "When the caller asked it to be sent; status scheduled until then.",
+            },
             "previous_error": {
                 **_ref("MessageError"),
                 "description": "Present when UCWA reported the delivery after the message had "

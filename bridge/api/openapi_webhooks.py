@@ -88,7 +88,10 @@ def _replay_body() -> dict[str, Any]:
     # generated client deployment-specific. An unknown one is a 404.
     properties: dict[str, Any] = {
         "since": {"type": "string", "format": "date-time"},
-        "endpoint": {"type": "string", "description": "an endpoint id (GET /webhooks/endpoints)"},
+        "endpoint": {
+            "type": ["string", "null"],
+            "description": "an endpoint id (GET /webhooks/endpoints); absent or null: all",
+        },
     }
     return {
         "type": "object",

@@ -6,7 +6,9 @@ Pydantic checks types and single fields; cross-field rules and size limits are c
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -14,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from bridge.api.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
 from bridge.config.settings import MAX_VALIDITY_S
+from bridge.outbound.message_index import SCHEDULE_HORIZON_S
 from bridge.ucwa.text import unencodable
 
 MAX_SUBJECT_CHARS = 250
@@ -23,6 +26,8 @@ MAX_REPORTED_ERRORS = 20  # a body of a thousand unknown fields gets a short ans
 # The longest contact URI UCWA documents (removeContactFromAllGroups_ref.md, contactUri), and
 # the simulator's limit on startMessaging's ``to``: a longer one would be accepted, then fail.
 MAX_URI_CHARS = 250
+# How late a send_at may be and still send at once (clocks disagree); earlier is refused.
+SEND_AT_PAST_S = 60
 # Written without flags so the OpenAPI document can carry the same patterns; used with fullmatch
 # (a pattern's $ would also match before a trailing newline).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -43,6 +48,25 @@ MESSAGE_TEXT = re.compile(
     "[^\\x00-\\x20\\x7f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
     f"[^{_CONTROLS}]*$"
 )
+
+# RFC 3339 date-time (section 5.6): the offset is required; datetime checks the values.
+RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
+)
+
+
+def parse_rfc3339(value: str) -> float:
+    """Seconds since the epoch; ValueError unless ``value`` is an RFC 3339 date-time."""
+    shape = RFC3339.fullmatch(value)
+    if shape is None:
+        raise ValueError(value)
+    date, hour_minute, second, fraction, offset = shape.groups()
+    leap = second == "60"  # RFC 3339 allows a leap second, which datetime cannot hold
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    moment = datetime.fromisoformat(
+        f"{date}T{hour_minute}:{'59' if leap else second}{(fraction or '')[:7]}{offset}"
+    )
+    return (moment + timedelta(seconds=1 if leap else 0)).timestamp()
 
 
 class SendMessageRequest(BaseModel):
@@ -96,6 +120,36 @@ class SendMessageRequest(BaseModel):
             "applies when absent.",
         ),
     ]
+
+    send_at: Annotated[
+        str | None,
+        Field(
+            default=None,
+            json_schema_extra={"format": "date-time"},
+            description="RFC 3339 time to send at, at most 7 days ahead: the message is "
+            "scheduled until then (cancellable) and its validity runs from then. A time up to "
+            f"{SEND_AT_PAST_S} s in the past sends at once; an earlier one is refused.",
+            examples=["2026-05-01T09:00:00Z"],
+        ),
+    ]
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            moment = parse_rfc3339(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "invalid_date_time", "must be an RFC 3339 date-time with an offset"
+            ) from None
+        now = time.time()
+        if moment < now - SEND_AT_PAST_S:
+            raise PydanticCustomError("in_the_past", "is in the past")
+        if moment > now + SCHEDULE_HORIZON_S:
+            raise PydanticCustomError("too_far_ahead", "is more than 7 days ahead")
+        return value
 
     @field_validator("validity", mode="before")
     @classmethod

@@ -149,7 +149,9 @@ def record_send_outcome(record: MessageRecord) -> None:
         delivered = record.history.get(MessageStatus.DELIVERED.value)
         try:
             end = parse_time(delivered) if delivered else time.time()
-            seconds = end - parse_time(record.created_at)
+            # From when it joined its line: a scheduled message's wait for send_at is not latency
+            start = record.history.get(MessageStatus.QUEUED.value, record.created_at)
+            seconds = end - parse_time(start)
         except ValueError:
             return
         if seconds >= 0:

@@ -5,15 +5,24 @@ Either all of them land in Redis or none does; only then may the API answer 202.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis
 from redis.client import Pipeline
 from rq import Queue
 
-from bridge.outbound.messages import ACCEPT_FUNCTION, MessageRecord, MessageStore, recipient_key
+from bridge.outbound.messages import (
+    ACCEPT_FUNCTION,
+    MessageRecord,
+    MessageStatus,
+    MessageStore,
+    parse_time,
+    recipient_key,
+)
 from bridge.session.conversations import ConversationRegistry
 
 SEND_QUEUE = "send"
@@ -21,6 +30,7 @@ SEND_QUEUE = "send"
 # limit only matters when something hangs. Pod grace periods must exceed it.
 SEND_JOB_TIMEOUT_S = 120
 SEND_FUNC = "workers.send.send_message"  # a dotted path, so bridge never imports workers
+RELEASE_FUNC = "workers.send.release_message"  # a scheduled message falls due
 MAX_INTAKE_RETRIES = 20
 # Commands RQ queues for a job that the gated script may replay: each has exactly one key, its
 # first argument. Anything else (a future RQ's new bookkeeping) falls back to two round trips.
@@ -29,7 +39,7 @@ _REPLAYABLE = frozenset({b"SADD", b"HSET", b"HMSET", b"RPUSH", b"LPUSH", b"ZADD"
 # After the gate (a Lua function ``gate(key, args)`` prepended to this) lets the message in:
 # number it, append it to its line, save it, then replay the job's commands captured from RQ.
 # KEYS: the gate's key, those of ``accept`` (three, then the indexes), one per replayed command.
-# ARGV: the gate's argument count and arguments, the six of ``accept`` (the last the number of
+# ARGV: the gate's argument count and arguments, the seven of ``accept`` (the last the number of
 # index keys), then per replayed command its argument count, its name and its arguments after
 # the key.
 _GATED_INTAKE = (
@@ -41,10 +51,10 @@ if reply[1] == 0 then
   return reply
 end
 local i = gate_argc + 2
-local indexes = tonumber(ARGV[i + 5])
+local indexes = tonumber(ARGV[i + 6])
 local sequence = accept(KEYS[2], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1], ARGV[i + 2],
-                        ARGV[i + 3], ARGV[i + 4], {unpack(KEYS, 5, 4 + indexes)})
-i = i + 6
+                        ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], {unpack(KEYS, 5, 4 + indexes)})
+i = i + 7
 for k = 5 + indexes, #KEYS do
   local argc = tonumber(ARGV[i])
   redis.call(ARGV[i + 1], KEYS[k], unpack(ARGV, i + 2, i + 1 + argc))
@@ -59,6 +69,10 @@ _GATE_ALONE = "return gate(KEYS[1], ARGV)\n"
 
 def send_job_id(message_id: str) -> str:
     return f"send-{message_id}"
+
+
+def release_job_id(message_id: str) -> str:
+    return f"release-{message_id}"
 
 
 class IntakeError(Exception):
@@ -206,6 +220,21 @@ class Intake:
         return replace(record, sequence=int(sequence))
 
     def _enqueue(self, record: MessageRecord, pipe: Pipeline) -> None:
+        if record.status is MessageStatus.SCHEDULED and record.send_at is not None:
+            # RQ's scheduler (every worker runs one) moves the job to the queue when it is due.
+            # It keeps whole seconds, cut down: rounded up, the job never runs before send_at.
+            self._queue.enqueue_at(
+                datetime.fromtimestamp(math.ceil(parse_time(record.send_at)), UTC),
+                RELEASE_FUNC,
+                record.id,
+                job_id=release_job_id(record.id),
+                job_timeout=self._job_timeout_s,
+                result_ttl=self._result_ttl_s,
+                failure_ttl=self._failure_ttl_s,
+                description=f"release {record.id}",
+                pipeline=pipe,
+            )
+            return
         self._queue.enqueue_call(
             SEND_FUNC,
             args=(record.id,),

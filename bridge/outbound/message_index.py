@@ -41,6 +41,10 @@ class MessageRecord(Protocol):
 PREFIX = "msgs:"
 ALL_KEY = PREFIX + "all"
 CURSOR_DIGITS = 15  # ms since 1970 stay within 15 digits for the next 29,000 years
+# How far ahead ``send_at`` may be. A scheduled record lives that much longer than the record
+# TTL, so writers trim only members older than both together: a member may outlast its record
+# by up to this long (readers skip and drop it), but never the other way round.
+SCHEDULE_HORIZON_S = 7 * 86_400
 
 
 def person_scope(uri: str) -> str:
@@ -97,6 +101,15 @@ def scopes(record: MessageRecord) -> list[str]:
     return found
 
 
+def line_scope(record: MessageRecord) -> str:
+    """The scope that holds every message of ``record``'s line: its person's, or for a line of
+    its own (a reply into a conversation the bridge did not know) its conversation's."""
+    person = person_of(record)
+    if person is not None:
+        return person_scope(person)
+    return conversation_scope(record.conversation or "")
+
+
 def index_keys(record: MessageRecord) -> list[str]:
     """The indexes a newly accepted ``record`` joins."""
     status = record.status.value
@@ -108,22 +121,29 @@ def index_keys(record: MessageRecord) -> list[str]:
     return keys
 
 
-# Lua for the intake scripts (``ACCEPT_FUNCTION`` calls it): add ``member`` to each index,
-# drop the members older than ``bound`` and keep the index as long as its newest record.
+# Lua for the intake scripts (``ACCEPT_FUNCTION`` calls it) and status changes: add ``member``
+# to each index, drop the members older than ``bound`` and keep the index at least as long as
+# the record (``life`` seconds): never shorter, as it may hold a record scheduled further out.
 INDEX_FUNCTION = """
-local function index_message(keys, member, bound, ttl)
+local function index_message(keys, member, bound, life)
   for _, key in ipairs(keys) do
     redis.call('ZADD', key, 0, member)
     redis.call('ZREMRANGEBYLEX', key, '-', '(' .. bound)
-    redis.call('EXPIRE', key, ttl)
+    if redis.call('TTL', key) < tonumber(life) then
+      redis.call('EXPIRE', key, life)
+    end
   end
 end
 """
+_INDEX = INDEX_FUNCTION + "index_message(KEYS, ARGV[1], ARGV[2], ARGV[3])\n"
 
 
-def reindex(pipe: Pipeline, before: MessageRecord, after: MessageRecord, ttl_s: int) -> None:
+def reindex(
+    pipe: Pipeline, before: MessageRecord, after: MessageRecord, ttl_s: int, life_s: int
+) -> None:
     """Queue on ``pipe`` (in MULTI) the index changes of an update: the status indexes it
-    moves to, the conversation a cold send went out on."""
+    moves to, the conversation a cold send went out on. ``ttl_s`` is the record TTL, ``life_s``
+    the most the record can still live."""
     old, new = scopes(before), scopes(after)
     status = after.status.value
     joined = [scope_key(scope) for scope in new if scope not in old]
@@ -135,18 +155,15 @@ def reindex(pipe: Pipeline, before: MessageRecord, after: MessageRecord, ttl_s: 
     else:
         joined += [status_key(status, scope) for scope in new if scope not in old]
     if joined:
-        entry = member(after)
+        # EVAL, not EVALSHA: inside MULTI a NOSCRIPT would fail this command alone
         bound = trim_bound(after, ttl_s)
-        for key in joined:
-            pipe.zadd(key, {entry: 0})
-            pipe.zremrangebylex(key, "-", "(" + bound)
-            pipe.expire(key, ttl_s)
+        pipe.eval(_INDEX, len(joined), *joined, member(after), bound, life_s)
 
 
 def trim_bound(record: MessageRecord, ttl_s: int) -> str:
-    """Members below it belong to records gone by the time ``record`` was stored: relative to
-    the record's creation, not the clock, as its TTL starts at intake."""
-    return time_bound(_epoch(record.created_at) - ttl_s)
+    """Members below it belong to records gone by the time ``record`` was stored, even one
+    scheduled as far ahead as allowed: relative to the record's creation, not the clock."""
+    return time_bound(_epoch(record.created_at) - ttl_s - SCHEDULE_HORIZON_S)
 
 
 def _epoch(created_at: str) -> float:

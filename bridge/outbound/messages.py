@@ -7,6 +7,7 @@ Keys: ``msg:<id>`` (record JSON), ``rcpt:<recipient>:fifo`` (ids in accepted ord
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 import uuid
@@ -28,8 +29,10 @@ MAX_UPDATE_RETRIES = 50
 
 
 class MessageStatus(StrEnum):
-    """What a caller sees; ``delivered``, ``failed``, ``expired`` and ``cancelled`` are final."""
+    """What a caller sees; ``delivered``, ``failed``, ``expired`` and ``cancelled`` are final;
+    ``scheduled`` waits for its ``send_at`` before it joins its recipient's line."""
 
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     SENDING = "sending"
     DELIVERED = "delivered"
@@ -56,6 +59,14 @@ TERMINAL = frozenset(
 OUTCOME_UNKNOWN = "outcome_unknown"
 
 ALLOWED_TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
+    MessageStatus.SCHEDULED: frozenset(
+        {
+            MessageStatus.QUEUED,
+            MessageStatus.FAILED,
+            MessageStatus.EXPIRED,
+            MessageStatus.CANCELLED,
+        }
+    ),
     MessageStatus.QUEUED: frozenset(
         {
             MessageStatus.SENDING,
@@ -213,6 +224,8 @@ class MessageRecord:
     previous_error: MessageError | None = None
     # The caller's Idempotency-Key header, if it sent one: ``GET /messages`` finds it by that.
     idempotency_key: str | None = None
+    # When the caller asked it to be sent (RFC 3339); ``scheduled`` until then.
+    send_at: str | None = None
 
     def late_success(self, status: MessageStatus) -> bool:
         """Whether ``status`` is a success UCWA reported after the message ended unknown."""
@@ -227,7 +240,7 @@ class MessageRecord:
     def cancellable(self) -> bool:
         """Whether nothing of this message is, or may be, with UCWA: not final, and between
         attempts (``step`` queued) with no POST whose answer was lost."""
-        return not self.status.is_terminal and self.step == "queued" and not self.maybe_sent
+        return not self.status.is_terminal and self.step in WAITING and not self.maybe_sent
 
     @classmethod
     def new(
@@ -242,13 +255,19 @@ class MessageRecord:
         validity_s: int,
         message_id: str | None = None,
         now: float | None = None,
+        send_at: float | None = None,
     ) -> MessageRecord:
+        """A new record; with ``send_at`` later than ``now`` it is ``scheduled`` and its
+        validity runs from ``send_at``."""
         if (to is None) == (conversation is None):
             raise ValueError("exactly one of to and conversation is required")
         if (text is None) == (html is None):
             raise ValueError("exactly one of text and html is required")
         moment = time.time() if now is None else now
         created = format_time(moment)
+        later = send_at is not None and send_at > moment
+        status = MessageStatus.SCHEDULED if later else MessageStatus.QUEUED
+        start = send_at if later and send_at is not None else moment
         return cls(
             id=message_id or new_message_id(),
             to=to,
@@ -259,8 +278,11 @@ class MessageRecord:
             importance=importance,
             validity_s=validity_s,
             created_at=created,
-            expires_at=format_time(moment + validity_s),
-            history={MessageStatus.QUEUED.value: created},
+            expires_at=format_time(start + validity_s),
+            status=status,
+            step=status.value,
+            history={status.value: created},
+            send_at=None if send_at is None else format_time(send_at),
         )
 
     @property
@@ -310,6 +332,8 @@ class MessageRecord:
             view["previous_error"] = asdict(self.previous_error)
         if self.idempotency_key is not None:
             view["idempotency_key"] = self.idempotency_key
+        if self.send_at is not None:
+            view["send_at"] = self.send_at
         if self.text is not None:
             view["text"] = self.text
         else:
@@ -318,6 +342,8 @@ class MessageRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclass_fields(MessageRecord))
+# Steps at which nothing of a message is with UCWA: waiting in line, or for its ``send_at``.
+WAITING = frozenset({"queued", "scheduled"})
 
 # Numbers the message in its recipient's line, appends it to the line, saves the record with
 # that number and adds it to its indexes, atomically: the line's order and the numbers always
@@ -326,11 +352,14 @@ _FIELD_NAMES = tuple(f.name for f in dataclass_fields(MessageRecord))
 ACCEPT_FUNCTION = (
     INDEX_FUNCTION
     + """
-local function accept(seq_key, fifo_key, record_key, id, record, ttl, entry, bound, indexes)
+local function accept(seq_key, fifo_key, record_key, id, record, ttl, entry, bound, join,
+                      indexes)
   local sequence = redis.call('INCR', seq_key)
   redis.call('EXPIRE', seq_key, ttl)
-  redis.call('RPUSH', fifo_key, id)
-  redis.call('EXPIRE', fifo_key, ttl)
+  if join == '1' then  -- a scheduled message joins its line when it is due
+    redis.call('RPUSH', fifo_key, id)
+    redis.call('EXPIRE', fifo_key, ttl)
+  end
   redis.call('SET', record_key, string.sub(record, 1, -2) .. ',"sequence":' .. sequence .. '}',
              'EX', ttl)
   index_message(indexes, entry, bound, ttl)
@@ -342,7 +371,7 @@ end
 _ACCEPT = (
     ACCEPT_FUNCTION
     + "return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], "
-    + "{unpack(KEYS, 4, 3 + tonumber(ARGV[6]))})\n"
+    + "ARGV[6], {unpack(KEYS, 4, 3 + tonumber(ARGV[7]))})\n"
 )
 
 
@@ -374,17 +403,26 @@ class MessageStore:
         pipe.eval(_ACCEPT, len(keys), *keys, *args)
 
     def accept_arguments(self, record: MessageRecord) -> tuple[list[str], list[str | int]]:
-        """KEYS (the three of ``accept``, then its indexes) and ARGV (``accept``'s six scalar
-        arguments, the last the number of index keys) for ``record``."""
+        """KEYS (the three of ``accept``, then its indexes) and ARGV (``accept``'s seven scalar
+        arguments, the last the number of index keys) for ``record``. A scheduled record lives
+        the record TTL after its ``send_at``."""
         data = record.to_dict()
         del data["sequence"]
         recipient = record.recipient
         indexes = index_keys(record)
         keys = [sequence_key(recipient), fifo_key(recipient), record_key(record.id), *indexes]
         record_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        ttl = self.record_ttl_s
-        entry, bound = member(record), trim_bound(record, ttl)
-        return keys, [record.id, record_json, ttl, entry, bound, len(indexes)]
+        ttl = self.record_ttl_s + self.delay_s(record)
+        entry, bound = member(record), trim_bound(record, self.record_ttl_s)
+        join = "0" if record.status is MessageStatus.SCHEDULED else "1"
+        return keys, [record.id, record_json, ttl, entry, bound, join, len(indexes)]
+
+    @staticmethod
+    def delay_s(record: MessageRecord) -> int:
+        """Whole seconds from intake to ``send_at`` (0 for a message sent at once)."""
+        if record.send_at is None:
+            return 0
+        return max(0, math.ceil(parse_time(record.send_at) - parse_time(record.created_at)))
 
     def update(
         self,
@@ -414,7 +452,8 @@ class MessageStore:
                         raise ValueError("an update must not change the message id")
                     pipe.multi()
                     pipe.set(key, updated.to_json(), keepttl=True)
-                    reindex(pipe, current, updated, self.record_ttl_s)
+                    life = self.record_ttl_s + self.delay_s(updated)
+                    reindex(pipe, current, updated, self.record_ttl_s, life)
                     if also is not None:
                         also(pipe, updated)  # e.g. a status webhook, in the same transaction
                     pipe.execute()
@@ -463,6 +502,37 @@ return 0
 """
 
 
+# A scheduled message that falls due joins its line by accepted order (its sequence) among the
+# messages still waiting there, never ahead of the head, which is being sent. Reads each
+# waiting record's sequence: lines are short. KEYS: the line; ARGV: id, sequence, the record
+# key prefix, the line's TTL. Returns 1 when the id was added, 0 when it was there already.
+_JOIN_IN_ORDER = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
+  return 0
+end
+local waiting = redis.call('LRANGE', KEYS[1], 1, -1)
+for _, other in ipairs(waiting) do
+  if other == ARGV[1] then
+    return 0
+  end
+end
+for _, other in ipairs(waiting) do
+  local raw = redis.call('GET', ARGV[3] .. other)
+  if raw then
+    local sequence = tonumber(cjson.decode(raw)['sequence'])
+    if sequence and sequence > tonumber(ARGV[2]) then
+      redis.call('LINSERT', KEYS[1], 'BEFORE', other, ARGV[1])
+      redis.call('EXPIRE', KEYS[1], ARGV[4])
+      return 1
+    end
+  end
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
 class RecipientQueue:
     """Per-recipient FIFO of message ids in accepted order, so sends to one party keep order."""
 
@@ -478,6 +548,13 @@ class RecipientQueue:
     def pop_if_head(self, recipient: str, message_id: str) -> bool:
         """Remove ``message_id`` if it is first in line (atomic); True when it was removed."""
         return bool(self._pop_if_head(keys=[fifo_key(recipient)], args=[message_id]))
+
+    @staticmethod
+    def join_in_order(pipe: Pipeline, record: MessageRecord, ttl_s: int) -> None:
+        """Queue on ``pipe`` (in MULTI) adding a message that fell due to its line, by its
+        sequence among the waiting ones (EVAL: a NOSCRIPT in MULTI would fail it alone)."""
+        keys = [fifo_key(record.recipient)]
+        pipe.eval(_JOIN_IN_ORDER, 1, *keys, record.id, record.sequence, record_key(""), ttl_s)
 
     def pending(self, recipient: str) -> list[str]:
         return [text(raw) for raw in self._redis.lrange(fifo_key(recipient), 0, -1)]

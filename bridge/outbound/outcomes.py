@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -14,9 +15,12 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.registry import ScheduledJobRegistry
 
 from bridge.config.redis_text import text, text_map
-from bridge.outbound.intake import SEND_FUNC, SEND_JOB_TIMEOUT_S, SEND_QUEUE
+from bridge.outbound.intake import SEND_FUNC, SEND_JOB_TIMEOUT_S, SEND_QUEUE, release_job_id
+from bridge.outbound.message_index import line_scope, status_key
 from bridge.outbound.messages import (
     CANCELLED_CODE,
     IllegalTransition,
@@ -29,6 +33,7 @@ from bridge.outbound.messages import (
     RecipientQueue,
     UcwaFault,
     parse_time,
+    record_key,
     utc_now,
 )
 from bridge.session.conversations import ConversationLog, conversation_id
@@ -51,6 +56,18 @@ class _AlreadyCancelled(Exception):
     def __init__(self, record: MessageRecord) -> None:
         super().__init__(record.id)
         self.record = record
+
+
+class _NotScheduled(Exception):
+    """Aborts a release's update: the message is no longer scheduled (released or ended)."""
+
+    def __init__(self, record: MessageRecord) -> None:
+        super().__init__(record.id)
+        self.record = record
+
+
+# The most scheduled messages of one line a release looks at: the oldest first.
+MAX_DUE = 1_000
 
 
 def op_key(operation_id: str) -> str:
@@ -101,6 +118,68 @@ class Outbound:
 
     def schedule_check(self, message_id: str, delay_s: float) -> str:
         return self.enqueue_send(message_id, delay_s, func=CHECK_FUNC)
+
+    def release(self, message_id: str) -> str:
+        """A scheduled message fell due: it and every other due message of its line go
+        ``queued``, each into the line by accepted order (one transaction with its record),
+        then the line's head starts. Releasing the line's due messages together, lowest
+        sequence first, keeps accepted order however RQ orders or overlaps the release jobs
+        of messages due at the same moment. Running it again changes nothing."""
+        try:
+            record = self.store.get(message_id)
+        except MessageNotFound:
+            return "unknown"
+        if record.status not in (MessageStatus.SCHEDULED, MessageStatus.QUEUED):
+            return record.status.value  # cancelled (or ended) while it waited
+        for due in self._due_in_line(record):
+            self._release_one(due.id)
+        head = self.fifo.head(record.recipient)
+        if head is not None:
+            try:
+                first = self.store.get(head)
+            except MessageNotFound:
+                first = None
+            if first is None or first.step == "queued":
+                self.kick(record.recipient)
+        return "released"
+
+    def _due_in_line(self, record: MessageRecord) -> list[MessageRecord]:
+        """The scheduled messages of ``record``'s line that are due, lowest sequence first."""
+        key = status_key(MessageStatus.SCHEDULED.value, line_scope(record))
+        ids = [text(m).partition(":")[2] for m in self.client.zrange(key, 0, MAX_DUE - 1)]
+        ids = list(dict.fromkeys([record.id, *ids]))
+        now = time.time()
+        due = []
+        for raw in self.client.mget([record_key(i) for i in ids]):
+            if raw is None:
+                continue
+            other = MessageRecord.from_json(raw)
+            if (
+                other.status is MessageStatus.SCHEDULED
+                and other.recipient == record.recipient
+                and other.send_at is not None
+                and (other.id == record.id or parse_time(other.send_at) <= now)
+            ):
+                due.append(other)
+        return sorted(due, key=lambda r: r.sequence)
+
+    def _release_one(self, message_id: str) -> None:
+        def due(record: MessageRecord) -> MessageRecord:
+            if record.status is not MessageStatus.SCHEDULED:
+                raise _NotScheduled(record)
+            history = {**record.history, MessageStatus.QUEUED.value: utc_now()}
+            return replace(record, status=MessageStatus.QUEUED, step="queued", history=history)
+
+        life = self.store.record_ttl_s
+
+        def join(pipe: redis.client.Pipeline, record: MessageRecord) -> None:
+            self.fifo.join_in_order(pipe, record, life)
+
+        try:
+            self.store.update(message_id, due, join)
+        except (MessageNotFound, _NotScheduled):
+            return  # released by another run, cancelled or gone meanwhile
+        log.info("scheduled message due", extra={"message_id": message_id})
 
     # -- finishing ----------------------------------------------------------------------------
     def finalize(
@@ -162,6 +241,13 @@ class Outbound:
         # kicking now would only start the head again.
         if self.fifo.pop_if_head(record.recipient, record.id):
             self.kick(record.recipient)
+        if MessageStatus.SCHEDULED.value in record.history:
+            # Its release job would find it cancelled and do nothing: drop it now instead.
+            try:
+                registry = ScheduledJobRegistry(queue=self.queue)
+                registry.remove(release_job_id(record.id), delete_job=True)
+            except NoSuchJobError:
+                pass  # released already, or a repeated cancel
         return record
 
     def _safe_transition(

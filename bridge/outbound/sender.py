@@ -120,6 +120,8 @@ class Sender:
         if record.status.is_terminal:
             self.outbound.advance(record)
             return "final"
+        if record.status is MessageStatus.SCHEDULED:
+            return "scheduled"  # its release job puts it in line when it is due
         head = self.outbound.fifo.head(record.recipient)
         if head is not None and head != message_id:
             return "parked"  # the message ahead of it starts this one when it ends

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from bridge.api.message_list import parse_rfc3339
 from bridge.outbound.intake import Intake
-from bridge.outbound.message_index import PREFIX
+from bridge.outbound.message_index import PREFIX, SCHEDULE_HORIZON_S
 from bridge.outbound.message_search import MessageQuery, MessageSearch
 from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore, format_time
 from tests.api.conftest import READ_ONLY_KEY, SEND_ONLY_KEY, bearer, get_ok, walk_pages
@@ -268,10 +268,14 @@ def test_members_of_records_gone_before_their_index_are_trimmed_and_skipped(
     new = accept(redis_client, PEOPLE[0], now, ttl_s=3600)
     assert walk(client, "") == [new.id]
     assert redis_client.zcard(PREFIX + "all") == 1  # the reader dropped the dead member
-    # A writer trims by the TTL: a member older than it goes as the next message comes.
-    accept(redis_client, PEOPLE[1], now - 50, ttl_s=3600)
+    # A writer trims members older than the TTL and the schedule horizon together (a record
+    # scheduled that far ahead lives that much longer): they go as the next message comes.
+    horizon = SCHEDULE_HORIZON_S
+    accept(redis_client, PEOPLE[1], now - horizon - 50, ttl_s=3600)
+    accept(redis_client, PEOPLE[1], now - horizon - 5, ttl_s=3600)
+    assert redis_client.zcard(f"{PREFIX}to:{PEOPLE[1]}") == 2
     accept(redis_client, PEOPLE[1], now, ttl_s=10)
-    assert redis_client.zcard(f"{PREFIX}to:{PEOPLE[1]}") == 1
+    assert redis_client.zcard(f"{PREFIX}to:{PEOPLE[1]}") == 2  # the one 5 s past it is left
 
 
 def test_a_page_scans_a_bounded_number_of_members(redis_client: redis.Redis) -> None:
