@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
 	$(BIN)/python -m bench.memory $(BENCH_ARGS)
 	$(BIN)/python -m bench.list_messages $(BENCH_ARGS)
+	$(BIN)/python -m bench.broadcast $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -15,10 +15,12 @@ import redis
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from bridge.api import broadcasts as broadcasts_api
 from bridge.api import conversations as conversations_api
 from bridge.api import message_list
 from bridge.api import webhooks as webhooks_api
 from bridge.api.auth import Authenticator, Caller
+from bridge.api.bodies import outgoing_html
 from bridge.api.health import readiness
 from bridge.api.idempotency import (
     HEADER as IDEMPOTENCY_HEADER,
@@ -31,7 +33,6 @@ from bridge.api.idempotency import (
     fingerprint,
     validate_key,
 )
-from bridge.api.markdown import markdown_to_html
 from bridge.api.openapi import build_document
 from bridge.api.problems import (
     BAD_REQUEST,
@@ -44,16 +45,13 @@ from bridge.api.problems import (
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     UNAVAILABLE,
-    VALIDATION,
-    FieldError,
     Problem,
     ProblemType,
 )
-from bridge.api.rate_limit import RateLimiter
+from bridge.api.rate_limit import RateLimiter, count_request
 from bridge.api.request_body import check_request_text, read_json
 from bridge.api.schemas import (
     DEFAULT_CANCEL_REASON,
-    INVALID_CHARACTERS,
     Limits,
     parse_cancel_request,
     parse_rfc3339,
@@ -76,6 +74,7 @@ from bridge.observability.metrics import (
     instrument_http,
     metrics_response,
 )
+from bridge.outbound.broadcasts import BroadcastStore
 from bridge.outbound.intake import Gate, Intake, IntakeConflict
 from bridge.outbound.message_search import MessageSearch
 from bridge.outbound.messages import (
@@ -87,9 +86,6 @@ from bridge.outbound.messages import (
 from bridge.outbound.outcomes import Outbound
 from bridge.outbound.status_events import status_hook
 from bridge.session.conversations import ConversationLog, ConversationRegistry
-from bridge.ucwa.datauri import html_to_text
-from bridge.ucwa.html_policy import sanitize_outgoing_html
-from bridge.ucwa.text import unencodable
 from bridge.webhooks.admin import WebhookAdmin, url_secrets
 from bridge.webhooks.endpoints import WebhookEndpoint, webhook_config
 from bridge.webhooks.settings import WebhookSettings
@@ -179,6 +175,20 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.register_blueprint(conversations_api.blueprint)
     message_list.init_app(app, MessageSearch(client))
     app.register_blueprint(message_list.blueprint)
+    broadcasts_api.init_app(
+        app,
+        broadcasts_api.BroadcastViews(
+            auth=services.auth,
+            limiter=services.limiter,
+            idempotency=services.idempotency,
+            intake=services.intake,
+            broadcasts=BroadcastStore(client, store),
+            limits=services.limits,
+            max_body_bytes=settings.max_body_bytes,
+            default_validity_s=settings.default_validity_s,
+        ),
+    )
+    app.register_blueprint(broadcasts_api.blueprint)
     app.before_request(_begin_request)
     app.before_request(check_request_text)
     app.before_request(_authorize_webhooks)
@@ -322,20 +332,14 @@ def _send_gated(services: Services, caller: Caller, gate: Gate) -> Response:
 
 def _count(services: Services, caller: Caller) -> None:
     """Count the request against the caller's rate limit on its own (429 beyond it)."""
-    decision = services.limiter.check(caller.key_id)
-    if decision is not None:
-        g.rate_limit_headers = decision.headers
-        decision.raise_if_refused()
+    count_request(services.limiter, caller.key_id)
 
 
 def _new_record(services: Services) -> tuple[MessageRecord, Any]:
     """The message in the request, validated and sanitised (4xx otherwise), and the body."""
     body = read_json(services.settings.max_body_bytes)
     payload = parse_send_request(body, services.limits)
-    html = None if payload.html is None else _sanitized(payload.html, services.limits)
-    if payload.markdown is not None:
-        # Sent as HTML: the record, the answer and the recipient see what the markdown became.
-        html = _sanitized(markdown_to_html(payload.markdown), services.limits, "markdown")
+    html = outgoing_html(payload, services.limits)
     record = MessageRecord.new(
         to=payload.to,
         conversation=payload.conversation,
@@ -353,41 +357,6 @@ def _created(caller: Caller, stored: MessageRecord) -> Response:
     log.info("message accepted", extra={"message_id": stored.id, "key_id": caller.key_id})
     response = _accepted(stored)
     return Response(response.body, status=response.status, mimetype=JSON, headers=response.headers)
-
-
-def _sanitized(html: str, limits: Limits, field: str = "html") -> str:
-    """What will be sent: the sanitised HTML, or its text where a conversation takes no HTML.
-
-    Sanitising escapes (``<`` becomes ``&lt;``), so the result is measured again: UCWA refuses
-    a message over the limit only after the bridge has accepted it. Errors name ``field``, the
-    body form the HTML came from.
-    """
-    clean = sanitize_outgoing_html(html)
-    # Character references are decoded by sanitising: "&#27;" comes out as the ESC character.
-    refused = unencodable(clean)
-    if refused is not None:
-        message = f"once sanitised {refused}"
-        raise Problem(
-            VALIDATION,
-            f"{field}: {message}",
-            errors=[FieldError(field, message, INVALID_CHARACTERS)],
-        )
-    text = html_to_text(clean)
-    if not text:
-        message = "nothing Skype for Business can show is left after sanitising"
-        raise Problem(
-            VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "blank")]
-        )
-    longest = max(len(clean), len(text))
-    if longest > limits.max_message_chars:
-        message = (
-            f"is {longest} characters after sanitising, over the limit of "
-            f"{limits.max_message_chars}"
-        )
-        raise Problem(
-            VALIDATION, f"{field}: {message}", errors=[FieldError(field, message, "too_long")]
-        )
-    return clean
 
 
 def _claim(services: Services, caller: Caller, body: Any) -> Claim | StoredResponse | None:

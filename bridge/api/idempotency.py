@@ -24,7 +24,7 @@ from bridge.api.problems import (
     FieldError,
     Problem,
 )
-from bridge.outbound.intake import IntakeConflict
+from bridge.outbound.intake import ClaimWrite, IntakeConflict
 from bridge.outbound.messages import MessageRecord
 
 HEADER = "Idempotency-Key"
@@ -87,23 +87,26 @@ class Claim:
             raise IntakeConflict("the idempotency claim expired before the message was stored")
 
     def write(self, pipe: Pipeline, record: MessageRecord) -> None:
-        response = self.render(record)
-        pipe.set(
-            self.key,
-            json.dumps(
-                {
-                    "state": "done",
-                    "token": self.token,
-                    "fingerprint": self.fingerprint,
-                    "response": {
-                        "status": response.status,
-                        "body": response.body,
-                        "headers": dict(response.headers),
-                    },
-                }
-            ),
-            ex=self.ttl_s,
+        pipe.set(self.key, self.done(self.render(record)), ex=self.ttl_s)
+
+    def done(self, response: StoredResponse) -> str:
+        """The key's value once the request has been answered with ``response``."""
+        return json.dumps(
+            {
+                "state": "done",
+                "token": self.token,
+                "fingerprint": self.fingerprint,
+                "response": {
+                    "status": response.status,
+                    "body": response.body,
+                    "headers": dict(response.headers),
+                },
+            }
         )
+
+    def completion(self, response: StoredResponse) -> ClaimWrite:
+        """This claim, completed with ``response``, for a batch intake to check and write."""
+        return ClaimWrite(self.key, self.token, self.done(response), self.ttl_s)
 
     def release(self) -> None:
         """Give the key back after a failure, unless someone else holds it by now."""

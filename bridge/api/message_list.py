@@ -13,6 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from bridge.api.idempotency import VALID_KEY
 from bridge.api.problems import VALIDATION, FieldError, Problem
 from bridge.api.schemas import SIP_URI, parse_rfc3339
+from bridge.outbound.broadcasts import BROADCAST_ID
 from bridge.outbound.message_search import MessageQuery, MessageSearch
 from bridge.outbound.messages import MessageStatus
 from bridge.session.conversations import CONVERSATION_ID
@@ -22,7 +23,17 @@ EXTENSION_KEY = "ucwa_bridge.message_search"
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
 QUERY = frozenset(
-    {"status", "to", "conversation", "since", "until", "idempotency_key", "limit", "cursor"}
+    {
+        "status",
+        "to",
+        "conversation",
+        "broadcast",
+        "since",
+        "until",
+        "idempotency_key",
+        "limit",
+        "cursor",
+    }
 )
 CURSOR = re.compile(r"^[0-9]{15}:msg_[0-9a-f]{32}$")
 STATUSES = tuple(s.value for s in MessageStatus)
@@ -50,6 +61,9 @@ def parse_query() -> tuple[MessageQuery, int, str | None]:
     conversation = args.get("conversation")
     if conversation is not None and not CONVERSATION_ID.fullmatch(conversation):
         errors.append(FieldError("conversation", "a conversation id (conv_…)", "invalid"))
+    broadcast = args.get("broadcast")
+    if broadcast is not None and not BROADCAST_ID.fullmatch(broadcast):
+        errors.append(FieldError("broadcast", "a broadcast id (bc_…)", "invalid"))
     key = args.get("idempotency_key")
     if key is not None and not VALID_KEY.fullmatch(key):
         errors.append(FieldError("idempotency_key", "1 to 255 visible ASCII characters", "invalid"))
@@ -79,6 +93,7 @@ def parse_query() -> tuple[MessageQuery, int, str | None]:
         to=to,
         conversation=conversation,
         idempotency_key=key,
+        broadcast=broadcast,
         since=moments.get("since"),
         until=moments.get("until"),
     )

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from bridge.api.broadcast_request import SendBroadcastRequest
 from bridge.api.gunicorn_worker import GUNICORN_PROBLEM_TYPES
 from bridge.api.idempotency import VALID_KEY
 from bridge.api.models import MODELS as ANSWER_MODELS
+from bridge.api.openapi_broadcasts import broadcast_paths, broadcast_schema
 from bridge.api.openapi_conversations import conversation_paths, conversation_schemas
 from bridge.api.openapi_messages import list_messages_operation, message_page_schema
 from bridge.api.openapi_webhooks import webhook_paths
@@ -68,7 +71,26 @@ def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[st
 
 def request_schema(max_message_chars: int) -> dict[str, Any]:
     """The pydantic schema with its limits and patterns; null means absent."""
-    schema = SendMessageRequest.model_json_schema()
+    schema = body_schema(SendMessageRequest, max_message_chars)
+    props = schema["properties"]
+    props["to"]["pattern"] = SIP_URI.pattern
+    props["to"]["maxLength"] = MAX_URI_CHARS
+    props["conversation"]["pattern"] = CONVERSATION_ID.pattern
+    schema["allOf"] = [exactly_one("to", "conversation"), exactly_one(*BODY_FIELDS)]
+    return schema
+
+
+def broadcast_request_schema(max_message_chars: int) -> dict[str, Any]:
+    schema = body_schema(SendBroadcastRequest, max_message_chars)
+    schema["properties"]["to"]["items"].update(pattern=SIP_URI.pattern, maxLength=MAX_URI_CHARS)
+    schema["allOf"] = [exactly_one(*BODY_FIELDS)]
+    return schema
+
+
+def body_schema(model: type[BaseModel], max_message_chars: int) -> dict[str, Any]:
+    """The schema of a model with a message body: nullable fields, the text patterns and
+    limits the validators apply."""
+    schema = model.model_json_schema()
     for prop in schema["properties"].values():
         branches = prop.pop("anyOf", [])
         kept = [b for b in branches if b.get("type") != "null"]
@@ -78,18 +100,14 @@ def request_schema(max_message_chars: int) -> dict[str, Any]:
         if prop.get("default", "") is None:
             del prop["default"]
     props = schema["properties"]
-    props["to"]["pattern"] = SIP_URI.pattern
-    props["to"]["maxLength"] = MAX_URI_CHARS
-    props["conversation"]["pattern"] = CONVERSATION_ID.pattern
     for name in (*BODY_FIELDS, "subject"):
         props[name]["pattern"] = MESSAGE_TEXT.pattern
     for name in BODY_FIELDS:
         props[name]["maxLength"] = max_message_chars
-    schema["allOf"] = [_exactly_one("to", "conversation"), _exactly_one(*BODY_FIELDS)]
     return schema
 
 
-def _exactly_one(*names: str) -> dict[str, Any]:
+def exactly_one(*names: str) -> dict[str, Any]:
     return {
         "oneOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in names]
     }
@@ -138,6 +156,10 @@ def _message_schema() -> dict[str, Any]:
                 "type": "string",
                 "description": "The Idempotency-Key the message was sent with, if any.",
             },
+            "broadcast": {
+                "type": "string",
+                "description": "The broadcast that created it (POST /broadcasts), if any.",
+            },
             "send_at": {
                 **time,
                 "description": "When the caller asked it to be sent; status scheduled until then.",
@@ -157,6 +179,8 @@ def _components(max_message_chars: int) -> dict[str, Any]:
             "SendMessageRequest": request_schema(max_message_chars),
             "Message": _message_schema(),
             "MessagePage": message_page_schema(),
+            "SendBroadcastRequest": broadcast_request_schema(max_message_chars),
+            "Broadcast": broadcast_schema(),
             "MessageError": {
                 "type": "object",
                 "required": ["code", "message", "ucwa"],
@@ -467,6 +491,7 @@ def build_document(max_message_chars: int, version: str = "0.1.0") -> dict[str, 
             "/messages/{message_id}/cancel": {"post": _cancel_message()},
             **webhook_paths(_authenticated),
             **conversation_paths(_authenticated),
+            **broadcast_paths(_authenticated),
             "/healthz": {
                 "get": _unauthenticated("getHealth", "Process is up", {"200": "Up."}, JSON)
             },

@@ -11,6 +11,7 @@ from typing import Any
 from bridge.api.idempotency import VALID_KEY
 from bridge.api.message_list import CURSOR, DEFAULT_LIMIT, MAX_LIMIT, STATUSES
 from bridge.api.schemas import SIP_URI
+from bridge.outbound.broadcasts import BROADCAST_ID
 from bridge.session.conversations import CONVERSATION_ID
 
 Responses = Callable[..., dict[str, Any]]
@@ -74,6 +75,11 @@ def list_messages_operation(problems: Responses) -> dict[str, Any]:
                 "conversation",
                 {"type": "string", "pattern": CONVERSATION_ID.pattern},
                 "Messages that went out on this conversation.",
+            ),
+            _query(
+                "broadcast",
+                {"type": "string", "pattern": BROADCAST_ID.pattern},
+                "Messages of this broadcast (POST /broadcasts).",
             ),
             _query("since", time, "Accepted at or after this time (RFC 3339)."),
             _query("until", time, "Accepted before this time (RFC 3339)."),

@@ -52,6 +52,7 @@ IDEMPOTENCY_KEY_REUSED = ProblemType(
 )
 DELIVERY_NOT_FOUND = ProblemType("delivery-not-found", 404, "No such webhook delivery")
 CONVERSATION_NOT_FOUND = ProblemType("conversation-not-found", 404, "No such conversation")
+BROADCAST_NOT_FOUND = ProblemType("broadcast-not-found", 404, "No such broadcast")
 CONVERSATION_NOT_LIVE = ProblemType(
     "conversation-not-live", 409, "The conversation is not live on the UCWA server"
 )
@@ -75,6 +76,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     NOT_FOUND,
     MESSAGE_NOT_FOUND,
     CONVERSATION_NOT_FOUND,
+    BROADCAST_NOT_FOUND,
     CONVERSATION_NOT_LIVE,
     METHOD_NOT_ALLOWED,
     IDEMPOTENCY_IN_PROGRESS,

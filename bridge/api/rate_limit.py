@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from flask import g
 
 from bridge.api.problems import FieldError, Problem, ProblemType
 from bridge.config.settings import RateLimit
@@ -26,24 +27,31 @@ KEY_PREFIX = "ratelimit:"
 # Redis's own clock is used, so every API process agrees on "now". The function is also the
 # gate of the intake script (bridge.outbound.intake.Gate), so a POST is decided and stored in
 # one call.
+# A request of ``cost`` (a broadcast: its recipients) is let in when the allowance holds
+# ``admit`` of them (its cost, at most the burst, so a large one is not refused forever) and
+# then pays its whole cost: the key's next requests wait until that is paid off.
 GCRA_FUNCTION = """
-local function gcra(key, interval, tolerance)
+local function gcra(key, interval, tolerance, cost, admit)
   local time = redis.call('TIME')
   local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
   local tat = math.max(tonumber(redis.call('GET', key) or '0'), now)
-  local new_tat = tat + interval
-  local slack = now - (new_tat - tolerance)
+  local slack = now - (tat + interval * admit - tolerance)
   if slack < 0 then
     return {0, 0, tostring(-slack), tostring(tat - now)}
   end
+  local new_tat = tat + interval * cost
   redis.call('SET', key, tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000))
-  return {1, math.floor(slack / interval), '0', tostring(new_tat - now)}
+  local left = math.max(0, math.floor((tolerance - (new_tat - now)) / interval + 1e-9))
+  return {1, left, '0', tostring(new_tat - now)}
 end
 """
-_GCRA = GCRA_FUNCTION + "return gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
+_GCRA = GCRA_FUNCTION + "return gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), 1, 1)\n"
 _GATE = (
     GCRA_FUNCTION
-    + "local function gate(key, args) return gcra(key, tonumber(args[1]), tonumber(args[2])) end\n"
+    + "local function gate(key, args)\n"
+    + "  return gcra(key, tonumber(args[1]), tonumber(args[2]), tonumber(args[3]),"
+    + " tonumber(args[4]))\n"
+    + "end\n"
 )
 
 
@@ -110,14 +118,18 @@ class RateLimiter:
         )
         return _decision(reply, limit)
 
-    def gate(self, key_id: str) -> Gate | None:
+    def gate(self, key_id: str, cost: int = 1) -> Gate | None:
         """The same check, to run inside the intake's script (``Intake.submit_gated``); None
-        when the key is not limited. Read its reply with ``decide``."""
+        when the key is not limited. Read its reply with ``decide``. A request of ``cost``
+        (a broadcast: one per recipient) goes when the allowance holds ``cost``, or all of
+        the burst for a larger one, and then spends all of ``cost``."""
         limit = self.limit_for(key_id)
         if limit is None:
             return None
         interval = limit.emission_interval_s
-        return Gate(_GATE, KEY_PREFIX + key_id, (repr(interval), repr(interval * limit.burst)))
+        admit = min(cost, limit.burst)
+        arguments = (repr(interval), repr(interval * limit.burst), str(cost), str(admit))
+        return Gate(_GATE, KEY_PREFIX + key_id, arguments)
 
     def decide(self, key_id: str, reply: Sequence[Any]) -> Decision:
         """The ``Decision`` in the reply of ``key_id``'s gate."""
@@ -125,6 +137,15 @@ class RateLimiter:
         if limit is None:
             raise ValueError(f"{key_id} is not rate limited, so it has no gate")
         return _decision(reply, limit)
+
+
+def count_request(limiter: RateLimiter, key_id: str) -> None:
+    """Count one request of ``key_id`` on its own: its RateLimit fields go on the answer
+    (``flask.g.rate_limit_headers``), and beyond the limit a 429 is raised."""
+    decision = limiter.check(key_id)
+    if decision is not None:
+        g.rate_limit_headers = decision.headers
+        decision.raise_if_refused()
 
 
 def _decision(reply: Sequence[Any], limit: RateLimit) -> Decision:

@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -69,29 +69,12 @@ def parse_rfc3339(value: str) -> float:
     return (moment + timedelta(seconds=1 if leap else 0)).timestamp()
 
 
-class SendMessageRequest(BaseModel):
-    """Send ``text``, ``html`` or ``markdown`` to ``to`` (a SIP URI) or into ``conversation``."""
+class MessageBody(BaseModel):
+    """What a message says and how it goes: the fields ``POST /messages`` and
+    ``POST /broadcasts`` share."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="SendMessageRequest")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    to: Annotated[
-        str | None,
-        Field(
-            default=None,
-            max_length=MAX_URI_CHARS,
-            description="Recipient SIP URI, e.g. sip:alice@contoso.com. Exactly one of "
-            "to/conversation.",
-            examples=["sip:alice@contoso.com"],
-        ),
-    ]
-    conversation: Annotated[
-        str | None,
-        Field(
-            default=None,
-            description="Id of an existing conversation to reply into. Exactly one of "
-            "to/conversation.",
-        ),
-    ]
     text: Annotated[
         str | None,
         Field(default=None, description="Plain-text message. Exactly one of text/html/markdown."),
@@ -159,6 +142,36 @@ class SendMessageRequest(BaseModel):
             return int(value)
         return value
 
+    @field_validator("text", "html", "markdown", "subject")
+    @classmethod
+    def _message_text(cls, value: str | None) -> str | None:
+        return checked_text(value)
+
+
+class SendMessageRequest(MessageBody):
+    """Send ``text``, ``html`` or ``markdown`` to ``to`` (a SIP URI) or into ``conversation``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="SendMessageRequest")
+
+    to: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=MAX_URI_CHARS,
+            description="Recipient SIP URI, e.g. sip:alice@contoso.com. Exactly one of "
+            "to/conversation.",
+            examples=["sip:alice@contoso.com"],
+        ),
+    ]
+    conversation: Annotated[
+        str | None,
+        Field(
+            default=None,
+            description="Id of an existing conversation to reply into. Exactly one of "
+            "to/conversation.",
+        ),
+    ]
+
     @field_validator("to")
     @classmethod
     def _sip_uri(cls, value: str | None) -> str | None:
@@ -175,11 +188,6 @@ class SendMessageRequest(BaseModel):
                 "must be a conversation id the bridge issued: conv_ and 24 hex digits",
             )
         return value
-
-    @field_validator("text", "html", "markdown", "subject")
-    @classmethod
-    def _message_text(cls, value: str | None) -> str | None:
-        return checked_text(value)
 
 
 def checked_text(value: str | None) -> str | None:
@@ -245,6 +253,17 @@ class Limits:
 
 def parse_send_request(body: Any, limits: Limits) -> SendMessageRequest:
     """Validate a decoded JSON body; raise a 413 or 422 ``Problem`` naming every bad field."""
+    return parse_body(SendMessageRequest, body, limits, ("to", "conversation"))
+
+
+Body = TypeVar("Body", bound=MessageBody)
+
+
+def parse_body(
+    model: type[Body], body: Any, limits: Limits, recipients: tuple[str, ...] = ()
+) -> Body:
+    """``body`` as ``model``: a 413 for a text over the limit, else a 422 naming every bad
+    field, also when not exactly one body form (and of ``recipients``, if several) is given."""
     if not isinstance(body, dict):
         raise Problem(
             VALIDATION,
@@ -259,9 +278,10 @@ def parse_send_request(body: Any, limits: Limits) -> SendMessageRequest:
     if oversized:
         raise Problem(PAYLOAD_TOO_LARGE, "the message is too long", errors=oversized)
 
-    errors = _exactly_one(body, "to", "conversation") + _exactly_one(body, *BODY_FIELDS)
+    errors = _exactly_one(body, *recipients) if len(recipients) > 1 else []
+    errors += _exactly_one(body, *BODY_FIELDS)
     try:
-        request = SendMessageRequest.model_validate(body)
+        request = model.model_validate(body)
     except ValidationError as exc:
         errors += [_field_error(error) for error in exc.errors(include_url=False)]
     else:

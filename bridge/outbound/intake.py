@@ -66,6 +66,70 @@ return reply
 )
 _GATE_ALONE = "return gate(KEYS[1], ARGV)\n"
 
+# Many messages in one script call: all of them stored, numbered, indexed and enqueued, or none
+# (a script runs whole, and Redis refuses one that would write past maxmemory before it starts).
+# Prepended: ACCEPT_FUNCTION and a ``gate(key, args)`` (``_NO_GATE`` when none).
+# KEYS: [gate key], the batch record's key, [the idempotency key], then per message the keys of
+# ``accept`` (three, then its indexes) and one per replayed RQ command.
+# ARGV: gated (1/0) [gate argc, gate args], the batch record and its TTL, idempotent (1/0)
+# [claim token, the stored answer, its TTL], the message count, then per message the seven of
+# ``accept``, its command count and per command: argc, name, the arguments after the key.
+# Replies the gate's reply ({1} without a gate), or {-1} when the idempotency claim was lost.
+_BATCH_INTAKE = """
+local k, a = 1, 1
+local gated = ARGV[a] == '1'
+local gate_key, gate_args
+if gated then
+  local argc = tonumber(ARGV[a + 1])
+  gate_key, gate_args = KEYS[k], {unpack(ARGV, a + 2, a + 1 + argc)}
+  k, a = k + 1, a + 2 + argc
+else
+  a = a + 1
+end
+local batch_key, batch, batch_ttl = KEYS[k], ARGV[a], ARGV[a + 1]
+k, a = k + 1, a + 2
+local claim_key, claim_value, claim_ttl
+if ARGV[a] == '1' then
+  claim_key = KEYS[k]
+  local raw = redis.call('GET', claim_key)
+  if not raw or cjson.decode(raw)['token'] ~= ARGV[a + 1] then
+    return {-1}
+  end
+  claim_value, claim_ttl = ARGV[a + 2], ARGV[a + 3]
+  k, a = k + 1, a + 4
+else
+  a = a + 1
+end
+local reply = {1}
+if gated then
+  reply = gate(gate_key, gate_args)
+  if reply[1] == 0 then
+    return reply
+  end
+end
+redis.call('SET', batch_key, batch, 'EX', batch_ttl)
+if claim_key then
+  redis.call('SET', claim_key, claim_value, 'EX', claim_ttl)
+end
+local count = tonumber(ARGV[a])
+a = a + 1
+for _ = 1, count do
+  local indexes = tonumber(ARGV[a + 6])
+  accept(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+         ARGV[a + 4], ARGV[a + 5], {unpack(KEYS, k + 3, k + 2 + indexes)})
+  k, a = k + 3 + indexes, a + 7
+  local commands = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, commands do
+    local argc = tonumber(ARGV[a])
+    redis.call(ARGV[a + 1], KEYS[k], unpack(ARGV, a + 2, a + 1 + argc))
+    k, a = k + 1, a + 2 + argc
+  end
+end
+return reply
+"""
+_NO_GATE = "local function gate(key, args) return {1} end\n"
+
 
 def send_job_id(message_id: str) -> str:
     return f"send-{message_id}"
@@ -94,6 +158,25 @@ class TransactionGuard(Protocol):
 
     def write(self, pipe: Pipeline, record: MessageRecord) -> None:
         """Queue writes inside the MULTI, after the record and the job."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The record of a batch (a broadcast), stored with its messages under ``key``."""
+
+    key: str
+    value: str
+    ttl_s: int
+
+
+@dataclass(frozen=True)
+class ClaimWrite:
+    """An Idempotency-Key claim to check (still ``token``'s) and complete with ``value``."""
+
+    key: str
+    token: str
+    value: str
+    ttl_s: int
 
 
 @dataclass(frozen=True)
@@ -162,6 +245,49 @@ class Intake:
         if reply[0] != 1:
             return reply, None
         return reply[:-1], replace(record, sequence=int(reply[-1]))
+
+    def submit_batch(
+        self,
+        records: Sequence[MessageRecord],
+        batch: Batch,
+        gate: Gate | None = None,
+        claim: ClaimWrite | None = None,
+    ) -> list[Any]:
+        """Store ``records`` (numbered in their lines, indexed, their jobs enqueued), the
+        ``batch`` record and the completed ``claim`` in one script call, or none of it: when
+        the gate refuses (its reply comes back), when the claim was lost (``IntakeConflict``),
+        and when Redis refuses writes (the script is refused before it starts). Returns the
+        gate's reply, ``[1]`` without a gate."""
+        keys: list[Any] = []
+        args: list[Any] = []
+        if gate is not None:
+            keys.append(gate.key)
+            args += [1, len(gate.args), *gate.args]
+        else:
+            args.append(0)
+        keys.append(batch.key)
+        args += [batch.value, batch.ttl_s]
+        if claim is not None:
+            keys.append(claim.key)
+            args += [1, claim.token, claim.value, claim.ttl_s]
+        else:
+            args.append(0)
+        args.append(len(records))
+        for record in records:
+            commands = self._job_commands(record)
+            if commands is None:
+                raise IntakeError("RQ queued a command the batch script cannot replay")
+            accept_keys, accept_args = self._store.accept_arguments(record)
+            keys += accept_keys
+            args += [*accept_args, len(commands)]
+            for name, key, *rest in commands:
+                keys.append(key)
+                args += [len(rest), name, *rest]
+        source = ACCEPT_FUNCTION + (gate.lua if gate is not None else _NO_GATE) + _BATCH_INTAKE
+        reply = list(self._script(source)(keys=keys, args=args))
+        if reply[0] == -1:
+            raise IntakeConflict("the idempotency claim expired before the batch was stored")
+        return reply
 
     def _script(self, source: str) -> Any:
         # EVALSHA, falling back to EVAL after a NOSCRIPT (Redis restarted): outside MULTI a

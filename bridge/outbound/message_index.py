@@ -36,6 +36,8 @@ class MessageRecord(Protocol):
     def conversation(self) -> str | None: ...
     @property
     def idempotency_key(self) -> str | None: ...
+    @property
+    def broadcast(self) -> str | None: ...
 
 
 PREFIX = "msgs:"
@@ -53,6 +55,10 @@ def person_scope(uri: str) -> str:
 
 def conversation_scope(conversation: str) -> str:
     return f"conv:{conversation}"
+
+
+def broadcast_scope(broadcast: str) -> str:
+    return f"bcast:{broadcast}"
 
 
 def scope_key(scope: str) -> str:
@@ -91,13 +97,15 @@ def person_of(record: MessageRecord) -> str | None:
 
 
 def scopes(record: MessageRecord) -> list[str]:
-    """The person and the conversation a record is listed under, as far as they are known."""
+    """The person, conversation and broadcast a record is listed under, as far as known."""
     found = []
     person = person_of(record)
     if person is not None:
         found.append(person_scope(person))
     if record.conversation is not None:
         found.append(conversation_scope(record.conversation))
+    if record.broadcast is not None:
+        found.append(broadcast_scope(record.broadcast))
     return found
 
 

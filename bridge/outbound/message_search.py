@@ -13,6 +13,7 @@ import redis
 from bridge.config.redis_text import text
 from bridge.outbound.message_index import (
     ALL_KEY,
+    broadcast_scope,
     conversation_scope,
     idempotency_key_index,
     member,
@@ -38,6 +39,7 @@ class MessageQuery:
     to: str | None = None
     conversation: str | None = None
     idempotency_key: str | None = None
+    broadcast: str | None = None
     since: float | None = None
     until: float | None = None
 
@@ -50,6 +52,8 @@ class MessageQuery:
         scope = None
         if self.conversation is not None:
             scope = conversation_scope(self.conversation)
+        elif self.broadcast is not None:
+            scope = broadcast_scope(self.broadcast)
         elif self.to is not None:
             scope = person_scope(self.to)
         if self.statuses:
@@ -61,6 +65,8 @@ class MessageQuery:
         if self.statuses and record.status not in self.statuses:
             return False
         if self.to is not None and person_of(record) != self.to.strip().lower():
+            return False
+        if self.broadcast is not None and record.broadcast != self.broadcast:
             return False
         return self.conversation is None or record.conversation == self.conversation
 

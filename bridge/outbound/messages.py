@@ -226,6 +226,8 @@ class MessageRecord:
     idempotency_key: str | None = None
     # When the caller asked it to be sent (RFC 3339); ``scheduled`` until then.
     send_at: str | None = None
+    # The broadcast (``POST /broadcasts``) that created it, if one did.
+    broadcast: str | None = None
 
     def late_success(self, status: MessageStatus) -> bool:
         """Whether ``status`` is a success UCWA reported after the message ended unknown."""
@@ -334,6 +336,8 @@ class MessageRecord:
             view["idempotency_key"] = self.idempotency_key
         if self.send_at is not None:
             view["send_at"] = self.send_at
+        if self.broadcast is not None:
+            view["broadcast"] = self.broadcast
         if self.text is not None:
             view["text"] = self.text
         else:

@@ -50,6 +50,8 @@ def status_data(record: MessageRecord, account: str | None = None) -> dict[str, 
         "history": dict(record.history),
         "attempts": record.attempts,
     }
+    if record.broadcast is not None:
+        data["broadcast"] = record.broadcast
     if record.previous_error is not None:  # delivered after it had ended ``outcome_unknown``
         data["previous_error"] = asdict(record.previous_error)
     return data

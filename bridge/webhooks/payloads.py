@@ -60,6 +60,7 @@ class MessageStatusData(_Strict):
     previous_error: MessageErrorDetail | None = Field(
         None, description="delivered after it had ended outcome_unknown: that earlier error"
     )
+    broadcast: str | None = Field(None, description="the broadcast that created the message")
 
 
 class ConversationTypingData(_Strict):

@@ -97,6 +97,15 @@ CASES = {
         ],
         ["idempotency_key lookup: large within 1.5x of small", "status=failed (limit 50)"],
     ),
+    "broadcast": (
+        # enough messages that the API's CPU time (10 ms ticks) is not zero for broadcasts
+        ["--recipients", "300", "--rounds", "2", "--threads", "4"],
+        [
+            "intake time, 300 single POSTs / one broadcast",
+            "API CPU per message, singles / broadcast",
+        ],
+        ["broadcast intake ms (min | p50 | max)", "messages stored"],
+    ),
     "memory": (
         ["--messages", "10", "--rounds", "2"],
         ["bridge RSS after 10 messages / idle", "poller RSS after 10 / idle"],

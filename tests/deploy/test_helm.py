@@ -72,6 +72,7 @@ PUBLIC_PATHS = [
     {"path": "/messages", "pathType": "Prefix"},
     {"path": "/webhooks/", "pathType": "Prefix"},
     {"path": "/conversations", "pathType": "Prefix"},
+    {"path": "/broadcasts", "pathType": "Prefix"},
     {"path": "/openapi.json", "pathType": "Exact"},
     {"path": "/healthz", "pathType": "Exact"},
 ]
