@@ -20,7 +20,14 @@ from bridge.config.redis_text import text_map
 from bridge.inbound.event_sink import EventSink, InboundHook
 from bridge.inbound.quarantine import passes_through
 from bridge.observability.metrics import count_quarantined, observe_ucwa_request
-from bridge.outbound.messages import MessageNotFound, MessageStore, RecipientQueue, recipient_key
+from bridge.outbound.messages import (
+    LINES_KEY,
+    MessageNotFound,
+    MessageStore,
+    RecipientQueue,
+    fifo_key,
+    recipient_key,
+)
 from bridge.outbound.outcomes import Outbound, StatusHook
 from bridge.session.bootstrap import Application, Bootstrap
 from bridge.session.client import UcwaClient, host_of
@@ -36,6 +43,15 @@ from bridge.ucwa.messages import HttpResponse
 from bridge.ucwa.retry import backoff_delay
 
 log = logging.getLogger("ucwa_bridge.poller")
+
+# Drop a recipient from the set of lines if its line is (still) empty: atomic against an intake
+# that refills it between the sweep's read and this.
+_FORGET_EMPTY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.call('SREM', KEYS[2], ARGV[1])
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class Poller:
         self.app: Application | None = None
         self.generation = 0
         self._in_get = False
+        self._lines_seeded = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _log_standby(self) -> None:
@@ -459,10 +476,14 @@ class Poller:
                 except ue.UcwaError as exc:
                     log.info("stopping idle conversation failed: %s", exc)
         stale = time.time() - 2 * self.settings.sweep_s
-        for key in self.redis.scan_iter(match="rcpt:*:fifo", count=200):
-            recipient = key.decode()[len("rcpt:") : -len(":fifo")]
+        if not self._lines_seeded:
+            self._seed_lines()
+        for raw in self.redis.sscan_iter(LINES_KEY, count=500):
+            recipient = raw.decode()
             head = fifo.head(recipient)
             if head is None:
+                # Emptied by a TTL, or by a pop that raced this read: drop it unless refilled.
+                self.redis.eval(_FORGET_EMPTY, 2, fifo_key(recipient), LINES_KEY, recipient)
                 continue
             try:
                 record = self.outbound.store.get(head)
@@ -480,6 +501,15 @@ class Poller:
             )
             if record.status.is_terminal or stalled or orphaned:
                 self.outbound.kick(recipient)
+
+    def _seed_lines(self) -> None:
+        """Once per process: lines written before the set of lines existed join it (one scan
+        of the keyspace, on upgrade; every later sweep reads only the set)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.redis.scan_iter(match="rcpt:*:fifo", count=1000):
+                pipe.sadd(LINES_KEY, key.decode()[len("rcpt:") : -len(":fifo")])
+            pipe.execute()
+        self._lines_seeded = True
 
     def _close_listener(self) -> None:
         ucwa = self._ucwa

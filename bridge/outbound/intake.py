@@ -38,7 +38,7 @@ _REPLAYABLE = frozenset({b"SADD", b"HSET", b"HMSET", b"RPUSH", b"LPUSH", b"ZADD"
 
 # After the gate (a Lua function ``gate(key, args)`` prepended to this) lets the message in:
 # number it, append it to its line, save it, then replay the job's commands captured from RQ.
-# KEYS: the gate's key, those of ``accept`` (three, then the indexes), one per replayed command.
+# KEYS: the gate's key, those of ``accept`` (four, then the indexes), one per replayed command.
 # ARGV: the gate's argument count and arguments, the seven of ``accept`` (the last the number of
 # index keys), then per replayed command its argument count, its name and its arguments after
 # the key.
@@ -52,10 +52,10 @@ if reply[1] == 0 then
 end
 local i = gate_argc + 2
 local indexes = tonumber(ARGV[i + 6])
-local sequence = accept(KEYS[2], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1], ARGV[i + 2],
-                        ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], {unpack(KEYS, 5, 4 + indexes)})
+local sequence = accept(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i], ARGV[i + 1], ARGV[i + 2],
+                        ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], {unpack(KEYS, 6, 5 + indexes)})
 i = i + 7
-for k = 5 + indexes, #KEYS do
+for k = 6 + indexes, #KEYS do
   local argc = tonumber(ARGV[i])
   redis.call(ARGV[i + 1], KEYS[k], unpack(ARGV, i + 2, i + 1 + argc))
   i = i + 2 + argc
@@ -70,7 +70,7 @@ _GATE_ALONE = "return gate(KEYS[1], ARGV)\n"
 # (a script runs whole, and Redis refuses one that would write past maxmemory before it starts).
 # Prepended: ACCEPT_FUNCTION and a ``gate(key, args)`` (``_NO_GATE`` when none).
 # KEYS: [gate key], the batch record's key, [the idempotency key], then per message the keys of
-# ``accept`` (three, then its indexes) and one per replayed RQ command.
+# ``accept`` (four, then its indexes) and one per replayed RQ command.
 # ARGV: gated (1/0) [gate argc, gate args], the batch record and its TTL, idempotent (1/0)
 # [claim token, the stored answer, its TTL], the message count, then per message the seven of
 # ``accept``, its command count and per command: argc, name, the arguments after the key.
@@ -115,9 +115,9 @@ local count = tonumber(ARGV[a])
 a = a + 1
 for _ = 1, count do
   local indexes = tonumber(ARGV[a + 6])
-  accept(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-         ARGV[a + 4], ARGV[a + 5], {unpack(KEYS, k + 3, k + 2 + indexes)})
-  k, a = k + 3 + indexes, a + 7
+  accept(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a], ARGV[a + 1], ARGV[a + 2],
+         ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], {unpack(KEYS, k + 4, k + 3 + indexes)})
+  k, a = k + 4 + indexes, a + 7
   local commands = tonumber(ARGV[a])
   a = a + 1
   for _ = 1, commands do

@@ -153,6 +153,11 @@ def record_key(message_id: str) -> str:
     return f"msg:{message_id}"
 
 
+# The recipients whose line holds something: the poller's sweep reads it instead of scanning
+# the keyspace. Intake and release add to it with the line entry; emptying a line removes it.
+LINES_KEY = "rcpt:lines"
+
+
 def fifo_key(recipient: str) -> str:
     return f"rcpt:{recipient}:fifo"
 
@@ -356,13 +361,15 @@ WAITING = frozenset({"queued", "scheduled"})
 ACCEPT_FUNCTION = (
     INDEX_FUNCTION
     + """
-local function accept(seq_key, fifo_key, record_key, id, record, ttl, entry, bound, join,
-                      indexes)
+local function accept(seq_key, fifo_key, record_key, lines_key, id, record, ttl, entry, bound,
+                      join, indexes)
   local sequence = redis.call('INCR', seq_key)
   redis.call('EXPIRE', seq_key, ttl)
   if join == '1' then  -- a scheduled message joins its line when it is due
     redis.call('RPUSH', fifo_key, id)
     redis.call('EXPIRE', fifo_key, ttl)
+    redis.call('SADD', lines_key, string.sub(fifo_key, 6, -6))  -- rcpt:<recipient>:fifo
+    redis.call('EXPIRE', lines_key, ttl)  -- outlives every line: each is written with this TTL
   end
   redis.call('SET', record_key, string.sub(record, 1, -2) .. ',"sequence":' .. sequence .. '}',
              'EX', ttl)
@@ -371,11 +378,12 @@ local function accept(seq_key, fifo_key, record_key, id, record, ttl, entry, bou
 end
 """
 )
-# KEYS: the line's sequence, the line, the record, then the indexes; ARGV: ``accept_arguments``.
+# KEYS: the line's sequence, the line, the record, the set of lines, then the indexes; ARGV:
+# ``accept_arguments``.
 _ACCEPT = (
     ACCEPT_FUNCTION
-    + "return accept(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], "
-    + "ARGV[6], {unpack(KEYS, 4, 3 + tonumber(ARGV[7]))})\n"
+    + "return accept(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], "
+    + "ARGV[5], ARGV[6], {unpack(KEYS, 5, 4 + tonumber(ARGV[7]))})\n"
 )
 
 
@@ -407,14 +415,20 @@ class MessageStore:
         pipe.eval(_ACCEPT, len(keys), *keys, *args)
 
     def accept_arguments(self, record: MessageRecord) -> tuple[list[str], list[str | int]]:
-        """KEYS (the three of ``accept``, then its indexes) and ARGV (``accept``'s seven scalar
+        """KEYS (the four of ``accept``, then its indexes) and ARGV (``accept``'s seven scalar
         arguments, the last the number of index keys) for ``record``. A scheduled record lives
         the record TTL after its ``send_at``."""
         data = record.to_dict()
         del data["sequence"]
         recipient = record.recipient
         indexes = index_keys(record)
-        keys = [sequence_key(recipient), fifo_key(recipient), record_key(record.id), *indexes]
+        keys = [
+            sequence_key(recipient),
+            fifo_key(recipient),
+            record_key(record.id),
+            LINES_KEY,
+            *indexes,
+        ]
         record_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         ttl = self.record_ttl_s + self.delay_s(record)
         entry, bound = member(record), trim_bound(record, self.record_ttl_s)
@@ -500,6 +514,9 @@ class MessageStore:
 _POP_IF_HEAD = """
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
   redis.call('LPOP', KEYS[1])
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SREM', KEYS[2], string.sub(KEYS[1], 6, -6))
+  end
   return 1
 end
 return 0
@@ -508,9 +525,12 @@ return 0
 
 # A scheduled message that falls due joins its line by accepted order (its sequence) among the
 # messages still waiting there, never ahead of the head, which is being sent. Reads each
-# waiting record's sequence: lines are short. KEYS: the line; ARGV: id, sequence, the record
-# key prefix, the line's TTL. Returns 1 when the id was added, 0 when it was there already.
+# waiting record's sequence: lines are short. KEYS: the line, the set of lines; ARGV: id,
+# sequence, the record key prefix, the line's TTL. Returns 1 when the id was added, 0 when it
+# was there already.
 _JOIN_IN_ORDER = """
+redis.call('SADD', KEYS[2], string.sub(KEYS[1], 6, -6))
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
   return 0
 end
@@ -551,14 +571,15 @@ class RecipientQueue:
 
     def pop_if_head(self, recipient: str, message_id: str) -> bool:
         """Remove ``message_id`` if it is first in line (atomic); True when it was removed."""
-        return bool(self._pop_if_head(keys=[fifo_key(recipient)], args=[message_id]))
+        keys = [fifo_key(recipient), LINES_KEY]
+        return bool(self._pop_if_head(keys=keys, args=[message_id]))
 
     @staticmethod
     def join_in_order(pipe: Pipeline, record: MessageRecord, ttl_s: int) -> None:
         """Queue on ``pipe`` (in MULTI) adding a message that fell due to its line, by its
         sequence among the waiting ones (EVAL: a NOSCRIPT in MULTI would fail it alone)."""
-        keys = [fifo_key(record.recipient)]
-        pipe.eval(_JOIN_IN_ORDER, 1, *keys, record.id, record.sequence, record_key(""), ttl_s)
+        keys = [fifo_key(record.recipient), LINES_KEY]
+        pipe.eval(_JOIN_IN_ORDER, 2, *keys, record.id, record.sequence, record_key(""), ttl_s)
 
     def pending(self, recipient: str) -> list[str]:
         return [text(raw) for raw in self._redis.lrange(fifo_key(recipient), 0, -1)]

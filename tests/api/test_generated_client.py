@@ -83,6 +83,31 @@ def test_every_operation_returns_typed_objects(
         missing = module("api.messages.get_message").sync("msg_" + "0" * 32, client=api)
         assert isinstance(missing, models.Problem) and missing.status == 404
 
+        listed = module("api.messages.list_messages").sync(
+            client=api, idempotency_key="generated-client-1", limit=10
+        )
+        assert isinstance(listed, models.MessagePage)
+        assert [m.id for m in listed.items] == [sent.id] and listed.next_cursor is None
+
+        broadcast = module("api.broadcasts.send_broadcast").sync(
+            client=api,
+            body=models.SendBroadcastRequest(
+                to=["sip:alice@contoso.com", "sip:bob@contoso.com"], text="to both"
+            ),
+        )
+        assert isinstance(broadcast, models.Broadcast) and broadcast.total == 2
+        assert broadcast.counts.queued == 2
+        fetched = module("api.broadcasts.get_broadcast").sync(broadcast.id, client=api)
+        assert isinstance(fetched, models.Broadcast)
+        assert [m.id for m in fetched.messages] == [m.id for m in broadcast.messages]
+
+        cancelled = module("api.messages.cancel_message").sync(
+            broadcast.messages[1].id, client=api
+        )
+        assert isinstance(cancelled, models.Message)
+        assert cancelled.status == models.MessageStatus.CANCELLED
+        assert cancelled.broadcast == broadcast.id
+
         page = module("api.conversations.list_conversations").sync(client=api)
         assert isinstance(page, models.ConversationPage) and page.items == []
         unknown = module("api.conversations.get_conversation").sync("conv_" + "0" * 24, client=api)

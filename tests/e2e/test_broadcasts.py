@@ -35,6 +35,10 @@ def test_a_broadcast_reaches_everyone_once_and_its_events_name_it(
     assert bridge.texts(BOB) == ["all hands at 3"]
     counts = bridge.api_get(f"/broadcasts/{broadcast['id']}")["counts"]
     assert counts["delivered"] == 2 and sum(counts.values()) == 2
+    listed = bridge.api_get(f"/messages?broadcast={broadcast['id']}&status=delivered")
+    assert sorted(m["id"] for m in listed["items"]) == sorted(ids)
+    to_alice = bridge.api_get(f"/messages?to={ALICE}&limit=1")["items"]
+    assert [m["id"] for m in to_alice] == [ids[0]]  # newest first
     wait_for(lambda: len(events(receiver, "message.delivered")) >= 3, 20, "the status events")
     tagged = {
         e["data"]["message_id"]: e["data"].get("broadcast")
