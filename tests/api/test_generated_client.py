@@ -101,9 +101,7 @@ def test_every_operation_returns_typed_objects(
         assert isinstance(fetched, models.Broadcast)
         assert [m.id for m in fetched.messages] == [m.id for m in broadcast.messages]
 
-        cancelled = module("api.messages.cancel_message").sync(
-            broadcast.messages[1].id, client=api
-        )
+        cancelled = module("api.messages.cancel_message").sync(broadcast.messages[1].id, client=api)
         assert isinstance(cancelled, models.Message)
         assert cancelled.status == models.MessageStatus.CANCELLED
         assert cancelled.broadcast == broadcast.id
