@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.memory $(BENCH_ARGS)
 	$(BIN)/python -m bench.list_messages $(BENCH_ARGS)
 	$(BIN)/python -m bench.broadcast $(BENCH_ARGS)
+	$(BIN)/python -m bench.person_burst $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -106,6 +106,11 @@ CASES = {
         ],
         ["broadcast intake ms (min | p50 | max)", "messages stored"],
     ),
+    "person_burst": (
+        ["--sizes", "1,4"],
+        ["burst of 4: messages/s / 1 / (POST + event)", "burst of 1: messages/s / 1 / RTT"],
+        ["burst of 4: hand-off gap p50 / p99 / max", "one UCWA round trip"],
+    ),
     "memory": (
         ["--messages", "10", "--rounds", "2"],
         ["bridge RSS after 10 messages / idle", "poller RSS after 10 / idle"],
