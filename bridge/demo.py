@@ -187,7 +187,8 @@ def describe_event(event: dict[str, Any]) -> str:
     detail = data.get("message_id") or data.get("id") or ""
     error = data.get("error") or {}
     code = f" ({error.get('code')})" if isinstance(error, dict) and error.get("code") else ""
-    return f"[webhook] {kind} {detail}{code}".rstrip()
+    broadcast = f" [broadcast {data['broadcast']}]" if data.get("broadcast") else ""
+    return f"[webhook] {kind} {detail}{code}{broadcast}".rstrip()
 
 
 class Demo:

@@ -62,6 +62,11 @@ def test_describe_status_events() -> None:
     assert describe_event(failed) == "[webhook] message.failed msg_1 (declined)"
     delivered = {"type": "message.delivered", "data": {"message_id": "msg_2", "error": None}}
     assert describe_event(delivered) == "[webhook] message.delivered msg_2"
+    of_broadcast = {
+        "type": "message.delivered",
+        "data": {"message_id": "msg_3", "broadcast": "bc_1"},
+    }
+    assert describe_event(of_broadcast) == "[webhook] message.delivered msg_3 [broadcast bc_1]"
     plain = {"type": "message.received", "data": {"from": "sip:a@contoso.com", "text": "x"}}
     assert describe_event(plain) == '[webhook] message.received from sip:a@contoso.com: "x"'
 
