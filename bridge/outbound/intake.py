@@ -236,11 +236,9 @@ class Intake:
             reply = list(self._script(gate.lua + _GATE_ALONE)(keys=[gate.key], args=gate.args))
             return reply, (self.submit(record) if reply[0] == 1 else None)
         accept_keys, accept_args = self._store.accept_arguments(record)
-        keys: list[Any] = [gate.key, *accept_keys]
-        args: list[Any] = [len(gate.args), *gate.args, *accept_args]
-        for name, key, *rest in job_commands:
-            keys.append(key)
-            args += [len(rest), name, *rest]
+        job_keys, job_args = _replayed(job_commands)
+        keys: list[Any] = [gate.key, *accept_keys, *job_keys]
+        args: list[Any] = [len(gate.args), *gate.args, *accept_args, *job_args]
         reply = list(self._script(gate.lua + _GATED_INTAKE)(keys=keys, args=args))
         if reply[0] != 1:
             return reply, None
@@ -278,11 +276,9 @@ class Intake:
             if commands is None:
                 raise IntakeError("RQ queued a command the batch script cannot replay")
             accept_keys, accept_args = self._store.accept_arguments(record)
-            keys += accept_keys
-            args += [*accept_args, len(commands)]
-            for name, key, *rest in commands:
-                keys.append(key)
-                args += [len(rest), name, *rest]
+            job_keys, job_args = _replayed(commands)
+            keys += [*accept_keys, *job_keys]
+            args += [*accept_args, len(commands), *job_args]
         source = ACCEPT_FUNCTION + (gate.lua if gate is not None else _NO_GATE) + _BATCH_INTAKE
         reply = list(self._script(source)(keys=keys, args=args))
         if reply[0] == -1:
@@ -371,3 +367,14 @@ class Intake:
             description=f"send {record.id}",
             pipeline=pipe,
         )
+
+
+def _replayed(commands: Sequence[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
+    """KEYS and ARGV that replay RQ's ``commands`` in an intake script: per command its key,
+    and its argument count, name and the arguments after the key."""
+    keys: list[Any] = []
+    args: list[Any] = []
+    for name, key, *rest in commands:
+        keys.append(key)
+        args += [len(rest), name, *rest]
+    return keys, args
