@@ -20,7 +20,7 @@ from bridge.outbound.messages import MessageNotFound
 from bridge.outbound.outcomes import Outbound
 from bridge.session.conversations import Conversation, ConversationRegistry
 from bridge.ucwa.events import Event, EventBatch
-from bridge.ucwa.links import resolve
+from bridge.ucwa.links import InvalidLink, resolve
 from bridge.ucwa.notices import (
     ConversationChanged,
     IncomingInvitation,
@@ -32,6 +32,7 @@ from bridge.ucwa.notices import (
     ParticipantChanged,
     TypingChanged,
     classify,
+    conversation_hrefs,
     remote_uris,
 )
 
@@ -74,9 +75,9 @@ class EventSink:
     def notices(self, batch: EventBatch, base_url: str) -> list[Notice]:
         """Every notice in server order; an event that cannot be read is set aside."""
         self._unread = []
-        known = {conv.href: conv.remote for conv in self.registry.active() if conv.remote}
-        relative = {href.replace(base_url, "", 1): uri for href, uri in known.items() if uri}
-        remotes = {**known, **relative}
+        # Only the conversations this batch names are read: one round trip, however many are
+        # live (reading them all cost a GET each, per batch: most of the poller's CPU).
+        remotes = self.registry.live_remotes(_absolute(base_url, conversation_hrefs(batch)))
         try:
             remotes.update(remote_uris(batch))
         except Exception as exc:  # poison: read the events without the batch's remote URIs
@@ -296,3 +297,15 @@ def _same_person(uri: str | None, remote: str | None) -> bool:
         return value.strip().lower().removeprefix("sip:")
 
     return bool(uri and remote) and bare(uri or "") == bare(remote or "")
+
+
+def _absolute(base_url: str, hrefs: set[str]) -> dict[str, str]:
+    """href as an event writes it → absolute href, as the registry keeps it; an unusable href
+    is left out (the event that carries it is set aside when it is classified)."""
+    found: dict[str, str] = {}
+    for href in hrefs:
+        try:
+            found[href] = resolve(base_url, href)
+        except InvalidLink:
+            continue
+    return found

@@ -120,8 +120,26 @@ class ConversationRegistry:
         raw = self.client.get(self._key(cid))
         return _load(text(raw)) if raw else None
 
+    def get_many(self, ids: list[str]) -> list[Conversation]:
+        """The records of ``ids`` that exist, in one round trip."""
+        valid = [cid for cid in ids if CONVERSATION_ID.fullmatch(cid)]
+        raws = self.client.mget([self._key(cid) for cid in valid]) if valid else []
+        return [_load(text(raw)) for raw in cast(list[bytes | None], raws) if raw]
+
     def by_href(self, href: str) -> Conversation | None:
         return self.get(self.id_for(href))
+
+    def live_remotes(self, hrefs: dict[str, str]) -> dict[str, str]:
+        """For ``{name: absolute href}``: name → remote SIP URI of each live conversation known
+        with a remote. One round trip, whatever the number of conversations kept."""
+        names: dict[str, list[str]] = {}
+        for name, href in hrefs.items():
+            names.setdefault(self.id_for(href), []).append(name)
+        found: dict[str, str] = {}
+        for conv in self.get_many(list(names)):
+            if conv.remote and conv.alive:
+                found.update(dict.fromkeys(names.get(conv.id, ()), conv.remote))
+        return found
 
     def by_remote(self, remote: str) -> Conversation | None:
         cid = self.client.get(f"conv:remote:{remote.lower()}")
@@ -176,15 +194,12 @@ class ConversationRegistry:
         return found, last if more else None
 
     def active(self) -> list[Conversation]:
-        ids = [text(cid) for cid in self.client.zrange(ACTIVE_KEY, 0, -1)]
-        found = [self.get(cid) for cid in ids]
-        return [conv for conv in found if conv is not None]
+        return self.get_many([text(cid) for cid in self.client.zrange(ACTIVE_KEY, 0, -1)])
 
     def idle(self, older_than: float, now: float | None = None) -> list[Conversation]:
         limit = (now or time.time()) - older_than
         ids = [text(cid) for cid in self.client.zrangebyscore(ACTIVE_KEY, 0, limit)]
-        found = [self.get(cid) for cid in ids]
-        return [conv for conv in found if conv is not None and conv.alive]
+        return [conv for conv in self.get_many(ids) if conv.alive]
 
     def forget_live_state(self, pipe: redis.client.Pipeline) -> None:
         """After resync/resume or a new application every known conversation is gone server-side.

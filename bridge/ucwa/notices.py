@@ -319,6 +319,24 @@ def remote_uris(batch: EventBatch) -> dict[str, str]:
     return found
 
 
+def conversation_hrefs(batch: EventBatch) -> set[str]:
+    """The conversation hrefs, as the batch writes them, whose remote ``classify`` looks up: an
+    invitation's conversation link and a conversation event's own href. An event that cannot be
+    read adds none (``classify`` sets it aside)."""
+    found: set[str] = set()
+    for _sender, event in batch.events():
+        try:
+            if event.rel == "conversation" and event.href:
+                found.add(event.href)
+            elif event.rel == "messagingInvitation" and event.embedded is not None:
+                conversation = link(event.embedded, "conversation")
+                if conversation:
+                    found.add(conversation)
+        except Exception:  # a malformed event is classify's to report
+            continue
+    return found
+
+
 def interpret(batch: EventBatch, known_remotes: Mapping[str, str] | None = None) -> list[Notice]:
     """Every notice in the batch, in server order, with remote URIs filled in where known."""
     remotes = {**(known_remotes or {}), **remote_uris(batch)}
