@@ -111,6 +111,18 @@ CASES = {
         ["burst of 4: messages/s / 1 / (POST + event)", "burst of 1: messages/s / 1 / RTT"],
         ["burst of 4: hand-off gap p50 / p99 / max", "one UCWA round trip"],
     ),
+    "curves": (
+        ["--workers", "1,2", "--messages", "6", "--loads", "0.5,1.5", "--step-s", "0.5"],
+        [
+            "1 workers: delivered / bound (workers / RTT)",
+            "2 workers: delivered / (2 x the per-worker rate of 1)",
+        ],
+        [
+            "2 workers: CPU ms per message",
+            "2 workers: >= 90% of the bound",
+            "saturation, 2 workers",
+        ],
+    ),
     "memory": (
         ["--messages", "10", "--rounds", "2"],
         ["bridge RSS after 10 messages / idle", "poller RSS after 10 / idle"],

@@ -1,0 +1,153 @@
+"""Curves of the send path: throughput and CPU per message against the number of workers, and
+latency against offered load until it saturates.
+
+Workers: for each worker count (``--workers``, default 1,2,4,8) a fresh stack (Redis, the
+simulator at ``--latency-ms`` per UCWA request, the API, the poller and that many RQ workers)
+takes a burst of messages, half to warm recipients and half to cold ones (as ``bench.send_path``)
+and prints delivered messages/s against the I/O bound ``workers / one UCWA round trip`` measured
+in the same stack (a send job holds its worker for one round trip), with the CPU per delivered
+message of each role. Where the CPU of every role together reaches the machine's cores, the curve
+flattens: the CPU figures show where that happens.
+
+Load: on one stack with ``--load-workers`` workers, messages are offered at a rising rate, as
+fractions of that stack's bound (``--loads``, default 0.2 to 1.2), each step for about
+``--step-s`` seconds; every step prints the delivered rate and the latency percentiles from
+``queued`` to ``delivered``. Steps stop after the first one that saturates: it delivers less than
+90 % of what was offered, or its p50 is above ten times the paced floor.
+
+    python -m bench.curves [--quick] [--latency-ms L] [--workers 1,2,4,8] [--messages N]
+                           [--load-workers W] [--loads 0.2,0.4,...] [--step-s S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from bench._common import (
+    Report,
+    Stack,
+    base_parser,
+    percentile,
+    ratio,
+    round_trip_ms,
+    run_main,
+    say,
+)
+from bench.send_path import Result, SendPath
+
+ROLES = ("api", "worker", "poller", "redis")
+SATURATED_RATE = 0.9  # a step delivering less than this share of the offered rate is saturated
+SATURATED_P50 = 10.0  # ... or with a p50 above this many times the floor
+TARGET = 0.9  # of the I/O bound
+CORES = os.cpu_count() or 1
+
+
+def measure_workers(
+    args: argparse.Namespace, workers: int
+) -> tuple[float, float, float, dict[str, float]]:
+    """(delivered msg/s, bound msg/s, RTT ms, CPU ms per message by role) with ``workers``."""
+    with Stack(f"curves-w{workers}", keep_logs=args.keep_logs) as stack:
+        bench = SendPath(stack, workers, args.messages, 0, {})
+        say(f"{workers} worker(s): redis, simulator, api, poller…")
+        bench.start(args.latency_ms)
+        rtt = round_trip_ms(stack.discovery_url)
+        bench.warm_up()
+        result = Result(args.latency_ms)
+        bench.measure(result, "bridge", "burst", args.messages)
+        phase = result.phase("bridge", "burst")
+        cpu = {role: ratio(phase.cpu_s.get(role, 0.0) * 1000, phase.count) for role in ROLES}
+        return phase.rate, workers * 1000 / rtt, rtt, cpu
+
+
+def measure_load(args: argparse.Namespace, report: Report) -> None:
+    workers = args.load_workers
+    with Stack(f"curves-load-w{workers}", keep_logs=args.keep_logs) as stack:
+        # Room for every step's warm recipients: each is warmed once, then used once.
+        steps = [float(v) for v in args.loads.split(",")]
+        bench = SendPath(stack, workers, 2 * args.messages, 0, {})
+        say(f"latency against offered load, {workers} worker(s)…")
+        bench.start(args.latency_ms)
+        rtt = round_trip_ms(stack.discovery_url)
+        bound = workers * 1000 / rtt
+        bench.warm_up()
+        floor = rtt
+        for share in steps:
+            offered = share * bound
+            count = max(4, round(offered * args.step_s))
+            result = Result(args.latency_ms)
+            result.paced_rate = offered
+            bench.measure(result, "bridge", "paced", count)
+            phase = result.phase("bridge", "paced")
+            latencies = phase.all_latencies()
+            p50 = percentile(latencies, 50)
+            delivered = ratio(phase.count, phase.seconds)
+            report.raw(
+                f"offered {share:.1f}x bound ({offered:.1f} msg/s), {workers} workers",
+                f"delivered {delivered:.1f} msg/s ({ratio(delivered, offered):.2f}x offered), "
+                f"latency p50 / p95 / p99 {p50:.0f} / {percentile(latencies, 95):.0f} / "
+                f"{percentile(latencies, 99):.0f} ms ({count} messages, half cold)",
+            )
+            if delivered < SATURATED_RATE * offered or p50 > SATURATED_P50 * floor:
+                report.raw(
+                    f"saturation, {workers} workers",
+                    f"at {share:.1f}x the bound ({offered:.1f} msg/s offered)",
+                )
+                break
+        else:
+            report.raw(f"saturation, {workers} workers", "not reached at the highest step")
+
+
+def main() -> Report:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--workers", default="", help="worker counts, comma-separated")
+    parser.add_argument("--messages", type=int, help="messages per burst")
+    parser.add_argument("--load-workers", type=int, default=2)
+    parser.add_argument("--loads", default="", help="offered load as fractions of the bound")
+    parser.add_argument("--step-s", type=float, default=0.0, help="seconds per load step")
+    args = parser.parse_args()
+    counts = [int(v) for v in (args.workers or ("1,2" if args.quick else "1,2,4,8")).split(",")]
+    args.messages = args.messages or (20 if args.quick else 300)
+    args.loads = args.loads or ("0.5,1.2" if args.quick else "0.2,0.4,0.6,0.8,1.0,1.2")
+    args.step_s = args.step_s or (1.0 if args.quick else 4.0)
+    report = Report(f"curves: the send path against workers and offered load @{args.latency_ms} ms")
+    single = 0.0
+    for workers in counts:
+        rate, bound, rtt, cpu = measure_workers(args, workers)
+        single = single or rate / workers
+        total = sum(cpu.values())
+        report.ratio(
+            f"{workers} workers: delivered / bound (workers / RTT)",
+            ratio(rate, bound),
+            f"{rate:.1f} vs {bound:.1f} msg/s (RTT {rtt:.1f} ms)",
+        )
+        report.ratio(
+            f"{workers} workers: delivered / ({workers} x the per-worker rate of {counts[0]})",
+            ratio(rate, single * workers),
+            f"{rate:.1f} vs {single * workers:.1f} msg/s",
+        )
+        report.raw(
+            f"{workers} workers: CPU ms per message",
+            ", ".join(f"{role} {cpu[role]:.1f}" for role in ROLES) + f"; total {total:.1f}",
+        )
+        report.raw(
+            f"{workers} workers: CPU-bound rate (cores / total CPU per message)",
+            f"{ratio(CORES * 1000, total):.0f} msg/s on {CORES} cores",
+        )
+        if workers == 2:
+            report.target(
+                f"2 workers: >= {TARGET:.0%} of the bound",
+                ratio(rate, bound) >= TARGET,
+                f"{ratio(rate, bound):.2f}x",
+            )
+    measure_load(args, report)
+    report.note(
+        f"bursts of {args.messages} messages, half to warm recipients; simulator at "
+        f"{args.latency_ms} ms per UCWA request; the load steps last about {args.step_s:g} s each"
+    )
+    return report
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
