@@ -20,7 +20,7 @@ from redis.client import Pipeline
 
 from bridge.config.redis_faults import redis_unavailable
 from bridge.webhooks import ssrf, transport
-from bridge.webhooks.endpoint_status import EndpointStatusStore
+from bridge.webhooks.endpoint_status import EndpointStatusStore, disabled_key
 from bridge.webhooks.endpoints import WebhookEndpoint
 from bridge.webhooks.errors import AddressResolutionError, SsrfBlocked
 from bridge.webhooks.jobs import DeliveryJobs
@@ -30,6 +30,7 @@ from bridge.webhooks.log import (
     DeliveryLog,
     DeliveryRecord,
     DeliveryStatus,
+    Keys,
     NotDue,
 )
 from bridge.webhooks.retry import RetryPolicy, Verdict, decide, parse_retry_after
@@ -128,13 +129,20 @@ class Deliverer:
         endpoint = self.endpoints.get(record.endpoint_id)
         if endpoint is None:
             return self._dead(record, "endpoint_removed", None)
-        disabled = self._persist(lambda: self.status.disabled(endpoint.id))
-        if not endpoint.enabled or disabled is not None:
+        # The body and the endpoint's disabled state in one round trip.
+        body, disabled = self._persist(lambda: self._read_for(record.event_id, endpoint.id))
+        if not endpoint.enabled or disabled:
             return self._dead(record, "endpoint_disabled", None)
-        body = self._persist(lambda: self.log.event_body(record.event_id))
         if body is None:
             return self._dead(record, "event_expired", None)
         return self._attempt(record, endpoint, body)
+
+    def _read_for(self, event_id: str, endpoint_id: str) -> tuple[bytes | None, bool]:
+        with self._r.pipeline(transaction=False) as pipe:
+            pipe.get(Keys.event(event_id))
+            pipe.exists(disabled_key(endpoint_id))
+            body, disabled = pipe.execute()
+        return body, bool(disabled)
 
     def _attempt(
         self, record: DeliveryRecord, endpoint: WebhookEndpoint, body: bytes

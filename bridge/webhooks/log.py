@@ -166,12 +166,68 @@ class Skipped:
 Claim = Claimed | NotDue | Skipped
 
 
+# Claim: KEYS delivery, pending index, failed index; ARGV now, lease end, latest due, retention.
+# The checks of a claim, in order: the record exists, is pending or failed, its try is not
+# taken, and it is due (up to ``early_ms`` ahead).
+_CLAIM = """
+local f = redis.call('HGETALL', KEYS[1])
+if #f == 0 then return {'missing'} end
+local r = {}
+for i = 1, #f, 2 do r[f[i]] = f[i + 1] end
+if r.status ~= 'pending' and r.status ~= 'failed' then return {'already', r.status} end
+local try_no = r.try_no or '1'
+if tonumber(r.started or '0') >= tonumber(try_no) then return {'taken'} end
+local due = r.next_attempt_ms
+if due and due ~= '' and tonumber(due) > tonumber(ARGV[3]) then
+  return {'not_due', try_no, due}
+end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'started', try_no,
+  'lease_until_ms', ARGV[2], 'updated_ms', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if r.status == 'failed' then
+  redis.call('ZREM', KEYS[3], r.id)
+  redis.call('ZADD', KEYS[2], r.created_ms, r.id)
+end
+return {'claimed', redis.call('HGETALL', KEYS[1])}
+"""
+
+# Conclude a try whose outcome needs no job: KEYS delivery, attempts, event body, pending index,
+# the final status's index, dead letters; ARGV started, retention, attempt JSON (or ""), final
+# status, created ms, updated ms, then the record's fields as name, value pairs. 0 when the try
+# is no longer this run's (another run claimed it, or an operator requeued it).
+_CONCLUDE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending'
+  or redis.call('HGET', KEYS[1], 'started') ~= ARGV[1] then
+  return 0
+end
+local id = redis.call('HGET', KEYS[1], 'id')
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[3] ~= '' then
+  redis.call('HINCRBY', KEYS[1], 'attempt_count', 1)
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+if ARGV[4] ~= 'pending' then
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZADD', KEYS[5], ARGV[5], id)
+end
+if ARGV[4] == 'dead' then redis.call('ZADD', KEYS[6], ARGV[6], id) end
+return 1
+"""
+
+
 class DeliveryLog:
     """Reads and writes delivery records; every state change is one Redis transaction."""
 
     def __init__(self, connection: redis.Redis, retention_s: int) -> None:
         self._r = connection
         self.retention_s = retention_s
+        self._claim_script = connection.register_script(_CLAIM)
+        self._conclude_script = connection.register_script(_CONCLUDE)
 
     # -- staging (inside the producer's MULTI) -------------------------------------------------
 
@@ -284,31 +340,29 @@ class DeliveryLog:
     # -- state changes -------------------------------------------------------------------------
 
     def claim(self, delivery_id: str, now_ms: int, lease_ms: int, early_ms: int = 1000) -> Claim:
-        """Take the scheduled try for this run, at most once per try (RQ may run a job twice)."""
+        """Take the scheduled try for this run, at most once per try (RQ may run a job twice).
 
-        def attempt(pipe: Pipeline) -> Claim:
-            record = self._read(pipe, delivery_id)
-            if record is None:
-                return Skipped("missing")
-            if record.status not in (DeliveryStatus.PENDING, DeliveryStatus.FAILED):
-                return Skipped(f"already {record.status.value}")
-            if record.started >= record.try_no:
-                return Skipped("try already taken")
-            if record.next_attempt_ms is not None and record.next_attempt_ms > now_ms + early_ms:
-                return NotDue(record.try_no, record.next_attempt_ms)
-            claimed = replace(
-                record,
-                status=DeliveryStatus.PENDING,
-                started=record.try_no,
-                lease_until_ms=now_ms + lease_ms,
-                updated_ms=now_ms,
-            )
-            pipe.multi()
-            self._write(pipe, record, claimed)
-            pipe.execute()
-            return Claimed(claimed)
-
-        return self._transact(delivery_id, attempt)
+        One script call: read, check and take, with the record's status index moved along."""
+        answer = cast(
+            list[Any],
+            self._claim_script(
+                keys=[
+                    Keys.delivery(delivery_id),
+                    Keys.by_status(DeliveryStatus.PENDING),
+                    Keys.by_status(DeliveryStatus.FAILED),
+                ],
+                args=[now_ms, now_ms + lease_ms, now_ms + early_ms, self.retention_s],
+            ),
+        )
+        verdict = answer[0].decode()
+        if verdict == "claimed":
+            flat = answer[1]
+            return Claimed(DeliveryRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))))
+        if verdict == "not_due":
+            return NotDue(int(answer[1]), int(answer[2]))
+        if verdict == "already":
+            return Skipped(f"already {answer[1].decode()}")
+        return Skipped("missing" if verdict == "missing" else "try already taken")
 
     def conclude(
         self,
@@ -317,7 +371,12 @@ class DeliveryLog:
         attempt: Attempt | None,
         after: Callable[[Pipeline], None] | None = None,
     ) -> bool:
-        """Record the outcome of a claimed try; False if the try is no longer ours."""
+        """Record the outcome of a claimed try; False if the try is no longer ours.
+
+        Without ``after`` (a try that needs no job and no endpoint change) one script call;
+        otherwise a WATCH/MULTI transaction, so the jobs ``after`` writes commit with it."""
+        if after is None:
+            return self._conclude_in_one(claimed, updated, attempt)
 
         def attempt_(pipe: Pipeline) -> bool:
             current = self._read(pipe, claimed.id)
@@ -372,6 +431,33 @@ class DeliveryLog:
             return again
 
         return self._transact(delivery_id, attempt)
+
+    def _conclude_in_one(
+        self, claimed: DeliveryRecord, updated: DeliveryRecord, attempt: Attempt | None
+    ) -> bool:
+        fields = updated.to_hash()
+        del fields["attempt_count"]  # counted up by the script
+        fields["lease_until_ms"] = 0
+        final = updated.status
+        keys = [
+            Keys.delivery(claimed.id),
+            Keys.attempts(claimed.id),
+            Keys.event(claimed.event_id),
+            Keys.by_status(DeliveryStatus.PENDING),
+            Keys.by_status(final),
+            Keys.dead,
+        ]
+        args: list[str | int] = [
+            claimed.started,
+            self.retention_s,
+            attempt.to_json() if attempt is not None else "",
+            final.value,
+            claimed.created_ms,
+            updated.updated_ms,
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(self._conclude_script(keys=keys, args=args))
 
     # -- helpers -------------------------------------------------------------------------------
 
