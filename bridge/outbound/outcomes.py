@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +17,7 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from bridge.config.redis_text import text, text_map
@@ -70,6 +72,21 @@ class _NotScheduled(Exception):
 MAX_DUE = 1_000
 
 
+def check_job_id(message_id: str, attempt: int) -> str:
+    """The watchdog an attempt schedules for its outcome: one id per attempt, so the message's
+    final transition, which knows its attempt, can take it off the schedule. Re-checks the
+    watchdog schedules when it runs get ids of their own."""
+    return f"check-{message_id}-a{attempt}"
+
+
+# Takes a message's watchdog off the schedule, in its final transition's MULTI. Only a job still
+# on the schedule is deleted: one already queued or running finds the message final and ends.
+_UNSCHEDULE_CHECK = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('DEL', KEYS[2]) end
+return 0
+"""
+
+
 def op_key(operation_id: str) -> str:
     return f"op:{operation_id}"
 
@@ -93,6 +110,7 @@ class Outbound:
         self.store = store or MessageStore(client)
         self.fifo = RecipientQueue(client)
         self.queue = Queue(SEND_QUEUE, connection=client)
+        self._scheduled = ScheduledJobRegistry(queue=self.queue)
         self.on_final = on_final
 
     # -- scheduling -------------------------------------------------------------------------
@@ -117,7 +135,36 @@ class Outbound:
         return job_id
 
     def schedule_check(self, message_id: str, delay_s: float) -> str:
+        """A re-check the watchdog schedules when it runs: it stays on the schedule and runs."""
         return self.enqueue_send(message_id, delay_s, func=CHECK_FUNC)
+
+    def watch_outcome(
+        self, pipe: redis.client.Pipeline, record: MessageRecord, delay_s: float
+    ) -> str | None:
+        """In the MULTI of the record update that records a POST: ask UCWA about the outcome of
+        ``record``'s attempt after ``delay_s`` unless it arrives first. The final transition
+        (``_on_final``) takes this watchdog off the schedule. Nothing when ``record`` is final
+        already: the outcome overtook the update, and nothing is left to watch."""
+        if record.status.is_terminal:
+            return None
+        job_id = check_job_id(record.id, record.attempts)
+        job = self.queue.create_job(
+            CHECK_FUNC,
+            args=(record.id,),
+            job_id=job_id,
+            retry=CRASH_RETRY,
+            result_ttl=0,
+            failure_ttl=7 * 86_400,
+            timeout=SEND_JOB_TIMEOUT_S,
+            status=JobStatus.SCHEDULED,
+            description=f"check_message {record.id}",
+        )
+        job.origin = self.queue.name
+        pipe.sadd(self.queue.redis_queues_keys, self.queue.key)
+        job.save(pipeline=pipe)
+        # Rounded up: the registry keeps whole seconds, and the watchdog must not come early.
+        pipe.zadd(self._scheduled.key, {job_id: math.ceil(time.time() + delay_s)})
+        return job_id
 
     def release(self, message_id: str) -> str:
         """A scheduled message fell due: it and every other due message of its line go
@@ -268,6 +315,8 @@ class Outbound:
         in its conversation's log."""
         if self.on_final is not None:
             self.on_final(pipe, record)
+        watchdog = check_job_id(record.id, record.attempts)
+        pipe.eval(_UNSCHEDULE_CHECK, 2, self._scheduled.key, Job.key_for(watchdog), watchdog)
         if record.conversation:
             entry = {"direction": "outbound", "message_id": record.id, "at": record.created_at}
             ConversationLog.add(pipe, record.conversation, entry, parse_time(record.created_at))

@@ -178,6 +178,7 @@ class Sender:
         if path == "warm":
             record = self._mark(
                 record,
+                watch_s=self.settings.message_timeout_s,
                 step="posted",
                 message_href=absolute,
                 conversation_href=conversation.href if conversation else None,
@@ -186,10 +187,13 @@ class Sender:
             if outcome is not None:
                 self.settle(record.id, outcome)
                 return "settled"
-            self.outbound.schedule_check(record.id, self.settings.message_timeout_s)
             return "posted"
-        self._mark(record, step="invited", invitation_href=absolute)
-        self.outbound.schedule_check(record.id, self.settings.invitation_timeout_s)
+        self._mark(
+            record,
+            watch_s=self.settings.invitation_timeout_s,
+            step="invited",
+            invitation_href=absolute,
+        )
         return "invited"
 
     def _plan(
@@ -312,7 +316,8 @@ class Sender:
         if seen.get("href"):
             step = "posted" if seen.get("rel") == "message" else "invited"
             field = "message_href" if step == "posted" else "invitation_href"
-            self._mark(record, step=step, **{field: seen["href"]})
+            href: dict[str, Any] = {field: seen["href"]}
+            self._mark(record, step=step, **href)
             if seen.get("status"):
                 self.settle(
                     record.id,
@@ -421,7 +426,16 @@ class Sender:
         self.outbound.finalize(record.id, status, MessageError(code, detail, fault))
 
     # -- small helpers ------------------------------------------------------------------------
-    def _mark(self, record: MessageRecord, **fields: Any) -> MessageRecord:
+    def _mark(
+        self, record: MessageRecord, watch_s: float | None = None, **fields: Any
+    ) -> MessageRecord:
+        """Record a step of the flow. ``watch_s``: the step waits for an outcome, so its
+        watchdog goes on the schedule in the same transaction (``Outbound.watch_outcome``)."""
+
+        def watch(pipe: redis.client.Pipeline, updated: MessageRecord) -> None:
+            if watch_s is not None:
+                self.outbound.watch_outcome(pipe, updated, watch_s)
+
         def change(current: MessageRecord) -> MessageRecord:
             if current.status.is_terminal:
                 return current
@@ -432,7 +446,7 @@ class Sender:
                 history = {**history, status.value: _now_iso()}
             return replace(current, status=status, history=history, **fields)
 
-        return self.store.update(record.id, change)
+        return self.store.update(record.id, change, watch)
 
     def _claim(self, record: MessageRecord, path: str) -> MessageRecord | None:
         """Move the record to ``posting_<path>`` if it is still between attempts: a

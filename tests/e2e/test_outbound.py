@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import signal
 import time
+from typing import Any
 
 import pytest
+from rq.registry import ScheduledJobRegistry
 
 from tests.e2e.conftest import ALICE, API_KEY, BOB, BOT, BOT_PASSWORD, MakeBridge, wait_for
 from tests.processes import alive, descendants
@@ -357,3 +359,34 @@ def test_token_is_renewed_before_it_expires(make_bridge: MakeBridge) -> None:
     refused = [r for r in log if r["status"] == 401 and r["kind"] not in ("application", "user")]
     assert refused == [], [(r["kind"], r["path"]) for r in refused]
     assert bridge.texts(ALICE) == [f"tick {i}" for i in range(len(sent))]
+
+
+def _watchdogs(bridge: Any) -> list[str]:
+    """Outcome checks on the schedule or stored as jobs."""
+    client = bridge.redis()
+    scheduled = ScheduledJobRegistry("send", connection=client).get_job_ids()
+    stored = [k.decode() for k in client.scan_iter("rq:job:check-*")]
+    return [j for j in scheduled if j.startswith("check-")] + stored
+
+
+def test_an_outcome_takes_its_watchdog_off_and_a_lost_one_is_still_checked(
+    make_bridge: MakeBridge,
+) -> None:
+    """Every send schedules a check of its outcome (here after 3 s warm, 5 s cold); a message
+    whose outcome arrives first takes it off in its final transition, so none runs."""
+    bridge = make_bridge()
+    cold = bridge.send(ALICE, "first, cold")
+    warm = bridge.send(ALICE, "second, warm")
+    assert {m["status"] for m in bridge.wait_final(cold, warm).values()} == {"delivered"}
+    assert _watchdogs(bridge) == []
+    time.sleep(6)  # past both watchdogs' times
+    assert "outcome check" not in bridge.full_logs()
+
+    # Event GETs held back 8 s: the warm watchdog (3 s) asks UCWA, and the message ends delivered.
+    bridge.sim_call("POST", "/_sim/faults", {"match": {"rel": "events"}, "delay_ms": 8000})
+    bridge.sim_call("POST", f"/_sim/users/{ALICE}/messages", {"to": BOT, "text": "wakes the GET"})
+    time.sleep(1.0)  # the parked event GET has answered; the next one is held back
+    late = bridge.send(ALICE, "outcome read late")
+    message = bridge.wait_final(late, timeout=30)[late]
+    assert message["status"] == "delivered", message
+    assert "outcome check: delivered" in bridge.full_logs()

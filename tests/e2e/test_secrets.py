@@ -13,6 +13,7 @@ import base64
 import threading
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import redis
 import requests
@@ -150,6 +151,10 @@ def test_no_secret_leaks_through_logs_metrics_answers_or_redis(
         )
     )
     call("POST", "/messages", {"to": "not-a-sip-uri", "text": 5})
+    # A message due in an hour: its release job stays in Redis for the scan below (every other
+    # job is gone once its message is final).
+    later = datetime.now(UTC) + timedelta(hours=1)
+    call("POST", "/messages", {"to": ALICE, "text": "later", "send_at": later.isoformat()})
     call("GET", "/messages/does-not-exist")
     call("POST", "/messages", {"to": ALICE, "text": "x"}, **{"Idempotency-Key": ""})
     for message_id in sent:
