@@ -19,6 +19,7 @@ from rq.executions import ExecutionRegistry
 from rq.job import Job
 from rq.scheduler import RQScheduler
 from rq.utils import current_timestamp, now
+from rq.worker import WorkerStatus
 
 from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
 
@@ -84,14 +85,46 @@ class BridgeWorker(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if pipeline is None:
-            # RQ's own sends its two commands one round trip each; it runs twice per job.
+            # RQ's own sends its two commands one round trip each; it runs twice per job. An
+            # idle state set just before (``set_state``) goes in the same round trip.
             with self.connection.pipeline(transaction=False) as batch:
+                idle = self._idle_unwritten
+                if idle:
+                    super().set_state(WorkerStatus.IDLE, batch)
                 super().heartbeat(timeout, pipeline=batch)
                 batch.execute()
+            if idle:
+                self._idle_unwritten = False
         else:
             super().heartbeat(timeout, pipeline=pipeline)
         if self.outage is not None:
             self.outage.end()
+
+    _idle_unwritten = False
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ sets ``idle`` twice between two jobs (after a job, and as its wait starts), each
+        a round trip of its own, and a heartbeat follows at once: ``idle`` waits for it."""
+        if state == WorkerStatus.IDLE and pipeline is None:
+            self._state = state
+            self._idle_unwritten = True
+            return
+        self._idle_unwritten = False
+        super().set_state(state, pipeline)
+
+    def register_death(self) -> None:
+        self._idle_unwritten = False  # the worker's hash says dead from now on
+        super().register_death()
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ's own stamps the job hash's heartbeat, a round trip; a job whose result is not
+        kept is deleted (success) or saved whole (failure) right after, so it is kept in
+        memory for that."""
+        if job.get_result_ttl(self.default_result_ttl) != 0:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        job.ended_at = now()
+        job.last_heartbeat = job.ended_at
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
         execution = self.execution
