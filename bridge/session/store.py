@@ -88,11 +88,15 @@ class SessionStore:
 
     def require(self) -> Session:
         """The session, if a live poller holds the lease and reported it ready; else raise."""
-        session = self.load()
+        with self.client.pipeline(transaction=False) as pipe:  # one round trip, every send
+            pipe.hgetall(self.key)
+            pipe.exists(f"poller:lease:{self.account}")
+            raw, leased = pipe.execute()
+        session = Session.from_redis(raw) if raw else None
         if session is None or session.state != "ready" or not session.base_url:
             state = "missing" if session is None else session.state
             raise SessionUnavailable(f"UCWA session is {state}")
-        if not self.client.exists(f"poller:lease:{self.account}"):
+        if not leased:
             raise SessionUnavailable("no live poller holds the UCWA session")
         return session
 
