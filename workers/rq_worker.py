@@ -22,6 +22,7 @@ from rq.utils import current_timestamp, now
 from rq.worker import WorkerStatus
 
 from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
+from bridge.webhooks.jobs import QUEUE_NAME as WEBHOOK_QUEUE
 
 log = logging.getLogger("ucwa_bridge.worker")
 
@@ -125,6 +126,19 @@ class BridgeWorker(SimpleWorker):
             return
         job.ended_at = now()
         job.last_heartbeat = job.ended_at
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's own (registry cleanup, the scheduler), then webhook tries lost with a worker."""
+        super().run_maintenance_tasks()
+        if any(queue.name == WEBHOOK_QUEUE for queue in self.queues):
+            from workers.webhook_jobs import recover_lost_webhook_tries  # it imports this module
+
+            try:
+                recover_lost_webhook_tries(self.connection)
+            except redis.RedisError:
+                raise
+            except Exception:  # a bug here must not stop the worker; the next sweep tries again
+                log.exception("the sweep for lost webhook tries failed")
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
         execution = self.execution

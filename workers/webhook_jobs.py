@@ -9,12 +9,14 @@ import logging
 import os
 from functools import lru_cache
 
+import redis
 from rq import get_current_job
 
 from bridge.config.redis_conn import connect
 from bridge.observability.metrics import log_and_count_webhook_outcome
 from bridge.webhooks.delivery import Deliverer
 from bridge.webhooks.endpoints import WebhookEndpoint, load_endpoints
+from bridge.webhooks.recovery import recover_lost_tries
 from bridge.webhooks.settings import WebhookSettings
 from workers.rq_worker import stopping
 
@@ -37,6 +39,12 @@ def deliver_webhook(delivery_id: str) -> dict[str, str]:
     )
     report = deliverer.deliver(delivery_id)
     return {"action": report.action, "reason": report.reason}
+
+
+def recover_lost_webhook_tries(connection: redis.Redis) -> list[str]:
+    """The workers' maintenance: tries lost with a worker are tried again (``recovery.py``)."""
+    settings, _ = _config(_webhook_env())
+    return recover_lost_tries(connection, settings)
 
 
 def _webhook_env() -> tuple[tuple[str, str], ...]:

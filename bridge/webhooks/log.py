@@ -29,9 +29,12 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from bridge.config.redis_text import text
 from bridge.webhooks.errors import DeliveryInFlight, DeliveryNotFound
 
 PREFIX = "webhooks:"
+LOST_REASON = "worker_lost"
+LOST_ERROR = "worker_lost: the run of this try ended without an outcome (its worker stopped)"
 T = TypeVar("T")
 
 
@@ -115,6 +118,15 @@ class DeliveryRecord:
             "lease_until_ms": self.lease_until_ms,
             "reason": self.reason,
         }
+
+    def lost(self, now_ms: int) -> bool:
+        """Claimed, never concluded, and its lease has run out: the run that took the try ended
+        without an outcome (its worker was killed, or lost Redis for longer than the lease)."""
+        return (
+            self.status is DeliveryStatus.PENDING
+            and self.started >= self.try_no
+            and 0 < self.lease_until_ms <= now_ms
+        )
 
     def in_flight(self, now_ms: int) -> bool:
         """Queued (a try not yet claimed) or being attempted under an unexpired lease."""
@@ -458,6 +470,52 @@ class DeliveryLog:
         for name, value in fields.items():
             args += [name, value]
         return bool(self._conclude_script(keys=keys, args=args))
+
+    def lost_claims(self, now_ms: int, limit: int) -> list[DeliveryRecord]:
+        """Lost tries (``DeliveryRecord.lost``) among the ``limit`` oldest pending deliveries."""
+        oldest = self._r.zrange(Keys.by_status(DeliveryStatus.PENDING), 0, limit - 1)
+        ids = [text(member) for member in cast(list[bytes], oldest)]
+        return [record for record in self._get_many(ids) if record.lost(now_ms)]
+
+    def recover(
+        self,
+        delivery_id: str,
+        now_ms: int,
+        max_failures: int,
+        enqueue: Callable[[Pipeline, int], None],
+    ) -> DeliveryRecord | None:
+        """Count a lost try as a failed one, with an attempt that says so, and try again now
+        (``enqueue``), or dead-letter the delivery past ``max_failures`` failures in a row. None
+        if the try is no longer lost (it concluded, or was recovered, meanwhile)."""
+
+        def attempt(pipe: Pipeline) -> DeliveryRecord | None:
+            record = self._read(pipe, delivery_id)
+            if record is None or not record.lost(now_ms):
+                return None
+            failures = record.round_failures + 1
+            dead = failures > max_failures
+            lost = Attempt(now_ms, record.started, None, LOST_ERROR, 0)
+            again = replace(
+                record,
+                status=DeliveryStatus.DEAD if dead else DeliveryStatus.FAILED,
+                try_no=record.started + 1,
+                round_failures=failures,
+                attempt_count=record.attempt_count + 1,
+                next_attempt_ms=None if dead else now_ms,
+                lease_until_ms=0,
+                reason=LOST_REASON,
+                updated_ms=now_ms,
+            )
+            pipe.multi()
+            pipe.rpush(Keys.attempts(delivery_id), lost.to_json())
+            pipe.expire(Keys.attempts(delivery_id), self.retention_s)
+            self._write(pipe, record, again)
+            if not dead:
+                enqueue(pipe, again.try_no)
+            pipe.execute()
+            return again
+
+        return self._transact(delivery_id, attempt)
 
     # -- helpers -------------------------------------------------------------------------------
 
