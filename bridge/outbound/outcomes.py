@@ -116,8 +116,10 @@ class Outbound:
     # -- scheduling -------------------------------------------------------------------------
     def enqueue_send(self, message_id: str, delay_s: float = 0.0, func: str = SEND_FUNC) -> str:
         """A fresh RQ job for another attempt; the record and a lock keep it at most once."""
-        run = int(self.client.incr(f"msg:{message_id}:runs"))
-        self.client.expire(f"msg:{message_id}:runs", self.store.record_ttl_s)
+        with self.client.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.incr(f"msg:{message_id}:runs")
+            pipe.expire(f"msg:{message_id}:runs", self.store.record_ttl_s)
+            run = int(pipe.execute()[0])
         job_id = f"{'check' if func == CHECK_FUNC else 'send'}-{message_id}-{run}"
         options: dict[str, Any] = {
             "job_id": job_id,
