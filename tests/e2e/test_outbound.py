@@ -247,6 +247,14 @@ def test_worker_killed_mid_send_still_delivers_exactly_once(make_bridge: MakeBri
         return raw is not None and b'"step":"posting_cold"' in raw
 
     wait_for(posting, 10, "the worker to start posting")
+    # Killed with the POST out (the server holds it 1.5 s): a kill between the claim and the
+    # POST leaves nothing that can tell whether it was sent, and the message then fails
+    # outcome_unknown, as documented, instead of being sent twice.
+    wait_for(
+        lambda: bridge.request_counts().get("startMessaging") == 1,
+        10,
+        "the POST to reach the server",
+    )
     worker = bridge.procs["worker"][0]
     children = descendants(worker.pid)  # its RQ scheduler
     worker.send_signal(signal.SIGKILL)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from rq import Queue
+import redis
+from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
@@ -66,6 +67,16 @@ def test_a_killed_worker_leaves_no_scheduler_behind_even_while_redis_is_down(
         worker = bridge.start_worker()
         wait_for(lambda: bool(descendants(worker.pid)), 20, "RQ's scheduler process")
         scheduler_pids = descendants(worker.pid)
+        # Redis goes while the worker waits for jobs. Gone during the worker's start-up, RQ's
+        # loop quits and stops the scheduler on purpose (the worker then waits for Redis and
+        # starts a new one), which is not the case under test.
+        client = redis.Redis.from_url(own.url)
+        wait_for(
+            lambda: any(w.get_state() == "idle" for w in Worker.all(connection=client)),
+            20,
+            "the worker to wait for jobs",
+        )
+        time.sleep(0.5)  # past its first maintenance, into its wait for a job
         own.stop(kill=True)  # the scheduler now waits for Redis
         time.sleep(1.5)
         assert all(alive(pid) for pid in scheduler_pids)
