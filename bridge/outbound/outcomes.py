@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,10 +16,11 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 from bridge.config.redis_text import text, text_map
+from bridge.config.rq_schedule import schedule_job
 from bridge.outbound.intake import SEND_FUNC, SEND_JOB_TIMEOUT_S, SEND_QUEUE, release_job_id
 from bridge.outbound.message_index import line_scope, status_key
 from bridge.outbound.messages import (
@@ -150,22 +150,19 @@ class Outbound:
         if record.status.is_terminal:
             return None
         job_id = check_job_id(record.id, record.attempts)
-        job = self.queue.create_job(
+        schedule_job(
+            pipe,
+            self.queue,
             CHECK_FUNC,
-            args=(record.id,),
+            time.time() + delay_s,
             job_id=job_id,
+            args=(record.id,),
             retry=CRASH_RETRY,
             result_ttl=0,
             failure_ttl=7 * 86_400,
             timeout=SEND_JOB_TIMEOUT_S,
-            status=JobStatus.SCHEDULED,
             description=f"check_message {record.id}",
         )
-        job.origin = self.queue.name
-        pipe.sadd(self.queue.redis_queues_keys, self.queue.key)
-        job.save(pipeline=pipe)
-        # Rounded up: the registry keeps whole seconds, and the watchdog must not come early.
-        pipe.zadd(self._scheduled.key, {job_id: math.ceil(time.time() + delay_s)})
         return job_id
 
     def release(self, message_id: str) -> str:

@@ -5,14 +5,14 @@ Everything writes into a caller's pipeline so job creation commits with the deli
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 
 import redis
 from redis.client import Pipeline
 from rq import Queue
-from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
+
+from bridge.config.rq_schedule import schedule_job
 
 QUEUE_NAME = "webhooks"
 # A string, not an import: ``bridge`` never imports ``workers``.
@@ -56,26 +56,19 @@ class DeliveryJobs:
         return job_id
 
     def schedule(self, pipe: Pipeline, delivery_id: str, try_no: int, at: datetime) -> str:
-        """Put the try on RQ's scheduled registry; a worker started ``--with-scheduler`` runs it.
-
-        Written by hand because ``ScheduledJobRegistry.schedule`` ignores the pipeline it is
-        given, which would leak a registry entry when the surrounding transaction aborts.
-        """
+        """Put the try on RQ's scheduled registry, in the caller's transaction."""
         job_id = job_id_for(delivery_id, try_no)
-        job = self.queue.create_job(
+        schedule_job(
+            pipe,
+            self.queue,
             JOB_FUNC,
-            args=(delivery_id,),
+            at.astimezone(UTC).timestamp(),
             job_id=job_id,
+            args=(delivery_id,),
             timeout=self.job_timeout_s,
             result_ttl=0,
-            status=JobStatus.SCHEDULED,
             description=f"deliver webhook {delivery_id} try {try_no}",
         )
-        job.origin = self.queue.name
-        pipe.sadd(self.queue.redis_queues_keys, self.queue.key)
-        job.save(pipeline=pipe)
-        # Rounded up: the registry has whole seconds and a try must never run early.
-        pipe.zadd(self._scheduled.key, {job_id: math.ceil(at.astimezone(UTC).timestamp())})
         return job_id
 
     def unschedule(self, pipe: Pipeline, job_id: str) -> None:
