@@ -20,7 +20,7 @@ from redis.client import Pipeline
 
 from bridge.config.redis_faults import redis_unavailable
 from bridge.webhooks import ssrf, transport
-from bridge.webhooks.endpoint_status import EndpointStatusStore, disabled_key
+from bridge.webhooks.endpoint_status import EndpointStatusStore
 from bridge.webhooks.endpoints import WebhookEndpoint
 from bridge.webhooks.errors import AddressResolutionError, SsrfBlocked
 from bridge.webhooks.jobs import DeliveryJobs
@@ -140,7 +140,7 @@ class Deliverer:
     def _read_for(self, event_id: str, endpoint_id: str) -> tuple[bytes | None, bool]:
         with self._r.pipeline(transaction=False) as pipe:
             pipe.get(Keys.event(event_id))
-            pipe.exists(disabled_key(endpoint_id))
+            self.status.queue_is_disabled(pipe, endpoint_id)
             body, disabled = pipe.execute()
         return body, bool(disabled)
 

@@ -43,6 +43,11 @@ class EndpointStatusStore:
         """Clear the disabled state; True if the endpoint was disabled."""
         return bool(self._r.delete(disabled_key(endpoint_id)))
 
+    @staticmethod
+    def queue_is_disabled(pipe: Pipeline, endpoint_id: str) -> None:
+        """Queue on ``pipe`` whether the endpoint is disabled (its reply: 1 or 0)."""
+        pipe.exists(disabled_key(endpoint_id))
+
     def disabled(self, endpoint_id: str) -> DisabledState | None:
         return self.disabled_many([endpoint_id]).get(endpoint_id)
 
