@@ -22,6 +22,8 @@ XFRAME_PATH = "/Autodiscover/XFrame/XFrame.html"
 APPLICATIONS_URL_PATH = "/ucwa/oauth/v1/applications"
 
 ALLOWED_GRANTS = "urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password"
+PASSIVE_GRANT = "urn:microsoft.rtc:passive"
+PASSIVE_AUTH_PATH = "/PassiveAuth/PassiveAuth.aspx"
 
 _UNAUTHORIZED_PAGE = (
     "<!DOCTYPE html><html><head><title>401 - Unauthorized</title></head><body>"
@@ -106,10 +108,20 @@ def token(ctx: Ctx) -> Response:
     grant = form.get("grant_type")
     if not grant:
         raise OAuthError("invalid_request")
+    fqdn = ctx.world.cfg.server_fqdn
+    if grant == PASSIVE_GRANT:
+        # AuthenticationInUCWA.md, "Passive grant type": no token here; the client is sent to
+        # the passive (ADFS) sign-in page, with 28020 ("No valid security token.").
+        raise OAuthError(
+            "invalid_grant",
+            diagnostics.header(diagnostics.NO_VALID_TOKEN, fqdn),
+            {"ms_rtc_passiveauthuri": f"{ctx.base_url}{PASSIVE_AUTH_PATH}"},
+        )
     if grant != "password":
+        # AuthenticationInUCWA.md, "Error conditions": a grant type the server does not allow.
         raise OAuthError(
             "unsupported_grant_type",
-            diagnostics.header(diagnostics.AUTH_TYPE_NOT_ALLOWED, ctx.world.cfg.server_fqdn),
+            diagnostics.header(diagnostics.AUTH_TYPE_NOT_ALLOWED, fqdn),
         )
     username, password = form.get("username"), form.get("password")
     if not username or password is None:

@@ -59,15 +59,18 @@ class UcwaError(SimError):
 class OAuthError(UcwaError):
     """A token endpoint failure: 400 with an OAuth ``{"error": ...}`` body, never cached."""
 
-    def __init__(self, error: str, diagnostics: str | None = None) -> None:
+    def __init__(
+        self, error: str, diagnostics: str | None = None, extra: dict[str, str] | None = None
+    ) -> None:
         headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         if diagnostics:
             headers["X-Ms-diagnostics"] = diagnostics
         super().__init__(400, "BadRequest", error, headers=headers)
         self.error = error
+        self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.error}
+        return {"error": self.error, **self.extra}
 
 
 class Unauthorized(UcwaError):

@@ -62,16 +62,36 @@ def test_401_carries_x_ms_diagnostics(sim, bot: Client) -> None:
     assert stale.status_code == 401 and stale.headers["X-Ms-diagnostics"].startswith("28020;")
 
 
-def test_unsupported_grant_carries_28029(sim) -> None:
+def test_passive_grant_is_sent_to_the_passive_sign_in_page(sim) -> None:
+    """AuthenticationInUCWA.md, "Passive grant type": 400, invalid_grant with the address of
+    the passive sign-in page, and 28020 in X-Ms-diagnostics."""
     reply = requests.post(
         f"{sim.base_url}/WebTicket/oauthtoken",
         data={"grant_type": "urn:microsoft.rtc:passive"},
         timeout=5,
     )
-    assert reply.status_code == 400 and reply.json() == {"error": "unsupported_grant_type"}
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "error": "invalid_grant",
+        "ms_rtc_passiveauthuri": f"{sim.base_url}/PassiveAuth/PassiveAuth.aspx",
+    }
     assert reply.headers["X-Ms-diagnostics"] == (
-        f'28029;source="{sim.config.server_fqdn}";reason="Authentication type not allowed."'
+        f'28020;source="{sim.config.server_fqdn}";reason="No valid security token."'
     )
+    assert reply.headers["X-MS-Server-Fqdn"] == sim.config.server_fqdn
+
+
+def test_a_grant_type_not_allowed_carries_28029(sim) -> None:
+    """AuthenticationInUCWA.md, "Error conditions": unsupported_grant_type with 28029."""
+    for grant in ("urn:microsoft.rtc:windows", "urn:microsoft.rtc:anonmeeting", "client_secret"):
+        reply = requests.post(
+            f"{sim.base_url}/WebTicket/oauthtoken", data={"grant_type": grant}, timeout=5
+        )
+        assert reply.status_code == 400 and reply.json() == {"error": "unsupported_grant_type"}
+        assert reply.headers["X-Ms-diagnostics"] == (
+            f'28029;source="{sim.config.server_fqdn}";reason="Authentication type not allowed."'
+        )
+        assert reply.headers["Cache-Control"] == "no-store"
 
 
 def test_fault_can_carry_a_documented_diagnostics_header(sim, bot: Client) -> None:
