@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
+from ucwasim import iis
 from ucwasim.context import Ctx, unsupported_media_type
 from ucwasim.errors import UcwaError, bad_parameter
 
@@ -35,7 +36,7 @@ def _parse_part(part: str) -> tuple[str, str, dict[str, str], str]:
 
 
 def _render(response: Response) -> str:
-    lines = [f"HTTP/1.1 {response.status}"]
+    lines = [f"HTTP/1.1 {iis.status_line(response.status_code)}"]
     lines += [f"{k}: {v}" for k, v in response.headers.items()]
     return "\r\n".join(lines) + "\r\n\r\n" + response.get_data(as_text=True)
 

@@ -6,6 +6,7 @@ PayloadFormat.md names the media types; the traces in CreateAnApplication.md sho
 from __future__ import annotations
 
 import gzip
+from http import HTTPStatus
 
 from werkzeug.wrappers import Request, Response
 
@@ -15,6 +16,54 @@ JSON = "application/json"
 VND_JSON = "application/vnd.microsoft.com.ucwa+json"  # PayloadFormat.md
 XML_TYPES = ("application/xml", "application/vnd.microsoft.com.ucwa+xml")  # PayloadFormat.md
 JSON_CHARSET = "; charset=utf-8"  # as the 201 of CreateAnApplication.md step 10
+
+# Status lines as IIS writes them, in the reference's case rather than werkzeug's upper case.
+# Shown in the reference: 200, 201, 204 (the traces throughout, e.g. CreateAnApplication.md,
+# SendAnIM.md), 400 (AuthenticationInUCWA.md), 401 (CreateAnApplication.md step 4), 404
+# (ExtendAPresenceSubscription.md), 304 (MeDashboard.md), 409 (ErrorsAndInformationalMessages.md),
+# 410 (ApplicationDashboard.md), 502 (RootURL.md). The others are the phrases of the HTTP RFC
+# that HTTP.md points to (RFC 2616, section 10), and RFC 6585 for 428 and 429.
+REASON_PHRASES: dict[int, str] = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    302: "Found",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    428: "Precondition Required",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def status_line(code: int) -> str:
+    """``401 Unauthorized``: the code and its reason phrase (a fault may use any 4xx/5xx code:
+    those outside the table take Python's registered phrase, or "Error")."""
+    phrase = REASON_PHRASES.get(code)
+    if phrase is None:
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+    return f"{code} {phrase}"
+
+
+def set_reason_phrase(response: Response) -> None:
+    response.status = status_line(response.status_code)
 
 
 def preferred_type(request: Request) -> str:

@@ -62,6 +62,7 @@ class UcwaApp:
                 return []
             if self.world.cfg.gzip and iis.accepts_gzip(request):
                 iis.compress(response)
+        iis.set_reason_phrase(response)
         return response(environ, start_response)
 
     def handle(self, request: Request, environ: dict[str, Any] | None = None) -> Response:

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from ucwasim import routes
+from ucwasim import iis, routes
 from ucwasim.config import SimConfig
 from ucwasim.control import ControlApi
 from ucwasim.discovery import root_url
@@ -38,11 +38,11 @@ def https_redirector(target: Callable[[], str]) -> Callable[..., Iterable[bytes]
             p.rstrip("/") for p in _DISCOVERY_PATHS
         ):
             location = target() + path + (f"?{query}" if query else "")
-            start_response("302 Found", [("Location", location), ("Content-Length", "0")])
+            start_response(iis.status_line(302), [("Location", location), ("Content-Length", "0")])
             return [b""]
         body = b"Only autodiscovery is served over plain http; use https."
         start_response(
-            "404 Not Found",
+            iis.status_line(404),
             [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
         )
         return [body]
