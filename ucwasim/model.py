@@ -144,6 +144,8 @@ class Application:
     formats: list[str] = field(default_factory=lambda: ["Plain"])
     sign_in_as: str = "Online"
     put_marker: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # The ``id`` property: its own value, never the id in the href (see render.application).
+    telemetry_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     etag: str = field(default_factory=lambda: str(secrets.randbelow(4_000_000_000)))
     last_activity: float = field(default_factory=time.monotonic)
     conversations: dict[str, Conversation] = field(default_factory=dict)

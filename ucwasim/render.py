@@ -49,9 +49,11 @@ def application(app: Application) -> dict[str, Any]:
         "userAgent": app.user_agent,
         "type": "Browser",
         "endpointId": app.endpoint_id,
-        # application_ref.md: "Id for individual registrations", unique per user per device:
-        # the registration's own id, the one in its href (real captures agree).
-        "id": app.id,
+        # application_ref.md (Properties): "Id for individual registrations ... used for
+        # telemetry purposes"; its sample's id ("samplevalue") is not the 192 of its href, and
+        # UCWA-NOTES.md §2.4 reads it so. A value of its own, then, so that a client building
+        # paths from it fails here as it would on a real server.
+        "id": app.telemetry_id,
         "_links": {
             "self": link(app.href),
             "policies": link(app.href + "/policies"),

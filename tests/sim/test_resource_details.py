@@ -125,8 +125,15 @@ def test_head_without_token_is_challenged_like_any_other_request(sim, bot: Clien
 
 
 def test_application_id_etag_and_not_modified(sim, bot: Client) -> None:
+    """application_ref.md: ``id`` is a telemetry id of the registration, not the id in the href
+    (its sample: "samplevalue" beside .../applications/192); the Etag header is a GUID."""
     bot.start(available=False)
-    assert bot.app["id"] == urlsplit(bot.app_url).path.rsplit("/", 1)[1]
+    telemetry_id = bot.app["id"]
+    assert telemetry_id and telemetry_id not in urlsplit(bot.app_url).path
+    assert bot.refresh()["id"] == telemetry_id
+    other = Client(sim, "sip:bot@contoso.com", "secret")
+    other.sign_in()
+    assert other.create_app().json()["id"] != telemetry_id  # one per registration
     reply = bot.get(bot.app["_links"]["self"]["href"])
     etag = reply.headers["Etag"]
     assert len(etag) == 36  # a GUID, as in application_ref.md
