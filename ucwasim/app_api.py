@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 from ucwasim import render, sequences
 from ucwasim.context import Ctx, empty, json_response, optional_text, required_text
 from ucwasim.errors import UcwaError, bad_parameter, conflict, not_found
-from ucwasim.model import Account
+from ucwasim.model import Account, wall_ms
 
 MODALITIES = ("Messaging", "PhoneAudio")
 ALL_MODALITIES = (
@@ -30,6 +30,9 @@ ALL_MODALITIES = (
 FORMATS = ("Plain", "Html")
 MAX_SEARCH_RESULTS = 100  # search_ref.md: "The maximum value is 100"
 SIGN_IN_AS = ("Online", "Busy", "DoNotDisturb", "BeRightBack", "Away", "Offwork")
+# signInAs (PreferredAvailability_ref.md) as the contact's availability (Availability_ref.md);
+# Offwork has none of its own: Away, with the activity "off-work" (contactPresence_ref.md).
+AVAILABILITY = {s.lower(): s for s in SIGN_IN_AS if s != "Offwork"}
 
 
 def create_application(ctx: Ctx) -> Response:
@@ -128,6 +131,7 @@ def make_me_available(ctx: Ctx) -> Response:
         app.formats = ["Plain"] + [f for f in formats if f != "Plain"]
     app.sign_in_as = sign_in_as or "Online"
     app.last_activity = time.monotonic()
+    ctx.user.last_active_ms = wall_ms()
     app.new_etag()
     sequences.made_available(app)
     return empty()
@@ -138,6 +142,7 @@ def report_my_activity(ctx: Ctx) -> Response:
     if not app.available:
         raise conflict("Call makeMeAvailable first.", "MakeMeAvailableRequired")
     app.last_activity = time.monotonic()
+    ctx.user.last_active_ms = wall_ms()
     return empty()
 
 
@@ -240,13 +245,27 @@ def contact_location(ctx: Ctx, who: str) -> Response:
 
 
 def contact_presence(ctx: Ctx, who: str) -> Response:
+    """The fields GetPresenceDataOfAContact.md shows (availability, deviceType, lastActive as
+    ``/Date(ms)/``), with values from contactPresence_ref.md and its enumerations."""
     account = _contact_account(ctx, who)
-    online = ctx.world.available_app(account.sip) is not None or account.user.behaviour != "offline"
+    apps = [a for a in ctx.world.applications_of(account) if a.available and a.alive]
+    body: dict[str, Any]
+    last_active = account.last_active_ms
+    if apps:
+        # Signed in through UCWA: a browser (ContactDeviceType_ref.md "Web"; application_ref.md
+        # "only the browser type is supported"), as available as its signInAs.
+        signed_in_as = max(apps, key=lambda a: a.created_at).sign_in_as.lower()
+        body = {"availability": AVAILABILITY.get(signed_in_as, "Away")}
+        if signed_in_as == "offwork":
+            body["activity"] = "off-work"
+        body["deviceType"] = "Web"
+    elif account.user.behaviour != "offline":
+        # A scripted user is at its desktop client (the "PC" of contactPresence_ref.md's sample).
+        body = {"availability": "Online", "deviceType": "PC"}
+        last_active = wall_ms()
+    else:
+        # As the offline contact of GetPresenceDataOfAContact.md: Offline, Unknown device.
+        body = {"availability": "Offline", "deviceType": "Unknown"}
+    body["lastActive"] = f"/Date({last_active})/"
     href = f"{ctx.application.href}/people/{who}/presence"
-    return json_response(
-        {
-            "availability": "Online" if online else "Offline",
-            "_links": {"self": render.link(href)},
-            "rel": "contactPresence",
-        }
-    )
+    return json_response({**body, "_links": {"self": render.link(href)}, "rel": "contactPresence"})

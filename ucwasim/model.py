@@ -37,6 +37,9 @@ class Account:
     user: SimUser
     inbox: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    # When the user last used an application (makeMeAvailable, reportMyActivity): the
+    # ``lastActive`` of its contactPresence.
+    last_active_ms: int = field(default_factory=wall_ms)
 
     @property
     def sip(self) -> str:

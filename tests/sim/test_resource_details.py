@@ -1,10 +1,14 @@
 """Media types (PayloadFormat.md), X-Ms-diagnostics (AuthenticationInUCWA.md), method checks
 (HTTP.md) and resource details: application (application_ref.md), contact and search
-(contact_ref.md, GetAContactData.md, search_ref.md, SearchForUsersContact.md)."""
+(contact_ref.md, GetAContactData.md, search_ref.md, SearchForUsersContact.md), contact presence
+(GetPresenceDataOfAContact.md, contactPresence_ref.md)."""
 
 from __future__ import annotations
 
 import json
+import re
+import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -176,6 +180,47 @@ def test_contact_resource_as_documented(sim, bot: Client) -> None:
     assert note["rel"] == "contactNote" and note["type"] == "Personal"
     location = bot.get(links["contactLocation"]["href"]).json()
     assert location["rel"] == "contactLocation" and "location" in location
+
+
+def test_contact_presence_as_documented(sim, bot: Client) -> None:
+    """GetPresenceDataOfAContact.md step 5: availability, deviceType, lastActive (/Date(ms)/),
+    self link, rel contactPresence; values from contactPresence_ref.md's enumerations."""
+    bot.start()
+    search = bot.app["_embedded"]["people"]["_links"]["search"]["href"]
+
+    def presence(name: str) -> dict[str, Any]:
+        (found,) = bot.get(f"{search}?query={name}").json()["_embedded"]["contact"]
+        href = found["_links"]["contactPresence"]["href"]
+        body = bot.get(href).json()
+        assert body["_links"] == {"self": {"href": href}} and body["rel"] == "contactPresence"
+        stamp = re.fullmatch(r"/Date\((\d+)\)/", body["lastActive"])
+        assert stamp, body["lastActive"]
+        body["lastActive"] = int(stamp.group(1))
+        return body
+
+    before = int(time.time() * 1000)
+    offline = presence("away")
+    assert (offline["availability"], offline["deviceType"]) == ("Offline", "Unknown")
+    assert offline["lastActive"] <= before and "activity" not in offline
+    scripted = presence("alice")
+    assert (scripted["availability"], scripted["deviceType"]) == ("Online", "PC")
+    assert scripted["lastActive"] >= before
+
+    # A user signed in through a UCWA application: a browser, as available as its signInAs.
+    echo = Client(sim, "sip:echo@contoso.com", "pw").start(available=False)
+    made_available = int(time.time() * 1000)
+    echo.post(
+        echo.link("me", "makeMeAvailable"),
+        {"SupportedModalities": ["Messaging"], "signInAs": "Offwork"},
+    )
+    web = presence("echo")
+    assert (web["availability"], web["activity"], web["deviceType"]) == (
+        "Away",
+        "off-work",
+        "Web",
+    )
+    assert web["lastActive"] >= made_available
+    assert set(web) == {"availability", "activity", "deviceType", "lastActive", "_links", "rel"}
 
 
 def test_search_limits_and_validation(sim, bot: Client) -> None:
