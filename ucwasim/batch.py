@@ -12,7 +12,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from ucwasim import iis
-from ucwasim.context import Ctx, unsupported_media_type
+from ucwasim.context import NO_CACHE, Ctx, unsupported_media_type
 from ucwasim.errors import UcwaError, bad_parameter
 
 MAX_PARTS = 100
@@ -75,4 +75,9 @@ def run_batch(ctx: Ctx) -> Response:
             + _render(response)
         )
     payload = "\r\n".join(rendered) + f"\r\n--{out_boundary}--\r\n"
-    return Response(payload, content_type=f'multipart/batching; boundary="{out_boundary}"')
+    # BatchingRequests.md's batch answer: "Expires: -1", "Cache-Control: no-cache", "Pragma".
+    return Response(
+        payload,
+        headers=NO_CACHE,
+        content_type=f'multipart/batching; boundary="{out_boundary}"',
+    )

@@ -104,6 +104,8 @@ def compress(response: Response) -> None:
     response.vary.add("Accept-Encoding")
     if response.status_code in (204, 304) or "Content-Encoding" in response.headers:
         return
+    if (response.mimetype or "").startswith("image/"):
+        return  # already compressed: GetMyPhoto.md's JPEG comes without Content-Encoding
     body = response.get_data()
     if not body:
         return

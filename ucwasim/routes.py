@@ -11,7 +11,7 @@ from typing import Any
 
 from werkzeug.wrappers import Response
 
-from ucwasim import app_api, batch, discovery, events_api, im_api
+from ucwasim import app_api, batch, discovery, events_api, im_api, photos
 from ucwasim.context import Ctx
 
 Handler = Callable[..., Response]
@@ -42,6 +42,7 @@ APP_ROUTES: list[tuple[tuple[str, ...], dict[str, tuple[str, Handler]]]] = [
     (("people", "*", "presence"), {"GET": ("contactPresence", app_api.contact_presence)}),
     (("people", "*", "note"), {"GET": ("contactNote", app_api.contact_note)}),
     (("people", "*", "location"), {"GET": ("contactLocation", app_api.contact_location)}),
+    (("photos", "*"), {"GET": ("photo", photos.get_photo)}),
     (
         ("communication",),
         {

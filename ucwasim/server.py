@@ -28,7 +28,7 @@ StartResponse = Callable[..., Any]
 FORCE_RESYNC = "ucwasim.force_resync"  # environ flag set by a resync fault, read by get_events
 
 # Resources whose answers are not UCWA JSON, so content negotiation leaves them alone.
-_NOT_NEGOTIATED = ("token", "xframe", "batch")
+_NOT_NEGOTIATED = ("token", "xframe", "batch", "photo")
 
 
 class Dropped(Response):

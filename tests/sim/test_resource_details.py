@@ -1,13 +1,15 @@
 """Media types (PayloadFormat.md), X-Ms-diagnostics (AuthenticationInUCWA.md), method checks
 (HTTP.md) and resource details: application (application_ref.md), contact and search
 (contact_ref.md, GetAContactData.md, search_ref.md, SearchForUsersContact.md), contact presence
-(GetPresenceDataOfAContact.md, contactPresence_ref.md)."""
+(GetPresenceDataOfAContact.md, contactPresence_ref.md), photo (GetMyPhoto.md, MeDashboard.md) and
+the batch answer's caching headers (BatchingRequests.md)."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -221,6 +223,48 @@ def test_contact_presence_as_documented(sim, bot: Client) -> None:
     )
     assert web["lastActive"] >= made_available
     assert set(web) == {"availability", "activity", "deviceType", "lastActive", "_links", "rel"}
+
+
+def test_photo_with_etag_and_expires(sim, bot: Client) -> None:
+    """GetMyPhoto.md step 6: image/jpeg, "Expires" equal to "Date", "Cache-Control: private",
+    not compressed; MeDashboard.md: its Etag in If-None-Match gives 304 Not Modified."""
+    bot.start()
+    reply = bot.get(bot.link("me", "photo"))  # requests asks for gzip, deflate
+    assert reply.status_code == 200 and reply.headers["Content-Type"] == "image/jpeg"
+    assert reply.content[:2] == b"\xff\xd8" and reply.content[-2:] == b"\xff\xd9"
+    assert "Content-Encoding" not in reply.headers
+    assert reply.headers["Cache-Control"] == "private"
+    expires = parsedate_to_datetime(reply.headers["Expires"])
+    date = parsedate_to_datetime(reply.headers["Date"])
+    assert abs((expires - date).total_seconds()) <= 1
+    etag = reply.headers["Etag"]
+    same = bot.http.get(
+        bot.url(bot.link("me", "photo")), headers={**bot.headers(), "If-None-Match": etag}
+    )
+    assert same.status_code == 304 and same.content == b"" and "Expires" in same.headers
+
+    search = bot.app["_embedded"]["people"]["_links"]["search"]["href"]
+    (alice,) = bot.get(search + "?query=alice").json()["_embedded"]["contact"]
+    theirs = bot.get(alice["_links"]["contactPhoto"]["href"])
+    assert theirs.status_code == 200 and theirs.headers["Etag"] != etag
+    photos = bot.link("me", "photo").rsplit("/", 1)[0]
+    assert bot.get(photos + "/nobody@contoso.com").status_code == 404
+
+
+def test_batch_answer_is_not_cacheable(sim, bot: Client) -> None:
+    """BatchingRequests.md: the batch answer carries "Expires: -1" and "Pragma: no-cache"."""
+    bot.start(available=False)
+    app = bot.app["_links"]["self"]["href"]
+    part = f"Content-Type: application/http; msgtype=request\r\n\r\nGET {app}/me HTTP/1.1\r\n\r\n"
+    headers = {**bot.headers(), "Content-Type": "multipart/batching; boundary=b"}
+    reply = bot.http.post(
+        bot.url(bot.app["_links"]["batch"]["href"]),
+        data=f"--b\r\n{part}\r\n--b--\r\n",
+        headers=headers,
+    )
+    assert reply.status_code == 200
+    assert reply.headers["Expires"] == "-1" and reply.headers["Pragma"] == "no-cache"
+    assert reply.headers["Cache-Control"] == "no-cache"
 
 
 def test_search_limits_and_validation(sim, bot: Client) -> None:
