@@ -57,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http-port",
         type=int,
-        default=0,
         help="with --tls: plain-http port that redirects autodiscovery to https (default: any)",
     )
     serve.add_argument(
@@ -93,6 +92,10 @@ def load_config(args: argparse.Namespace) -> SimConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.tls and (args.ca_out or args.http_port is not None):
+        # Silently ignored, they would leave a client waiting for a CA file or a port.
+        print("ucwasim: configuration error: --ca-out and --http-port need --tls", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         cfg = load_config(args)
     except (ConfigError, OSError) as exc:
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             args.public_url,
             tls=args.tls,
             ca_path=args.ca_out,
-            http_port=args.http_port,
+            http_port=args.http_port or 0,
         )
     except ConfigError as exc:
         print(f"ucwasim: configuration error: {exc}", file=sys.stderr)
