@@ -24,6 +24,7 @@ import redis
 from bridge.config.environment import read_environment, read_variables, variables_help
 from bridge.config.redis_faults import Outage, redis_unavailable, wait_until_writable
 from bridge.config.settings import ConfigError, Settings, redact_url
+from bridge.config.values import check_bind
 from bridge.config.variables import BridgeEnvironment
 from bridge.observability.logging import (
     REDACTED,
@@ -345,10 +346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args_list[1:])
     args = build_parser().parse_args(args_list)
     setup_logging(args.command)
+    bad_options = option_problems(args)
     try:
         env, endpoints = read_config(args.command)
     except ConfigError as exc:
-        return config_error(exc)
+        return config_error(ConfigError.of([*exc.problems, *bad_options]))
+    if bad_options:
+        return config_error(ConfigError.of(bad_options))
     if args.command == "health":
         return run_health(args.role, env)
     if args.command == "quarantine":
@@ -383,6 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     return run_api(settings, bind, env.api_workers)
+
+
+def option_problems(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Options checked as the variables they stand in for: ``--bind`` as BRIDGE_API_BIND."""
+    bind = getattr(args, "bind", None)
+    if not bind:
+        return []
+    try:
+        check_bind(bind)
+    except ValueError as exc:
+        return [("--bind", str(exc))]
+    return []
 
 
 def run_health(role: str, env: BridgeEnvironment) -> int:

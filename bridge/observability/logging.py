@@ -18,7 +18,7 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from importlib import metadata
 from types import MappingProxyType, TracebackType
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 REDACTED = "[REDACTED]"
 # The ids a reader correlates by; always emitted under these names when known.
@@ -31,6 +31,7 @@ KEY_ID_ENVIRON = "ucwa_bridge.key_id"
 ACCESS_LOGGER = "gunicorn.access"
 _TRACEBACK = "\nTraceback (most recent call last):\n"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_ANY_WORD = re.compile(r"[^\W_]")  # a letter or digit: not blank, not decoration
 
 _SECRET_VALUE = r"[^\s\"'&,;}\]]+"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -310,6 +311,95 @@ def install_excepthooks(logger_name: str = "ucwa_bridge") -> None:
 
     sys.excepthook = on_uncaught
     threading.excepthook = on_thread
+
+
+class StrayOutput:
+    """A stand-in for ``sys.stderr`` or ``sys.stdout`` that passes JSON log lines through and
+    turns any other text printed to it into log lines of their own.
+
+    Libraries print some failures instead of logging them (gunicorn's ``Error: ...`` lines, a
+    worker's boot error, a traceback). Each such line becomes one record in this stream's
+    ``level`` (ERROR when it speaks of an error), a traceback one record with ``exc_info``; blank
+    and decoration-only lines (gunicorn's ``!!!``) are dropped."""
+
+    def __init__(self, stream: IO[str], name: str, level: int) -> None:
+        self.stream = stream
+        self.name = name
+        self.level = level
+        self._formatter = JsonFormatter()
+        self._partial = ""
+        self._traceback: list[str] = []
+        self._lock = threading.RLock()
+
+    def write(self, text: str) -> int:
+        if not self._partial and not self._traceback and _is_json_line(text):
+            return self.stream.write(text)  # a log handler's line: the usual case, kept cheap
+        with self._lock:
+            self._partial += text
+            *lines, self._partial = self._partial.split("\n")
+            for line in lines:
+                self._take(line)
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._partial:
+                line, self._partial = self._partial, ""
+                self._take(line)
+            if self._traceback:
+                self._emit(self._traceback[-1], "\n".join(self._traceback))
+                self._traceback = []
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, buffer ...
+        return getattr(self.stream, name)
+
+    def _take(self, line: str) -> None:
+        if self._traceback:
+            self._traceback.append(line)
+            if not line[:1].isspace() and line.strip():  # "ValueError: ..." ends it
+                self._emit(line, "\n".join(self._traceback))
+                self._traceback = []
+        elif line.startswith(_TRACEBACK.strip()):
+            self._traceback = [line]
+        elif line.startswith("{") and _is_json_line(line + "\n"):
+            self.stream.write(line + "\n")  # a log line that came in pieces
+        elif _ANY_WORD.search(line):
+            self._emit(line.strip(), None)
+
+    def _emit(self, message: str, traceback: str | None) -> None:
+        error = traceback is not None or "error" in message.lower()
+        record = logging.LogRecord(
+            self.name,
+            logging.ERROR if error else self.level,
+            "",
+            0,
+            message + "\n" + traceback if traceback else message,
+            None,
+            None,
+        )
+        self.stream.write(self._formatter.format(record) + "\n")
+        self.stream.flush()
+
+
+def capture_stray_output() -> None:
+    """With JSON logs, make whatever is printed to stdout and stderr outside logging a log line
+    too (``StrayOutput``), also in processes forked later. A no-op with text logs."""
+    handlers = logging.getLogger().handlers
+    if not any(isinstance(handler.formatter, JsonFormatter) for handler in handlers):
+        return
+    if not isinstance(sys.stderr, StrayOutput):
+        sys.stderr = cast(TextIO, StrayOutput(sys.stderr, "stderr", logging.WARNING))
+    if not isinstance(sys.stdout, StrayOutput):
+        sys.stdout = cast(TextIO, StrayOutput(sys.stdout, "stdout", logging.INFO))
+
+
+def _is_json_line(text: str) -> bool:
+    return text.startswith("{") and text.endswith("}\n") and text.count("\n") == 1
 
 
 def package_version(distribution: str = "ucwa-bridge") -> str:
