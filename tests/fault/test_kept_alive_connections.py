@@ -1,13 +1,15 @@
 """The bridge on kept-alive UCWA connections, as IIS serves them: requests share connections, a
 connection the server closed while idle costs nothing, and a send POST whose kept-alive
-connection is reset (before or after the server acted on it) is never sent twice: it ends
-delivered once or failed ``outcome_unknown``.
+connection is reset or closed (before or after the server acted on it, or by an idle close that
+crosses the POST on the wire) is never sent twice: it ends delivered once or failed
+``outcome_unknown``.
 
 Real simulator (keep-alive and gzip on, as by default), real Redis, API, poller and worker.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ALICE, Bridge, MakeBridge
+from tests.fault.closing_proxy import ClosingProxy
 from tests.fault.conftest import FAULT_ENV, Report
 
 
@@ -68,9 +71,16 @@ def test_sends_reuse_connections_and_an_idle_close_between_sends_costs_nothing(
     [
         ({"reset_connection": True}, "failed"),  # the server never acted on it
         ({"reset_connection": True, "after_processing": True}, "delivered"),
+        # FIN, no reset: the server closes the kept-alive connection instead of reading the POST
+        ({"drop_connection": True}, "failed"),
         ({"drop_connection": True, "after_processing": True}, "delivered"),
     ],
-    ids=["reset-before-processing", "reset-after-processing", "close-after-processing"],
+    ids=[
+        "reset-before-processing",
+        "reset-after-processing",
+        "close-before-processing",
+        "close-after-processing",
+    ],
 )
 def test_a_send_post_whose_kept_alive_connection_breaks_is_never_sent_twice(
     make_bridge: MakeBridge, report: Report, fault: dict[str, Any], expected: str
@@ -104,4 +114,43 @@ def test_a_send_post_whose_kept_alive_connection_breaks_is_never_sent_twice(
         code=(record.get("error") or {}).get("code") or "-",
         received=received["on a connection that breaks"],
         attempts=record["attempts"],
+    )
+
+
+def test_a_close_that_crosses_the_send_post_never_sends_it_twice(
+    make_bridge: MakeBridge, report: Report
+) -> None:
+    """The server closes the worker's idle kept-alive connection (idle timeout 0.5 s, while the
+    bridge would reuse one idle for up to 30 s) and the FIN crosses the next send POST: the
+    pool's check before writing sees a live connection, the POST is written, the connection
+    ends with no answer. The POST never reached the server; the bridge cannot know that."""
+    proxy = ClosingProxy(re.compile(rb"^POST \S*/(messagingInvitations|messaging/messages)\b"))
+    bridge = make_bridge(env=FAULT_ENV, proxy=proxy.start())
+    first = bridge.send(ALICE, "opens the conversation")
+    assert bridge.wait_final(first)[first]["status"] == "delivered"
+    bridge.sim_call("PATCH", "/_sim/http", {"idle_timeout": 0.5})
+    time.sleep(1.5)  # closed by the server after 0.5 s; the proxy holds the FIN back
+
+    hit = bridge.send(ALICE, "meets the close")
+    record = bridge.wait_final(hit, timeout=40)[hit]
+    after = bridge.send(ALICE, "after it")
+    assert bridge.wait_final(after)[after]["status"] == "delivered"
+
+    [crossed] = proxy.crossed  # the race took place, once, and on the send POST
+    assert crossed.startswith("POST ") and "/messaging/messages" in crossed
+    received = Counter(bridge.texts(ALICE))
+    assert received["meets the close"] == 0 and received["after it"] == 1
+    # Nothing reached the server twice; the crossed POST did not reach it at all.
+    sent_posts = [e for e in bridge.ucwa_requests() if e["kind"] == "sendMessage"]
+    assert len(sent_posts) == 1 and sent_posts[0]["status"] == 201
+    # At most once: a POST that may have been acted on is never repeated, so it fails, with
+    # the reason, rather than risk a duplicate.
+    assert (record["status"], record["error"]["code"]) == ("failed", "outcome_unknown")
+    assert record["attempts"] == 1
+    report(
+        crossed=crossed.split(" ")[0],
+        status=record["status"],
+        code=record["error"]["code"],
+        received=received["meets the close"],
+        held_closes=proxy.held,
     )

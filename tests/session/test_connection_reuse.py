@@ -1,6 +1,7 @@
 """The UCWA client on kept-alive connections, against the simulator's HTTP layer: requests share
 connections, an idle-closed connection is replaced before a request goes out, a GET that lost
-a kept-alive connection is repeated once, a POST never is; gzip, vnd+json and X-Ms-diagnostics.
+a kept-alive connection (reset, closed, or closed as the request crossed the close) is repeated
+once, a POST never is; gzip, vnd+json and X-Ms-diagnostics.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from bridge.session.client import UcwaClient
 from bridge.session.transport import ConnectionLost, TransportOptions, UcwaTransport
 from bridge.ucwa import errors as ue
 from bridge.ucwa.auth import Credentials
+from tests.fault.closing_proxy import ClosingProxy
 from tests.integration.hostile_server import HostileServer, reply
 from ucwasim import SimConfig, Simulator, SimUser
 
@@ -126,9 +129,10 @@ def test_a_get_that_lost_a_kept_alive_connection_is_repeated_once(sim: Simulator
     [
         {"reset_connection": True},  # before the server acted on it
         {"reset_connection": True, "after_processing": True},  # after: the answer is lost
-        {"drop_connection": True, "after_processing": True},  # FIN instead of RST
+        {"drop_connection": True},  # FIN instead of RST, before the server acted on it
+        {"drop_connection": True, "after_processing": True},  # FIN, after
     ],
-    ids=["reset-before", "reset-after", "close-after"],
+    ids=["reset-before", "reset-after", "close-before", "close-after"],
 )
 def test_a_post_that_lost_a_kept_alive_connection_is_never_repeated(
     sim: Simulator, fault: dict[str, Any]
@@ -142,6 +146,50 @@ def test_a_post_that_lost_a_kept_alive_connection_is_never_repeated(
     assert len(logged(sim, "reportMyActivity")) == 1  # the server saw it once, and only once
     # The pool starts afresh: the next request goes out and is answered.
     assert client.request("POST", app.links["reportMyActivity"]).status == 204
+
+
+@pytest.fixture()
+def behind_closing_proxy() -> Iterator[tuple[Simulator, ClosingProxy]]:
+    """The simulator behind a proxy that holds back its close of an idle connection that
+    carried an application GET or a reportMyActivity POST, until the client's next request."""
+    proxy = ClosingProxy(re.compile(rb"^(GET /ucwa/oauth/v1/applications/\d+ |POST \S*/report)"))
+    proxy.start()
+    simulator = Simulator(SimConfig(users=[SimUser(BOT, PASSWORD)], time_scale=0.05))
+    simulator.start(public_url=proxy.url)
+    proxy.upstream = f"http://127.0.0.1:{simulator.port}"
+    try:
+        yield simulator, proxy
+    finally:
+        simulator.stop()
+        proxy.stop()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_server_close_that_crosses_the_request_on_a_reused_connection(
+    behind_closing_proxy: tuple[Simulator, ClosingProxy], method: str
+) -> None:
+    """The server's idle close reaches the client only as its next request is written (the
+    bridge would reuse the connection: 30 s allowed idle, the server's is 0.3 s). A GET is
+    repeated once on a new connection; a POST never is, and here it never reached the server."""
+    sim, proxy = behind_closing_proxy
+    client, app = signed_in(sim)
+    kind = "application" if method == "GET" else "reportMyActivity"
+    href = app.href if method == "GET" else app.links["reportMyActivity"]
+    assert client.request(method, href, kind=kind).status in (200, 204)
+    control(sim, "PATCH", "/_sim/http", {"idle_timeout": 0.3})
+    time.sleep(1.0)
+    before = len(logged(sim, kind))
+    if method == "GET":
+        assert client.request("GET", href, kind=kind).status == 200
+        assert len(logged(sim, kind)) == before + 1  # the repeat; the crossed GET never arrived
+    else:
+        with pytest.raises(ConnectionLost) as lost:
+            client.request("POST", href, kind=kind)
+        assert lost.value.reused
+        assert len(logged(sim, kind)) == before  # not sent again, and never arrived
+        assert client.request("POST", href, kind=kind).status == 204  # a new connection
+    [crossed] = proxy.crossed
+    assert crossed.startswith(f"{method} ")
 
 
 # -- what the answers carry -----------------------------------------------------------------------
