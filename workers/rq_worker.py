@@ -29,6 +29,9 @@ log = logging.getLogger("ucwa_bridge.worker")
 # Set when the worker is asked to stop; a job waiting for Redis gives up its wait on it.
 stopping = threading.Event()
 
+# A scheduler that ran this long before failing starts its backoff from the first step again.
+FAILURE_RESET_S = 60.0
+
 
 # The longest RQ's pubsub thread (kill-horse and shutdown commands) waits between looks at its
 # stop flag. RQ asks for 60 s, and redis-py 8.2+ waits for the thread when it is stopped: a thread
@@ -215,43 +218,54 @@ class BridgeScheduler(RQScheduler):
         self._parent_pid = os.getppid()
         outage = Outage(log, "scheduler")
         failures = 0
-        while True:
+        while not self._stop_requested:
+            started = time.monotonic()
             try:
                 super().work()
                 return
             except Exception as exc:
                 if self._stop_requested:
                     return
+                error = exc
+            failure: Exception | None = error
+            if redis_unavailable(error):
+                # Out of the except block: an error while waiting must not chain to this one,
+                # which would make any answer look like the outage still going on.
+                outage.begin(error, "the scheduler waits and resumes by itself")
+                failure = self._wait_for_redis(outage)
+            if failure is None:
+                continue
+            # Anything else (a job that cannot be loaded, a bug, Redis refusing our user after a
+            # restart with ACLs): one JSON line with the traceback in exc_info, then start again,
+            # instead of a raw traceback on stderr from multiprocessing and no scheduler until
+            # the worker's next maintenance. A run that lasted a while starts the backoff anew.
+            failures = 1 if time.monotonic() - started > FAILURE_RESET_S else failures + 1
+            pause = min(0.5 * 2 ** min(failures, 6), 30.0)
+            log.error(
+                "the scheduler failed; it starts again in %.1f s",
+                pause,
+                exc_info=failure,
+                extra={"failures": failures},
+            )
+            self._sleep_unless_stopped(pause)
+
+    def _wait_for_redis(self, outage: Outage) -> Exception | None:
+        """Probe until Redis takes writes again (None: go on) or answers with an error that is
+        no outage (returned, a failure like any other)."""
+        delay = 0.2
+        while not self._stop_requested and not self._orphaned():
+            try:
+                probe_writable(self.connection)
+            except redis.RedisError as exc:
                 if not redis_unavailable(exc):
-                    # Anything else (a job that cannot be loaded, a bug): one JSON line with the
-                    # traceback in exc_info, then start again, instead of a raw traceback on stderr
-                    # from multiprocessing and no scheduler until the worker's next maintenance.
-                    failures += 1
-                    pause = min(0.5 * 2 ** min(failures, 6), 30.0)
-                    log.error(
-                        "the scheduler failed; it starts again in %.1f s",
-                        pause,
-                        exc_info=True,
-                        extra={"failures": failures},
-                    )
-                    self._sleep_unless_stopped(pause)
-                    if self._stop_requested:
-                        return
-                    continue
-                outage.begin(exc, "the scheduler waits and resumes by itself")
-            delay = 0.2
-            while not self._stop_requested and not self._orphaned():
-                try:
-                    probe_writable(self.connection)
-                    break
-                except redis.RedisError as exc:
-                    if not redis_unavailable(exc):
-                        raise
+                    outage.end()
+                    return exc
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            if self._stop_requested:
-                return
+                continue
             outage.end()
+            return None
+        return None
 
     def enqueue_scheduled_jobs(self) -> None:
         """RQ's own, except that one job that cannot be read is taken off the schedule and

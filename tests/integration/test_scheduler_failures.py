@@ -1,0 +1,201 @@
+"""The worker's RQ scheduler child, whatever stops it, logs one JSON line, backs off and goes on.
+
+RQ runs the scheduler in a forked child; an exception that leaves it makes multiprocessing print
+"Process Scheduler:" and a raw traceback, and the child exits with no scheduler until a later
+maintenance. Two such failures, against a real redis-server: an error of the scheduler itself,
+and Redis back from a restart but refusing the bridge's ACL user a write (NOPERM) while the
+scheduler waits out the outage.
+
+This module is also the harness (``python -m tests.integration.test_scheduler_failures URL``):
+the worker's logging, a ``BridgeWorker`` that starts its scheduler child as ``ucwa-bridge
+worker`` does, and nothing else touching Redis, so every line is the scheduler's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from bridge.config.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parents[2]
+USER, PASSWORD = "bridge", "scheduler-test-password"
+# While this key exists the harness's scheduler fails every pass with a RuntimeError.
+FAULT_KEY = "test:scheduler-fault"
+
+
+def serve(redis_url: str) -> None:
+    """The harness: start a scheduler child the worker's way and wait for SIGTERM."""
+    from bridge.observability.logging import configure_logging, install_excepthooks
+    from workers.rq_worker import BridgeScheduler, BridgeWorker
+
+    configure_logging("INFO", json=True, role="worker")
+    install_excepthooks()
+    log = logging.getLogger("tests.scheduler_harness")
+    enqueue = BridgeScheduler.enqueue_scheduled_jobs
+
+    def failing(self: BridgeScheduler) -> None:
+        if self.connection.exists(FAULT_KEY):
+            raise RuntimeError("a scheduler bug")
+        enqueue(self)
+
+    BridgeScheduler.enqueue_scheduled_jobs = failing  # type: ignore[method-assign]
+    connection = redis.Redis.from_url(redis_url)
+    worker = BridgeWorker([Queue("webhooks", connection=connection)], connection=connection)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker._start_scheduler(logging_level="WARNING")
+    assert worker.scheduler is not None and worker.scheduler._process is not None
+    child = worker.scheduler._process
+    log.info("scheduler started", extra={"pid": child.pid})
+    stop.wait()
+    child.terminate()
+    child.join(20)
+    log.info("scheduler ended", extra={"pid": child.pid, "exitcode": child.exitcode})
+
+
+class Harness:
+    def __init__(self, server: EmbeddedRedis, log_path: Path) -> None:
+        self.server = server
+        self.admin = redis.Redis(port=server.port)
+        self.add_user()
+        self.url = f"redis://{USER}:{PASSWORD}@127.0.0.1:{server.port}/0"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def add_user(self, *rules: str) -> None:
+        """The bridge's ACL user, allowed everything but ``rules`` take away."""
+        self.admin.execute_command(
+            "ACL", "SETUSER", USER, "on", f">{PASSWORD}", "~*", "&*", "+@all", *rules
+        )
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.test_scheduler_failures", self.url],
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+            )
+        self.wait_for_line(lambda e: e["message"] == "scheduler started", "the scheduler")
+
+    def stop(self) -> list[dict[str, Any]]:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=30) == 0, self.log_path.read_text()
+        return self.lines()
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every complete line so far, each a JSON object, or the test fails."""
+        text = self.log_path.read_text()
+        entries = []
+        for line in text.splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break  # still being written
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"a line that is no JSON: {line!r}\n{text}") from None
+            assert isinstance(entry, dict), line
+            entries.append(entry)
+        return entries
+
+    def wait_for_line(self, matches: Callable[[dict[str, Any]], bool], what: str) -> None:
+        wait_until(lambda: any(matches(e) for e in self.lines()), 20, what, self.log_path)
+
+    def schedules_again(self) -> None:
+        """A job due now reaches its queue: the scheduler works."""
+        queue = Queue("webhooks", connection=self.admin)
+        job = queue.enqueue_at(datetime.now(UTC), "builtins.len", [1, 2])
+        wait_until(
+            lambda: Job.fetch(job.id, connection=self.admin).get_status() == JobStatus.QUEUED,
+            30,
+            "a scheduled job to be enqueued",
+            self.log_path,
+        )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}\n{log.read_text()}")
+
+
+@pytest.fixture()
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    with EmbeddedRedis() as server:
+        running = Harness(server, tmp_path / "scheduler.log")
+        try:
+            yield running
+        finally:
+            if running.process is not None and running.process.poll() is None:
+                running.process.kill()
+                running.process.wait(timeout=10)
+
+
+def failed(entry: dict[str, Any]) -> bool:
+    return entry["message"].startswith("the scheduler failed")
+
+
+def assert_one_scheduler_ran_throughout(entries: list[dict[str, Any]]) -> None:
+    (started,) = [e for e in entries if e["message"] == "scheduler started"]
+    (ended,) = [e for e in entries if e["message"] == "scheduler ended"]
+    assert ended["pid"] == started["pid"] and ended["exitcode"] == 0, entries
+    assert all(e["level"] != "CRITICAL" for e in entries), entries
+
+
+def test_a_failing_scheduler_logs_backs_off_and_schedules_again(harness: Harness) -> None:
+    harness.admin.set(FAULT_KEY, 1)
+    harness.start()
+    harness.wait_for_line(failed, "the scheduler's failure")
+    harness.admin.delete(FAULT_KEY)
+    harness.schedules_again()
+
+    entries = harness.stop()
+    failure = next(e for e in entries if failed(e))
+    assert failure["level"] == "ERROR" and failure["role"] == "worker"
+    assert "RuntimeError: a scheduler bug" in failure["exc_info"]
+    assert_one_scheduler_ran_throughout(entries)
+
+
+def test_redis_refusing_the_user_after_a_restart_is_a_failure_like_any_other(
+    harness: Harness,
+) -> None:
+    harness.start()
+    harness.schedules_again()
+    harness.server.stop(kill=True)  # the scheduler waits, probing with a write
+    harness.wait_for_line(lambda e: e["message"].startswith("Redis unavailable"), "the outage")
+    # Back without the bridge's ACL user (WRONGPASS: still an outage), then with the user but
+    # not yet allowed to write: NOPERM, an answer, not an outage.
+    harness.server.start()
+    time.sleep(0.5)
+    harness.add_user("-set")
+    harness.wait_for_line(failed, "the scheduler's failure")
+    harness.add_user("+set")
+    harness.schedules_again()
+
+    entries = harness.stop()
+    failure = next(e for e in entries if failed(e))
+    assert failure["level"] == "ERROR" and "NoPermissionError" in failure["exc_info"]
+    assert_one_scheduler_ran_throughout(entries)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
