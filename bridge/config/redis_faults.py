@@ -60,9 +60,16 @@ def redis_unavailable(exc: BaseException | None) -> bool:
     return False
 
 
+# redis-py words an error met inside a pipeline "Command # 1 (SET k v) of pipeline caused
+# error: NOREPLICAS …": the server's own words follow the marker.
+_IN_PIPELINE = "of pipeline caused error: "
+
+
 def _code(exc: BaseException) -> str:
-    message = str(exc).lstrip("-").split(" ", 1)[0].rstrip(":")
-    return message.upper()
+    message = str(exc)
+    if _IN_PIPELINE in message:
+        message = message.split(_IN_PIPELINE, 1)[1]
+    return message.lstrip("-").split(" ", 1)[0].rstrip(":").upper()
 
 
 def probe_writable(client: redis.Redis) -> None:

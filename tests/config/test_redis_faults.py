@@ -70,6 +70,17 @@ def test_a_full_server_is_unavailable(server: redis.Redis) -> None:
         server.config_set("maxmemory", "0")
 
 
+def test_a_server_short_of_replicas_is_unavailable_in_pipelines_too(server: redis.Redis) -> None:
+    # redis-py words a pipeline's error "Command # 1 (...) of pipeline caused error: NOREPLICAS"
+    server.config_set("min-replicas-to-write", "1")
+    try:
+        errors = writes(server)
+        assert any("of pipeline caused error" in str(e) for e in errors)
+        assert all(redis_unavailable(e) for e in errors), errors
+    finally:
+        server.config_set("min-replicas-to-write", "0")
+
+
 def test_a_stopped_server_is_unavailable() -> None:
     client = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     with pytest.raises(redis.RedisError) as caught:
@@ -100,6 +111,9 @@ def test_answers_are_not_unavailability(server: redis.Redis) -> None:
 )
 def test_plain_response_errors_by_their_code(message: str) -> None:
     assert redis_unavailable(redis.ResponseError(message))
+    worded = f"Command # 2 (SET k v) of pipeline caused error: {message}"
+    assert redis_unavailable(redis.ResponseError(worded))
+    assert not redis_unavailable(redis.ResponseError(worded.replace(message, "WRONGTYPE x")))
     try:
         try:
             raise redis.ResponseError(message)
