@@ -185,16 +185,22 @@ Secrets inside secrets.existingSecret cannot be checked here (the chart cannot r
 {{- if not $v.image.repository }}
 {{- $missing = append $missing "image.repository: no registry publishes the image; build and push it (docker build -t registry.example.com/ucwa-bridge:0.1.0 . && docker push registry.example.com/ucwa-bridge:0.1.0), then --set image.repository=registry.example.com/ucwa-bridge --set image.tag=0.1.0" }}
 {{- end }}
+{{- if include "ucwa-bridge.accounts" . }}
+{{- with (include "ucwa-bridge.missingAccountValues" .) }}
+{{- $missing = concat $missing (splitList "\n" .) }}
+{{- end }}
+{{- else }}
 {{- if not $v.config.ucwa.discoveryUrl }}
 {{- $missing = append $missing "config.ucwa.discoveryUrl: the UCWA autodiscover URL, e.g. https://lyncdiscover.contoso.com/Autodiscover/AutodiscoverService.svc/root" }}
 {{- end }}
 {{- if not $v.config.ucwa.username }}
 {{- $missing = append $missing "config.ucwa.username: the account the bridge signs in as, e.g. bot@contoso.com" }}
 {{- end }}
-{{- if not $v.secrets.existingSecret }}
-{{- if not $v.secrets.ucwaPassword }}
+{{- if and (not $v.secrets.existingSecret) (not $v.secrets.ucwaPassword) }}
 {{- $missing = append $missing "secrets.ucwaPassword, or secrets.existingSecret: the name of a Secret you created with the keys the README lists" }}
 {{- end }}
+{{- end }}
+{{- if not $v.secrets.existingSecret }}
 {{- if and (not $v.secrets.apiKeys) (not (include "ucwa-bridge.authDisabled" .)) }}
 {{- $missing = append $missing "secrets.apiKeys (16+ characters each), or secrets.existingSecret" }}
 {{- end }}
@@ -230,6 +236,7 @@ plain string prefix (ingress-nginx's reading; "/m" would do). Call with (dict "p
 {{- if and .Values.webhooks.url (include "ucwa-bridge.webhooksFile" .) }}
 {{- fail "webhooks: set either webhooks.url or webhooks.endpoints (endpointsFromExistingSecret), not both" }}
 {{- end }}
+{{- include "ucwa-bridge.validateAccounts" . }}
 {{- with (include "ucwa-bridge.missingValues" .) }}
 {{- fail (printf "missing required values (see the README, \"With Helm\"):\n  - %s" (replace "\n" "\n  - " .)) }}
 {{- end }}
@@ -330,7 +337,7 @@ Non-secret settings come from the ConfigMap (envFrom); only the secrets a role n
 - name: PROMETHEUS_MULTIPROC_DIR
   value: {{ $v.metricsVolume.mountPath | quote }}
 {{- else }}
-{{- if or $ext $v.secrets.ucwaPassword }}
+{{- if and (not (include "ucwa-bridge.accounts" $root)) (or $ext $v.secrets.ucwaPassword) }}
 {{ include "ucwa-bridge.secretEnv" (dict "root" $root "name" "BRIDGE_UCWA_PASSWORD" "key" $keys.ucwaPassword) }}
 {{- end }}
 {{- if $v.metrics.enabled }}
@@ -344,6 +351,10 @@ Non-secret settings come from the ConfigMap (envFrom); only the secrets a role n
 {{- if include "ucwa-bridge.webhooksFile" $root }}
 - name: BRIDGE_WEBHOOKS_FILE
   value: {{ printf "%s/%s" (include "ucwa-bridge.webhooksMountPath" $root) $keys.webhooks | quote }}
+{{- end }}
+{{- if include "ucwa-bridge.accounts" $root }}
+- name: BRIDGE_ACCOUNTS_FILE
+  value: {{ include "ucwa-bridge.accountsFilePath" $root | quote }}
 {{- end }}
 {{- with (index $v .role).extraEnv }}
 {{ toYaml . }}
@@ -459,6 +470,16 @@ spec:
               mountPath: {{ include "ucwa-bridge.webhooksMountPath" $root }}
               readOnly: true
             {{- end }}
+            {{- if include "ucwa-bridge.accounts" $root }}
+            - name: accounts
+              mountPath: {{ include "ucwa-bridge.accountsFileMountPath" $root }}
+              readOnly: true
+            {{- if ne $role "api" }}
+            - name: account-passwords
+              mountPath: {{ include "ucwa-bridge.accountPasswordsMountPath" $root }}
+              readOnly: true
+            {{- end }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -476,6 +497,22 @@ spec:
             items:
               - key: {{ $v.secrets.keys.webhooks }}
                 path: {{ $v.secrets.keys.webhooks }}
+        {{- end }}
+        {{- if include "ucwa-bridge.accounts" $root }}
+        - name: accounts
+          configMap:
+            name: {{ include "ucwa-bridge.accountsConfigMapName" $root }}
+        {{- if ne $role "api" }}
+        # Only the roles that sign in get the passwords.
+        - name: account-passwords
+          secret:
+            secretName: {{ include "ucwa-bridge.secretName" $root }}
+            items:
+              {{- range $v.config.ucwa.accounts }}
+              - key: {{ include "ucwa-bridge.accountPasswordKey" (dict "root" $root "id" .id) }}
+                path: {{ .id }}
+              {{- end }}
+        {{- end }}
         {{- end }}
       {{- with $r.nodeSelector }}
       nodeSelector:
