@@ -21,7 +21,13 @@ from typing import Any
 
 import redis
 
-from bridge.config.environment import read_environment, read_variables, variables_help
+from bridge.config.accounts import load_accounts
+from bridge.config.environment import (
+    accounts_environ,
+    read_environment,
+    read_variables,
+    variables_help,
+)
 from bridge.config.redis_faults import Outage, redis_unavailable, wait_until_writable
 from bridge.config.settings import ConfigError, Settings, redact_url
 from bridge.config.values import check_bind
@@ -80,30 +86,42 @@ def serve_metrics(port: int | None) -> None:
 
 
 def run_poller(settings: Settings, env: BridgeEnvironment) -> int:
+    """Serve this process's share of every configured account until SIGTERM or SIGINT; poller
+    processes share the accounts among themselves through Redis (see ``workers.poller``)."""
+    from bridge.config.accounts import Account
     from bridge.config.redis_conn import connect
     from bridge.hooks import inbound_events, status_events
     from bridge.observability.metrics import with_send_metrics
     from bridge.session.transport import TransportOptions
     from bridge.ucwa.auth import Credentials
     from workers.poller import Poller, PollerSettings
+    from workers.poller_pool import PollerPool
 
-    assert settings.ucwa_username and settings.ucwa_password and settings.ucwa_discovery_url
+    assert settings.accounts
     knobs = poller_settings(env)
     assert isinstance(knobs, PollerSettings)
-    account = settings.ucwa_username.lower()
-    poller = Poller(
-        connect(settings.redis_url, socket_connect_timeout=5, socket_timeout=10),
-        Credentials(settings.ucwa_username, settings.ucwa_password),
-        settings.ucwa_discovery_url,
-        knobs,
-        inbound_hook=inbound_events(account),
-        on_final=with_send_metrics(status_events(account)),
-        transport_options=TransportOptions.from_settings(settings),
-    )
+    client = connect(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+    options = TransportOptions.from_settings(settings)
+
+    def build(account: Account, holder: str, outage: Outage) -> Poller:
+        return Poller(
+            client,
+            Credentials(account.username, account.password),
+            account.discovery_url,
+            knobs,
+            inbound_hook=inbound_events(account.key, account_id=account.id),
+            on_final=with_send_metrics(status_events(account.key)),
+            transport_options=options,
+            account_id=account.id,
+            holder=holder,
+            outage=outage,
+        )
+
+    pool = PollerPool(client, list(settings.accounts), build, knobs)
     serve_metrics(env.metrics_port)
-    signal.signal(signal.SIGTERM, poller.on_signal)
-    signal.signal(signal.SIGINT, poller.on_signal)
-    poller.run()
+    signal.signal(signal.SIGTERM, pool.stop)
+    signal.signal(signal.SIGINT, pool.stop)
+    pool.run()
     return 0
 
 
@@ -188,14 +206,18 @@ def run_api(settings: Settings, bind: str, workers: int) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
-def show_quarantine(env: BridgeEnvironment, limit: int) -> int:
+def show_quarantine(env: BridgeEnvironment, limit: int, account_id: str | None = None) -> int:
     """One JSON object per line on stdout, newest first."""
     from bridge.config.redis_conn import connect
     from bridge.inbound.quarantine import Quarantine
 
-    assert env.redis_url and env.ucwa_username
+    assert env.redis_url
+    chosen = load_accounts(accounts_environ(env), need_passwords=False).get(account_id)
+    if chosen is None:
+        print(f"ucwa-bridge quarantine: no account {account_id!r} is configured", file=sys.stderr)
+        return 2
     try:
-        entries = Quarantine(connect(env.redis_url), env.ucwa_username.lower()).entries(limit)
+        entries = Quarantine(connect(env.redis_url), chosen.key).entries(limit)
     except redis.RedisError as exc:
         print(f"ucwa-bridge quarantine: Redis is unavailable: {exc}", file=sys.stderr)
         return 1
@@ -234,6 +256,17 @@ def read_config(command: str) -> tuple[BridgeEnvironment, list[WebhookEndpoint]]
             where, _, problem = str(exc).partition(": ")
             if where not in {variable for variable, _ in problems}:
                 problems.append((where, problem))
+    if env is not None and endpoints:
+        known = set(load_accounts(accounts_environ(env), need_passwords=False).ids) or {"default"}
+        for endpoint in endpoints:
+            unknown = sorted((endpoint.accounts or frozenset()) - known)
+            if unknown:
+                problems.append(
+                    (
+                        "BRIDGE_WEBHOOKS",
+                        f"endpoint {endpoint.id!r} names unknown accounts {', '.join(unknown)}",
+                    )
+                )
     if problems:
         raise ConfigError.of(problems)
     assert env is not None
@@ -287,7 +320,8 @@ def plain_text(text: str) -> str:
 COMMAND_HELP = {
     "api": "serve the HTTP API with gunicorn",
     "worker": "run an RQ worker (send and webhook queues, with the scheduler)",
-    "poller": "own the UCWA session and its event channel (run two: one active, one standby)",
+    "poller": "own the UCWA sessions and event channels of the accounts; poller processes "
+    "share the accounts (run at least two: the others take over a stopped one's share)",
     "demo": "run everything locally against the UCWA simulator (see ucwa-bridge demo --help)",
     "health": "exit 0 if the role is healthy, else 1 with one reason per line",
     "quarantine": "print the event-channel input the poller set aside, newest first",
@@ -321,12 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["health"].add_argument(
         "role",
         choices=("api", "poller", "worker"),
-        help="api: Redis takes writes and, with BRIDGE_UCWA_USERNAME, the account's poller is "
-        "live; poller: the account's poller is live; worker: an RQ worker on this host "
+        help="api: Redis takes writes and, with accounts configured, every account's poller "
+        "is live; poller: every account's poller is live; worker: an RQ worker on this host "
         "heartbeats",
     )
     parsers["quarantine"].add_argument(
         "--limit", type=int, default=100, help="at most this many (default 100)"
+    )
+    parsers["quarantine"].add_argument(
+        "--account", default=None, help="the account's id (default: the default account)"
     )
     return parser
 
@@ -356,9 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "health":
         return run_health(args.role, env)
     if args.command == "quarantine":
-        return show_quarantine(env, max(1, args.limit))
+        return show_quarantine(env, max(1, args.limit), args.account)
     settings = Settings.from_variables(args.command, env)
     add_secrets([settings.ucwa_password or "", *(k.secret for k in settings.api_keys)])
+    add_secrets(account.password for account in settings.accounts)
     add_secrets(secret for endpoint in endpoints for secret in endpoint.secrets)
     # credentials in webhook URLs (user:password@, token=…) are secrets too
     add_secrets(value for endpoint in endpoints for value in url_secrets(endpoint.url))
@@ -404,10 +442,16 @@ def option_problems(args: argparse.Namespace) -> list[tuple[str, str]]:
 def run_health(role: str, env: BridgeEnvironment) -> int:
     from bridge.observability.health import check
 
-    if role == "poller" and not env.ucwa_username:
-        return config_error(ConfigError("BRIDGE_UCWA_USERNAME", "is required to check the poller"))
+    accounts = load_accounts(accounts_environ(env), need_passwords=False)
+    if role == "poller" and not accounts:
+        return config_error(
+            ConfigError(
+                "BRIDGE_UCWA_USERNAME",
+                "is required to check the poller (or BRIDGE_ACCOUNTS, BRIDGE_ACCOUNTS_FILE)",
+            )
+        )
     assert env.redis_url
-    return check(role, env.redis_url, env.ucwa_username)
+    return check(role, env.redis_url, [a.key for a in accounts] or None)
 
 
 if __name__ == "__main__":

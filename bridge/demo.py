@@ -30,6 +30,7 @@ import redis
 import requests
 
 BOT = "sip:bot@contoso.com"
+ALERTS = "sip:alerts@contoso.com"  # the demo's second account
 ECHO = "sip:echo@contoso.com"
 # (SIP URI, simulated behaviour); the bot is the account the bridge signs in as.
 PEOPLE = (
@@ -205,6 +206,7 @@ class Demo:
             "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         )
         self.bot_password = secrets.token_urlsafe(18)
+        self.alerts_password = secrets.token_urlsafe(18)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.redis: Any = None
         self.sim: subprocess.Popen[bytes] | None = None
@@ -229,7 +231,7 @@ class Demo:
             self.receiver = WebhookReceiver(self.webhook_secret).start()
         say("ucwa-bridge demo")
         say(f"  redis:      {self.redis.url} (private, removed on exit)")
-        say(f"  simulator:  {self.sim_url} (signed in as {BOT})")
+        say(f"  simulator:  {self.sim_url} (accounts bot = {BOT}, alerts = {ALERTS})")
         if self.receiver is not None:
             say(f"  webhooks:   {self.receiver.url} (signatures verified, events shown below)")
         say(f"  logs:       {self.logs}")
@@ -245,7 +247,10 @@ class Demo:
     def _start_simulator(self, port: int) -> None:
         """The simulator runs as a process of its own (``bridge`` never imports ``ucwasim``), as a
         real server would; its users and their passwords go in a private file, not on its argv."""
-        users = [{"sip": BOT, "password": self.bot_password}]
+        users = [
+            {"sip": BOT, "password": self.bot_password},
+            {"sip": ALERTS, "password": self.alerts_password},
+        ]
         users += [
             {"sip": sip, "password": secrets.token_urlsafe(12), "behaviour": b} for sip, b in PEOPLE
         ]
@@ -289,13 +294,21 @@ class Demo:
             BRIDGE_LOG_LEVEL="INFO",
             BRIDGE_REDIS_URL=self.redis.url,
             BRIDGE_UCWA_DISCOVERY_URL=self.discovery_url,
-            BRIDGE_UCWA_USERNAME=BOT,
         )
+        # Two accounts: the bot (the default) and alerts. Only the worker and the poller sign
+        # in, so only they are given the passwords.
+        accounts: list[dict[str, Any]] = [
+            {"id": "bot", "username": BOT, "default": True},
+            {"id": "alerts", "username": ALERTS},
+        ]
+        if role != "api":
+            accounts[0]["password"] = self.bot_password
+            accounts[1]["password"] = self.alerts_password
+        env["BRIDGE_ACCOUNTS"] = json.dumps(accounts)
         if role == "api":
             env["BRIDGE_API_KEYS"] = self.api_key
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
         else:
-            env["BRIDGE_UCWA_PASSWORD"] = self.bot_password
             if role in self.metrics_ports:
                 env["BRIDGE_METRICS_PORT"] = str(self.metrics_ports[role])
         webhook_url = self.args.webhook_url or (self.receiver.url if self.receiver else None)
@@ -336,7 +349,7 @@ class Demo:
                 ok, _ = worker_health(client)
                 if not ok:
                     waiting_for.append("the worker")
-                ok, reasons = api_readiness(client, BOT)
+                ok, reasons = api_readiness(client, [BOT, ALERTS])
                 if not ok:
                     waiting_for.append("the poller (" + "; ".join(reasons) + ")")
                 if not waiting_for:
@@ -371,6 +384,12 @@ class Demo:
         say(
             f"  curl -s -X POST $BRIDGE/messages {auth} "
             f"-H \"Content-Type: application/json\" -d '{body}'"
+        )
+        alert = json.dumps({"to": ECHO, "text": "Disk full on db-1", "from": "alerts"})
+        say("Send one from the second account, alerts (the first, bot, is the default):")
+        say(
+            f"  curl -s -X POST $BRIDGE/messages {auth} "
+            f"-H \"Content-Type: application/json\" -d '{alert}'"
         )
         say("Read its status (the id is in the answer):")
         say(f"  curl -s $BRIDGE/messages/MESSAGE_ID {auth}")

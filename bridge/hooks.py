@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from bridge.config.accounts import DEFAULT_ID
 from bridge.config.environment import read_variables
 from bridge.inbound.events import InboundEvents
 from bridge.outbound.outcomes import StatusHook
@@ -21,7 +22,9 @@ def status_events(account: str, env: Mapping[str, str] | None = None) -> StatusH
     return status_hook(endpoints, settings, account=account)
 
 
-def inbound_events(account: str, env: Mapping[str, str] | None = None) -> InboundEvents:
+def inbound_events(
+    account: str, env: Mapping[str, str] | None = None, account_id: str = DEFAULT_ID
+) -> InboundEvents:
     """Built with or without endpoints: it also keeps each conversation's message log."""
     values = os.environ if env is None else env
     endpoints, settings = webhook_config(values)
@@ -32,4 +35,5 @@ def inbound_events(account: str, env: Mapping[str, str] | None = None) -> Inboun
         settings=settings,
         typing_events=flags.webhook_typing_events,
         ended_events=flags.webhook_ended_events,
+        account_id=account_id,
     )

@@ -159,7 +159,10 @@ def test_help_text_has_no_markup(args: tuple[str, ...]) -> None:
 
 def test_required_variables_are_marked() -> None:
     text = help_of("worker", "--help")
-    assert "  BRIDGE_UCWA_PASSWORD  [required]" in text
+    assert (
+        "  BRIDGE_UCWA_PASSWORD  [required unless BRIDGE_ACCOUNTS or BRIDGE_ACCOUNTS_FILE is set]"
+        in text
+    )
     assert "  BRIDGE_API_KEYS  [required unless BRIDGE_AUTH_DISABLED is true]" in help_of(
         "api", "--help"
     )

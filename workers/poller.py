@@ -1,7 +1,10 @@
-"""The poller: owns the account's UCWA application and its event channel, one active per account.
+"""The poller: owns an account's UCWA application and its event channel, one owner per account.
 
-Standbys wait on a Redis lease; the active one keeps one event GET outstanding, publishes the
-session for workers, settles outbound messages and accepts incoming invitations.
+A ``Poller`` serves one account while it holds the account's lease: it keeps one event GET
+outstanding, publishes the session for workers, settles outbound messages and accepts incoming
+invitations. A ``PollerPool`` runs in each poller process over every configured account and
+shares them with the other processes (``bridge.session.pool``): it takes the leases of its
+share, starts their pollers and stops them when it gives an account up.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -19,13 +23,16 @@ from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
 from bridge.config.redis_text import text_map
 from bridge.inbound.event_sink import EventSink, InboundHook
 from bridge.inbound.quarantine import passes_through
+from bridge.observability.logging import log_context
 from bridge.observability.metrics import count_quarantined, observe_ucwa_request
 from bridge.outbound.messages import (
+    DEFAULT_ACCOUNT,
     LINES_KEY,
     MessageNotFound,
     MessageStore,
     RecipientQueue,
     fifo_key,
+    line_account,
     recipient_key,
 )
 from bridge.outbound.outcomes import Outbound, StatusHook
@@ -34,7 +41,7 @@ from bridge.session.client import UcwaClient, host_of
 from bridge.session.conversations import ConversationRegistry
 from bridge.session.lease import LeaseLost, PollerLease
 from bridge.session.store import Session, SessionStore
-from bridge.session.transport import TransportOptions, UcwaTransport
+from bridge.session.transport import InterruptibleTransport, TransportOptions
 from bridge.ucwa import errors as ue
 from bridge.ucwa.auth import Credentials
 from bridge.ucwa.events import parse_events
@@ -69,12 +76,15 @@ class PollerSettings:
     record_ttl_s: int = 7 * 86_400  # BRIDGE_RECORD_TTL_S: for the keys kept beside a record
 
 
-class Shutdown(BaseException):
-    """Raised by the SIGTERM handler to abort a parked event GET; not an error."""
+# Lines written before the set of lines existed are seeded into it once per process.
+_SEEDING = threading.Lock()
+_lines_seeded = threading.Event()
 
 
 class Poller:
-    """Run ``run()`` in a process; ``stop()`` (e.g. on SIGTERM) releases the lease cleanly."""
+    """One account's unit. A pool takes the account's lease, then ``start()``s it; ``stop()``
+    ends it promptly (its parked event GET is cut short) and its lease is released only once
+    its event reader has stopped, so an account never has two readers."""
 
     def __init__(
         self,
@@ -85,27 +95,35 @@ class Poller:
         inbound_hook: InboundHook | None = None,
         on_final: StatusHook | None = None,
         transport_options: TransportOptions | None = None,
+        account_id: str = DEFAULT_ACCOUNT,
+        holder: str | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.transport_options = transport_options or TransportOptions()
         self.redis = client
         self.credentials = credentials
-        self.account = credentials.username.lower()
+        self.account = credentials.username.lower()  # the name of the account's Redis state
+        self.account_id = account_id  # the name callers, lines and logs use
         self.discovery_url = discovery_url
         self.settings = settings or PollerSettings()
         self.lease = PollerLease(client, self.account, self.settings.lease_ttl_s)
+        if holder is not None:
+            self.lease.holder = holder  # the pool member's id: who holds it, for everyone
         self.sessions = SessionStore(client, self.account)
-        self.registry = ConversationRegistry(client, self.account)
+        self.registry = ConversationRegistry(client, self.account, account_id)
         store = MessageStore(client, record_ttl_s=self.settings.record_ttl_s)
         self.outbound = Outbound(client, store, on_final, self.account)
-        self.sink = EventSink(client, self.account, self.outbound, inbound_hook)
+        self.sink = EventSink(client, self.account, self.outbound, inbound_hook, account_id)
         self.stopping = threading.Event()
         self._lost = threading.Event()
-        self.outage = Outage(log, "poller")
+        self.outage = outage or Outage(log, "poller")
         self._ucwa: UcwaClient | None = None
+        self._reader: InterruptibleTransport | None = None  # the transport of the event GET
+        self._tender: InterruptibleTransport | None = None  # the transport of the background duties
+        self._thread: threading.Thread | None = None
+        self._handover = False
         self.app: Application | None = None
         self.generation = 0
-        self._in_get = False
-        self._lines_seeded = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _log_standby(self) -> None:
@@ -115,67 +133,94 @@ class Poller:
             current = PollerLease.current(self.redis, self.account)
         except redis.RedisError:
             current = None
-        extra = {"lease_holder": current.holder, "fence": current.fence} if current else {}
+        extra: dict[str, Any] = {"account": self.account_id}
+        if current:
+            extra.update(lease_holder=current.holder, fence=current.fence)
         log.info("standing by: another poller holds the lease", extra=extra)
 
-    def stop(self) -> None:
+    def start(self) -> None:
+        """Serve the account in a thread of its own; the caller has just taken its lease."""
+        if not self.lease.held:
+            raise LeaseLost(self.lease.key)
+        self.stopping.clear()
+        self._handover = False
+        self.app = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"poller-{self.account_id}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, handover: bool = False) -> None:
+        """Stop serving: the parked event GET ends now, the lease goes once the reader stopped.
+
+        ``handover``: another poller takes the account over at once (the pool rebalances), so the
+        session stays ``ready`` for the workers instead of saying ``stopped``."""
+        self._handover = handover
         self.stopping.set()
+        self._abort(self._reader)
 
-    def on_signal(self, *_: object) -> None:
-        """Signal handler: stop, and abort the event GET if the main thread is parked in it."""
-        self.stop()
-        if self._in_get:
-            raise Shutdown()
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until it stopped and gave its lease up; False if still running at ``timeout``."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.running
 
-    def run(self) -> None:
-        standing_by = False
-        while not self.stopping.is_set():
-            try:
-                if not self.lease.acquire(timeout=1.0, poll_s=0.25):
-                    if not standing_by:
-                        standing_by = True
-                        self._log_standby()
-                    continue
-            except redis.RedisError as exc:
-                if not redis_unavailable(exc):
-                    log.warning("taking the lease failed: %s", exc)
-                self.outage.begin(exc, "standing by")
-                self.stopping.wait(1.0)
-                continue
-            self.outage.end()
-            if self.stopping.is_set():  # stopped while standing by: leave it to another standby
-                self._release_lease()
-                break
-            standing_by = False
+    @property
+    def running(self) -> bool:
+        """Whether its thread runs: it serves the account or is stopping (still leased)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def serving(self) -> bool:
+        """Running and not asked to stop."""
+        return self.running and not self.stopping.is_set()
+
+    def _run(self) -> None:
+        with log_context(account=self.account_id):
             log.info(
                 "poller active",
                 extra={"fence": self.lease.fence, "lease_holder": self.lease.holder},
             )
             self._lost.clear()
-            keeper = threading.Thread(target=self._keep, name="poller-keeper", daemon=True)
+            keeper = threading.Thread(
+                target=self._keep, name=f"poller-keeper-{self.account_id}", daemon=True
+            )
+            tender = threading.Thread(
+                target=self._tend, name=f"poller-tender-{self.account_id}", daemon=True
+            )
             keeper.start()
+            tender.start()
             try:
                 self._serve()
             except LeaseLost:
                 log.warning("lease lost; standing by")
             except redis.RedisError as exc:
                 # Nothing unsaved is lost: the cursor only moves with the batch it belongs to.
-                # Stand by and take the lease again once Redis answers (another poller may).
+                # Stand by; the pool takes the lease again once Redis answers (another may).
                 if redis_unavailable(exc):
                     self.outage.begin(exc, "standing by")
                 else:
                     log.warning("Redis error, standing by: %s", exc, exc_info=True)
-            except Shutdown:
-                log.info("shutting down")
             finally:
+                # The reader has returned: only now may another poller read this account.
                 self._lost.set()
+                self._abort(self._tender)
                 keeper.join(timeout=5)
-                if self.stopping.is_set():
+                tender.join(timeout=5)
+                if self.stopping.is_set() and not self._handover:
                     self._mark_stopped()
                 self._release_lease()
                 if self._ucwa is not None:
                     self._ucwa.close()
                     self._ucwa = None
+                if self.stopping.is_set():
+                    log.info("stopped serving the account", extra={"handover": self._handover})
+
+    @staticmethod
+    def _abort(transport: InterruptibleTransport | None) -> None:
+        if transport is not None:
+            transport.abort()
 
     def _mark_stopped(self) -> None:
         """Say in the session why it is not ready, unless another poller has taken it over.
@@ -193,12 +238,12 @@ class Poller:
             log.warning("could not mark the session stopped: %s", exc)
 
     def _release_lease(self) -> None:
-        """Give the lease up now, so a standby takes over at once instead of after its TTL."""
+        """Give the lease up now, so another poller takes over at once instead of after its TTL."""
         try:
             self.lease.release()
         except redis.RedisError as exc:
             log.warning(
-                "could not release the lease; a standby takes over when it expires: %s", exc
+                "could not release the lease; another poller takes over when it expires: %s", exc
             )
 
     # -- the active poller ----------------------------------------------------------------------
@@ -243,12 +288,17 @@ class Poller:
 
     def _client(self) -> UcwaClient:
         if self._ucwa is None:
-            transport = UcwaTransport(
+            # Only the event GET is cut short on stop: a batch being applied (its invitations
+            # accepted) finishes, and the reader stops before the next GET.
+            self._reader = InterruptibleTransport(
+                frozenset({"events"}),
                 read_timeout=self.settings.event_timeout_s + self.settings.read_margin_s,
                 observer=observe_ucwa_request,
                 options=self.transport_options,
             )
-            self._ucwa = UcwaClient(self.credentials, transport)
+            if not self._active():  # stopped while this was built: stop() saw no transport
+                self._reader.abort()
+            self._ucwa = UcwaClient(self.credentials, self._reader)
         return self._ucwa
 
     def _bootstrap(self) -> str:
@@ -302,7 +352,6 @@ class Poller:
         read_timeout = self.settings.event_timeout_s + self.settings.read_margin_s
         while self._active():
             try:
-                self._in_get = True
                 response = ucwa.request("GET", cursor, read_timeout=read_timeout, kind="events")
             except ue.PGetReplaced:
                 # Ours was replaced: only another reader can do that. Keep the cursor and re-park.
@@ -320,8 +369,6 @@ class Poller:
                 log.warning("event GET failed (%s); same cursor in %.1fs", exc, delay)
                 self._sleep(delay)
                 continue
-            finally:
-                self._in_get = False
             failures = 0
             cursor = self._take(response)
 
@@ -392,35 +439,49 @@ class Poller:
 
     # -- background duties ----------------------------------------------------------------------
     def _keep(self) -> None:
-        """Lease renewal, keep-alive, token renewal, idle conversations and the FIFO sweep."""
-        ucwa: UcwaClient | None = None
+        """Lease renewal, every third of its TTL, and nothing else: however slow UCWA answers
+        the duties of ``_tend``, the lease never lapses for it."""
+        with log_context(account=self.account_id):
+            while not self._lost.wait(self.settings.lease_ttl_s / 3):
+                try:
+                    # After an outage longer than the lease, take it back at once (same fence,
+                    # only if nobody took it meanwhile) rather than when the event GET returns.
+                    self.lease.renew_or_reclaim()
+                except LeaseLost:
+                    self._lost.set()
+                    self._abort(self._reader)
+                    self._abort(self._tender)
+                    return
+                except redis.RedisError as exc:
+                    if not redis_unavailable(exc):
+                        log.warning("lease renewal failed: %s", exc)
+                    self.outage.begin(
+                        exc, "keeping the session, renewing the lease when it is back"
+                    )
+
+    def _tend(self) -> None:
+        """Keep-alive, token renewal, idle conversations and the FIFO sweep."""
+        with log_context(account=self.account_id):
+            self._tender = InterruptibleTransport(
+                None, observer=observe_ucwa_request, options=self.transport_options
+            )
+            if self._lost.is_set():
+                self._tender.abort()
+            ucwa = UcwaClient(self.credentials, self._tender)
+            try:
+                self._tend_with(ucwa)
+            finally:
+                ucwa.close()
+
+    def _tend_with(self, ucwa: UcwaClient) -> None:
         last_activity = last_sweep = time.monotonic()
-        renew_every = self.settings.lease_ttl_s / 3
-        while not self._lost.wait(renew_every):
-            try:
-                # After an outage longer than the lease, take it back at once (same fence, only
-                # if nobody took it meanwhile) rather than when the parked event GET returns.
-                self.lease.renew_or_reclaim()
-            except LeaseLost:
-                self._lost.set()
-                self._close_listener()
-                return
-            except redis.RedisError as exc:
-                if not redis_unavailable(exc):
-                    log.warning("lease renewal failed: %s", exc)
-                self.outage.begin(exc, "keeping the session, renewing the lease when it is back")
-                continue
+        while not self._lost.wait(self.settings.lease_ttl_s / 3):
             app = self.app
-            if ucwa is None and app is not None:
-                transport = UcwaTransport(
-                    observer=observe_ucwa_request, options=self.transport_options
-                )
-                ucwa = UcwaClient(self.credentials, transport)
             try:
-                # Inside the try: a Redis error here must not end the thread that renews the lease.
+                # Inside the try: a Redis error here must not end the thread.
                 if self.outage.active:  # renewal alone also succeeds on a full server
                     probe_writable(self.redis)
-                if app is None or ucwa is None or self.sessions.load() is None:
+                if app is None or self.sessions.load() is None:
                     self.outage.end()
                     continue
                 ucwa.base_url = app.base_url
@@ -435,15 +496,14 @@ class Poller:
                     last_sweep = now
                     self._sweep(ucwa)
             except ue.UcwaError as exc:
-                log.warning("keep-alive step failed: %s", exc)
+                if not self._lost.is_set():
+                    log.warning("keep-alive step failed: %s", exc)
             except redis.RedisError as exc:
                 if not redis_unavailable(exc):
                     log.warning("keep-alive Redis step failed: %s", exc)
                 self.outage.begin(exc, "keeping the session, renewing the lease when it is back")
             else:
                 self.outage.end()
-        if ucwa is not None:
-            ucwa.close()
 
     def _refresh_token(self, ucwa: UcwaClient, app: Application) -> None:
         session = self.sessions.load()
@@ -465,21 +525,29 @@ class Poller:
                 main.seed_token(token.access_token, token.expires_at.timestamp(), host)
 
     def _sweep(self, ucwa: UcwaClient) -> None:
-        """End idle conversations with nothing waiting, and restart stalled recipient lines."""
+        """End the account's idle conversations with nothing waiting, and restart its stalled
+        recipient lines (each account's poller sweeps its own lines only)."""
         fifo = RecipientQueue(self.redis)
         for conv in self.registry.idle(self.settings.idle_conversation_s):
             stop = conv.links.get("stopMessaging")
-            pending = fifo.head(recipient_key(conv.remote, None)) if conv.remote else None
+            line = recipient_key(conv.remote, None, self.account_id) if conv.remote else None
+            pending = fifo.head(line) if line else None
             if stop and pending is None and conv.generation == self.generation:
                 try:
                     ucwa.request("POST", stop, kind="stopMessaging")
                 except ue.UcwaError as exc:
                     log.info("stopping idle conversation failed: %s", exc)
         stale = time.time() - 2 * self.settings.sweep_s
-        if not self._lines_seeded:
-            self._seed_lines()
-        for raw in self.redis.sscan_iter(LINES_KEY, count=500):
+        with _SEEDING:
+            if not _lines_seeded.is_set():
+                self._seed_lines()
+        # The lines named like this account's (its prefix; every line for the default account,
+        # whose lines have none), then only those that are its own.
+        mine = recipient_key("*", None, self.account_id)
+        for raw in self.redis.sscan_iter(LINES_KEY, match=mine, count=500):
             recipient = raw.decode()
+            if line_account(recipient) != self.account_id:
+                continue
             head = fifo.head(recipient)
             if head is None:
                 # Emptied by a TTL, or by a pop that raced this read: drop it unless refilled.
@@ -503,18 +571,14 @@ class Poller:
                 self.outbound.kick(recipient)
 
     def _seed_lines(self) -> None:
-        """Once per process: lines written before the set of lines existed join it (one scan
-        of the keyspace, on upgrade; every later sweep reads only the set)."""
+        """Once per process (whatever number of accounts it serves): lines written before the
+        set of lines existed join it (one scan of the keyspace, on upgrade; every later sweep
+        reads only the set)."""
         with self.redis.pipeline(transaction=False) as pipe:
             for key in self.redis.scan_iter(match="rcpt:*:fifo", count=1000):
                 pipe.sadd(LINES_KEY, key.decode()[len("rcpt:") : -len(":fifo")])
             pipe.execute()
-        self._lines_seeded = True
-
-    def _close_listener(self) -> None:
-        ucwa = self._ucwa
-        if ucwa is not None:
-            ucwa.close()
+        _lines_seeded.set()
 
     def _cursor_key(self) -> str:
         return f"poller:{self.account}:cursor"

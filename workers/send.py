@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from rq import get_current_job
 
+from bridge.config.accounts import DEFAULT_ID
 from bridge.config.redis_conn import connect
 from bridge.config.settings import Settings
 from bridge.hooks import status_events
@@ -34,21 +35,30 @@ def configure(sender: Sender) -> None:
 
 
 def build_sender(settings: Settings, send_settings: SendSettings | None = None) -> Sender:
-
-    assert settings.ucwa_username and settings.ucwa_password
-    credentials = Credentials(settings.ucwa_username, settings.ucwa_password)
+    """One sender per configured account, joined so that any of them sends a message as the
+    account it was accepted for; the default account's is returned."""
+    assert settings.accounts, "no UCWA account configured"
     client = connect(settings.redis_url)
     options = TransportOptions.from_settings(settings)
-    ucwa = UcwaClient(credentials, UcwaTransport(observer=observe_ucwa_request, options=options))
-    account = settings.ucwa_username.lower()
-    outbound = Outbound(
-        client,
-        MessageStore(client, record_ttl_s=settings.record_ttl_s),
-        on_final=with_send_metrics(status_events(account)),
-        account=account,
-    )
     knobs = replace(send_settings or SendSettings(), ucwa_timeout_s=float(settings.ucwa_timeout_s))
-    return Sender(client, ucwa, account, knobs, outbound)
+    store = MessageStore(client, record_ttl_s=settings.record_ttl_s)
+    senders = []
+    for account in settings.accounts:
+        credentials = Credentials(account.username, account.password)
+        ucwa = UcwaClient(
+            credentials, UcwaTransport(observer=observe_ucwa_request, options=options)
+        )
+        outbound = Outbound(
+            client,
+            store,
+            on_final=with_send_metrics(status_events(account.key)),
+            account=account.key,
+        )
+        sender = Sender(client, ucwa, account.key, knobs, outbound, account_id=account.id)
+        senders.append((account.default, sender))
+    first = next(sender for default, sender in senders if default)
+    first.join([sender for _, sender in senders if sender is not first])
+    return first
 
 
 def _current() -> Sender:
@@ -89,6 +99,9 @@ def check_message(message_id: str) -> str:
 def conversation_action(conversation_id: str, action: str) -> str:
     """End a conversation or show the bot typing in it (``POST /conversations/<id>/…``)."""
     sender = _current()
+    conversation = sender.registry.get(conversation_id)
+    account = (conversation.account if conversation else None) or DEFAULT_ID
+    sender = sender.peers.get(account, sender)  # the account whose application holds it
     actions = ConversationActions(
         sender.ucwa, sender.sessions, sender.registry, sender.publish_token
     )

@@ -57,10 +57,12 @@ from bridge.api.schemas import (
     parse_rfc3339,
     parse_send_request,
 )
+from bridge.api.sender_account import choose_account
+from bridge.config.accounts import DEFAULT_ID
 from bridge.config.redis_conn import connect
 from bridge.config.redis_faults import redis_unavailable
 from bridge.config.settings import Scope, Settings
-from bridge.observability.health import api_readiness, max_pulse_age_s
+from bridge.observability.health import accounts_readiness, api_readiness, max_pulse_age_s
 from bridge.observability.logging import (
     KEY_ID_ENVIRON,
     add_secrets,
@@ -82,6 +84,7 @@ from bridge.outbound.messages import (
     MessageRecord,
     MessageStore,
     NotCancellable,
+    recipient_key,
 )
 from bridge.outbound.outcomes import Outbound
 from bridge.outbound.status_events import status_hook
@@ -157,9 +160,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.add_url_rule(
         "/metrics",
         "metrics",
-        lambda: metrics_response(
-            client, (settings.ucwa_username or "").lower() or None, NOT_OBSERVED_BY_API
-        ),
+        lambda: metrics_response(client, settings.accounts or None, NOT_OBSERVED_BY_API),
         methods=["GET"],
     )
 
@@ -169,7 +170,11 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     conversations_api.init_app(
         app,
         conversations_api.ConversationViews(
-            client, ConversationRegistry(client, account), ConversationLog(client), store
+            client,
+            ConversationRegistry(client, account),
+            ConversationLog(client),
+            store,
+            tuple(ConversationRegistry(client, a.key, a.id) for a in settings.accounts),
         ),
     )
     app.register_blueprint(conversations_api.blueprint)
@@ -186,6 +191,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
             limits=services.limits,
             max_body_bytes=settings.max_body_bytes,
             default_validity_s=settings.default_validity_s,
+            accounts=settings.accounts,
         ),
     )
     app.register_blueprint(broadcasts_api.blueprint)
@@ -289,7 +295,7 @@ def send_message() -> Response:
     if gate is not None:
         return _send_gated(services, caller, gate)
     _count(services, caller)
-    record, body = _new_record(services)
+    record, body = _new_record(services, caller)
     claim = _claim(services, caller, body)
     if isinstance(claim, StoredResponse):
         return Response(
@@ -318,7 +324,7 @@ def _send_gated(services: Services, caller: Caller, gate: Gate) -> Response:
     A request refused before it (415, 400, 413, 422) still counts, and a 429 still wins.
     """
     try:
-        record, _ = _new_record(services)
+        record, _ = _new_record(services, caller)
     except Exception:
         _count(services, caller)
         raise
@@ -335,11 +341,22 @@ def _count(services: Services, caller: Caller) -> None:
     count_request(services.limiter, caller.key_id)
 
 
-def _new_record(services: Services) -> tuple[MessageRecord, Any]:
+def _new_record(services: Services, caller: Caller) -> tuple[MessageRecord, Any]:
     """The message in the request, validated and sanitised (4xx otherwise), and the body."""
     body = read_json(services.settings.max_body_bytes)
     payload = parse_send_request(body, services.limits)
     html = outgoing_html(payload, services.limits)
+    conversation = (
+        ConversationRegistry(services.redis, "").get(payload.conversation)
+        if payload.conversation
+        else None
+    )
+    account = choose_account(
+        services.settings.accounts,
+        caller,
+        payload.from_,
+        (conversation.account or DEFAULT_ID) if conversation else None,
+    )
     record = MessageRecord.new(
         to=payload.to,
         conversation=payload.conversation,
@@ -349,7 +366,13 @@ def _new_record(services: Services) -> tuple[MessageRecord, Any]:
         importance=payload.importance,
         validity_s=payload.validity or services.settings.default_validity_s,
         send_at=None if payload.send_at is None else parse_rfc3339(payload.send_at),
+        account=account,
     )
+    if payload.conversation and account != DEFAULT_ID:
+        # The line of the person the conversation is with, of this account.
+        person = conversation.remote if conversation else None
+        line = recipient_key(person, None if person else payload.conversation, account)
+        record = replace(record, line=line)
     return record, body
 
 
@@ -437,15 +460,25 @@ def healthz() -> Response:
 
 
 def readyz() -> Response:
+    """Ready when Redis takes writes and every configured account has a live poller; with
+    several accounts the answer also gives each account's state."""
     services = _services()
-    account = services.settings.ucwa_username
-    if account:
-        ok, reasons = api_readiness(services.redis, account.lower(), max_pulse_age_s())
+    accounts = services.settings.accounts
+    if accounts:
+        keys = [account.key for account in accounts]
+        ok, reasons = api_readiness(services.redis, keys, max_pulse_age_s())
     else:
         ok, reasons = readiness(services.redis)
-    if ok:
-        return _json({"status": "ready"})
-    return _json({"status": "not ready", "reasons": reasons}, status=503)
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready"}
+    if not ok:
+        body["reasons"] = reasons
+    if len(accounts) > 1 and not any(r.startswith("redis") for r in reasons):
+        _, by_key = accounts_readiness(services.redis, keys, max_pulse_age_s())
+        body["accounts"] = {
+            account.id: {"ready": not by_key[account.key], "reasons": by_key[account.key]}
+            for account in accounts
+        }
+    return _json(body, status=200 if ok else 503)
 
 
 def openapi() -> Response:

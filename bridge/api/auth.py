@@ -23,6 +23,8 @@ class Caller:
 
     key_id: str
     scopes: frozenset[Scope]
+    # The accounts the key may send from, its default first; None: every account.
+    accounts: tuple[str, ...] | None = None
 
 
 class Authenticator:
@@ -60,7 +62,7 @@ class Authenticator:
             )
         if not match.allows(scope):
             raise Problem(FORBIDDEN, f"this API key lacks the {scope.value!r} scope")
-        return Caller(match.key_id, match.scopes)
+        return Caller(match.key_id, match.scopes, match.accounts)
 
 
 def _bearer_token(authorization: str | None) -> str | None:

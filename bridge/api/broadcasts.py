@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
@@ -31,6 +31,8 @@ from bridge.api.problems import BROADCAST_NOT_FOUND, IDEMPOTENCY_IN_PROGRESS, Pr
 from bridge.api.rate_limit import RateLimiter, count_request
 from bridge.api.request_body import read_json
 from bridge.api.schemas import MAX_URI_CHARS, Limits, parse_rfc3339
+from bridge.api.sender_account import choose_account
+from bridge.config.accounts import Accounts
 from bridge.config.settings import Scope
 from bridge.observability.logging import KEY_ID_ENVIRON
 from bridge.outbound.broadcasts import (
@@ -64,6 +66,7 @@ class BroadcastViews:
     limits: Limits
     max_body_bytes: int
     default_validity_s: int
+    accounts: Accounts = field(default_factory=Accounts.none)
 
 
 def init_app(app: Flask, views: BroadcastViews) -> None:
@@ -99,6 +102,7 @@ def send_broadcast() -> Response:
         body = read_json(limit)
         payload = parse_broadcast_request(body, views.limits)
         html = outgoing_html(payload, views.limits)
+        account = choose_account(views.accounts, caller, payload.from_)
     except Exception:
         _count(views, caller)  # a refused request counts once; a 429 wins
         raise
@@ -116,6 +120,7 @@ def send_broadcast() -> Response:
                 validity_s=payload.validity or views.default_validity_s,
                 now=now,
                 send_at=send_at,
+                account=account,
             ),
             broadcast=broadcast_id,
             idempotency_key=header,

@@ -44,6 +44,15 @@ class ConversationViews:
     registry: ConversationRegistry
     log: ConversationLog
     store: MessageStore
+    # One registry per configured account, for ``remote``: each account has its own latest
+    # conversation with a person. Empty: the registry above alone.
+    account_registries: tuple[ConversationRegistry, ...] = ()
+
+    def by_remote(self, remote: str) -> Conversation | None:
+        """The latest conversation with ``remote`` of any account."""
+        found = [r.by_remote(remote) for r in self.account_registries or (self.registry,)]
+        live = [conv for conv in found if conv is not None]
+        return max(live, key=lambda conv: conv.created_at, default=None)
 
 
 def init_app(app: Flask, views: ConversationViews) -> None:
@@ -96,7 +105,7 @@ def list_conversations() -> Response:
     remote = (args.get("remote") or "").strip()
     if remote:
         # The registry keeps one conversation per person: the latest.
-        conv = views.registry.by_remote(remote)
+        conv = views.by_remote(remote)
         matches = conv is not None and (state == "all" or conv.alive) and cursor is None
         items = [conv.api_view()] if matches and conv is not None else []
         return jsonify({"items": items, "next_cursor": None})

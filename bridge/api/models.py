@@ -66,6 +66,9 @@ class Endpoint(_Strict):
     effective_event_types: list[str]
     enabled: bool = Field(description="as configured")
     allow_private: bool = Field(description="what delivery applies")
+    accounts: list[str] | None = Field(
+        description="the accounts whose events it receives; null: every account's"
+    )
     disabled: EndpointDisabled | None = Field(description="set when a 410 turned it off")
     active: bool = Field(description="enabled and not disabled: deliveries go out")
 

@@ -160,6 +160,11 @@ def _message_schema() -> dict[str, Any]:
                 "type": "string",
                 "description": "The broadcast that created it (POST /broadcasts), if any.",
             },
+            "from": {
+                "type": "string",
+                "description": "The id of the account it is sent as (default when the "
+                "deployment has one account).",
+            },
             "send_at": {
                 **time,
                 "description": "When the caller asked it to be sent; status scheduled until then.",
@@ -252,7 +257,11 @@ def _components(max_message_chars: int) -> dict[str, Any]:
                 "Missing or unknown API key.",
                 {"WWW-Authenticate": {"schema": {"type": "string"}}},
             ),
-            "Forbidden": _problem("The API key lacks the scope for this operation."),
+            "Forbidden": _problem(
+                "The API key lacks the scope for this operation, or (sending) may not send from "
+                "the account named in from, or that account is not configured (errors names "
+                "from)."
+            ),
             "MethodNotAllowed": _problem(
                 "Method not allowed.", {"Allow": {"schema": {"type": "string"}}}
             ),

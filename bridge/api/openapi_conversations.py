@@ -31,6 +31,10 @@ def conversation_schemas() -> dict[str, Any]:
             "active": {"type": "boolean", "description": "Still live on the UCWA server."},
             "started_at": _TIME,
             "last_activity_at": _TIME,
+            "account": {
+                "type": "string",
+                "description": "The id of the account whose application holds it.",
+            },
         },
     }
     entry = {

@@ -36,6 +36,7 @@ MALFORMED_JSON = ProblemType("malformed-json", 400, "Request body is not valid J
 INVALID_HEADER = ProblemType("invalid-header", 400, "A request header is invalid")
 UNAUTHORIZED = ProblemType("unauthorized", 401, "Missing or invalid API key")
 FORBIDDEN = ProblemType("forbidden", 403, "API key lacks the required scope")
+ACCOUNT_FORBIDDEN = ProblemType("account-forbidden", 403, "API key may not send from this account")
 NOT_FOUND = ProblemType("not-found", 404, "No such resource")
 MESSAGE_NOT_FOUND = ProblemType("message-not-found", 404, "No such message")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed")

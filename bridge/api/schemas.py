@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from bridge.api.problems import PAYLOAD_TOO_LARGE, VALIDATION, FieldError, Problem
+from bridge.config.accounts import ACCOUNT_ID
 from bridge.config.settings import MAX_VALIDITY_S
 from bridge.outbound.message_index import SCHEDULE_HORIZON_S
 from bridge.ucwa.text import unencodable
@@ -104,6 +105,18 @@ class MessageBody(BaseModel):
         ),
     ]
 
+    from_: Annotated[
+        str | None,
+        Field(
+            default=None,
+            alias="from",
+            pattern=ACCOUNT_ID.pattern,
+            description="Id of the account to send as (see BRIDGE_ACCOUNTS); when absent, the "
+            "first account the API key is bound to, else the default account. A reply into a "
+            "conversation goes from the conversation's account.",
+            examples=["bot"],
+        ),
+    ]
     send_at: Annotated[
         str | None,
         Field(

@@ -15,9 +15,11 @@ from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 
+from bridge.config.accounts import DEFAULT_ID, AccountsError, load_accounts
 from bridge.config.values import ConfigError
 from bridge.config.variables import (
     COMMANDS,
+    ONE_ACCOUNT,
     PREFIX,
     BridgeEnvironment,
     fields_of,
@@ -75,13 +77,49 @@ def read_environment(
             continue
         if name == "api_keys" and model.auth_disabled:
             continue
+        if use_of(name).when == ONE_ACCOUNT and (
+            _given(env, "accounts") or _given(env, "accounts_file")
+        ):
+            continue
         problems.append((variable(name), f"is required ({_hint(name)})"))
     problems.extend(_disagreements(model, set(fields) & given - failed))
+    if "accounts" in fields and not failed & set(ACCOUNT_FIELDS):
+        try:
+            signing_in = any(c in ("worker", "poller") for c in commands)
+            accounts = load_accounts(accounts_environ(model), need_passwords=signing_in)
+        except AccountsError as exc:
+            problems.append((exc.variable, exc.problem))
+        else:
+            known = set(accounts.ids) or {DEFAULT_ID}
+            for index, key in enumerate(model.api_keys):
+                unknown = [a for a in key.accounts or () if a not in known]
+                if unknown:
+                    problems.append(
+                        (
+                            variable("api_keys"),
+                            f"entry {index + 1} names unknown accounts {', '.join(unknown)} "
+                            f"(configured: {', '.join(sorted(known))})",
+                        )
+                    )
     problems.sort(key=lambda p: _ORDER.get(p[0].removeprefix(PREFIX).lower(), len(_ORDER)))
     problems.extend(unknown_names(env))
     if problems:
         raise ConfigError.of(problems)
     return model
+
+
+ACCOUNT_FIELDS = (
+    "accounts",
+    "accounts_file",
+    "ucwa_username",
+    "ucwa_password",
+    "ucwa_discovery_url",
+)
+
+
+def accounts_environ(model: BridgeEnvironment) -> dict[str, str]:
+    """The account variables of a checked model, as ``load_accounts`` reads them."""
+    return {variable(name): str(getattr(model, name) or "") for name in ACCOUNT_FIELDS}
 
 
 def commands_requiring(name: str, commands: Iterable[str]) -> bool:

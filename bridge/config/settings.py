@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bridge.config.environment import read_environment, read_variables
+from bridge.config.accounts import Account, Accounts, load_accounts
+from bridge.config.environment import accounts_environ, read_environment, read_variables
 from bridge.config.values import (
     CONFIG_EXIT_CODE,
     MIN_API_KEY_LENGTH,
@@ -30,6 +31,8 @@ __all__ = [
     "MIN_API_KEY_LENGTH",
     "PREFIX",
     "ROLES",
+    "Account",
+    "Accounts",
     "ApiKey",
     "ConfigError",
     "RateLimit",
@@ -89,6 +92,8 @@ class Settings:
     ucwa_max_body_bytes: int = 4 * 1024 * 1024
     ucwa_trusted_hosts: tuple[str, ...] = ()
     ucwa_connection_idle_s: float = 30.0
+    # Every account the deployment speaks as; the single-account variables make one, default.
+    accounts: Accounts = field(default_factory=Accounts.none)
 
     def __repr__(self) -> str:
         return (
@@ -106,7 +111,8 @@ class Settings:
             f"ucwa_tls_verify={self.ucwa_tls_verify}, ucwa_ca_bundle={self.ucwa_ca_bundle!r}, "
             f"ucwa_timeout_s={self.ucwa_timeout_s}, "
             f"ucwa_max_body_bytes={self.ucwa_max_body_bytes}, "
-            f"ucwa_trusted_hosts={self.ucwa_trusted_hosts!r})"
+            f"ucwa_trusted_hosts={self.ucwa_trusted_hosts!r}, "
+            f"accounts={list(self.accounts.ids)!r})"
         )
 
     __str__ = __repr__
@@ -152,7 +158,14 @@ class Settings:
             ucwa_max_body_bytes=env.ucwa_max_body_bytes,
             ucwa_trusted_hosts=env.ucwa_trusted_hosts,
             ucwa_connection_idle_s=env.ucwa_connection_idle_s,
+            accounts=load_accounts(
+                accounts_environ(env), need_passwords=role in ("worker", "poller", "demo")
+            ),
         )
+
+    @property
+    def default_account(self) -> Account | None:
+        return self.accounts.default
 
 
 def gunicorn_limits(env: BridgeEnvironment | Mapping[str, str]) -> dict[str, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from bridge.config.redis_conn import SENTINEL_SCHEME, RedisUrlError, parse_sentinel_url
 
 CONFIG_EXIT_CODE = 78  # EX_CONFIG from sysexits.h
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # an account id
 MIN_API_KEY_LENGTH = 16
 _RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
@@ -55,6 +57,8 @@ class ApiKey:
 
     secret: str = field(repr=False)
     scopes: frozenset[Scope] = frozenset(Scope)
+    # The ids of the accounts it may send from, first its default; None: every account.
+    accounts: tuple[str, ...] | None = None
 
     @property
     def key_id(self) -> str:
@@ -153,9 +157,23 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
     name, known or not.
     """
     keys: list[tuple[str, set[Scope] | None]] = []
+    bound: dict[int, tuple[str, ...]] = {}  # entry index -> the accounts after its '@'
     for token in (part.strip() for part in raw.split(",")):
         if not token:
             continue
+        token, at, account_text = token.partition("@")
+        if at:
+            accounts = tuple(a.strip() for a in account_text.split("|"))
+            if not all(ACCOUNT_NAME.fullmatch(a) for a in accounts):
+                raise ValueError(
+                    f"entry {len(keys) + 1}: after '@' come account ids separated by '|' "
+                    "(a key itself may not contain '@')"
+                )
+            index = (
+                len(keys) - 1 if ":" not in token and len(token) < MIN_API_KEY_LENGTH else len(keys)
+            )
+            bound[index] = accounts
+            token = token.strip()
         secret, sep, scope_text = token.partition(":")
         scoped_before = bool(keys) and keys[-1][1] is not None
         if not sep and len(token) < MIN_API_KEY_LENGTH and token.isalpha():
@@ -179,8 +197,8 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
     if len({secret for secret, _ in keys}) != len(keys):
         raise ValueError("the same key is listed twice")
     return tuple(
-        ApiKey(secret, frozenset(Scope) if scopes is None else frozenset(scopes))
-        for secret, scopes in keys
+        ApiKey(secret, frozenset(Scope) if scopes is None else frozenset(scopes), bound.get(index))
+        for index, (secret, scopes) in enumerate(keys)
     )
 
 

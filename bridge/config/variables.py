@@ -30,6 +30,8 @@ EVERY = frozenset(COMMANDS)
 WITH_REDIS = frozenset({API, WORKER, POLLER, HEALTH, QUARANTINE})
 UCWA = frozenset({WORKER, POLLER})
 WEBHOOKS = frozenset({API, WORKER, POLLER})  # the api serves the delivery log and replay
+ACCOUNT_USERS = frozenset({API, WORKER, POLLER, HEALTH, QUARANTINE})
+ONE_ACCOUNT = "unless BRIDGE_ACCOUNTS or BRIDGE_ACCOUNTS_FILE is set"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The Svix schedule: the first try at once, then retries 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and
 # 10 h after each failure: eight tries over about 28 hours, then dead-lettered.
@@ -208,22 +210,30 @@ class BridgeEnvironment(BaseSettings):
         description="readiness fails when the poller's last event GET completed longer ago",
     )
 
-    # The UCWA account
-    ucwa_discovery_url: Annotated[HttpUrl | None, Use(UCWA, UCWA)] = Field(
-        None, description="the autodiscover root, e.g. https://lyncdiscover.contoso.com"
+    # The UCWA accounts: several (BRIDGE_ACCOUNTS or BRIDGE_ACCOUNTS_FILE), or one
+    accounts: Annotated[str | None, NoDecode, Use(ACCOUNT_USERS, secret=True)] = Field(
+        None,
+        description="accounts as a JSON list of {id, username, password or password_file, "
+        "discovery_url, default}",
+        repr=False,
+    )
+    accounts_file: Annotated[str | None, Use(ACCOUNT_USERS)] = Field(
+        None, description="accounts from a YAML or JSON file (a list, or {accounts: [...]})"
+    )
+    ucwa_discovery_url: Annotated[HttpUrl | None, Use(UCWA, UCWA, ONE_ACCOUNT)] = Field(
+        None,
+        description="the autodiscover root, e.g. https://lyncdiscover.contoso.com; with "
+        "BRIDGE_ACCOUNTS, for entries that give none",
     )
     ucwa_username: Annotated[
         str | None,
-        Use(
-            frozenset({API, WORKER, POLLER, HEALTH, QUARANTINE}),
-            frozenset({WORKER, POLLER, QUARANTINE}),
-        ),
+        Use(ACCOUNT_USERS, frozenset({WORKER, POLLER, QUARANTINE}), ONE_ACCOUNT),
     ] = Field(
         None,
-        description="the bot account (password grant); the api and health check its poller's "
-        "readiness with it",
+        description="the bot account (password grant), named default; the api and health "
+        "check its poller's readiness with it",
     )
-    ucwa_password: Annotated[str | None, Use(UCWA, UCWA, secret=True)] = Field(
+    ucwa_password: Annotated[str | None, Use(UCWA, UCWA, ONE_ACCOUNT, secret=True)] = Field(
         None, description="the bot account's password", repr=False
     )
     ucwa_tls_verify: Annotated[Flag, Use(UCWA)] = Field(

@@ -15,6 +15,7 @@ from functools import partial
 
 import redis
 
+from bridge.config.accounts import DEFAULT_ID
 from bridge.inbound.quarantine import Quarantine, passes_through
 from bridge.outbound.messages import MessageNotFound
 from bridge.outbound.outcomes import Outbound
@@ -61,10 +62,12 @@ class EventSink:
         account: str,
         outbound: Outbound | None = None,
         inbound_hook: InboundHook | None = None,
+        account_id: str = DEFAULT_ID,
     ) -> None:
         self.redis = client
         self.account = account
-        self.registry = ConversationRegistry(client, account)
+        self.account_id = account_id
+        self.registry = ConversationRegistry(client, account, account_id)
         self.outbound = outbound or Outbound(client, account=account)
         self.inbound_hook = inbound_hook
         self.quarantine = Quarantine(client, account)

@@ -16,6 +16,7 @@ from urllib.parse import urljoin
 import redis
 from redis.client import Pipeline
 
+from bridge.config.accounts import DEFAULT_ID
 from bridge.config.redis_text import text_or_none
 from bridge.session.conversations import Conversation, ConversationLog, conversation_id
 from bridge.ucwa.datauri import DataContent, decode_data_uri, html_to_text
@@ -211,9 +212,11 @@ class InboundEvents:
         ended_events: bool = False,
         state_ttl_s: int = STATE_TTL_S,
         reader: redis.Redis | None = None,
+        account_id: str = DEFAULT_ID,
     ) -> None:
         self.endpoints = list(endpoints)
         self.account = account
+        self.account_id = account_id  # the receiving account, named in every event
         self.settings = settings
         self.clock = clock
         self.typing_events = typing_events and self._wanted(EventType.CONVERSATION_TYPING)
@@ -367,6 +370,7 @@ class InboundEvents:
             "text": body.text,
             "html": body.html,
             "received_at": rfc3339(timestamp or now),
+            "account": self.account_id,
         }
         event = new_event(EventType.MESSAGE_RECEIVED, data, now)
         event["id"] = event_id_for(EventType.MESSAGE_RECEIVED, message_id)
@@ -394,6 +398,7 @@ class InboundEvents:
             },
             "typing": notice.typing,
             "at": rfc3339(now),
+            "account": self.account_id,
         }
         return [new_event(EventType.CONVERSATION_TYPING, data, now)]
 
@@ -412,6 +417,7 @@ class InboundEvents:
                 "name": conversation.remote_name if conversation else None,
             },
             "ended_at": rfc3339(now),
+            "account": self.account_id,
         }
         event = new_event(EventType.CONVERSATION_ENDED, data, now)
         event["id"] = event_id_for(EventType.CONVERSATION_ENDED, conv_id)

@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -80,23 +80,43 @@ def poller_reasons(
 
 def api_readiness(
     client: redis.Redis,
-    account: str,
+    account: str | Sequence[str],
     max_pulse_age_s: float = DEFAULT_MAX_PULSE_AGE_S,
     now: float | None = None,
 ) -> Result:
-    """Whether accepted messages can be sent: Redis answers and the account's poller is live."""
+    """Whether accepted messages can be sent: Redis answers and every account's poller is live
+    (``account``: one account's key, or several). With several, each reason starts with the
+    account it is about."""
     reasons = redis_reasons(client, writes=True)
-    if not reasons:
-        try:
-            reasons = poller_reasons(client, account, max_pulse_age_s, now)
-        except redis.RedisError as exc:
-            reasons = [f"redis: {type(exc).__name__}"]
+    if reasons:
+        return False, reasons
+    _, by_account = accounts_readiness(client, account, max_pulse_age_s, now)
+    several = not isinstance(account, str) and len(account) > 1
+    for key, own in by_account.items():
+        reasons.extend(f"{key}: {reason}" if several else reason for reason in own)
     return not reasons, reasons
+
+
+def accounts_readiness(
+    client: redis.Redis,
+    account: str | Sequence[str],
+    max_pulse_age_s: float = DEFAULT_MAX_PULSE_AGE_S,
+    now: float | None = None,
+) -> tuple[bool, dict[str, list[str]]]:
+    """Each account's reasons not to be ready (none: ready), by the account's key."""
+    keys = [account] if isinstance(account, str) else list(account)
+    found: dict[str, list[str]] = {}
+    for key in keys:
+        try:
+            found[key] = poller_reasons(client, key, max_pulse_age_s, now)
+        except redis.RedisError as exc:
+            found[key] = [f"redis: {type(exc).__name__}"]
+    return not any(found.values()), found
 
 
 def poller_health(
     client: redis.Redis,
-    account: str,
+    account: str | Sequence[str],
     max_pulse_age_s: float = DEFAULT_MAX_PULSE_AGE_S,
     now: float | None = None,
 ) -> Result:
@@ -151,7 +171,7 @@ def worker_health(
 def check(
     role: str,
     redis_url: str,
-    account: str | None = None,
+    account: str | Sequence[str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     out: TextIO | None = None,

@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from bridge.config.accounts import ACCOUNT_ID, DEFAULT_ID, MAX_ACCOUNTS
 from bridge.inbound.quarantine import Quarantine
 from bridge.outbound.messages import MessageRecord, MessageStatus, parse_time
 from bridge.session.lease import PollerLease
@@ -46,8 +47,8 @@ OTHER = "other"
 
 SENDS = Counter(
     "ucwa_bridge_sends_total",
-    "Messages that reached a final status, by status and bridge error code.",
-    ["outcome", "error_code"],
+    "Messages that reached a final status, by status, bridge error code and account.",
+    ["outcome", "error_code", "account"],
 )
 SEND_LATENCY = Histogram(
     "ucwa_bridge_send_latency_seconds",
@@ -124,6 +125,7 @@ class BoundedLabel:
 
 _kind_label = BoundedLabel(32)
 _error_label = BoundedLabel(40, r"^[a-z][a-z0-9_]{0,39}$")
+_account_label = BoundedLabel(MAX_ACCOUNTS, ACCOUNT_ID.pattern)
 
 
 def observe_ucwa_request(kind: str, method: str, status: int | None, seconds: float) -> None:
@@ -144,7 +146,8 @@ def record_send_outcome(record: MessageRecord) -> None:
     if not record.status.is_terminal:
         return
     code = _error_label(record.error.code) if record.error is not None else "none"
-    SENDS.labels(outcome=record.status.value, error_code=code).inc()
+    account = _account_label(record.account or DEFAULT_ID)
+    SENDS.labels(outcome=record.status.value, error_code=code, account=account).inc()
     if record.status is MessageStatus.DELIVERED:
         delivered = record.history.get(MessageStatus.DELIVERED.value)
         try:
@@ -218,14 +221,29 @@ def _observe_http_request(response: Response) -> Response:
     return response
 
 
+# Accounts as metric labels: ``(id, key)`` pairs; the key names the account's Redis state.
+AccountLabels = tuple[tuple[str, str], ...]
+
+
+def account_labels(accounts: Any) -> AccountLabels:
+    """``(id, key)`` for each of ``accounts`` (``bridge.config.accounts.Accounts``), or for a
+    single account's key as the account ``default``."""
+    if accounts is None:
+        return ()
+    if isinstance(accounts, str):
+        return ((DEFAULT_ID, accounts.lower()),)
+    return tuple((account.id, account.key) for account in accounts)
+
+
 class RedisStateCollector(Collector):
-    """Gauges computed from Redis on every scrape: queues, RQ registries, poller and session."""
+    """Gauges computed from Redis on every scrape: queues, RQ registries, and per account its
+    poller and session (label ``account``, bounded by the configured accounts)."""
 
     def __init__(
-        self, client: redis.Redis, account: str | None, queues: tuple[str, ...] = QUEUES
+        self, client: redis.Redis, accounts: Any = None, queues: tuple[str, ...] = QUEUES
     ) -> None:
         self.client = client
-        self.account = account.lower() if account else None
+        self.accounts = account_labels(accounts)
         self.queues = queues
 
     def collect(self) -> Iterator[Metric]:
@@ -261,38 +279,46 @@ class RedisStateCollector(Collector):
                 # cleanup=False: a scrape observes; RQ's own maintenance moves stale entries.
                 jobs.add_metric([name, state], registry.get_job_count(cleanup=False))
         yield jobs
-        if self.account is None:
+        if not self.accounts:
             return
-        store = SessionStore(self.client, self.account)
         lag = GaugeMetricFamily(
             "ucwa_bridge_poller_lag_seconds",
-            "Seconds since the poller's last completed event GET; +Inf if it never reported.",
+            "Seconds since the account's poller's last completed event GET; +Inf if it never "
+            "reported.",
+            labels=["account"],
         )
-        pulse = store.last_pulse()
-        lag.add_metric([], max(0.0, time.time() - pulse) if pulse is not None else math.inf)
-        yield lag
         lease = GaugeMetricFamily(
-            "ucwa_bridge_poller_lease_held", "Whether some poller holds the account's lease."
+            "ucwa_bridge_poller_lease_held",
+            "Whether some poller holds the account's lease.",
+            labels=["account"],
         )
-        lease.add_metric([], 1 if PollerLease.current(self.client, self.account) else 0)
-        yield lease
-        session = store.load()
-        current = "missing" if session is None else session.state
-        if current not in SESSION_STATES:
-            current = OTHER
         states = GaugeMetricFamily(
             "ucwa_bridge_session_state",
-            "1 for the UCWA session's current state, 0 for the others.",
-            labels=["state"],
+            "1 for the account's UCWA session's current state, 0 for the others.",
+            labels=["account", "state"],
         )
-        for name in (*SESSION_STATES, OTHER):
-            states.add_metric([name], 1 if name == current else 0)
-        yield states
         held = GaugeMetricFamily(
             "ucwa_bridge_quarantined_events",
             "Entries in the account's quarantine list (capped); see `ucwa-bridge quarantine`.",
+            labels=["account"],
         )
-        held.add_metric([], Quarantine(self.client, self.account).size())
+        for account_id, key in self.accounts:
+            store = SessionStore(self.client, key)
+            pulse = store.last_pulse()
+            lag.add_metric(
+                [account_id], max(0.0, time.time() - pulse) if pulse is not None else math.inf
+            )
+            lease.add_metric([account_id], 1 if PollerLease.current(self.client, key) else 0)
+            session = store.load()
+            current = "missing" if session is None else session.state
+            if current not in SESSION_STATES:
+                current = OTHER
+            for name in (*SESSION_STATES, OTHER):
+                states.add_metric([account_id, name], 1 if name == current else 0)
+            held.add_metric([account_id], Quarantine(self.client, key).size())
+        yield lag
+        yield lease
+        yield states
         yield held
 
 
@@ -310,7 +336,7 @@ class _Combined(Collector):
 
 def render_metrics(
     client: redis.Redis | None = None,
-    account: str | None = None,
+    account: Any = None,
     exclude: frozenset[str] = frozenset(),
 ) -> tuple[bytes, str]:
     """The exposition body and its content type: every process's counters when
@@ -330,7 +356,7 @@ def render_metrics(
 
 def metrics_response(
     client: redis.Redis | None = None,
-    account: str | None = None,
+    account: Any = None,
     exclude: frozenset[str] = frozenset(),
 ) -> Response:
     """A Flask response for ``GET /metrics``."""

@@ -221,7 +221,7 @@ class Intake:
         conversation = ConversationRegistry(self._redis, "").get(record.conversation)
         if conversation is None or not conversation.remote:
             return record
-        return replace(record, line=recipient_key(conversation.remote, None))
+        return replace(record, line=recipient_key(conversation.remote, None, record.account))
 
     def submit_gated(
         self, record: MessageRecord, gate: Gate

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from bridge.config.accounts import DEFAULT_ID
 from bridge.config.redis_text import text
 from bridge.outbound.message_index import INDEX_FUNCTION, index_keys, member, reindex, trim_bound
 
@@ -140,13 +141,35 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def recipient_key(to: str | None, conversation: str | None) -> str:
-    """The FIFO name: the lowercased SIP URI, or ``conv:<id>`` for a reply into a conversation."""
+# The account whose lines keep the names they had before there were several accounts.
+DEFAULT_ACCOUNT = DEFAULT_ID
+_ACCOUNT_MARK = "|"  # never in a SIP URI or a conversation id
+
+
+def recipient_key(to: str | None, conversation: str | None, account: str | None = None) -> str:
+    """The FIFO name: the lowercased SIP URI, or ``conv:<id>`` for a reply into a conversation;
+    ``<account>|`` before it for every account but ``default``: one line per account and
+    person, since each account is a sender of its own."""
     if to is not None:
-        return to.strip().lower()
-    if conversation is not None:
-        return f"conv:{conversation}"
-    raise ValueError("a message needs a recipient or a conversation")
+        base = to.strip().lower()
+    elif conversation is not None:
+        base = f"conv:{conversation}"
+    else:
+        raise ValueError("a message needs a recipient or a conversation")
+    if account is None or account == DEFAULT_ACCOUNT:
+        return base
+    return f"{account}{_ACCOUNT_MARK}{base}"
+
+
+def line_account(line: str) -> str:
+    """The account a line (``recipient_key``) belongs to."""
+    account, mark, _ = line.partition(_ACCOUNT_MARK)
+    return account if mark else DEFAULT_ACCOUNT
+
+
+def line_person(line: str) -> str:
+    """A line's name without its account: the SIP URI or ``conv:<id>``."""
+    return line.partition(_ACCOUNT_MARK)[2] or line
 
 
 def record_key(message_id: str) -> str:
@@ -233,6 +256,9 @@ class MessageRecord:
     send_at: str | None = None
     # The broadcast (``POST /broadcasts``) that created it, if one did.
     broadcast: str | None = None
+    # The id of the account it is sent as (``from``); None in records older than accounts,
+    # which are the default account's.
+    account: str | None = None
 
     def late_success(self, status: MessageStatus) -> bool:
         """Whether ``status`` is a success UCWA reported after the message ended unknown."""
@@ -263,6 +289,7 @@ class MessageRecord:
         message_id: str | None = None,
         now: float | None = None,
         send_at: float | None = None,
+        account: str | None = None,
     ) -> MessageRecord:
         """A new record; with ``send_at`` later than ``now`` it is ``scheduled`` and its
         validity runs from ``send_at``."""
@@ -290,6 +317,10 @@ class MessageRecord:
             step=status.value,
             history={status.value: created},
             send_at=None if send_at is None else format_time(send_at),
+            account=account,
+            line=recipient_key(to, None, account)
+            if to and account not in (None, DEFAULT_ACCOUNT)
+            else None,
         )
 
     @property
@@ -343,6 +374,7 @@ class MessageRecord:
             view["send_at"] = self.send_at
         if self.broadcast is not None:
             view["broadcast"] = self.broadcast
+        view["from"] = self.account or DEFAULT_ACCOUNT
         if self.text is not None:
             view["text"] = self.text
         else:

@@ -19,6 +19,7 @@ from redis.lock import Lock
 
 from bridge.config.redis_faults import redis_unavailable
 from bridge.outbound.messages import (
+    DEFAULT_ACCOUNT,
     OUTCOME_UNKNOWN,
     MessageError,
     MessageNotFound,
@@ -83,6 +84,7 @@ class Sender:
         settings: SendSettings | None = None,
         outbound: Outbound | None = None,
         rng: random.Random | None = None,
+        account_id: str = DEFAULT_ACCOUNT,
     ) -> None:
         self.redis = client
         self.ucwa = ucwa
@@ -90,8 +92,23 @@ class Sender:
         self.outbound = outbound or Outbound(client, account=account)
         self.store: MessageStore = self.outbound.store
         self.sessions = SessionStore(client, account)
-        self.registry = ConversationRegistry(client, account)
+        self.registry = ConversationRegistry(client, account, account_id)
         self.rng = rng or random.Random()
+        self.account_id = account_id
+        # The senders of the deployment's other accounts, by id: a message goes out through the
+        # account it was accepted for, whichever worker runs its job.
+        self.peers: dict[str, Sender] = {account_id: self}
+
+    def join(self, others: list[Sender]) -> None:
+        """Let every one of ``others`` and this one hand messages to each other by account."""
+        group = [self, *others]
+        peers = {sender.account_id: sender for sender in group}
+        for sender in group:
+            sender.peers = peers
+
+    def _seat(self, record: MessageRecord) -> Sender | None:
+        """The sender of the record's account (None when that account is not configured)."""
+        return self.peers.get(record.account or DEFAULT_ACCOUNT)
 
     # -- entry points -------------------------------------------------------------------------
     def run(self, message_id: str) -> str:
@@ -117,6 +134,30 @@ class Sender:
             record = self.store.get(message_id)
         except MessageNotFound:
             return "unknown"
+        seat = self._seat(record)
+        if seat is None:
+            return self._unknown_account(record)
+        return seat._run_record(record)
+
+    def _unknown_account(self, record: MessageRecord) -> str:
+        """The record's account is not configured (any more): it cannot be sent as it."""
+        if record.status.is_terminal:
+            self.outbound.advance(record)
+            return "final"
+        if record.step.startswith("posting") or record.step in WAITING_STEPS:
+            # Something of it may be with UCWA: only that account's events or watchdog can
+            # tell, once the account is configured again. Never sent as another account.
+            return "waiting"
+        self._fail(
+            record,
+            MessageStatus.FAILED,
+            "unknown_account",
+            f"the account {record.account!r} is not configured",
+        )
+        return "failed"
+
+    def _run_record(self, record: MessageRecord) -> str:
+        message_id = record.id
         if record.status.is_terminal:
             self.outbound.advance(record)
             return "final"
@@ -252,6 +293,13 @@ class Sender:
             record = self.store.get(message_id)
         except MessageNotFound:
             return "unknown"
+        seat = self._seat(record)
+        if seat is None:
+            return self._recheck(record)
+        return seat._check_record(record)
+
+    def _check_record(self, record: MessageRecord) -> str:
+        message_id = record.id
         if record.status.is_terminal or record.step not in WAITING_STEPS:
             return "settled"
         href = record.invitation_href if record.step == "invited" else record.message_href

@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.client import Pipeline
 
-from bridge.outbound.messages import MessageRecord, MessageStatus
+from bridge.outbound.messages import DEFAULT_ACCOUNT, MessageRecord, MessageStatus
 from bridge.session.conversations import conversation_id
 from bridge.webhooks.endpoints import WebhookEndpoint
 from bridge.webhooks.events import EventType, new_event
@@ -49,6 +49,7 @@ def status_data(record: MessageRecord, account: str | None = None) -> dict[str, 
         "error": asdict(record.error) if record.error else None,
         "history": dict(record.history),
         "attempts": record.attempts,
+        "account": record.account or DEFAULT_ACCOUNT,
     }
     if record.broadcast is not None:
         data["broadcast"] = record.broadcast

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import redis
 
+from bridge.config.accounts import DEFAULT_ID
 from bridge.config.redis_text import text
 
 RETENTION_S = 7 * 86_400
@@ -56,6 +57,8 @@ class Conversation:
     seen_messages: int = 0
     created_at: float = 0.0
     last_activity: float = 0.0
+    # The id of the account whose application holds it; None: the default account's.
+    account: str | None = None
 
     @property
     def alive(self) -> bool:
@@ -96,16 +99,25 @@ class Conversation:
             "active": self.alive,
             "started_at": _rfc3339(self.created_at),
             "last_activity_at": _rfc3339(self.last_activity),
+            "account": self.account or DEFAULT_ID,
         }
 
 
 class ConversationRegistry:
     """Keys: ``conv:<id>`` (JSON), ``conv:href:<href>`` → id, ``conv:remote:<sip>`` → id,
-    ``conv:active`` (sorted set of live conversation ids by last activity)."""
+    ``conv:active`` (sorted set of live conversation ids by last activity). The last two are
+    per account: an account other than ``default`` has ``conv:remote:<account>|<sip>`` and
+    ``conv:active:<account>``. ``account`` is the account's key (its Redis name), ``account_id``
+    its public id; ids and records are shared by all accounts (an id names one application's
+    conversation)."""
 
-    def __init__(self, client: redis.Redis, account: str) -> None:
+    def __init__(self, client: redis.Redis, account: str, account_id: str = DEFAULT_ID) -> None:
         self.client = client
         self.account = account
+        self.account_id = account_id
+        own = account_id != DEFAULT_ID
+        self._remote_prefix = f"conv:remote:{account_id}|" if own else "conv:remote:"
+        self.active_key = f"{ACTIVE_KEY}:{account_id}" if own else ACTIVE_KEY
 
     @staticmethod
     def _key(cid: str) -> str:
@@ -142,19 +154,21 @@ class ConversationRegistry:
         return found
 
     def by_remote(self, remote: str) -> Conversation | None:
-        cid = self.client.get(f"conv:remote:{remote.lower()}")
+        cid = self.client.get(self._remote_prefix + remote.lower())
         return self.get(text(cid)) if cid else None
 
     def save(self, conv: Conversation, pipe: redis.client.Pipeline) -> None:
+        if conv.account is None and self.account_id != DEFAULT_ID:
+            conv.account = self.account_id
         pipe.set(self._key(conv.id), json.dumps(asdict(conv)), ex=RETENTION_S)
         pipe.set(f"conv:href:{conv.href}", conv.id, ex=RETENTION_S)
         if conv.remote:
-            pipe.set(f"conv:remote:{conv.remote.lower()}", conv.id, ex=RETENTION_S)
+            pipe.set(self._remote_prefix + conv.remote.lower(), conv.id, ex=RETENTION_S)
         if conv.alive:
-            pipe.zadd(ACTIVE_KEY, {conv.id: conv.last_activity})
-            pipe.expire(ACTIVE_KEY, RETENTION_S)  # gone a week after the last live one
+            pipe.zadd(self.active_key, {conv.id: conv.last_activity})
+            pipe.expire(self.active_key, RETENTION_S)  # gone a week after the last live one
         else:
-            pipe.zrem(ACTIVE_KEY, conv.id)
+            pipe.zrem(self.active_key, conv.id)
         # Listed by start time, which never changes, so pages stay put while conversations move.
         # Trimmed first: a conversation that outlives the retention comes back with its save.
         pipe.zremrangebyscore(RECENT_KEY, "-inf", f"({time.time() - RETENTION_S}")
@@ -194,11 +208,11 @@ class ConversationRegistry:
         return found, last if more else None
 
     def active(self) -> list[Conversation]:
-        return self.get_many([text(cid) for cid in self.client.zrange(ACTIVE_KEY, 0, -1)])
+        return self.get_many([text(cid) for cid in self.client.zrange(self.active_key, 0, -1)])
 
     def idle(self, older_than: float, now: float | None = None) -> list[Conversation]:
         limit = (now or time.time()) - older_than
-        ids = [text(cid) for cid in self.client.zrangebyscore(ACTIVE_KEY, 0, limit)]
+        ids = [text(cid) for cid in self.client.zrangebyscore(self.active_key, 0, limit)]
         return [conv for conv in self.get_many(ids) if conv.alive]
 
     def forget_live_state(self, pipe: redis.client.Pipeline) -> None:
@@ -212,7 +226,7 @@ class ConversationRegistry:
             conv.messaging_state = "Disconnected"
             conv.links = {}
             self.save(conv, pipe)
-        pipe.delete(ACTIVE_KEY)
+        pipe.delete(self.active_key)
 
 
 def log_key(cid: str) -> str:

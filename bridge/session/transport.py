@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -384,3 +385,52 @@ def _raw_headers(raw: requests.Response) -> list[tuple[str, str]]:
 
 
 __all__ = ["ConnectionLost", "DeliveryUnknown", "NotSent", "UcwaError", "UcwaTransport", "absolute"]
+
+
+class InterruptibleTransport(UcwaTransport):
+    """A transport whose requests of ``kinds`` (None: all) another thread can cut short.
+
+    ``abort()`` shuts their sockets down through their deadlines (the way an expired deadline
+    ends a blocked read) and refuses new ones with ``NotSent``: a parked event GET ends at once,
+    not when its long poll times out."""
+
+    def __init__(self, kinds: frozenset[str] | None, **options: Any) -> None:
+        super().__init__(**options)
+        self.kinds = kinds
+        self.aborted = False
+        self._lock = threading.Lock()
+        self._open: set[Deadline] = set()
+        self._kind = threading.local()
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            for limit in self._open:
+                limit.fire()
+
+    def send(
+        self, request: HttpRequest, read_timeout: float | None = None, kind: str = "other"
+    ) -> HttpResponse:
+        self._kind.value = kind
+        return super().send(request, read_timeout=read_timeout, kind=kind)
+
+    def _exchange(
+        self,
+        request: HttpRequest,
+        data: Any,
+        headers: dict[str, str],
+        read_timeout: float,
+        limit: Deadline,
+    ) -> HttpResponse:
+        if self.kinds is not None and getattr(self._kind, "value", "") not in self.kinds:
+            return super()._exchange(request, data, headers, read_timeout, limit)
+        with self._lock:
+            if self.aborted:
+                url = request.url
+                raise NotSent("stopped: the account was given up", method=request.method, url=url)
+            self._open.add(limit)
+        try:
+            return super()._exchange(request, data, headers, read_timeout, limit)
+        finally:
+            with self._lock:
+                self._open.discard(limit)

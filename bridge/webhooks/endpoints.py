@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bridge.config.accounts import ACCOUNT_ID
 from bridge.webhooks.errors import WebhookConfigError
 from bridge.webhooks.events import ALL_EVENT_TYPES, DEFAULT_EVENT_TYPES
 from bridge.webhooks.settings import WebhookSettings
@@ -41,6 +42,8 @@ class WebhookEndpoint:
     event_types: frozenset[str] | None = None
     enabled: bool = True
     allow_private: bool = False
+    # The ids of the accounts whose events it receives; None: every account's.
+    accounts: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         where = f"endpoint {self.id!r}"
@@ -60,8 +63,11 @@ class WebhookEndpoint:
                 raise WebhookConfigError(f"{where}: unknown event types {', '.join(unknown)}")
             object.__setattr__(self, "event_types", types)
 
-    def wants(self, event_type: str) -> bool:
+    def wants(self, event_type: str, account: str | None = None) -> bool:
+        """Whether it receives events of ``event_type`` about ``account`` (an account id)."""
         types = DEFAULT_EVENT_TYPES if self.event_types is None else self.event_types
+        if self.accounts is not None and account is not None and account not in self.accounts:
+            return False
         return event_type in types
 
     def public_view(self) -> dict[str, Any]:
@@ -75,6 +81,7 @@ class WebhookEndpoint:
             ),
             "enabled": self.enabled,
             "allow_private": self.allow_private,
+            "accounts": sorted(self.accounts) if self.accounts is not None else None,
         }
 
 
@@ -188,7 +195,17 @@ def _from_items(items: Any, source: str) -> list[WebhookEndpoint]:
 
 
 def _from_mapping(item: Mapping[str, Any], where: str) -> WebhookEndpoint:
-    known = {"id", "url", "secret", "secrets", "event_types", "events", "enabled", "allow_private"}
+    known = {
+        "id",
+        "url",
+        "secret",
+        "secrets",
+        "event_types",
+        "events",
+        "enabled",
+        "allow_private",
+        "accounts",
+    }
     unknown = sorted(set(item) - known)
     if unknown:
         raise WebhookConfigError(f"{where}: unknown keys {', '.join(unknown)}")
@@ -208,6 +225,13 @@ def _from_mapping(item: Mapping[str, Any], where: str) -> WebhookEndpoint:
     for flag in ("enabled", "allow_private"):
         if flag in item and not isinstance(item[flag], bool):
             raise WebhookConfigError(f"{where}.{flag}: expected true or false")
+    accounts = item.get("accounts")
+    if accounts is not None and not (
+        isinstance(accounts, list)
+        and accounts
+        and all(isinstance(a, str) and ACCOUNT_ID.fullmatch(a) for a in accounts)
+    ):
+        raise WebhookConfigError(f"{where}.accounts: expected a non-empty list of account ids")
     return WebhookEndpoint(
         id=str(item["id"]),
         url=item["url"],
@@ -215,6 +239,7 @@ def _from_mapping(item: Mapping[str, Any], where: str) -> WebhookEndpoint:
         event_types=frozenset(types) if types is not None else None,
         enabled=item.get("enabled", True),
         allow_private=item.get("allow_private", False),
+        accounts=frozenset(accounts) if accounts is not None else None,
     )
 
 

@@ -41,7 +41,8 @@ def stage_event(
         raise ValueError("stage_event: needs a transactional pipeline (MULTI/EXEC)")
     settings = settings or WebhookSettings()
     body = encode_event(event)
-    targets = [e for e in endpoints if e.enabled and e.wants(str(event["type"]))]
+    about = (event.get("data") or {}).get("account")
+    targets = [e for e in endpoints if e.enabled and e.wants(str(event["type"]), about)]
     if not targets:
         return []
     connection = redis.Redis(connection_pool=pipe.connection_pool)

@@ -47,6 +47,7 @@ class MessageReceivedData(_Strict):
     text: str
     html: str | None = Field(description="sanitised HTML, when the message had HTML")
     received_at: Timestamp
+    account: str = Field(description="the id of the account that received it")
 
 
 class MessageStatusData(_Strict):
@@ -61,6 +62,7 @@ class MessageStatusData(_Strict):
         None, description="delivered after it had ended outcome_unknown: that earlier error"
     )
     broadcast: str | None = Field(None, description="the broadcast that created the message")
+    account: str = Field(description="the id of the account the message was sent as")
 
 
 class ConversationTypingData(_Strict):
@@ -68,12 +70,14 @@ class ConversationTypingData(_Strict):
     participant: Person
     typing: bool
     at: Timestamp
+    account: str = Field(description="the id of the account in the conversation")
 
 
 class ConversationEndedData(_Strict):
     conversation: str
     remote: Person
     ended_at: Timestamp
+    account: str = Field(description="the id of the account in the conversation")
 
 
 DATA_MODELS: dict[EventType, type[BaseModel]] = {

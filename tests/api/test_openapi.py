@@ -77,7 +77,7 @@ def test_send_operation_documents_statuses_headers_and_limits(client: FlaskClien
     assert request["properties"]["text"]["maxLength"] == 1000
     assert set(request["properties"]) == {
         "to", "conversation", "text", "html", "markdown", "subject", "importance", "validity",
-        "send_at",
+        "send_at", "from",
     }  # fmt: skip
     problem_type = document["components"]["schemas"]["Problem"]["properties"]["type"]
     assert "enum" not in problem_type  # open: clients must accept types added later

@@ -97,6 +97,8 @@ def kind_of(name: str) -> str:
         "rate_limit_keys": "key_rates",
         "webhook_schedule_s": "schedule",
         "ucwa_trusted_hosts": "hosts",
+        "accounts": "accounts",
+        "accounts_file": "file",
     }
     if name in by_name:
         return by_name[name]
@@ -154,6 +156,28 @@ def bad_values(name: str) -> st.SearchStrategy[str]:
         return st.sampled_from(["https://evil.example/", "a/b", "user@host", "host:443"])
     if kind == "bind":
         return st.one_of(WORDS.map(lambda w: f"0.0.0.0:{w}"), st.just("127.0.0.1:70000"))
+    if kind == "accounts":
+        good = {"id": "bot", "username": "bot@contoso.com", "password": "pw"}
+        broken = st.sampled_from(
+            [
+                {**good, "id": "Bot"},
+                {**good, "id": ""},
+                {**good, "colour": "red"},
+                {**good, "password_file": "/nonexistent/secret"},
+                {**good, "discovery_url": "ftp://host.example/"},
+                {**good, "username": "two words"},
+                {**good, "default": "yes please"},
+            ]
+        )
+        return st.one_of(
+            WORDS,
+            st.just("[]"),
+            st.just("{not json"),
+            broken.map(lambda entry: json.dumps([entry])),
+            st.just(json.dumps([good, {**good, "username": "other@contoso.com"}])),
+        )
+    if kind == "file":
+        return WORDS.map(lambda w: f"/nonexistent/{w.strip() or 'x'}.yaml")
     raise AssertionError(f"{name}: no bad values for kind {kind}")
 
 

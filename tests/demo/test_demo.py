@@ -5,6 +5,7 @@ The tests in this module share one demo run and must run in file order; the last
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -140,6 +141,24 @@ def test_a_message_to_the_echo_user_is_delivered(demo: DemoRun) -> None:
             break
         time.sleep(0.2)
     assert status == "delivered", view.text
+
+
+def test_the_curl_of_the_second_account_sends_from_it(demo: DemoRun) -> None:
+    curl = next(line for line in demo.lines if '"from": "alerts"' in line)
+    body = json.loads(curl.split(" -d '", 1)[1].rstrip("'"))
+    sent = requests.post(f"{demo.api}/messages", json=body, headers=demo.auth(), timeout=10)
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["from"] == "alerts"
+    message_id = sent.json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        view = requests.get(f"{demo.api}/messages/{message_id}", headers=demo.auth(), timeout=5)
+        if view.json()["status"] in ("delivered", "failed", "expired"):
+            break
+        time.sleep(0.2)
+    assert view.json()["status"] == "delivered", view.text
+    ready = requests.get(f"{demo.api}/readyz", timeout=5).json()
+    assert ready["status"] == "ready" and set(ready["accounts"]) == {"bot", "alerts"}
 
 
 def test_the_echoed_reply_and_the_status_reach_the_webhook_receiver(demo: DemoRun) -> None:

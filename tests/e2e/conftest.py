@@ -32,6 +32,8 @@ BOT = "sip:bot@contoso.com"
 ALICE = "sip:alice@contoso.com"
 BOB = "sip:bob@contoso.com"
 BOT_PASSWORD = "Bot-Passw0rd-e2e"
+ALERTS = "sip:alerts@contoso.com"  # a second account the bridge can speak as
+ALERTS_PASSWORD = "Alerts-Passw0rd-e2e"
 API_KEY = "e2e-test-key-0123456789abcdef"
 FINAL = ("delivered", "failed", "expired", "cancelled")
 
@@ -39,6 +41,7 @@ FINAL = ("delivered", "failed", "expired", "cancelled")
 def sim_users() -> list[SimUser]:
     return [
         SimUser(BOT, BOT_PASSWORD, name="Bridge Bot"),
+        SimUser(ALERTS, ALERTS_PASSWORD, name="Alerts"),
         SimUser("sip:alice@contoso.com", "pw", name="Alice Adams"),
         SimUser("sip:bob@contoso.com", "pw", name="Bob Brown"),
         SimUser("sip:echo@contoso.com", "pw", behaviour="echo"),

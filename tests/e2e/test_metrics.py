@@ -65,14 +65,15 @@ def test_every_role_reports_what_it_did(make_bridge: MakeBridge, receiver: Webho
         == 2
     )
     at_poller = scrape(poller)
-    assert value(at_poller, "ucwa_bridge_sends_total", outcome="delivered", error_code="none") == 1
-    assert value(at_poller, "ucwa_bridge_sends_total", outcome="failed", error_code="declined") == 1
+    sends = "ucwa_bridge_sends_total"
+    assert value(at_poller, sends, outcome="delivered", error_code="none", account="default") == 1
+    assert value(at_poller, sends, outcome="failed", error_code="declined", account="default") == 1
     assert value(at_poller, "ucwa_bridge_send_latency_seconds_count") == 1
     assert value(at_poller, "ucwa_bridge_ucwa_requests_total", kind="events", status="200") >= 1
 
     at_api = scrape(bridge.api_url + "/metrics")
-    assert value(at_api, "ucwa_bridge_session_state", state="ready") == 1
-    assert value(at_api, "ucwa_bridge_poller_lease_held") == 1
+    assert value(at_api, "ucwa_bridge_session_state", account="default", state="ready") == 1
+    assert value(at_api, "ucwa_bridge_poller_lease_held", account="default") == 1
     assert value(at_api, "ucwa_bridge_redis_up") == 1
     assert value(at_api, "ucwa_bridge_queue_jobs", queue="send", state="queued") == 0
     sent = {"route": "/messages", "method": "POST"}

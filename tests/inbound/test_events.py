@@ -251,6 +251,7 @@ def test_message_received_payload() -> None:
         "text": "bold",
         "html": "<b>bold</b>",
         "received_at": "2013-11-07T00:41:10.271Z",
+        "account": "default",
     }
     assert seen_key(message_id) in state.values
 
@@ -298,6 +299,7 @@ def test_typing_events_on_change_only() -> None:
         "participant": {"uri": LENE, "name": "Lene Aaling"},
         "typing": True,
         "at": "2024-05-06T07:08:09.123Z",
+        "account": "default",
     }
     assert h.events_for(typing(True), c, state) == []
     [stopped] = h.events_for(typing(False), c, state)
@@ -317,6 +319,7 @@ def test_conversation_ended_once_when_enabled() -> None:
         "conversation": c.id,
         "remote": {"uri": LENE, "name": "Lene Aaling"},
         "ended_at": "2024-05-06T07:08:09.123Z",
+        "account": "default",
     }
     assert h.events_for(deleted, c, state) == []
     updated = ConversationChanged("updated", CONV, "Disconnected", None, None, LENE, None)

@@ -5,6 +5,7 @@ Uses the real Redis fixture, real RQ jobs and workers, and a real gunicorn with 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 from rq.job import Job
 
+from bridge.config.accounts import load_accounts
 from bridge.config.embedded_redis import free_port
 from bridge.observability.metrics import (
     BoundedLabel,
@@ -51,6 +54,8 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 def value(name: str, **labels: str) -> float:
+    if name == "ucwa_bridge_sends_total":
+        labels.setdefault("account", "default")
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
@@ -267,6 +272,40 @@ def test_poller_and_session_gauges(redis_client: redis.Redis) -> None:
     assert sample(text, "ucwa_bridge_session_state", state="ready") == 1
     assert sample(text, "ucwa_bridge_session_state", state="missing") == 0
     assert "cwt=secret" not in text
+
+
+def test_every_account_has_its_own_poller_and_session_gauges(redis_client: redis.Redis) -> None:
+    accounts = load_accounts(
+        {
+            "BRIDGE_ACCOUNTS": json.dumps(
+                [
+                    {"id": "bot", "username": ACCOUNT, "password": "x", "default": True},
+                    {"id": "alerts", "username": "sip:alerts@contoso.com", "password": "y"},
+                ]
+            ),
+            "BRIDGE_UCWA_DISCOVERY_URL": "https://lyncdiscover.contoso.com",
+        }
+    )
+    SessionStore(redis_client, ACCOUNT).publish(_session("ready"))
+    assert PollerLease(redis_client, ACCOUNT).try_acquire()
+    text = render_metrics(redis_client, accounts)[0].decode()
+    assert sample(text, "ucwa_bridge_poller_lease_held", account="bot") == 1
+    assert sample(text, "ucwa_bridge_poller_lease_held", account="alerts") == 0
+    assert sample(text, "ucwa_bridge_session_state", account="bot", state="ready") == 1
+    assert sample(text, "ucwa_bridge_session_state", account="alerts", state="missing") == 1
+    assert sample(text, "ucwa_bridge_quarantined_events", account="alerts") == 0
+
+    sent = replace(
+        MessageRecord.new(to="sip:a@contoso.com", text="x", validity_s=60, account="alerts"),
+        status=MessageStatus.FAILED,
+        error=MessageError("declined", "no"),
+    )
+    before = value("ucwa_bridge_sends_total", outcome="failed", error_code="declined",
+                   account="alerts")  # fmt: skip
+    with_send_metrics(None)(redis_client.pipeline(), sent)
+    after = value("ucwa_bridge_sends_total", outcome="failed", error_code="declined",
+                  account="alerts")  # fmt: skip
+    assert after == before + 1
 
 
 def test_unreachable_redis_reports_down_instead_of_failing() -> None:

@@ -53,6 +53,7 @@ def test_delivered_payload() -> None:
             "delivered": "1970-01-01T00:00:02.000Z",
         },
         "attempts": 1,
+        "account": "default",
     }
 
 
