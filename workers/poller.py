@@ -25,6 +25,7 @@ from bridge.inbound.event_sink import EventSink, InboundHook
 from bridge.inbound.quarantine import passes_through
 from bridge.observability.logging import log_context
 from bridge.observability.metrics import count_quarantined, observe_ucwa_request
+from bridge.outbound.message_index import line_account
 from bridge.outbound.messages import (
     DEFAULT_ACCOUNT,
     LINES_KEY,
@@ -32,7 +33,6 @@ from bridge.outbound.messages import (
     MessageStore,
     RecipientQueue,
     fifo_key,
-    line_account,
     recipient_key,
 )
 from bridge.outbound.outcomes import Outbound, StatusHook

@@ -17,6 +17,8 @@ from typing import Protocol
 
 from redis.client import Pipeline
 
+from bridge.config.accounts import DEFAULT_ID
+
 
 class MessageRecord(Protocol):
     """What the indexes read of a record (``bridge.outbound.messages.MessageRecord``, which
@@ -86,13 +88,31 @@ def time_bound(epoch_s: float) -> str:
     return f"{max(0, round(epoch_s * 1000)):0{CURSOR_DIGITS}d}"
 
 
+# Between an account's id and the person in the line of any account but ``default``
+# (``recipient_key``); an account id has no ':', a line without an account starts "sip:"/"conv:".
+ACCOUNT_MARK = "|"
+
+
+def line_account(line: str) -> str:
+    """The id of the account a line (``recipient_key``) belongs to."""
+    account, mark, _ = line.partition(ACCOUNT_MARK)
+    return account if mark and ":" not in account else DEFAULT_ID
+
+
+def line_person(line: str) -> str:
+    """A line's name without its account: the SIP URI or ``conv:<id>``."""
+    account, mark, person = line.partition(ACCOUNT_MARK)
+    return person if mark and ":" not in account else line
+
+
 def person_of(record: MessageRecord) -> str | None:
     """The SIP URI (lowercased) the message goes to: ``to``, or the person of the conversation a
     reply was sent into (its line); None for a reply into a conversation nobody knew."""
     if record.to is not None:
         return record.to.strip().lower()
-    if record.line is not None and not record.line.startswith("conv:"):
-        return record.line
+    if record.line is not None:
+        person = line_person(record.line)
+        return None if person.startswith("conv:") else person
     return None
 
 

@@ -23,7 +23,14 @@ from redis.client import Pipeline
 
 from bridge.config.accounts import DEFAULT_ID
 from bridge.config.redis_text import text
-from bridge.outbound.message_index import INDEX_FUNCTION, index_keys, member, reindex, trim_bound
+from bridge.outbound.message_index import (
+    ACCOUNT_MARK,
+    INDEX_FUNCTION,
+    index_keys,
+    member,
+    reindex,
+    trim_bound,
+)
 
 MESSAGE_ID_PREFIX = "msg_"
 MAX_UPDATE_RETRIES = 50
@@ -143,7 +150,6 @@ def parse_time(text: str) -> float:
 
 # The account whose lines keep the names they had before there were several accounts.
 DEFAULT_ACCOUNT = DEFAULT_ID
-_ACCOUNT_MARK = "|"  # never in a SIP URI or a conversation id
 
 
 def recipient_key(to: str | None, conversation: str | None, account: str | None = None) -> str:
@@ -158,18 +164,7 @@ def recipient_key(to: str | None, conversation: str | None, account: str | None 
         raise ValueError("a message needs a recipient or a conversation")
     if account is None or account == DEFAULT_ACCOUNT:
         return base
-    return f"{account}{_ACCOUNT_MARK}{base}"
-
-
-def line_account(line: str) -> str:
-    """The account a line (``recipient_key``) belongs to."""
-    account, mark, _ = line.partition(_ACCOUNT_MARK)
-    return account if mark else DEFAULT_ACCOUNT
-
-
-def line_person(line: str) -> str:
-    """A line's name without its account: the SIP URI or ``conv:<id>``."""
-    return line.partition(_ACCOUNT_MARK)[2] or line
+    return f"{account}{ACCOUNT_MARK}{base}"
 
 
 def record_key(message_id: str) -> str:

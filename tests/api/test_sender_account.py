@@ -161,3 +161,25 @@ def test_each_account_knows_only_its_own_conversations_with_a_person(
     found = alerts.by_remote(PERSON)
     assert found is not None and found.account == "alerts"
     assert [c.id for c in alerts.active()] == [found.id] and bot.active() == []
+
+
+def test_a_reply_from_an_account_is_listed_under_its_person(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    conv = _conversation(redis_client, "alerts", "alerts@contoso.com")
+    sent = send(client, {"conversation": conv, "text": "reply"}).get_json()["id"]
+    listed = client.get(
+        f"/messages?to={PERSON}", headers={"Authorization": f"Bearer {EVERY}"}
+    ).get_json()
+    assert [item["id"] for item in listed["items"]] == [sent]
+
+
+def test_a_sip_uri_with_a_bar_is_a_person_of_the_default_account() -> None:
+    from bridge.outbound.message_index import line_account, line_person
+    from bridge.outbound.messages import recipient_key
+
+    odd = "sip:a|b@contoso.com"
+    assert line_account(recipient_key(odd, None)) == "default"
+    assert line_person(recipient_key(odd, None)) == odd
+    assert line_account(recipient_key(odd, None, "alerts")) == "alerts"
+    assert line_person(recipient_key(odd, None, "alerts")) == odd
