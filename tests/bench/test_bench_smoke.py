@@ -123,6 +123,25 @@ CASES = {
             "saturation, 2 workers",
         ],
     ),
+    "accounts": (
+        ["--accounts", "1,2", "--messages", "4", "--idle-s", "1"],
+        [
+            "1 accounts: delivered / (1 x the per-account rate with 1)",
+            "2 accounts: delivered / (2 x the per-account rate with 1)",
+            "2 accounts: delivered / the rate the cores allow",
+            "idle poller RSS, 2 / 1 accounts",
+        ],
+        [
+            "2 accounts: CPU ms per message",
+            "2 accounts: CPU-bound rate (cores / CPU per message)",
+            "2 accounts: cores busy during the burst",
+            "2 accounts: UCWA event GETs per message",
+            "2 accounts: >= 80% of min(2 x per-account rate, what the cores allow)",
+            "2 accounts: idle pollers, CPU",
+            "2 accounts: idle pollers, RSS",
+            "idle poller CPU per account, 2 / 1 accounts",
+        ],
+    ),
     "memory": (
         ["--messages", "10", "--rounds", "2"],
         ["bridge RSS after 10 messages / idle", "poller RSS after 10 / idle"],
