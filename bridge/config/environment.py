@@ -83,12 +83,21 @@ def read_environment(
             continue
         problems.append((variable(name), f"is required ({_hint(name)})"))
     problems.extend(_disagreements(model, set(fields) & given - failed))
-    if "accounts" in fields and not failed & set(ACCOUNT_FIELDS):
+    both = _given(env, "accounts") and _given(env, "accounts_file")
+    if "accounts" in fields and both:
+        words = f"set only one of {variable('accounts')} and {variable('accounts_file')}"
+        problems.extend((variable(name), words) for name in ("accounts", "accounts_file"))
+    elif "accounts" in fields:
+        given_env = accounts_environ(model)
+        if "ucwa_discovery_url" in failed:
+            # Already named; stands in so entries without a URL of their own are not blamed.
+            given_env[variable("ucwa_discovery_url")] = "https://discovery.invalid"
         try:
             signing_in = any(c in ("worker", "poller") for c in commands)
-            accounts = load_accounts(accounts_environ(model), need_passwords=signing_in)
+            accounts = load_accounts(given_env, need_passwords=signing_in)
         except AccountsError as exc:
-            problems.append((exc.variable, exc.problem))
+            if exc.variable not in {name for name, _ in problems}:
+                problems.append((exc.variable, exc.problem))
         else:
             known = set(accounts.ids) or {DEFAULT_ID}
             for index, key in enumerate(model.api_keys):

@@ -124,7 +124,8 @@ def test_roles_that_do_not_sign_in_need_no_passwords() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.text(min_size=4, max_size=30).filter(lambda t: t.strip() and "\x00" not in t))
-def test_a_password_is_never_in_an_error_or_a_repr(password: str) -> None:
+def test_a_password_is_never_in_an_error_or_a_repr(word: str) -> None:
+    password = f"\u2603{word}\u2603"  # marked, so no ordinary text contains it by chance
     good = {**BOT, "password": password}
     accounts = load_accounts(accounts_env(good))
     assert password not in repr(accounts) and password not in str(accounts.items[0].public_view())
@@ -159,3 +160,17 @@ def test_a_key_bound_to_an_account_that_is_not_configured_is_refused() -> None:
     # Without accounts configured, the one account there is is default.
     env = {"BRIDGE_REDIS_URL": "redis://r", "BRIDGE_API_KEYS": "key-for-bot-000000001@default"}
     assert Settings.from_env("api", env).api_keys[0].accounts == ("default",)
+
+
+def test_both_sources_at_once_name_both_variables() -> None:
+    env = {
+        "BRIDGE_REDIS_URL": "redis://r",
+        "BRIDGE_ACCOUNTS": json.dumps([BOT]),
+        "BRIDGE_ACCOUNTS_FILE": "/nonexistent/accounts.yaml",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env("worker", env)
+    assert [variable for variable, _ in caught.value.problems] == [
+        "BRIDGE_ACCOUNTS",
+        "BRIDGE_ACCOUNTS_FILE",
+    ]
