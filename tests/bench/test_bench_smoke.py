@@ -187,8 +187,14 @@ def marked_processes(token: str) -> list[str]:
     return found
 
 
+# bench.accounts starts a bridge per account count: its smoke run is a long one.
+LONG_CASES = {"accounts"}
+
+
 @pytest.mark.timeout(TIMEOUT_S + 30)
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.long) if n in LONG_CASES else n for n in CASES]
+)
 def test_benchmark_runs_and_prints_its_figures(name: str) -> None:
     args, ratios, raws = CASES[name]
     token = uuid.uuid4().hex
