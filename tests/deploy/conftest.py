@@ -93,3 +93,26 @@ def values_args(values: dict[str, Any] | None, set_args: Sequence[str], tmp: Pat
 
 def load_documents(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+_RENDERED: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+
+def render_chart(
+    helm: str,
+    tmp: Path,
+    name: str,
+    values: dict[str, Any] | None,
+    sets: Sequence[str] = (),
+    kube_version: str | None = None,
+    release: str = "rel",
+) -> list[dict[str, Any]]:
+    """The chart rendered with ``values`` and ``--set`` ``sets``, once per ``name`` and Kubernetes
+    version in a test process."""
+    key = (name, kube_version or "")
+    if key not in _RENDERED:
+        args = ["template", release, str(CHART), *values_args(values, sets, tmp)]
+        if kube_version:
+            args += ["--kube-version", kube_version]
+        _RENDERED[key] = load_documents(run_helm(helm, *args).stdout)
+    return _RENDERED[key]

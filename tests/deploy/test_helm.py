@@ -25,6 +25,7 @@ from tests.deploy.conftest import (
     ROOT,
     import_or_missing,
     load_documents,
+    render_chart,
     run_helm,
     values_args,
 )
@@ -285,20 +286,11 @@ def kube_versions() -> list[str]:
     return sorted({MIN_KUBE_VERSION, kv.latest_version()})
 
 
-_RENDERED: dict[tuple[str, str], list[dict[str, Any]]] = {}
-
-
 def render(
     helm: str, tmp: Path, variant: str, kube_version: str | None = None
 ) -> list[dict[str, Any]]:
-    key = (variant, kube_version or "")
-    if key not in _RENDERED:
-        values, sets = VARIANTS[variant]
-        args = ["template", RELEASE, str(CHART), *values_args(values, sets, tmp)]
-        if kube_version:
-            args += ["--kube-version", kube_version]
-        _RENDERED[key] = load_documents(run_helm(helm, *args).stdout)
-    return _RENDERED[key]
+    values, sets = VARIANTS[variant]
+    return render_chart(helm, tmp, variant, values, sets, kube_version, RELEASE)
 
 
 @pytest.fixture(scope="module")

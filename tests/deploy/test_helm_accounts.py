@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import CHART, import_or_missing, load_documents, run_helm, values_args
+from tests.deploy.conftest import (
+    CHART,
+    import_or_missing,
+    load_documents,
+    render_chart,
+    run_helm,
+    values_args,
+)
 from tests.deploy.test_helm import (
     CRD_GROUPS,
     DISCOVERY_URL,
@@ -113,19 +120,13 @@ GIVEN = {
     "accounts-full": PASSWORDS,
 }
 
-_RENDERED: dict[tuple[str, str], list[dict[str, Any]]] = {}
-
 
 def render(
     helm: str, tmp: Path, variant: str, kube_version: str | None = None
 ) -> list[dict[str, Any]]:
-    key = (variant, kube_version or "")
-    if key not in _RENDERED:
-        args = ["template", RELEASE, str(CHART), *values_args(ACCOUNT_VARIANTS[variant], [], tmp)]
-        if kube_version:
-            args += ["--kube-version", kube_version]
-        _RENDERED[key] = load_documents(run_helm(helm, *args).stdout)
-    return _RENDERED[key]
+    return render_chart(
+        helm, tmp, f"accounts:{variant}", ACCOUNT_VARIANTS[variant], (), kube_version
+    )
 
 
 @pytest.fixture(scope="module")
