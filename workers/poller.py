@@ -253,6 +253,7 @@ class Poller:
             try:
                 cursor = self._bootstrap()
                 failures = 0
+                self.sink.settle()  # what a poller before this one held but did not settle
                 self._listen(cursor)
             except (ue.ApplicationGone, ue.ResourceNotFound) as exc:
                 log.warning("application gone, rebuilding: %s", exc)
@@ -433,7 +434,7 @@ class Poller:
             pipe.hset(self._cursor_key(), "cursor", cursor)
             self.sessions.pulse(pipe=pipe)
             pipe.execute()
-        self.sink.settle(notices, base, result)
+        self.sink.settle(result)  # the outcomes the transaction held
         count_quarantined("event", result.quarantined)
         return cursor
 

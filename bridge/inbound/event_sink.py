@@ -2,6 +2,12 @@
 
 The poller calls it once per event batch; outcomes settle the waiting outbound messages. One event
 that makes any step raise is quarantined (``quarantine.py``) and the rest of the batch goes on.
+
+Settling a message takes several transactions of its own, so it cannot share the cursor's. The
+outcomes a batch carries are therefore held in ``poller:<account>:unsettled`` by the cursor
+transaction and settled from there: a poller that stops, or a Redis that goes away, after the
+cursor moved leaves them held, and the next active poller settles them first. Redis persists
+commands in order, so a settlement that reached disk took its held entry's removal after it.
 """
 
 from __future__ import annotations
@@ -12,15 +18,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import redis
 
 from bridge.config.accounts import DEFAULT_ID
 from bridge.inbound.quarantine import Quarantine, passes_through
 from bridge.outbound.messages import MessageNotFound
-from bridge.outbound.outcomes import Outbound
+from bridge.outbound.outcomes import OP_TTL_S, Outbound
 from bridge.session.conversations import Conversation, ConversationRegistry
-from bridge.ucwa.events import Event, EventBatch
+from bridge.ucwa.events import Event, EventBatch, Reason
 from bridge.ucwa.links import InvalidLink, resolve
 from bridge.ucwa.notices import (
     ConversationChanged,
@@ -41,6 +48,11 @@ log = logging.getLogger(__name__)
 
 # Called inside the cursor transaction for inbound notices (webhook staging lives there).
 InboundHook = Callable[[redis.client.Pipeline, Notice, Conversation | None], None]
+
+
+def unsettled_key(account: str) -> str:
+    """The outcomes of applied batches not yet settled, one JSON list per batch, oldest first."""
+    return f"poller:{account}:unsettled"
 
 
 @dataclass
@@ -71,6 +83,7 @@ class EventSink:
         self.outbound = outbound or Outbound(client, account=account)
         self.inbound_hook = inbound_hook
         self.quarantine = Quarantine(client, account)
+        self.unsettled_key = unsettled_key(account)
         # Events ``notices`` could not read, written to the quarantine by ``apply_state`` inside
         # the cursor transaction, so a batch is quarantined exactly when its cursor moves.
         self._unread: list[tuple[str, BaseException, object]] = []
@@ -247,45 +260,89 @@ class EventSink:
             self._contained(pipe, "apply", notice, partial(apply, notice), result)
         for conv in cache.values():
             self._contained(pipe, "apply", conv, partial(self.registry.save, conv, pipe), result)
+        self._hold(notices, base_url, pipe, result)
         return result
 
-    def settle(self, notices: list[Notice], base_url: str, result: BatchResult) -> None:
-        """Settle outbound messages; idempotent, so a re-delivered batch changes nothing."""
-        for notice in notices:
-            try:
-                self._settle_one(notice, base_url, result)
-            except Exception as exc:
-                if passes_through(exc):
-                    raise
-                with self.redis.pipeline() as pipe:
-                    self.quarantine.record(pipe, "settle", exc, notice)
-                    pipe.execute()
-                result.quarantined += 1
+    def _hold(
+        self,
+        notices: list[Notice],
+        base_url: str,
+        pipe: redis.client.Pipeline,
+        result: BatchResult,
+    ) -> None:
+        """Queue the batch's outcomes on ``pipe`` for ``settle``, in the cursor transaction."""
+        held: list[dict[str, object]] = []
 
-    def _settle_one(self, notice: Notice, base_url: str, result: BatchResult) -> None:
-        if isinstance(notice, InvitationOutcome) and notice.direction != "Incoming":
-            if notice.operation_id and self._is_message(notice.operation_id):
-                href = notice.conversation_href
-                self.outbound.settle(
-                    notice.operation_id,
-                    notice.success,
-                    notice.reason,
-                    notice.state,
-                    conversation_href=resolve(base_url, href) if href else None,
-                )
-                result.settled.append(notice.operation_id)
-        elif isinstance(notice, MessageOutcome):
-            message_id = notice.operation_id if notice.operation_id else None
-            if message_id is None or not self._is_message(message_id):
-                href = resolve(base_url, notice.href or "")
+        def hold(notice: InvitationOutcome | MessageOutcome) -> None:
+            held.append(_settlement(notice, base_url))
+
+        for notice in notices:
+            if isinstance(notice, MessageOutcome) or (
+                isinstance(notice, InvitationOutcome) and notice.direction != "Incoming"
+            ):
+                self._contained(pipe, "settle", notice, partial(hold, notice), result)
+        if held:
+            pipe.rpush(self.unsettled_key, json.dumps(held))
+            pipe.expire(self.unsettled_key, OP_TTL_S)
+
+    def settle(self, result: BatchResult | None = None) -> None:
+        """Settle every held outcome, oldest batch first, and only then drop its entry.
+
+        Idempotent: an outcome settled twice (a poller stopped between the two steps, or two
+        pollers at a handover) changes nothing the second time."""
+        while True:
+            raw = self.redis.lindex(self.unsettled_key, 0)
+            if raw is None:
+                return
+            try:
+                items = json.loads(raw)
+                if not isinstance(items, list):
+                    raise ValueError("a held entry is not a list")
+            except ValueError as exc:
+                items = []
+                self._quarantine_now("settle", exc, raw)
+            for item in items:
+                try:
+                    self._settle_one(item, result)
+                except Exception as exc:
+                    if passes_through(exc):
+                        raise
+                    self._quarantine_now("settle", exc, item)
+                    if result is not None:
+                        result.quarantined += 1
+            self.redis.lrem(self.unsettled_key, 1, raw)  # type: ignore[arg-type]  # bytes work
+
+    def _quarantine_now(self, stage: str, error: BaseException, item: object) -> None:
+        with self.redis.pipeline() as pipe:
+            self.quarantine.record(pipe, stage, error, item)
+            pipe.execute()
+
+    def _settle_one(self, item: dict[str, Any], result: BatchResult | None) -> None:
+        operation = item.get("operation")
+        reason = Reason(**item["reason"]) if item.get("reason") else None
+        message_id = operation if operation and self._is_message(operation) else None
+        if item["kind"] == "invitation":
+            if message_id is None:
+                return
+            self.outbound.settle(
+                message_id,
+                bool(item["success"]),
+                reason,
+                item.get("state"),
+                conversation_href=item.get("conversation"),
+            )
+        else:
+            if message_id is None:
                 outcome = {
-                    "status": "Success" if notice.success else "Failure",
-                    "reason": notice.reason.__dict__ if notice.reason else None,
+                    "status": "Success" if item["success"] else "Failure",
+                    "reason": item.get("reason"),
                 }
-                message_id = self.outbound.post_href_outcome(href, outcome)
-            if message_id:
-                self.outbound.settle(message_id, notice.success, notice.reason)
-                result.settled.append(message_id)
+                message_id = self.outbound.post_href_outcome(item["href"], outcome)
+                if not message_id:
+                    return
+            self.outbound.settle(message_id, bool(item["success"]), reason)
+        if result is not None:
+            result.settled.append(message_id)
 
     def _is_message(self, message_id: str) -> bool:
         try:
@@ -293,6 +350,28 @@ class EventSink:
         except MessageNotFound:
             return False
         return True
+
+
+def _settlement(notice: InvitationOutcome | MessageOutcome, base_url: str) -> dict[str, Any]:
+    """What ``EventSink.settle`` needs of an outcome, as JSON (links made absolute)."""
+    reason = notice.reason.__dict__ if notice.reason else None
+    if isinstance(notice, InvitationOutcome):
+        href = notice.conversation_href
+        return {
+            "kind": "invitation",
+            "operation": notice.operation_id,
+            "success": notice.success,
+            "reason": reason,
+            "state": notice.state,
+            "conversation": resolve(base_url, href) if href else None,
+        }
+    return {
+        "kind": "message",
+        "operation": notice.operation_id,
+        "success": notice.success,
+        "reason": reason,
+        "href": resolve(base_url, notice.href or ""),
+    }
 
 
 def _same_person(uri: str | None, remote: str | None) -> bool:

@@ -499,9 +499,17 @@ class Sender:
     def _claim(self, record: MessageRecord, path: str) -> MessageRecord | None:
         """Move the record to ``posting_<path>`` if it is still between attempts: a
         compare-and-set, as a cancel is (``Outbound.cancel``), so a message is either cancelled
-        or posted, never both. None when it is not (cancelled meanwhile): post nothing then."""
+        or posted, never both. None when it is not (cancelled meanwhile): post nothing then.
+
+        A claim whose answer Redis lost may have committed: its ``attempt_at`` marks it ours,
+        so a retried compare-and-set that finds it goes on to post, and one that cannot reach
+        Redis any more undoes it (``_unclaim``) before the job gives up."""
+        attempt_at = time.time()
+        ours = f"posting_{path}"
 
         def claim(current: MessageRecord) -> MessageRecord:
+            if current.step == ours and current.attempt_at == attempt_at:
+                return current  # committed by the try whose answer was lost
             if current.status.is_terminal or current.step != "queued":
                 raise _ClaimLost(current.id)
             history = current.history
@@ -511,9 +519,9 @@ class Sender:
                 current,
                 status=MessageStatus.SENDING,
                 history=history,
-                step=f"posting_{path}",
+                step=ours,
                 attempts=current.attempts + 1,
-                attempt_at=time.time(),
+                attempt_at=attempt_at,
                 path=path,
             )
 
@@ -521,6 +529,48 @@ class Sender:
             return self.store.update(record.id, claim)
         except (_ClaimLost, MessageNotFound):
             return None
+        except redis.RedisError:
+            self._unclaim(record.id, ours, attempt_at)  # no POST went out, whatever it did
+            raise
+
+    def _unclaim(self, message_id: str, ours: str, attempt_at: float) -> None:
+        """Once Redis answers again, put a record our lost claim moved back between attempts,
+        so that it is sent, instead of ending ``outcome_unknown`` as a POST that may have gone
+        out would. Only our own claim is undone (a compare-and-set under the send lock)."""
+
+        def back(current: MessageRecord) -> MessageRecord:
+            if current.step != ours or current.attempt_at != attempt_at:
+                raise _ClaimLost(current.id)
+            history = {k: v for k, v in current.history.items() if k != MessageStatus.SENDING.value}
+            was_queued = current.attempts == 1
+            return replace(
+                current,
+                status=MessageStatus.QUEUED if was_queued else current.status,
+                history=history if was_queued else current.history,
+                step="queued",
+                attempts=current.attempts - 1,
+            )
+
+        deadline = time.monotonic() + LOCK_RELEASE_WAIT_S
+        delay = 0.2
+        while True:
+            try:
+                self.store.update(message_id, back)
+                log.info("claim undone: no POST went out", extra={"message_id": message_id})
+                return
+            except (_ClaimLost, MessageNotFound):
+                return  # the claim never committed: nothing to undo
+            except redis.RedisError as exc:
+                if not redis_unavailable(exc) or time.monotonic() + delay > deadline:
+                    log.warning(
+                        "could not undo a claim whose answer was lost; the message ends "
+                        "outcome_unknown unless UCWA reports it: %s",
+                        exc,
+                        extra={"message_id": message_id},
+                    )
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _stand_down(self, message_id: str) -> str:
         """The claim to post was lost: a final (cancelled) message hands on to the next one in

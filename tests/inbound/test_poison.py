@@ -82,7 +82,7 @@ def apply_raw(client: redis.Redis, sink: EventSink, text: str) -> Any:
         result = sink.apply_state(notices, 1, BASE, pipe)
         pipe.hset(CURSOR, "cursor", batch.cursor().href)
         pipe.execute()
-    sink.settle(notices, BASE, result)
+    sink.settle(result)
     return result
 
 

@@ -1,0 +1,162 @@
+"""A worker's claim to post whose answer Redis lost (the server ran the transaction and went
+away before replying): nothing was posted, so the message must neither end ``outcome_unknown``
+nor go out twice.
+
+Real redis-server behind a proxy that runs the claim's MULTI … EXEC, drops its reply and cuts
+every connection for a while; a real HTTP server stands in for UCWA and counts the POSTs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from bridge.outbound.intake import Intake
+from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore
+from bridge.outbound.outcomes import Outbound
+from bridge.outbound.sender import Sender
+from bridge.session.client import UcwaClient
+from bridge.session.store import Session, SessionStore
+from bridge.ucwa.auth import Credentials
+from tests.redis_cutting_proxy import CuttingProxy
+
+ACCOUNT = "sip:bot@contoso.com"
+ALICE = "sip:alice@contoso.com"
+APP = "/ucwa/oauth/v1/applications/1"
+
+
+class Ucwa(ThreadingHTTPServer):
+    """Answers every POST 201 with a Location, as ``startMessaging`` does, and counts them."""
+
+    daemon_threads = True
+    posts = 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        assert isinstance(self.server, Ucwa)
+        self.server.posts += 1
+        self.send_response(201)
+        self.send_header("Location", f"{APP}/communication/messagingInvitations/1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def ucwa() -> Iterator[Ucwa]:
+    server = Ucwa(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def ready(client: redis.Redis, ucwa: Ucwa) -> None:
+    """A session a live poller published, as workers find it."""
+    base = f"http://127.0.0.1:{ucwa.server_address[1]}"
+    SessionStore(client, ACCOUNT).publish(
+        Session(
+            account=ACCOUNT,
+            generation=1,
+            base_url=base,
+            application_href=APP,
+            token="token",
+            token_expires_at=time.time() + 3600,
+            token_url="",
+            links={"startMessaging": f"{APP}/communication/startMessaging"},
+        )
+    )
+    client.set(f"poller:lease:{ACCOUNT}", "poller-1", ex=60)
+
+
+def claim_of(data: bytes) -> bool:
+    return b"EXEC" in data and b"posting_" in data
+
+
+class Parts:
+    """A queued message at the head of its line, a published session, and a worker's sender
+    whose Redis connections go through a cutting proxy."""
+
+    def __init__(self, redis_url: str, client: redis.Redis, ucwa: Ucwa, every: bool) -> None:
+        port = urlsplit(redis_url).port
+        assert port is not None
+        self.client = client
+        self.proxy = CuttingProxy(port, down_s=0.8, every=every)
+        through = redis.Redis.from_url(self.proxy.url)
+        self.record = Intake(client, MessageStore(client)).submit(
+            MessageRecord.new(to=ALICE, text="x", validity_s=300)
+        )
+        ready(client, ucwa)
+        self.sender = Sender(
+            through,
+            UcwaClient(Credentials(ACCOUNT, "pw")),
+            ACCOUNT,
+            outbound=Outbound(through, MessageStore(through)),
+        )
+
+    def stored(self) -> tuple[MessageStatus, str, int]:
+        record = MessageStore(self.client).get(self.record.id)
+        return record.status, record.step, record.attempts
+
+
+@pytest.fixture()
+def parts(
+    request: pytest.FixtureRequest, redis_url: str, redis_client: redis.Redis, ucwa: Ucwa
+) -> Iterator[Parts]:
+    made = Parts(redis_url, redis_client, ucwa, getattr(request, "param", True))
+    yield made
+    made.proxy.close()
+
+
+@pytest.mark.parametrize("parts", [False], indirect=True, ids=["one-connection-dropped"])
+def test_a_claim_whose_answer_was_lost_is_found_by_its_retry_and_posted_once(
+    parts: Parts, ucwa: Ucwa
+) -> None:
+    parts.proxy.cut_when(claim_of)
+
+    assert parts.sender.run(parts.record.id) == "invited"
+
+    assert parts.proxy.cuts == 1
+    assert ucwa.posts == 1
+    assert parts.stored() == (MessageStatus.SENDING, "invited", 1)
+
+
+def test_a_claim_whose_answer_was_lost_is_undone_and_the_next_run_posts_once(
+    parts: Parts, ucwa: Ucwa
+) -> None:
+    parts.proxy.cut_when(claim_of)
+
+    with pytest.raises(redis.ConnectionError):  # Redis died, and stayed away past the retries
+        parts.sender.run(parts.record.id)
+
+    assert parts.proxy.cuts == 1
+    assert ucwa.posts == 0
+    assert parts.stored() == (MessageStatus.QUEUED, "queued", 0)
+    assert "sending" not in MessageStore(parts.client).get(parts.record.id).history
+    time.sleep(parts.proxy.down_s)
+    assert parts.sender.run(parts.record.id) == "invited"
+    assert ucwa.posts == 1
+    assert parts.stored() == (MessageStatus.SENDING, "invited", 1)
+
+
+def test_a_claim_that_never_reached_redis_leaves_the_record_as_it_was(
+    parts: Parts, ucwa: Ucwa
+) -> None:
+    # Cut on the claim's WATCH: the transaction itself never runs.
+    parts.proxy.cut_when(lambda data: b"WATCH" in data and parts.record.id.encode() in data)
+
+    with pytest.raises(redis.ConnectionError):
+        parts.sender.run(parts.record.id)
+
+    assert ucwa.posts == 0
+    assert parts.stored() == (MessageStatus.QUEUED, "queued", 0)
