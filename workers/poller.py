@@ -434,7 +434,8 @@ class Poller:
             pipe.hset(self._cursor_key(), "cursor", cursor)
             self.sessions.pulse(pipe=pipe)
             pipe.execute()
-        self.sink.settle(result)  # the outcomes the transaction held
+        if result.held:
+            self.sink.settle(result)  # the outcomes the transaction held
         count_quarantined("event", result.quarantined)
         return cursor
 

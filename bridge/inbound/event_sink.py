@@ -63,6 +63,7 @@ class BatchResult:
     accepts: list[str] = field(default_factory=list)
     inbound: int = 0
     quarantined: int = 0
+    held: int = 0  # outcomes held for ``settle``
 
 
 class EventSink:
@@ -284,16 +285,14 @@ class EventSink:
         if held:
             pipe.rpush(self.unsettled_key, json.dumps(held))
             pipe.expire(self.unsettled_key, OP_TTL_S)
+            result.held += len(held)
 
     def settle(self, result: BatchResult | None = None) -> None:
         """Settle every held outcome, oldest batch first, and only then drop its entry.
 
         Idempotent: an outcome settled twice (a poller stopped between the two steps, or two
         pollers at a handover) changes nothing the second time."""
-        while True:
-            raw = self.redis.lindex(self.unsettled_key, 0)
-            if raw is None:
-                return
+        for raw in self.redis.lrange(self.unsettled_key, 0, -1):
             try:
                 items = json.loads(raw)
                 if not isinstance(items, list):

@@ -14,7 +14,7 @@ import re
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,13 +118,18 @@ class Ledger:
     """Accepted messages in acceptance order: id → (recipient, text); texts are unique."""
 
     sent: dict[str, tuple[str, str]] = field(default_factory=dict)
+    senders: dict[str, str] = field(default_factory=dict)  # id → account, where one was named
     refused: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def post(self, bridge: Bridge, to: str, text: str) -> str | None:
-        """POST one message; remember it on a 202, count anything else as refused."""
+    def post(self, bridge: Bridge, to: str, text: str, sender: str | None = None) -> str | None:
+        """POST one message (from the account ``sender``, if given); remember it on a 202, count
+        anything else as refused."""
+        body = (
+            {"to": to, "text": text} if sender is None else {"to": to, "text": text, "from": sender}
+        )
         try:
-            response = bridge.post({"to": to, "text": text})
+            response = bridge.post(body)
         except requests.RequestException as exc:
             with self.lock:
                 self.refused[type(exc).__name__] += 1
@@ -135,6 +140,8 @@ class Ledger:
                 return None
             message_id = str(response.json()["id"])
             self.sent[message_id] = (to, text)
+            if sender is not None:
+                self.senders[message_id] = sender
             return message_id
 
     @property
@@ -244,10 +251,15 @@ def outcome(bridge: Bridge, ledger: Ledger, timeout: float) -> Outcome:
         counts = Counter(t for t in texts if t in ours)
         duplicated += sum(c - 1 for c in counts.values() if c > 1)
         twice += [f"{to}: {t}" for t, c in counts.items() if c > 1]
-        order = [text for _, (dest, text) in ledger.sent.items() if dest == to]
         got = [t for t in dict.fromkeys(texts) if t in ours]
-        if got != [t for t in order if t in set(got)]:
-            out_of_order += 1
+        lines: dict[str | None, list[str]] = defaultdict(list)  # order is per account and person
+        for message_id, (dest, text) in ledger.sent.items():
+            if dest == to:
+                lines[ledger.senders.get(message_id)].append(text)
+        for order in lines.values():
+            arrived = [t for t in got if t in set(order)]
+            if arrived != [t for t in order if t in set(arrived)]:
+                out_of_order += 1
     return Outcome(
         accepted=len(ledger.sent),
         delivered=delivered,

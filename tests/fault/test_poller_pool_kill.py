@@ -1,10 +1,13 @@
-"""kill -9 of one of three poller processes sharing nine accounts, while IMs come in to all nine.
+"""kill -9 of one of three poller processes sharing nine accounts, while messages flow both ways
+on all nine.
 
-Simulated users keep writing to every account. Each of the killed process's accounts is timed
-from the kill until a new owner has applied an event batch for it; the target is the lease TTL
-plus 5 s. Throughout, the fencing counters only grow and no account has two readers (two
-parked event GETs would replace each other again and again: at most one 409 per handover).
-Every IM reaches the webhook receiver exactly once, tagged with its account where tagged.
+Simulated users keep writing to every account, and the API keeps sending from every account.
+Each of the killed process's accounts is timed from the kill until a new owner has applied an
+event batch for it; the target is the lease TTL plus 5 s. Throughout, the fencing counters only
+grow and no account has two readers (two parked event GETs would replace each other again and
+again: at most one 409 per handover).
+Every IM reaches the webhook receiver exactly once, tagged with its account where tagged; every
+accepted message ends delivered, once, from the account it was sent from.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 import redis
 
 from tests.e2e.conftest import events, wait_for, webhook_env
-from tests.fault.conftest import Report, kill9
+from tests.fault.conftest import Ledger, Report, kill9, outcome
 from tests.integration.pool_harness import (
     BOTS,
     IDS,
@@ -90,6 +93,18 @@ def run_kills(
     said: list[tuple[str, str, str]] = []  # (writer, bot, text)
     refused = 0
     stop = threading.Event()
+    ledger = Ledger()
+    sent_from: dict[str, str] = {}  # text → the account it was sent from
+
+    def outbound() -> None:
+        n = 0
+        while not stop.is_set():
+            account, to = IDS[n % len(IDS)], WRITERS[(n // len(IDS)) % len(WRITERS)]
+            text = f"out {seed} {account} #{n}"
+            if ledger.post(bridge, to, text, sender=account):
+                sent_from[text] = account
+            n += 1
+            time.sleep(0.1)
 
     def inbound() -> None:
         nonlocal refused
@@ -108,13 +123,17 @@ def run_kills(
     takeovers: dict[str, float] = {}
     watch: Watch | None = None
     writer = threading.Thread(target=inbound)
+    sender = threading.Thread(target=outbound)
     try:
         pollers = [bridge.spawn("poller") for _ in range(3)]
         bridge.spawn("worker")
+        bridge.spawn("worker")
+        bridge.start_api()
         wait_spread(client, [3, 3, 3], 20, bridge)
         wait_for(lambda: all_ready(client), 20, "nine ready sessions", bridge.logs)
         watch = Watch(client)
         writer.start()
+        sender.start()
         for round_ in range(kills):
             time.sleep(rng.uniform(0.5, 1.5))
             victim = rng.choice([p for p in pollers if p.poll() is None])
@@ -138,8 +157,9 @@ def run_kills(
         time.sleep(1.0)
     finally:
         stop.set()
-        if writer.is_alive():
-            writer.join()
+        for thread in (writer, sender):
+            if thread.is_alive():
+                thread.join()
         if watch is not None:
             watch.close()
 
@@ -150,6 +170,8 @@ def run_kills(
         received = by_text(receiver)
         replaced, fenced = replaced_gets(sim), fences(client)
         apps = applications(sim)
+        sent = outcome(bridge, ledger, timeout=60)
+        senders = {m["text"]: m["from"] for who in WRITERS for m in bridge.inbox(who)}
     finally:
         bridge.stop_all()
         sim.stop()
@@ -164,6 +186,10 @@ def run_kills(
         takeover_max_s=max(takeovers.values()),
         takeover_mean_s=sum(takeovers.values()) / len(takeovers),
         handovers=sum(fenced.values()) - len(BOTS),
+        outbound=sent.accepted,
+        outbound_delivered=sent.delivered,
+        outbound_refused=sum(ledger.refused.values()),
+        outbound_retries=sent.retries,
     )
     print("takeovers: " + " ".join(f"{k}={v:.1f}s" for k, v in sorted(takeovers.items())))
     assert refused == 0
@@ -177,6 +203,15 @@ def run_kills(
     assert all(replaced[b] <= fenced[b] - 1 for b in BOTS), (replaced, fenced)
     assert all(len(a) == 1 for a in apps.values()), apps
     assert max(takeovers.values()) < LEASE_S + 5
+    assert not ledger.refused, ledger.refused
+    sent.check()  # none lost, none doubled, each line in order
+    assert sent.accepted > 0 and sent.delivered == sent.accepted
+    wrong = {
+        text: senders.get(text)
+        for text, account in sent_from.items()
+        if ACCOUNT_OF.get(senders.get(text, "")) != account
+    }
+    assert not wrong, f"sent from another account: {wrong}"
 
 
 def inbound_fate(sim: Simulator, said: list[tuple[str, str, str]]) -> tuple[set[str], set[str]]:
