@@ -15,6 +15,7 @@ import redis
 from redis.client import Pipeline
 from rq import Queue
 
+from bridge.outbound.job_template import JobTemplate
 from bridge.outbound.messages import (
     ACCEPT_FUNCTION,
     MessageRecord,
@@ -211,6 +212,7 @@ class Intake:
         self._result_ttl_s = result_ttl_s
         self._failure_ttl_s = failure_ttl_s
         self._gated_scripts: dict[str, Any] = {}
+        self._template: JobTemplate | bool | None = False  # False: not learnt yet
 
     def with_line(self, record: MessageRecord) -> MessageRecord:
         """``record`` with its recipient's line: one line per remote person, whether a message
@@ -295,7 +297,20 @@ class Intake:
 
     def _job_commands(self, record: MessageRecord) -> list[tuple[Any, ...]] | None:
         """The commands RQ queues to enqueue ``record``'s send job, or None if one of them
-        cannot be replayed in a script."""
+        cannot be replayed in a script. A send job due now comes from the template learnt from
+        RQ (``job_template``); a scheduled one, and every job when none was learnt, from RQ."""
+        if record.status is not MessageStatus.SCHEDULED:
+            if self._template is False:
+                self._template = JobTemplate.learn(self._rq_send_commands, SEND_FUNC)
+            if isinstance(self._template, JobTemplate):
+                return self._template.build(record.id)
+        return self._rq_job_commands(record)
+
+    def _rq_send_commands(self, message_id: str) -> list[tuple[Any, ...]] | None:
+        probe = MessageRecord.new(to="sip:probe@invalid", text="-", validity_s=60)
+        return self._rq_job_commands(replace(probe, id=message_id))
+
+    def _rq_job_commands(self, record: MessageRecord) -> list[tuple[Any, ...]] | None:
         with self._redis.pipeline() as pipe:
             pipe.multi()
             self._enqueue(record, pipe)
