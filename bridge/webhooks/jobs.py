@@ -5,7 +5,9 @@ Everything writes into a caller's pipeline so job creation commits with the deli
 
 from __future__ import annotations
 
+import weakref
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from redis.client import Pipeline
@@ -19,6 +21,12 @@ QUEUE_NAME = "webhooks"
 JOB_FUNC = "workers.webhook_jobs.deliver_webhook"
 
 
+# RQ asks the server for its version (an INFO round trip) once per Queue object. Producers build
+# a DeliveryJobs per staged event, so the version is kept here per connection pool: without it,
+# every staged webhook event, inbound or status, cost its process one more round trip.
+_SERVER_VERSIONS: weakref.WeakKeyDictionary[Any, tuple[int, int, int]] = weakref.WeakKeyDictionary()
+
+
 def job_id_for(delivery_id: str, try_no: int) -> str:
     """One RQ job id per scheduled try, so enqueueing a try twice cannot double it."""
     return f"{delivery_id}-t{try_no}"
@@ -29,6 +37,8 @@ class DeliveryJobs:
 
     def __init__(self, connection: redis.Redis, job_timeout_s: int = 120) -> None:
         self.queue = Queue(QUEUE_NAME, connection=connection)
+        self._pool = connection.connection_pool
+        self.queue.redis_server_version = _SERVER_VERSIONS.get(self._pool)
         self.job_timeout_s = job_timeout_s
         self._scheduled = ScheduledJobRegistry(queue=self.queue)
 
@@ -52,6 +62,8 @@ class DeliveryJobs:
             ],
             pipeline=pipe,
         )
+        if self.queue.redis_server_version:
+            _SERVER_VERSIONS[self._pool] = self.queue.redis_server_version
         pipe.zrem(self._scheduled.key, job_id)
         return job_id
 

@@ -88,3 +88,22 @@ def test_new_event_envelope() -> None:
     assert first["type"] == "message.delivered" and first["data"] == {"message_id": "m1"}
     with pytest.raises(ValueError):
         new_event("message.bogus", {}, now)
+
+
+def test_staging_costs_one_transaction_and_asks_the_server_its_version_once(
+    redis_client: redis.Redis,
+) -> None:
+    """RQ asks the server for its version once per Queue object; staging builds its Queue per
+    event, so without a cache every staged event (an inbound IM, a status change) cost one more
+    round trip: an INFO, the poller's biggest CPU cost per IM."""
+    redis_client.config_resetstat()
+    for _ in range(20):
+        with redis_client.pipeline() as pipe:
+            pipe.multi()
+            stage_event(pipe, event(), ENDPOINTS)
+            pipe.execute()
+
+    stats = redis_client.info("commandstats")
+    assert stats.get("cmdstat_info", {}).get("calls", 0) <= 1
+    assert stats["cmdstat_exec"]["calls"] == 20
+    assert Queue(QUEUE_NAME, connection=redis_client).count == 40
