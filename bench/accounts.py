@@ -10,7 +10,9 @@ ones, each message to a recipient of its own. The rate runs from the first accep
 delivery (record history). CPU per delivered message is read from /proc for each role over the
 burst, and so is the CPU the whole machine spent (/proc/stat: the simulator and the load
 generator share the cores here): cores / CPU per message is the rate the cores allow, where N
-accounts stop reaching N times one.
+accounts stop reaching N times one. The workers, a fixed number whatever the accounts, allow at
+most workers / (one UCWA round trip + their CPU per message); the target is 80 % of the lowest of
+the three bounds.
 
 Idle: one Redis and one simulator, and for every account count its own pair of poller processes
 (each pair on its own Redis database and its own simulator users), all started together and
@@ -349,11 +351,22 @@ def measure_burst(args: argparse.Namespace, count: int) -> tuple[Burst, float]:
         return burst, rtt
 
 
-def report_burst(report: Report, count: int, first: int, single: float, burst: Burst) -> None:
+def report_burst(
+    report: Report,
+    count: int,
+    first: int,
+    single: float,
+    burst: Burst,
+    rtt_ms: float,
+    workers: int,
+) -> None:
     at = f"{count} accounts"
     expected = single * count
     bridge_bound = ratio(CORES * 1000, burst.bridge_cpu_ms())
     machine_bound = ratio(CORES * 1000, burst.machine_cpu_ms())
+    # A send holds its worker for at least its UCWA POST and its own CPU: the most the workers
+    # allow, whatever the number of accounts.
+    workers_bound = ratio(workers * 1000, rtt_ms + burst.cpu_ms("worker"))
     report.ratio(
         f"{at}: delivered / ({count} x the per-account rate with {first})",
         ratio(burst.rate, expected),
@@ -386,9 +399,15 @@ def report_burst(report: Report, count: int, first: int, single: float, burst: B
         f"{ratio(burst.busy_s, burst.wall_s):.2f} of {CORES} (over {burst.wall_s:.1f} s)",
     )
     report.raw(f"{at}: UCWA event GETs per message", f"{ratio(burst.event_gets, burst.count):.2f}")
-    limit = min(expected, machine_bound)
+    report.raw(
+        f"{at}: the rate the workers allow",
+        f"{workers_bound:.0f} msg/s ({workers} workers / (one UCWA round trip {rtt_ms:.1f} ms + "
+        f"worker CPU per message {burst.cpu_ms('worker'):.1f} ms))",
+    )
+    limit = min(expected, machine_bound, workers_bound)
     report.target(
-        f"{at}: >= {TARGET:.0%} of min({count} x per-account rate, what the cores allow)",
+        f"{at}: >= {TARGET:.0%} of min({count} x per-account rate, what the cores and the "
+        "workers allow)",
         burst.rate >= TARGET * limit,
         f"{ratio(burst.rate, limit):.2f}x of {limit:.1f} msg/s",
     )
@@ -452,7 +471,7 @@ def main() -> Report:
     first = counts[0]
     single = bursts[first][0].rate / first
     for count, (burst, rtt) in bursts.items():
-        report_burst(report, count, first, single, burst)
+        report_burst(report, count, first, single, burst, rtt, args.workers)
         report.raw(f"{count} accounts: poller RSS after the burst", f"{burst.poller_rss_mb:.1f} MB")
         report.raw(f"{count} accounts: one UCWA round trip", f"{rtt:.1f} ms, measured")
     for count in counts:
