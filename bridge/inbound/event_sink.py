@@ -339,7 +339,12 @@ class EventSink:
                 message_id = self.outbound.post_href_outcome(item["href"], outcome)
                 if not message_id:
                     return
-            self.outbound.settle(message_id, bool(item["success"]), reason)
+            self.outbound.settle(
+                message_id,
+                bool(item["success"]),
+                reason,
+                conversation_href=item.get("conversation"),
+            )
         if result is not None:
             result.settled.append(message_id)
 
@@ -364,12 +369,15 @@ def _settlement(notice: InvitationOutcome | MessageOutcome, base_url: str) -> di
             "state": notice.state,
             "conversation": resolve(base_url, href) if href else None,
         }
+    conversation = notice.conversation_href
     return {
         "kind": "message",
         "operation": notice.operation_id,
         "success": notice.success,
         "reason": reason,
         "href": resolve(base_url, notice.href or ""),
+        # the message's conversation, known even when the outcome beats the worker's record of it
+        "conversation": resolve(base_url, conversation) if conversation else None,
     }
 
 

@@ -113,6 +113,9 @@ def run(client: redis.Redis, plan: Plan, stop: str) -> tuple[dict[int, tuple[str
     for n, message_id in enumerate(ids):
         record = store.get(message_id)
         outcome[n] = (record.status.value, record.error.code if record.error else "")
+        if record.status is MessageStatus.DELIVERED:
+            # its conversation, from the event, though the worker never recorded the href
+            assert record.conversation is not None, (plan[n], record)
     return outcome, finals
 
 
