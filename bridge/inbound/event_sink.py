@@ -357,28 +357,18 @@ class EventSink:
 
 
 def _settlement(notice: InvitationOutcome | MessageOutcome, base_url: str) -> dict[str, Any]:
-    """What ``EventSink.settle`` needs of an outcome, as JSON (links made absolute)."""
-    reason = notice.reason.__dict__ if notice.reason else None
-    if isinstance(notice, InvitationOutcome):
-        href = notice.conversation_href
-        return {
-            "kind": "invitation",
-            "operation": notice.operation_id,
-            "success": notice.success,
-            "reason": reason,
-            "state": notice.state,
-            "conversation": resolve(base_url, href) if href else None,
-        }
+    """What ``EventSink.settle`` needs of an outcome, as JSON (links made absolute). A message's
+    conversation comes along too: its outcome may beat the worker's record of it."""
     conversation = notice.conversation_href
-    return {
-        "kind": "message",
+    item: dict[str, Any] = {
         "operation": notice.operation_id,
         "success": notice.success,
-        "reason": reason,
-        "href": resolve(base_url, notice.href or ""),
-        # the message's conversation, known even when the outcome beats the worker's record of it
+        "reason": notice.reason.__dict__ if notice.reason else None,
         "conversation": resolve(base_url, conversation) if conversation else None,
     }
+    if isinstance(notice, InvitationOutcome):
+        return {"kind": "invitation", "state": notice.state, **item}
+    return {"kind": "message", "href": resolve(base_url, notice.href or ""), **item}
 
 
 def _same_person(uri: str | None, remote: str | None) -> bool:

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.lock import Lock
@@ -551,26 +551,19 @@ class Sender:
                 attempts=current.attempts - 1,
             )
 
-        deadline = time.monotonic() + LOCK_RELEASE_WAIT_S
-        delay = 0.2
-        while True:
-            try:
-                self.store.update(message_id, back)
-                log.info("claim undone: no POST went out", extra={"message_id": message_id})
-                return
-            except (_ClaimLost, MessageNotFound):
-                return  # the claim never committed: nothing to undo
-            except redis.RedisError as exc:
-                if not redis_unavailable(exc) or time.monotonic() + delay > deadline:
-                    log.warning(
-                        "could not undo a claim whose answer was lost; the message ends "
-                        "outcome_unknown unless UCWA reports it: %s",
-                        exc,
-                        extra={"message_id": message_id},
-                    )
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        try:
+            undone = _once_redis_answers(lambda: self.store.update(message_id, back))
+        except (_ClaimLost, MessageNotFound):
+            return  # the claim never committed: nothing to undo
+        except redis.RedisError as exc:
+            log.warning(
+                "could not undo a claim whose answer was lost; the message ends "
+                "outcome_unknown unless UCWA reports it: %s",
+                exc,
+                extra={"message_id": message_id},
+            )
+            return
+        log.info("claim undone: no POST went out", extra={"message_id": undone.id})
 
     def _stand_down(self, message_id: str) -> str:
         """The claim to post was lost: a final (cancelled) message hands on to the next one in
@@ -615,25 +608,36 @@ class Sender:
             )
 
 
-# How long a run waits for Redis to take writes again to give its lock back: without it, a send
-# cut off by an outage would stay locked for the lock's whole TTL after Redis returned.
+# How long a run waits for Redis to take writes again to give its lock back (or undo a claim):
+# without it, a send cut off by an outage would stay locked for the lock's whole TTL after Redis
+# returned.
 LOCK_RELEASE_WAIT_S = 20.0
 
+T = TypeVar("T")
 
-def _release(lock: Lock) -> None:
+
+def _once_redis_answers(step: Callable[[], T]) -> T:
+    """``step()``, repeated with a backoff while Redis is unavailable, for up to
+    ``LOCK_RELEASE_WAIT_S``; then, or on any other error, its error is raised."""
     deadline = time.monotonic() + LOCK_RELEASE_WAIT_S
     delay = 0.2
     while True:
         try:
-            lock.release()
-            return
-        except redis.exceptions.LockError:
-            return  # it expired while we worked (or is another run's now): nothing to undo
+            return step()
         except redis.RedisError as exc:
             if not redis_unavailable(exc) or time.monotonic() + delay > deadline:
-                return  # the lock expires by itself
+                raise
             time.sleep(delay)  # Redis, and with it RQ's scheduler, is away: nothing to hand to
             delay = min(delay * 2, 2.0)
+
+
+def _release(lock: Lock) -> None:
+    try:
+        _once_redis_answers(lock.release)
+    except redis.exceptions.LockError:
+        pass  # it expired while we worked (or is another run's now): nothing to undo
+    except redis.RedisError:
+        pass  # the lock expires by itself
 
 
 class _ClaimLost(Exception):
