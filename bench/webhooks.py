@@ -2,14 +2,15 @@
 
 One ``python -m bridge.cli worker`` (the production worker: RQ SimpleWorker on the send and
 webhooks queues, with the scheduler) delivers N staged ``message.received`` events to a local
-receiver (a ThreadingHTTPServer answering 200); side by side, the same worker runs N no-op jobs
-on the ``webhooks`` queue, and delivers N events to a second receiver that closes every
-connection after its answer (HTTP/1.0, as every delivery was before the worker kept
-connections alive), so reuse is measured against its absence in the same run. Each batch is
-written in one MULTI/EXEC so the worker finds all of it at once; its rate runs from that commit
-until RQ has removed the last job (all kinds are enqueued with ``result_ttl=0``, as the bridge
-enqueues its jobs).
-The three kinds rotate, each taking each place in turn.
+receiver (a ThreadingHTTPServer answering 200), several deliveries to a job as a poller's event
+batch stages them (``BRIDGE_WEBHOOK_BATCH_SIZE``); side by side, the same worker runs N no-op
+jobs on the ``webhooks`` queue, delivers N events with a job each (batches of one, as every
+delivery was before jobs carried several), and delivers N events to a second receiver that
+closes every connection after its answer (HTTP/1.0, as every delivery was before the worker
+kept connections alive), so each saving is measured against its absence in the same run. Each
+batch is written in one MULTI/EXEC so the worker finds all of it at once; its rate runs from
+that commit until RQ has removed the last job (all kinds are enqueued with ``result_ttl=0``,
+as the bridge enqueues its jobs). The four kinds rotate, each taking each place in turn.
 
     python -m bench.webhooks [--quick] [--messages N] [--rounds R]
 """
@@ -45,9 +46,9 @@ from bench._common import (
     say,
 )
 from bridge.webhooks.endpoints import WebhookEndpoint
-from bridge.webhooks.jobs import QUEUE_NAME, job_id_for
+from bridge.webhooks.jobs import QUEUE_NAME
 from bridge.webhooks.log import DeliveryLog, DeliveryStatus
-from bridge.webhooks.outbox import new_event, stage_event
+from bridge.webhooks.outbox import Outbox, new_event
 from bridge.webhooks.settings import WebhookSettings
 
 NOOP_FUNC = "operator.truth"  # a C function: the job costs RQ's bookkeeping and nothing else
@@ -119,7 +120,8 @@ class Batch:
         self.cpu_s += other.cpu_s
 
 
-DELIVERIES, CLOSING, NOOPS = "deliveries", "deliveries, a connection each", "no-op jobs"
+DELIVERIES, SINGLE = "deliveries", "deliveries, a job each"
+CLOSING, NOOPS = "deliveries, a connection each", "no-op jobs"
 
 
 class WebhookBench:
@@ -145,18 +147,22 @@ class WebhookBench:
         self.worker = self.stack.start_worker(BRIDGE_WEBHOOKS=json.dumps(self.endpoint_config))
 
     def deliveries(self, kind: str = DELIVERIES) -> Batch:
-        settings = WebhookSettings()
-        receiver = self.receivers[kind]
+        """The batch's events staged in one transaction, as a poller stages an event batch:
+        jobs of ``BRIDGE_WEBHOOK_BATCH_SIZE`` deliveries (default), or one each (SINGLE)."""
+        settings = WebhookSettings(batch_size=1) if kind == SINGLE else WebhookSettings()
+        endpoint_kind = DELIVERIES if kind == SINGLE else kind
+        receiver = self.receivers[endpoint_kind]
         data = {"from": "sip:alice@contoso.com", "conversation_id": "conv-bench", "text": TEXT_100}
         now = datetime.now(UTC)
         received = receiver.count
         with self.client.pipeline() as pipe:
             pipe.multi()
             ids: list[str] = []
-            for _ in range(self.count):
-                event = new_event("message.received", data, now)
-                ids += stage_event(pipe, event, [self.endpoints[kind]], settings)
-            batch = self._run(kind, [job_id_for(i, 1) for i in ids], pipe)
+            with Outbox(pipe, [self.endpoints[endpoint_kind]], settings) as outbox:
+                for _ in range(self.count):
+                    ids += outbox.stage(new_event("message.received", data, now))
+                job_ids = outbox.flush()
+            batch = self._run(kind, job_ids, pipe, deliveries=len(ids))
         log = DeliveryLog(self.client, settings.retention_s)
         failed = [
             i for i in ids if (r := log.get(i)) is None or r.status != DeliveryStatus.SUCCEEDED
@@ -190,7 +196,13 @@ class WebhookBench:
             )
             return self._run("no-op jobs", job_ids, pipe)
 
-    def _run(self, kind: str, job_ids: Sequence[str], pipe: redis.client.Pipeline) -> Batch:
+    def _run(
+        self,
+        kind: str,
+        job_ids: Sequence[str],
+        pipe: redis.client.Pipeline,
+        deliveries: int | None = None,
+    ) -> Batch:
         """Wall time from the batch's commit until RQ has removed every job of it.
 
         Both kinds are enqueued with ``result_ttl=0``, as the bridge enqueues its jobs: RQ
@@ -213,7 +225,8 @@ class WebhookBench:
         failed = Queue(QUEUE_NAME, connection=self.client).failed_job_registry.get_job_ids()
         if set(failed) & set(job_ids):
             raise BenchError(f"{len(set(failed) & set(job_ids))} of the {kind} failed")
-        return Batch(kind, count=len(keys), seconds=seconds, cpu_s=cpu_after - cpu_before)
+        count = len(keys) if deliveries is None else deliveries
+        return Batch(kind, count=count, seconds=seconds, cpu_s=cpu_after - cpu_before)
 
 
 def main() -> Report:
@@ -225,7 +238,7 @@ def main() -> Report:
     rounds = args.rounds or (3 if args.quick else 6)
     report = Report("webhooks: deliveries/s vs no-op RQ jobs/s, one worker")
     receivers = {DELIVERIES: Receiver(), CLOSING: Receiver(keep_alive=False)}
-    order = (DELIVERIES, NOOPS, CLOSING)
+    order = (DELIVERIES, NOOPS, SINGLE, CLOSING)
     totals = {kind: Batch(kind) for kind in order}
     try:
         with Stack("webhooks", keep_logs=args.keep_logs) as stack:
@@ -247,10 +260,17 @@ def main() -> Report:
             receiver.close()
 
     hooks, noop, closing = totals[DELIVERIES], totals[NOOPS], totals[CLOSING]
+    single = totals[SINGLE]
+    size = WebhookSettings().batch_size
     report.ratio(
         "deliveries/s / no-op jobs/s",
         ratio(hooks.rate, noop.rate),
-        f"{hooks.rate:.0f} deliveries/s, {noop.rate:.0f} no-op jobs/s",
+        f"{hooks.rate:.0f} deliveries/s ({size} a job), {noop.rate:.0f} no-op jobs/s",
+    )
+    report.ratio(
+        "deliveries/s, a job each / no-op jobs/s",
+        ratio(single.rate, noop.rate),
+        f"{single.rate:.0f} deliveries/s, {noop.rate:.0f} no-op jobs/s",
     )
     report.ratio(
         "deliveries/s, kept-alive / a connection each",
@@ -264,9 +284,14 @@ def main() -> Report:
     )
     cpu = {k: ratio(b.cpu_s * 1000, b.count) for k, b in totals.items()}
     report.ratio(
-        "worker CPU per job, delivery / no-op",
+        "worker CPU, per delivery / per no-op job",
         ratio(cpu[DELIVERIES], cpu[NOOPS]),
         f"{cpu[DELIVERIES]:.2f} vs {cpu[NOOPS]:.2f} ms",
+    )
+    report.ratio(
+        "worker CPU per delivery, a job each / in jobs of several",
+        ratio(cpu[SINGLE], cpu[DELIVERIES]),
+        f"{cpu[SINGLE]:.2f} vs {cpu[DELIVERIES]:.2f} ms",
     )
     report.ratio(
         "worker CPU per delivery, kept-alive / a connection each",
@@ -277,10 +302,11 @@ def main() -> Report:
         report.raw(
             f"{kind}: throughput", f"{batch.rate:.0f}/s ({batch.count} in {batch.seconds:.2f} s)"
         )
-        report.raw(f"{kind}: worker CPU ms/job", f"{cpu[kind]:.2f}")
+        report.raw(f"{kind}: worker CPU ms each", f"{cpu[kind]:.2f}")
     report.note(
-        f"{count} jobs per batch, {rounds} round(s), the three kinds rotating; every delivery is "
-        "signed, POSTed and logged in Redis; the receivers run in this process"
+        f"{count} events (or no-op jobs) per batch, staged in one transaction, {rounds} "
+        f"round(s), the four kinds rotating; deliveries go {size} to a job, or one each; every "
+        "delivery is signed, POSTed and logged in Redis; the receivers run in this process"
     )
     return report
 

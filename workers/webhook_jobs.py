@@ -25,20 +25,32 @@ log = logging.getLogger("ucwa_bridge.webhooks")
 
 def deliver_webhook(delivery_id: str) -> dict[str, str]:
     """Perform the scheduled try of one delivery; safe to run twice (the record decides)."""
+    report = _deliverer().deliver(delivery_id)
+    return {"action": report.action, "reason": report.reason}
+
+
+def deliver_webhooks(delivery_ids: list[str]) -> dict[str, int]:
+    """Perform the first tries of a batch of deliveries (``Deliverer.deliver_many``); safe to
+    run twice. How many tries came to each action."""
+    actions: dict[str, int] = {}
+    for report in _deliverer().deliver_many(list(delivery_ids)):
+        actions[report.action] = actions.get(report.action, 0) + 1
+    return actions
+
+
+def _deliverer() -> Deliverer:
     job = get_current_job()
     # outside a worker (e.g. from a shell) connect as the worker would
     connection = connect(os.environ["BRIDGE_REDIS_URL"]) if job is None else job.connection
     settings, endpoints = _config(_webhook_env())
     # A try waits (within its job time) for Redis to come back, unless the worker is stopping.
-    deliverer = Deliverer(
+    return Deliverer(
         connection,
         settings,
         endpoints,
         on_outcome=log_and_count_webhook_outcome,
         stop=stopping,
     )
-    report = deliverer.deliver(delivery_id)
-    return {"action": report.action, "reason": report.reason}
 
 
 def recover_lost_webhook_tries(connection: redis.Redis) -> list[str]:

@@ -353,6 +353,9 @@ class BridgeEnvironment(BaseSettings):
     webhook_jitter: Annotated[float, Field(ge=0, lt=1), Use(WEBHOOKS)] = Field(
         0.2, description="random spread of each retry delay, a fraction below 1"
     )
+    webhook_batch_size: Annotated[Count, Field(le=100), Use(WEBHOOKS)] = Field(
+        10, description="most deliveries to one endpoint that one job makes, from one staging"
+    )
     webhook_retry_after_cap_s: Annotated[float, Field(ge=0, allow_inf_nan=False), Use(WEBHOOKS)] = (
         Field(36000.0, description="longest Retry-After a receiver may ask for")
     )

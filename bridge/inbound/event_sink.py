@@ -173,7 +173,10 @@ class EventSink:
             result.quarantined += 1
         self._unread = []
         begin = getattr(self.inbound_hook, "begin_batch", None)
-        if callable(begin):
+        end = getattr(self.inbound_hook, "end_batch", None)
+        if callable(begin) and callable(end):
+            begin(defer_jobs=True)  # the batch's delivery jobs are written at its end, together
+        elif callable(begin):
             begin()
         cache: dict[str, Conversation] = {}
         now = time.time()
@@ -259,6 +262,8 @@ class EventSink:
 
         for notice in notices:
             self._contained(pipe, "apply", notice, partial(apply, notice), result)
+        if callable(end):
+            end(pipe)
         for conv in cache.values():
             self._contained(pipe, "apply", conv, partial(self.registry.save, conv, pipe), result)
         self._hold(notices, base_url, pipe, result)

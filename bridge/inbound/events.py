@@ -32,7 +32,7 @@ from bridge.ucwa.notices import (
 )
 from bridge.webhooks.endpoints import WebhookEndpoint
 from bridge.webhooks.events import EventType, new_event, rfc3339
-from bridge.webhooks.outbox import stage_event
+from bridge.webhooks.outbox import Outbox
 from bridge.webhooks.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -161,10 +161,11 @@ class BatchState:
     queues writes on the transaction's pipeline, and remembers them for later notices of the batch.
     """
 
-    def __init__(self, reader: redis.Redis, pipe: Pipeline, ttl_s: int) -> None:
+    def __init__(self, reader: redis.Redis, pipe: Pipeline, ttl_s: int, outbox: Outbox) -> None:
         self.reader = reader
         self.pipe = pipe
         self.ttl_s = ttl_s
+        self.outbox = outbox
         self._local: dict[str, str | None] = {}
 
     def prefetch(self, keys: Sequence[str]) -> None:
@@ -198,7 +199,9 @@ class InboundEvents:
     """The poller's inbound hook: notices in, webhook events staged on the cursor transaction.
 
     Call ``begin_batch()`` before each cursor transaction (a new pipeline also starts one), so
-    state remembered from an aborted transaction never leaks into its retry.
+    state remembered from an aborted transaction never leaks into its retry. With
+    ``begin_batch(defer_jobs=True)`` the delivery jobs of the whole transaction are written by
+    ``end_batch(pipe)``, so deliveries to one endpoint share jobs; otherwise each notice's.
     """
 
     def __init__(
@@ -224,13 +227,22 @@ class InboundEvents:
         self.state_ttl_s = state_ttl_s
         self.reader = reader
         self._batch: BatchState | None = None
+        self._defer_jobs = False
 
     def _wanted(self, event_type: str) -> bool:
         return any(e.enabled and e.wants(event_type) for e in self.endpoints)
 
-    def begin_batch(self) -> None:
-        """Forget the per-transaction memory; the next call starts from committed Redis state."""
+    def begin_batch(self, defer_jobs: bool = False) -> None:
+        """Forget the per-transaction memory; the next call starts from committed Redis state.
+        ``defer_jobs``: the caller calls ``end_batch`` before it executes the transaction."""
         self._batch = None
+        self._defer_jobs = defer_jobs
+
+    def end_batch(self, pipe: Pipeline) -> None:
+        """Write the delivery jobs of everything staged on ``pipe`` since ``begin_batch``."""
+        if self._batch is not None and self._batch.pipe is pipe:
+            self._batch.outbox.flush()
+        self._defer_jobs = False
 
     def __call__(self, pipe: Pipeline, notice: Notice, conversation: Conversation | None) -> None:
         """The ``InboundHook``: see ``handle``."""
@@ -246,7 +258,8 @@ class InboundEvents:
         batch = self._batch
         if batch is None or batch.pipe is not pipe:
             reader = self.reader or redis.Redis(connection_pool=pipe.connection_pool)
-            batch = self._batch = BatchState(reader, pipe, self.state_ttl_s)
+            outbox = Outbox(pipe, self.endpoints, self.settings)
+            batch = self._batch = BatchState(reader, pipe, self.state_ttl_s, outbox)
         if isinstance(notice, IncomingMessage):
             conv_id = self._conv_id(notice.conversation_href, conversation)
             item = self._message_item(notice, conversation)
@@ -256,7 +269,9 @@ class InboundEvents:
         for event in self.events_for(notice, conversation, batch):
             if event["type"] == EventType.MESSAGE_RECEIVED:
                 _log_received(pipe, event["data"], self.clock())
-            staged += stage_event(pipe, event, self.endpoints, self.settings)
+            staged += batch.outbox.stage(event)
+        if not self._defer_jobs:
+            batch.outbox.flush()
         return staged
 
     # -- decisions over a DedupeState (no Redis here) -------------------------------------------

@@ -69,7 +69,8 @@ def log_outcome(outcome: AttemptOutcome) -> None:
 
 @dataclass(frozen=True)
 class DeliveryReport:
-    """What a job run did: ``action`` is succeeded, retry_scheduled, dead, not_due or skipped."""
+    """What a job run did for a delivery: ``action`` is succeeded, retry_scheduled, dead,
+    not_due, skipped or handed_back (a batch gave the try back, queued as a job of its own)."""
 
     delivery_id: str
     action: str
@@ -105,44 +106,106 @@ class Deliverer:
         self._deadline = float("inf")
 
     def deliver(self, delivery_id: str) -> DeliveryReport:
-        self._deadline = time.monotonic() + max(
-            self.settings.job_timeout_s - REDIS_WAIT_MARGIN_S, 1.0
-        )
-        lease_ms = self.settings.job_timeout_s * 1000
-        claim = self._persist(
-            lambda: self.log.claim(delivery_id, self._now_ms(), lease_ms=lease_ms)
-        )
-        if isinstance(claim, NotDue):
-            # Ran early (a duplicate run, or a manual enqueue): put the try back on schedule.
-            at = _from_ms(claim.at_ms)
+        return self.deliver_many([delivery_id])[0]
 
+    def deliver_many(self, delivery_ids: list[str]) -> list[DeliveryReport]:
+        """Perform the scheduled tries of several deliveries in one job, one after another; a
+        report for each, in order.
+
+        Every try is claimed at the start, in one script call, so a run killed half-way leaves
+        each one either unclaimed with its job or claimed under a lease the recovery sweep
+        watches. A delivery starts only within ``settings.batch_budget_s`` of the job's start
+        (each started one keeps a single delivery's time) and while the worker is not stopping;
+        the rest are handed back, each queued again as a job of its own.
+        """
+        started = time.monotonic()
+        self._deadline = started + max(self.settings.job_timeout_s - REDIS_WAIT_MARGIN_S, 1.0)
+        lease_ms = self.settings.job_timeout_s * 1000
+        claims = self._persist(
+            lambda: self.log.claim_many(delivery_ids, self._now_ms(), lease_ms=lease_ms)
+        )
+        reports: list[DeliveryReport | None] = [None] * len(delivery_ids)
+        claimed: list[tuple[int, DeliveryRecord]] = []
+        not_due: list[tuple[int, NotDue]] = []
+        for n, (delivery_id, claim) in enumerate(zip(delivery_ids, claims, strict=True)):
+            if isinstance(claim, Claimed):
+                claimed.append((n, claim.record))
+            elif isinstance(claim, NotDue):
+                not_due.append((n, claim))
+            else:
+                reports[n] = DeliveryReport(delivery_id, "skipped", claim.reason)
+        if not_due:
+            # Ran early (a duplicate run, or a manual enqueue): put the tries back on schedule.
             def reschedule() -> None:
                 with self._r.pipeline() as pipe:
-                    self.jobs.schedule(pipe, delivery_id, claim.try_no, at)
+                    for n, claim in not_due:
+                        at = _from_ms(claim.at_ms)
+                        self.jobs.schedule(pipe, delivery_ids[n], claim.try_no, at)
                     pipe.execute()
 
             self._persist(reschedule)
-            return DeliveryReport(delivery_id, "not_due", next_attempt_at=at)
-        if not isinstance(claim, Claimed):
-            return DeliveryReport(delivery_id, "skipped", claim.reason)
-        record = claim.record
+            for n, claim in not_due:
+                at = _from_ms(claim.at_ms)
+                reports[n] = DeliveryReport(delivery_ids[n], "not_due", next_attempt_at=at)
+        records = [record for _, record in claimed]
+        # Every body and endpoint's disabled state in one round trip.
+        reads = self._persist(lambda: self._read_for(records)) if records else []
+        for k, ((n, record), (body, disabled)) in enumerate(zip(claimed, reads, strict=True)):
+            if k and (
+                self._stop.is_set() or time.monotonic() - started > self.settings.batch_budget_s
+            ):
+                for m, report in self._hand_back(claimed[k:]):
+                    reports[m] = report
+                break
+            reports[n] = self._deliver_claimed(record, body, disabled)
+        return [report for report in reports if report is not None]
+
+    def _deliver_claimed(
+        self, record: DeliveryRecord, body: bytes | None, disabled: bool
+    ) -> DeliveryReport:
         endpoint = self.endpoints.get(record.endpoint_id)
         if endpoint is None:
             return self._dead(record, "endpoint_removed", None)
-        # The body and the endpoint's disabled state in one round trip.
-        body, disabled = self._persist(lambda: self._read_for(record.event_id, endpoint.id))
         if not endpoint.enabled or disabled:
             return self._dead(record, "endpoint_disabled", None)
         if body is None:
             return self._dead(record, "event_expired", None)
         return self._attempt(record, endpoint, body)
 
-    def _read_for(self, event_id: str, endpoint_id: str) -> tuple[bytes | None, bool]:
+    def _read_for(self, records: list[DeliveryRecord]) -> list[tuple[bytes | None, bool]]:
         with self._r.pipeline(transaction=False) as pipe:
-            pipe.get(Keys.event(event_id))
-            self.status.queue_is_disabled(pipe, endpoint_id)
-            body, disabled = pipe.execute()
-        return body, bool(disabled)
+            for record in records:
+                pipe.get(Keys.event(record.event_id))
+                self.status.queue_is_disabled(pipe, record.endpoint_id)
+            answers = pipe.execute()
+        return [
+            (body, bool(disabled))
+            for body, disabled in zip(answers[::2], answers[1::2], strict=True)
+        ]
+
+    def _hand_back(
+        self, rest: list[tuple[int, DeliveryRecord]]
+    ) -> list[tuple[int, DeliveryReport]]:
+        """Give the claimed tries not yet attempted back, each queued as a job of its own."""
+
+        def enqueue(pipe: Pipeline, delivery_id: str, try_no: int) -> None:
+            self.jobs.enqueue_now(pipe, delivery_id, try_no)
+
+        records = [record for _, record in rest]
+        given = set(self._persist(lambda: self.log.hand_back(records, self._now_ms(), enqueue)))
+        logger.info(
+            "a webhook batch handed back deliveries it had no time for",
+            extra={"handed_back": len(given), "stopping": self._stop.is_set()},
+        )
+        return [
+            (
+                n,
+                DeliveryReport(record.id, "handed_back")
+                if record.id in given
+                else DeliveryReport(record.id, "skipped", "try already taken"),
+            )
+            for n, record in rest
+        ]
 
     def _attempt(
         self, record: DeliveryRecord, endpoint: WebhookEndpoint, body: bytes

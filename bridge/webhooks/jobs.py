@@ -15,10 +15,12 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from bridge.config.rq_schedule import schedule_job
+from bridge.webhooks.log import DeliveryRecord, Keys
 
 QUEUE_NAME = "webhooks"
 # A string, not an import: ``bridge`` never imports ``workers``.
 JOB_FUNC = "workers.webhook_jobs.deliver_webhook"
+BATCH_FUNC = "workers.webhook_jobs.deliver_webhooks"
 
 
 # RQ asks the server for its version (an INFO round trip) once per Queue object. Producers build
@@ -27,9 +29,18 @@ JOB_FUNC = "workers.webhook_jobs.deliver_webhook"
 _SERVER_VERSIONS: weakref.WeakKeyDictionary[Any, tuple[int, int, int]] = weakref.WeakKeyDictionary()
 
 
+# RQ job statuses after which a job takes nothing more ("finished" only shows with a result TTL).
+_ENDED = frozenset({"failed", "stopped", "canceled", "finished"})
+
+
 def job_id_for(delivery_id: str, try_no: int) -> str:
     """One RQ job id per scheduled try, so enqueueing a try twice cannot double it."""
     return f"{delivery_id}-t{try_no}"
+
+
+def batch_job_id(delivery_ids: list[str]) -> str:
+    """The job of a batch of first tries: named by its first delivery and its size."""
+    return f"{delivery_ids[0]}-t1-b{len(delivery_ids)}"
 
 
 class DeliveryJobs:
@@ -65,6 +76,32 @@ class DeliveryJobs:
         if self.queue.redis_server_version:
             _SERVER_VERSIONS[self._pool] = self.queue.redis_server_version
         pipe.zrem(self._scheduled.key, job_id)
+        pipe.hset(Keys.delivery(delivery_id), "job", job_id)
+        return job_id
+
+    def enqueue_batch(self, pipe: Pipeline, delivery_ids: list[str]) -> str:
+        """One job for the first tries of several deliveries (``Deliverer.deliver_many``);
+        a single delivery gets its usual job."""
+        if len(delivery_ids) == 1:
+            return self.enqueue_now(pipe, delivery_ids[0], 1)
+        job_id = batch_job_id(delivery_ids)
+        self.queue.enqueue_many(
+            [
+                Queue.prepare_data(
+                    BATCH_FUNC,
+                    args=(list(delivery_ids),),
+                    job_id=job_id,
+                    timeout=self.job_timeout_s,
+                    result_ttl=0,
+                    description=f"deliver {len(delivery_ids)} webhooks from {delivery_ids[0]}",
+                )
+            ],
+            pipeline=pipe,
+        )
+        if self.queue.redis_server_version:
+            _SERVER_VERSIONS[self._pool] = self.queue.redis_server_version
+        for delivery_id in delivery_ids:
+            pipe.hset(Keys.delivery(delivery_id), "job", job_id)
         return job_id
 
     def schedule(self, pipe: Pipeline, delivery_id: str, try_no: int, at: datetime) -> str:
@@ -81,7 +118,26 @@ class DeliveryJobs:
             result_ttl=0,
             description=f"deliver webhook {delivery_id} try {try_no}",
         )
+        pipe.hset(Keys.delivery(delivery_id), "job", job_id)
         return job_id
+
+    def ended_without_taking(self, records: list[DeliveryRecord]) -> list[DeliveryRecord]:
+        """Of queued tries, those whose job has ended (failed, stopped, or gone): nothing is
+        left to take them. A queued, scheduled or running job still may."""
+        jobs = [r.job or job_id_for(r.id, r.try_no) for r in records]
+        with self.queue.connection.pipeline(transaction=False) as pipe:
+            for job_id in jobs:
+                pipe.hget(f"rq:job:{job_id}", "status")
+            statuses = pipe.execute()
+        return [
+            record
+            for record, status in zip(records, statuses, strict=True)
+            if status is None or status.decode() in _ENDED
+        ]
+
+    def forget_failed(self, pipe: Pipeline, job_id: str) -> None:
+        """Drop an ended job from RQ's failed registry (its try has a new job)."""
+        pipe.zrem(self.queue.failed_job_registry.key, job_id)
 
     def unschedule(self, pipe: Pipeline, job_id: str) -> None:
         pipe.zrem(self._scheduled.key, job_id)

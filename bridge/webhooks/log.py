@@ -80,6 +80,9 @@ class DeliveryRecord:
     next_attempt_ms: int | None = None
     lease_until_ms: int = 0
     reason: str = ""
+    # The RQ job that carries the queued try, written with the job (``DeliveryJobs``), never
+    # by ``to_hash``; "" in records staged before it was kept: their job is job_id_for(...).
+    job: str = ""
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> DeliveryRecord:
@@ -99,6 +102,7 @@ class DeliveryRecord:
             next_attempt_ms=int(f["next_attempt_ms"]) if f.get("next_attempt_ms") else None,
             lease_until_ms=int(f.get("lease_until_ms", 0)),
             reason=f.get("reason", ""),
+            job=f.get("job", ""),
         )
 
     def to_hash(self) -> dict[str, str | int]:
@@ -127,6 +131,10 @@ class DeliveryRecord:
             and self.started >= self.try_no
             and 0 < self.lease_until_ms <= now_ms
         )
+
+    def queued(self) -> bool:
+        """Pending with its try not yet taken: a job is to take it."""
+        return self.status is DeliveryStatus.PENDING and self.started < self.try_no
 
     def in_flight(self, now_ms: int) -> bool:
         """Queued (a try not yet claimed) or being attempted under an unexpired lease."""
@@ -178,29 +186,50 @@ class Skipped:
 Claim = Claimed | NotDue | Skipped
 
 
-# Claim: KEYS delivery, pending index, failed index; ARGV now, lease end, latest due, retention.
-# The checks of a claim, in order: the record exists, is pending or failed, its try is not
-# taken, and it is due (up to ``early_ms`` ahead).
+def _claim_of(answer: list[Any]) -> Claim:
+    verdict = answer[0].decode()
+    if verdict == "claimed":
+        flat = answer[1]
+        return Claimed(DeliveryRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))))
+    if verdict == "not_due":
+        return NotDue(int(answer[1]), int(answer[2]))
+    if verdict == "already":
+        return Skipped(f"already {answer[1].decode()}")
+    return Skipped("missing" if verdict == "missing" else "try already taken")
+
+
+# Claim one or several deliveries: KEYS pending index, failed index, then the deliveries; ARGV
+# now, lease end, latest due, retention. One answer per delivery, in order. The checks of a
+# claim, in order: the record exists, is pending or failed, its try is not taken, and it is due
+# (up to ``early_ms`` ahead).
 _CLAIM = """
-local f = redis.call('HGETALL', KEYS[1])
-if #f == 0 then return {'missing'} end
-local r = {}
-for i = 1, #f, 2 do r[f[i]] = f[i + 1] end
-if r.status ~= 'pending' and r.status ~= 'failed' then return {'already', r.status} end
-local try_no = r.try_no or '1'
-if tonumber(r.started or '0') >= tonumber(try_no) then return {'taken'} end
-local due = r.next_attempt_ms
-if due and due ~= '' and tonumber(due) > tonumber(ARGV[3]) then
-  return {'not_due', try_no, due}
+local answers = {}
+for k = 3, #KEYS do
+  local f = redis.call('HGETALL', KEYS[k])
+  local r = {}
+  for i = 1, #f, 2 do r[f[i]] = f[i + 1] end
+  local try_no = r.try_no or '1'
+  local due = r.next_attempt_ms
+  if #f == 0 then
+    answers[#answers + 1] = {'missing'}
+  elseif r.status ~= 'pending' and r.status ~= 'failed' then
+    answers[#answers + 1] = {'already', r.status}
+  elseif tonumber(r.started or '0') >= tonumber(try_no) then
+    answers[#answers + 1] = {'taken'}
+  elseif due and due ~= '' and tonumber(due) > tonumber(ARGV[3]) then
+    answers[#answers + 1] = {'not_due', try_no, due}
+  else
+    redis.call('HSET', KEYS[k], 'status', 'pending', 'started', try_no,
+      'lease_until_ms', ARGV[2], 'updated_ms', ARGV[1])
+    redis.call('EXPIRE', KEYS[k], ARGV[4])
+    if r.status == 'failed' then
+      redis.call('ZREM', KEYS[2], r.id)
+      redis.call('ZADD', KEYS[1], r.created_ms, r.id)
+    end
+    answers[#answers + 1] = {'claimed', redis.call('HGETALL', KEYS[k])}
+  end
 end
-redis.call('HSET', KEYS[1], 'status', 'pending', 'started', try_no,
-  'lease_until_ms', ARGV[2], 'updated_ms', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if r.status == 'failed' then
-  redis.call('ZREM', KEYS[3], r.id)
-  redis.call('ZADD', KEYS[2], r.created_ms, r.id)
-end
-return {'claimed', redis.call('HGETALL', KEYS[1])}
+return answers
 """
 
 # Conclude a try whose outcome needs no job: KEYS delivery, attempts, event body, pending index,
@@ -355,26 +384,66 @@ class DeliveryLog:
         """Take the scheduled try for this run, at most once per try (RQ may run a job twice).
 
         One script call: read, check and take, with the record's status index moved along."""
-        answer = cast(
+        return self.claim_many([delivery_id], now_ms, lease_ms, early_ms)[0]
+
+    def claim_many(
+        self, delivery_ids: list[str], now_ms: int, lease_ms: int, early_ms: int = 1000
+    ) -> list[Claim]:
+        """``claim`` for each of ``delivery_ids`` in one script call; the claims in order."""
+        answers = cast(
             list[Any],
             self._claim_script(
                 keys=[
-                    Keys.delivery(delivery_id),
                     Keys.by_status(DeliveryStatus.PENDING),
                     Keys.by_status(DeliveryStatus.FAILED),
+                    *(Keys.delivery(i) for i in delivery_ids),
                 ],
                 args=[now_ms, now_ms + lease_ms, now_ms + early_ms, self.retention_s],
             ),
         )
-        verdict = answer[0].decode()
-        if verdict == "claimed":
-            flat = answer[1]
-            return Claimed(DeliveryRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))))
-        if verdict == "not_due":
-            return NotDue(int(answer[1]), int(answer[2]))
-        if verdict == "already":
-            return Skipped(f"already {answer[1].decode()}")
-        return Skipped("missing" if verdict == "missing" else "try already taken")
+        return [_claim_of(answer) for answer in answers]
+
+    def hand_back(
+        self,
+        claimed: list[DeliveryRecord],
+        now_ms: int,
+        enqueue: Callable[[Pipeline, str, int], None],
+    ) -> list[str]:
+        """Give claimed tries back unattempted, each queued again (``enqueue`` writes its job in
+        the same transaction); the ids given back. A try another run took meanwhile, or that an
+        operator requeued, is left alone."""
+        if not claimed:
+            return []
+        keys = [Keys.delivery(record.id) for record in claimed]
+        with self._r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys)
+                    ours = []
+                    for record in claimed:
+                        current = self._read(pipe, record.id)
+                        if (
+                            current is not None
+                            and current.status is DeliveryStatus.PENDING
+                            and current.started == record.started
+                            and current.try_no == record.try_no
+                        ):
+                            ours.append(current)
+                    pipe.multi()
+                    for current in ours:
+                        pipe.hset(
+                            Keys.delivery(current.id),
+                            mapping={
+                                "started": current.started - 1,
+                                "lease_until_ms": 0,
+                                "updated_ms": now_ms,
+                            },
+                        )
+                        enqueue(pipe, current.id, current.try_no)
+                    pipe.execute()
+                    return [current.id for current in ours]
+                except WatchError:
+                    continue
 
     def conclude(
         self,
@@ -476,6 +545,40 @@ class DeliveryLog:
         oldest = self._r.zrange(Keys.by_status(DeliveryStatus.PENDING), 0, limit - 1)
         ids = [text(member) for member in cast(list[bytes], oldest)]
         return [record for record in self._get_many(ids) if record.lost(now_ms)]
+
+    def overdue(self, before_ms: int, limit: int) -> list[DeliveryRecord]:
+        """Queued tries (``DeliveryRecord.queued``) due before ``before_ms``, among the ``limit``
+        oldest pending deliveries."""
+        oldest = self._r.zrange(Keys.by_status(DeliveryStatus.PENDING), 0, limit - 1)
+        ids = [text(member) for member in cast(list[bytes], oldest)]
+        return [
+            record
+            for record in self._get_many(ids)
+            if record.queued() and (record.next_attempt_ms or 0) < before_ms
+        ]
+
+    def queue_again(
+        self, stranded: DeliveryRecord, now_ms: int, enqueue: Callable[[Pipeline, int], None]
+    ) -> bool:
+        """Give a queued try whose job ended without taking it a new job (``enqueue``), if it is
+        still that try, queued, with that job; False if anything moved meanwhile."""
+
+        def attempt(pipe: Pipeline) -> bool:
+            current = self._read(pipe, stranded.id)
+            if (
+                current is None
+                or not current.queued()
+                or (current.try_no, current.started, current.job)
+                != (stranded.try_no, stranded.started, stranded.job)
+            ):
+                return False
+            pipe.multi()
+            pipe.hset(Keys.delivery(current.id), "updated_ms", now_ms)
+            enqueue(pipe, current.try_no)
+            pipe.execute()
+            return True
+
+        return self._transact(stranded.id, attempt)
 
     def recover(
         self,

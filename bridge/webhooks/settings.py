@@ -21,6 +21,7 @@ FIELDS = (
     "webhook_timeout_s",
     "webhook_schedule_s",
     "webhook_jitter",
+    "webhook_batch_size",
     "webhook_retry_after_cap_s",
     "webhook_allow_private",
     "webhook_retention_s",
@@ -34,6 +35,7 @@ class WebhookSettings:
     timeout_s: float = 15.0
     schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
     jitter: float = 0.2
+    batch_size: int = 10
     retry_after_cap_s: float = 36000.0
     allow_private: bool = False
     retention_s: int = 7 * 24 * 3600
@@ -49,6 +51,8 @@ class WebhookSettings:
             raise WebhookConfigError("BRIDGE_WEBHOOK_SCHEDULE_S: delays must be numbers >= 0")
         if not 0 <= self.jitter < 1:
             raise WebhookConfigError("BRIDGE_WEBHOOK_JITTER: must be in [0, 1)")
+        if not 1 <= self.batch_size <= 100:
+            raise WebhookConfigError("BRIDGE_WEBHOOK_BATCH_SIZE: must be from 1 to 100")
         if self.retry_after_cap_s < 0:
             raise WebhookConfigError("BRIDGE_WEBHOOK_RETRY_AFTER_CAP_S: must be >= 0")
         if self.retention_s <= 0:
@@ -73,6 +77,12 @@ class WebhookSettings:
         """RQ's hard limit for one delivery job: the HTTP timeout (connect, read) plus slack."""
         return int(self.timeout_s * 3) + 30
 
+    @property
+    def batch_budget_s(self) -> float:
+        """How long into its job a batch may still start a delivery: each one started then
+        keeps the time of a single delivery's job for its POST and for waits on Redis."""
+        return self.job_timeout_s - self.timeout_s - 30
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebhookSettings:
         """The ``BRIDGE_WEBHOOK_*`` delivery settings in ``env``, checked by the settings model;
@@ -85,6 +95,7 @@ class WebhookSettings:
             timeout_s=model.webhook_timeout_s,
             schedule_s=model.webhook_schedule_s,
             jitter=model.webhook_jitter,
+            batch_size=model.webhook_batch_size,
             retry_after_cap_s=model.webhook_retry_after_cap_s,
             allow_private=model.webhook_allow_private,
             retention_s=model.webhook_retention_s,

@@ -19,6 +19,7 @@ from bridge.ucwa.events import parse_events
 from bridge.webhooks.endpoints import WebhookEndpoint
 from bridge.webhooks.jobs import QUEUE_NAME
 from bridge.webhooks.log import Keys
+from bridge.webhooks.settings import WebhookSettings
 
 ACCOUNT = "toshm@contoso.com"
 BASE = "https://lyncweb.contoso.com"
@@ -310,3 +311,19 @@ def test_refuses_a_pipeline_that_is_watching_outside_multi(client: redis.Redis) 
         with pytest.raises(ValueError, match="multi"):
             hook(pipe, notice, None)
     assert client.keys("*") == []
+
+
+def test_the_ims_of_one_transaction_share_a_delivery_job_per_endpoint(
+    client: redis.Redis,
+) -> None:
+    ims = batch([], [message_event(n, data_uri(f"im {n}")) for n in range(2, 9)])
+    apply(client, new_hook(settings=WebhookSettings(batch_size=5)), ims)
+
+    assert deliveries(client) == 14  # seven IMs, two endpoints
+    jobs = Queue(QUEUE_NAME, connection=client).get_jobs()
+    # Per endpoint, in the order the IMs came: a job of five tries, then one of two.
+    assert [len(job.args[0]) for job in jobs] == [5, 2, 5, 2]
+    staged = [client.hgetall(Keys.delivery(i)) for job in jobs for i in job.args[0]]
+    bodies = [json.loads(client.get(Keys.event(d[b"event_id"].decode())) or b"") for d in staged]
+    assert [b["data"]["text"] for b in bodies] == [f"im {n}" for n in range(2, 9)] * 2
+    assert [d[b"endpoint_id"] for d in staged] == [b"alerts"] * 7 + [b"chatops"] * 7
