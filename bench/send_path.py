@@ -12,6 +12,9 @@ and half to cold ones. Phases alternate (bridge, baseline, baseline, bridge, …
 
 UCWA requests per delivered message come from the simulator's request log, event GETs apart,
 and so do the requests per TCP connection (the log names each request's connection).
+A stack of its own, at the first latency, runs the API, the workers and the poller each behind a
+counting proxy in front of Redis and prints each role's Redis round trips and commands per
+delivered message (its idle traffic over the same time taken off).
 ``--compare-connections`` runs the first latency a second time with
 ``BRIDGE_UCWA_CONNECTION_IDLE_S=0`` (a new connection for every UCWA request, as before the
 bridge kept connections alive) and prints the kept-alive run against it.
@@ -28,6 +31,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from bench._common import (
     BOT,
@@ -47,6 +51,7 @@ from bench._common import (
     tree_cpu_s,
 )
 from bench._naive import BaselinePool
+from bench._redis_trips import CountingProxy, Counts
 from bridge.outbound.messages import parse_time
 
 TIME_SCALE = 0.05  # the simulated recipient accepts an invitation after 1 s x 0.05 = 50 ms
@@ -155,17 +160,24 @@ class SendPath:
         self.client: ApiClient | None = None
         self.baseline: BaselinePool | None = None
 
-    def start(self, latency_ms: int) -> None:
+    def start(self, latency_ms: int, redis_urls: dict[str, str] | None = None) -> None:
+        """``redis_urls``: a Redis URL per role (api, poller, worker) instead of the stack's."""
         users = [{"sip": BOT, "password": BOT_PASSWORD, "name": "Bridge Bot"}]
         users += [{"sip": s, "password": pw} for s, pw in self.naive]
         users += [{"sip": s, "password": "pw"} for s in self.warm]
-        self.stack.start_redis()
+        if not self.stack.redis_server:
+            self.stack.start_redis()
         self.stack.start_sim(users, time_scale=TIME_SCALE, latency_ms=latency_ms)
         self.stack.env_extra.update(BRIDGE_ENV | self.env)
-        self.stack.start_api(workers=2)
-        self.stack.start_poller()
+
+        def env(role: str) -> dict[str, str]:
+            url = (redis_urls or {}).get(role)
+            return {"BRIDGE_REDIS_URL": url} if url else {}
+
+        self.stack.start_api(workers=2, **env("api"))
+        self.stack.start_poller(**env("poller"))
         for _ in range(self.workers):
-            self.stack.start_worker()
+            self.stack.start_worker(**env("worker"))
         self.client = ApiClient(self.stack.api_url)
         self.baseline = BaselinePool(self.stack.discovery_url, self.naive)
 
@@ -285,6 +297,88 @@ def run_setting(
             for system in order if round_no % 2 else order[::-1]:
                 bench.measure(result, system, "paced", max(2, args.paced // rounds))
     return result
+
+
+ROLES = ("api", "worker", "poller")
+
+
+@dataclass
+class Trips:
+    """Redis round trips and commands per delivered message, by role (``CountingProxy``)."""
+
+    messages: int = 0
+    seconds: float = 0.0
+    idle_s: float = 0.0
+    counts: dict[str, Counts] = field(default_factory=dict)
+    idle: dict[str, Counts] = field(default_factory=dict)
+
+    def per_message(self, role: str, what: str) -> float:
+        """Per message, the role's idle traffic over the same time taken off."""
+        busy = getattr(self.counts[role], what)
+        idle = getattr(self.idle[role], what) * self.seconds / max(self.idle_s, 1e-9)
+        return ratio(max(busy - idle, 0.0), self.messages)
+
+
+def count_round_trips(args: argparse.Namespace, latency_ms: int, idle_s: float = 3.0) -> Trips:
+    """A stack of its own whose roles reach Redis through counting proxies: an idle window,
+    then a burst of ``args.messages`` (half warm, half cold); speed is not measured here."""
+    trips = Trips()
+    with Stack(f"send_path-trips-{latency_ms}ms", keep_logs=args.keep_logs) as stack:
+        url = urlsplit(stack.start_redis())
+        proxies = {
+            role: CountingProxy(url.hostname or "127.0.0.1", url.port or 6379) for role in ROLES
+        }
+        db = int((url.path or "/0").lstrip("/") or 0)
+        try:
+            bench = SendPath(stack, args.workers, args.messages, 0, {})
+            say(f"Redis round trips by role @{latency_ms} ms: the roles behind counting proxies…")
+            bench.start(latency_ms, {role: p.url(db) for role, p in proxies.items()})
+            bench.warm_up()
+            for proxy in proxies.values():
+                proxy.reset()
+            time.sleep(idle_s)
+            trips.idle = {role: p.reset() for role, p in proxies.items()}
+            trips.idle_s = idle_s
+            targets = bench.mix(args.messages)
+            client = bench.client
+            assert client is not None
+            started = time.monotonic()
+            with ThreadPoolExecutor(POST_THREADS) as pool:
+                ids = list(pool.map(lambda t: client.post_message(t[0], TEXT_100), targets))
+            stack.wait_lines_drained([to for to, _ in targets], timeout=120)
+            trips.seconds = time.monotonic() - started
+            trips.counts = {role: p.reset() for role, p in proxies.items()}
+            trips.messages = len(ids)
+            undelivered = [i for i in ids if client.message(i)["status"] != "delivered"]
+            if undelivered:
+                raise BenchError(f"{len(undelivered)} messages were not delivered")
+        finally:
+            for proxy in proxies.values():
+                proxy.close()
+    return trips
+
+
+def report_trips(report: Report, trips: Trips, latency_ms: int) -> None:
+    at = f"@{latency_ms} ms"
+    rows = {
+        what: ", ".join(f"{r} {trips.per_message(r, what):.1f}" for r in ROLES)
+        for what in ("round_trips", "commands")
+    }
+    total = sum(trips.per_message(r, "round_trips") for r in ROLES)
+    report.raw(
+        f"Redis round trips per message by role {at}", f"{rows['round_trips']}; all {total:.1f}"
+    )
+    report.raw(f"Redis commands per message by role {at}", rows["commands"])
+    for role in ROLES:
+        names = trips.counts[role].names.most_common(10)
+        report.raw(
+            f"Redis commands per message, {role}, most used {at}",
+            ", ".join(f"{n} {ratio(c, trips.messages):.1f}" for n, c in names) or "none",
+        )
+    report.raw(
+        f"Redis round trips per second while idle, by role {at}",
+        ", ".join(f"{r} {ratio(trips.idle[r].round_trips, trips.idle_s):.1f}" for r in ROLES),
+    )
 
 
 def latency_figures(values: list[float]) -> str:
@@ -437,8 +531,10 @@ def main() -> Report:
     args.paced = args.paced or (8 if args.quick else 40)
     report = Report("send_path: bridge vs the documented SendAnIM flow, per UCWA latency")
     results = [run_setting(args, latency) for latency in latencies]
+    trips = count_round_trips(args, latencies[0])
     for result in results:
         report_setting(report, result)
+    report_trips(report, trips, latencies[0])
     if args.compare_connections:
         fresh = run_setting(
             args, latencies[0], {"BRIDGE_UCWA_CONNECTION_IDLE_S": "0"}, "a connection per request"

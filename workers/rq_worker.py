@@ -29,6 +29,10 @@ log = logging.getLogger("ucwa_bridge.worker")
 # Set when the worker is asked to stop; a job waiting for Redis gives up its wait on it.
 stopping = threading.Event()
 
+# The least time between two heartbeats that carry nothing else, and between two looks at
+# ``rq suspend``'s flag: between two jobs RQ would send each several times in a few ms.
+HEARTBEAT_EVERY_S = 1.0
+
 # A scheduler that ran this long before failing starts its backoff from the first step again.
 FAILURE_RESET_S = 60.0
 
@@ -88,6 +92,17 @@ class BridgeWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's own, once per ``HEARTBEAT_EVERY_S`` at most when it carries nothing else: RQ
+        sends three within a few milliseconds between two jobs (after a job, as its wait
+        starts, and as a job arrives), each renewing a TTL of minutes."""
+        if pipeline is None and timeout is None and not self._idle_unwritten:
+            sent = self._plain_heartbeat_at
+            if sent is not None and time.monotonic() - sent < HEARTBEAT_EVERY_S:
+                return
+        if pipeline is None and timeout is None:
+            self._plain_heartbeat_at = time.monotonic()
+        elif pipeline is None or timeout is not None:
+            self._plain_heartbeat_at = None  # a heartbeat with another TTL: the next one counts
         if pipeline is None:
             # RQ's own sends its two commands one round trip each; it runs twice per job. An
             # idle state set just before (``set_state``) goes in the same round trip.
@@ -99,25 +114,41 @@ class BridgeWorker(SimpleWorker):
                 batch.execute()
             if idle:
                 self._idle_unwritten = False
+                self._idle_in_redis = True
         else:
             super().heartbeat(timeout, pipeline=pipeline)
         if self.outage is not None:
             self.outage.end()
 
     _idle_unwritten = False
+    _idle_in_redis = False  # the last state written is ``idle``
+    _plain_heartbeat_at: float | None = None  # when the last heartbeat with the default TTL went
+    _suspension_checked_at: float | None = None
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's own (``rq suspend``), at most once per ``HEARTBEAT_EVERY_S``: RQ asks before
+        every job, a round trip each."""
+        checked = self._suspension_checked_at
+        if checked is not None and time.monotonic() - checked < HEARTBEAT_EVERY_S:
+            return
+        super().check_for_suspension(burst)
+        self._suspension_checked_at = time.monotonic()
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """RQ sets ``idle`` twice between two jobs (after a job, and as its wait starts), each
         a round trip of its own, and a heartbeat follows at once: ``idle`` waits for it."""
         if state == WorkerStatus.IDLE and pipeline is None:
             self._state = state
-            self._idle_unwritten = True
+            # A second ``idle`` with nothing in between is in Redis already.
+            self._idle_unwritten = not self._idle_in_redis
             return
         self._idle_unwritten = False
+        self._idle_in_redis = False
         super().set_state(state, pipeline)
 
     def register_death(self) -> None:
         self._idle_unwritten = False  # the worker's hash says dead from now on
+        self._idle_in_redis = False
         super().register_death()
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:

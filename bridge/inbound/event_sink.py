@@ -24,7 +24,7 @@ import redis
 
 from bridge.config.accounts import DEFAULT_ID
 from bridge.inbound.quarantine import Quarantine, passes_through
-from bridge.outbound.messages import MessageNotFound
+from bridge.outbound.messages import MessageNotFound, MessageRecord
 from bridge.outbound.outcomes import OP_TTL_S, Outbound
 from bridge.session.conversations import Conversation, ConversationRegistry
 from bridge.ucwa.events import Event, EventBatch, Reason
@@ -324,7 +324,8 @@ class EventSink:
     def _settle_one(self, item: dict[str, Any], result: BatchResult | None) -> None:
         operation = item.get("operation")
         reason = Reason(**item["reason"]) if item.get("reason") else None
-        message_id = operation if operation and self._is_message(operation) else None
+        record = self._message(operation) if operation else None
+        message_id = record.id if record is not None else None
         if item["kind"] == "invitation":
             if message_id is None:
                 return
@@ -334,6 +335,7 @@ class EventSink:
                 reason,
                 item.get("state"),
                 conversation_href=item.get("conversation"),
+                record=record,
             )
         else:
             if message_id is None:
@@ -349,16 +351,17 @@ class EventSink:
                 bool(item["success"]),
                 reason,
                 conversation_href=item.get("conversation"),
+                record=record,
             )
         if result is not None:
             result.settled.append(message_id)
 
-    def _is_message(self, message_id: str) -> bool:
+    def _message(self, message_id: str) -> MessageRecord | None:
+        """The record an operation id names, if it is one of our messages."""
         try:
-            self.outbound.store.get(message_id)
+            return self.outbound.store.get(message_id)
         except MessageNotFound:
-            return False
-        return True
+            return None
 
 
 def _settlement(notice: InvitationOutcome | MessageOutcome, base_url: str) -> dict[str, Any]:

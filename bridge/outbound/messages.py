@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
@@ -479,6 +479,15 @@ class MessageStore:
 
         ``mutate`` may run several times and must be pure; exceptions it raises abort the update.
         """
+        return self.update_answered(message_id, mutate, also)[0]
+
+    def update_answered(
+        self,
+        message_id: str,
+        mutate: Callable[[MessageRecord], MessageRecord],
+        also: Callable[[Pipeline, MessageRecord], None] | None = None,
+    ) -> tuple[MessageRecord, list[Any]]:
+        """``update``, with the transaction's answers: those of what ``also`` queued are last."""
         key = record_key(message_id)
         with self._redis.pipeline() as pipe:
             for attempt in range(MAX_UPDATE_RETRIES):
@@ -501,8 +510,7 @@ class MessageStore:
                     reindex(pipe, current, updated, self.record_ttl_s, life)
                     if also is not None:
                         also(pipe, updated)  # e.g. a status webhook, in the same transaction
-                    pipe.execute()
-                    return updated
+                    return updated, pipe.execute()
                 except redis.WatchError:
                     continue
                 finally:
@@ -538,15 +546,18 @@ class MessageStore:
         return self.update(message_id, move, also)
 
 
+# Drop a message from its line if it is first: KEYS the line, the set of lines; ARGV the id.
+# {1 if it was dropped else 0, the line's head afterwards (false when the line is empty)}.
 _POP_IF_HEAD = """
+local popped = 0
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
   redis.call('LPOP', KEYS[1])
   if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('SREM', KEYS[2], string.sub(KEYS[1], 6, -6))
   end
-  return 1
+  popped = 1
 end
-return 0
+return {popped, redis.call('LINDEX', KEYS[1], 0)}
 """
 
 
@@ -598,8 +609,13 @@ class RecipientQueue:
 
     def pop_if_head(self, recipient: str, message_id: str) -> bool:
         """Remove ``message_id`` if it is first in line (atomic); True when it was removed."""
+        return self.pop_then_head(recipient, message_id)[0]
+
+    def pop_then_head(self, recipient: str, message_id: str) -> tuple[bool, str | None]:
+        """``pop_if_head``, and the head of the line after it, in one round trip."""
         keys = [fifo_key(recipient), LINES_KEY]
-        return bool(self._pop_if_head(keys=keys, args=[message_id]))
+        popped, head = cast(list[Any], self._pop_if_head(keys=keys, args=[message_id]))
+        return bool(popped), None if head is None else text(head)
 
     @staticmethod
     def join_in_order(pipe: Pipeline, record: MessageRecord, ttl_s: int) -> None:

@@ -233,13 +233,17 @@ class Outbound:
         message_id: str,
         status: MessageStatus,
         error: MessageError | None = None,
+        record: MessageRecord | None = None,
         **fields: Any,
     ) -> MessageRecord | None:
-        """Move to a final status (once), then let the next message to that recipient go."""
-        try:
-            record = self.store.get(message_id)
-        except MessageNotFound:
-            return None
+        """Move to a final status (once), then let the next message to that recipient go.
+        ``record``: the message as its caller has just read it (the transition reads it again
+        under WATCH), saving a round trip."""
+        if record is None or record.id != message_id:
+            try:
+                record = self.store.get(message_id)
+            except MessageNotFound:
+                return None
         href = fields.get("conversation_href") or record.conversation_href
         if record.conversation is None and href and self.account:
             # The conversation a cold send opened, so the caller can match the reply to it.
@@ -324,23 +328,24 @@ class Outbound:
         """Drop a final message from its recipient's line and start the new head, if any."""
         if not record.status.is_terminal:
             return
-        self.fifo.pop_if_head(record.recipient, record.id)
-        self.kick(record.recipient)
+        _, head = self.fifo.pop_then_head(record.recipient, record.id)
+        self._start(record.recipient, head)
 
     def kick(self, recipient: str) -> str | None:
-        head = self.fifo.head(recipient)
-        if head is None:
-            return None
-        try:
-            record = self.store.get(head)
-        except MessageNotFound:
-            # A record that expired out of Redis must not block the line forever.
-            self.fifo.pop_if_head(recipient, head)
-            return self.kick(recipient)
-        if record.status.is_terminal:
-            self.fifo.pop_if_head(recipient, head)
-            return self.kick(recipient)
-        return self.enqueue_send(head)
+        return self._start(recipient, self.fifo.head(recipient))
+
+    def _start(self, recipient: str, head: str | None) -> str | None:
+        """Enqueue the send of ``head``, the first in ``recipient``'s line; a head that ended
+        or expired out of Redis is dropped first, so it never blocks the line."""
+        while head is not None:
+            try:
+                record = self.store.get(head)
+            except MessageNotFound:
+                record = None
+            if record is not None and not record.status.is_terminal:
+                return self.enqueue_send(head)
+            _, head = self.fifo.pop_then_head(recipient, head)
+        return None
 
     def settle(
         self,
@@ -350,6 +355,7 @@ class Outbound:
         state: str | None = None,
         retry_delay_s: float = 2.0,
         conversation_href: str | None = None,
+        record: MessageRecord | None = None,
     ) -> MessageRecord | None:
         """Apply an outcome seen on the event channel or by the watchdog.
 
@@ -360,7 +366,7 @@ class Outbound:
             {"conversation_href": conversation_href} if conversation_href else {}
         )
         if success:
-            return self.finalize(message_id, MessageStatus.DELIVERED, **known)
+            return self.finalize(message_id, MessageStatus.DELIVERED, record=record, **known)
         verdict = classify_failure(reason, state)
         fault = UcwaFault(verdict.raw_code, verdict.raw_subcode, verdict.message)
         if verdict.retry is RetryClass.BACKOFF and self._requeue(message_id):
@@ -368,7 +374,7 @@ class Outbound:
             return None
         detail = verdict.message or f"UCWA reported {verdict.code.value}"
         error = MessageError(verdict.code.value, detail, fault)
-        return self.finalize(message_id, MessageStatus.FAILED, error=error, **known)
+        return self.finalize(message_id, MessageStatus.FAILED, error=error, record=record, **known)
 
     def _requeue(self, message_id: str) -> bool:
         """Put a message whose attempt failed in service back to ``queued`` for another go."""
@@ -395,10 +401,20 @@ class Outbound:
     def claim_href(self, href: str, message_id: str) -> dict[str, Any] | None:
         """The worker's half of the Location race: the outcome, if the poller saw it first."""
         with self.client.pipeline() as pipe:
-            pipe.hset(href_key(href), "message", message_id)
-            pipe.expire(href_key(href), OP_TTL_S)
-            pipe.hget(href_key(href), "outcome")
-            _, _, outcome = pipe.execute()
+            self.queue_claim_href(pipe, href, message_id)
+            return self.claimed_outcome(pipe.execute())
+
+    @staticmethod
+    def queue_claim_href(pipe: redis.client.Pipeline, href: str, message_id: str) -> None:
+        """``claim_href`` queued on the caller's transaction; ``claimed_outcome`` reads it from
+        the transaction's answers, where it must come last."""
+        pipe.hset(href_key(href), "message", message_id)
+        pipe.expire(href_key(href), OP_TTL_S)
+        pipe.hget(href_key(href), "outcome")
+
+    @staticmethod
+    def claimed_outcome(answers: list[Any]) -> dict[str, Any] | None:
+        outcome = answers[-1]
         return json.loads(outcome) if outcome else None
 
     def post_href_outcome(self, href: str, outcome: dict[str, Any]) -> str | None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
 from redis.lock import Lock
 
 from bridge.config.redis_faults import redis_unavailable
+from bridge.config.redis_text import text
 from bridge.outbound.messages import (
     DEFAULT_ACCOUNT,
     OUTCOME_UNKNOWN,
@@ -27,6 +30,8 @@ from bridge.outbound.messages import (
     MessageStatus,
     MessageStore,
     UcwaFault,
+    fifo_key,
+    record_key,
 )
 from bridge.outbound.outcomes import Outbound
 from bridge.session.client import UcwaClient
@@ -118,26 +123,42 @@ class Sender:
         """Watchdog: no outcome arrived in time, so ask UCWA about the invitation or message."""
         return self._locked(message_id, self._check)
 
-    def _locked(self, message_id: str, step: Callable[[str], str]) -> str:
-        """One job at a time per message; a second run (RQ may run a job twice) steps aside."""
-        lock = self.redis.lock(f"lock:send:{message_id}", timeout=self.settings.send_lock_ttl_s)
-        if not lock.acquire(blocking=False):
+    def _locked(self, message_id: str, step: Callable[[str, _Read], str]) -> str:
+        """One job at a time per message; a second run (RQ may run a job twice) steps aside.
+
+        The lock, the record and this account's session in one round trip: Redis runs the reads
+        after the lock's SET, so what they return was read under the lock when it was taken."""
+        ttl_s = self.settings.send_lock_ttl_s
+        lock = self.redis.lock(f"lock:send:{message_id}", timeout=ttl_s)
+        token = uuid.uuid4().hex.encode()
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(lock.name, token, nx=True, px=int(ttl_s * 1000))
+            pipe.get(record_key(message_id))
+            self.sessions.queue_read(pipe)
+            taken, raw, session, leased = pipe.execute()
+        if not taken:
             return "busy"
+        lock.local.token = token  # as ``Lock.acquire`` keeps it, for ``release``
         try:
-            return step(message_id)
+            return step(message_id, _Read(raw, self.account_id, (session, leased)))
         finally:
             _release(lock)
 
+    def _session(self, read: _Read | None) -> Session:
+        """This account's session: from the job's first round trip when it read this one's."""
+        if read is not None and read.account_id == self.account_id:
+            return SessionStore.required(*read.session)
+        return self.sessions.require()
+
     # -- the flow -----------------------------------------------------------------------------
-    def _run(self, message_id: str) -> str:
-        try:
-            record = self.store.get(message_id)
-        except MessageNotFound:
+    def _run(self, message_id: str, read: _Read) -> str:
+        if read.record is None:
             return "unknown"
+        record = MessageRecord.from_json(read.record)
         seat = self._seat(record)
         if seat is None:
             return self._unknown_account(record)
-        return seat._run_record(record)
+        return seat._run_record(record, read)
 
     def _unknown_account(self, record: MessageRecord) -> str:
         """The record's account is not configured (any more): it cannot be sent as it."""
@@ -156,15 +177,19 @@ class Sender:
         )
         return "failed"
 
-    def _run_record(self, record: MessageRecord) -> str:
+    def _run_record(self, record: MessageRecord, read: _Read | None = None) -> str:
         message_id = record.id
         if record.status.is_terminal:
             self.outbound.advance(record)
             return "final"
         if record.status is MessageStatus.SCHEDULED:
             return "scheduled"  # its release job puts it in line when it is due
-        head = self.outbound.fifo.head(record.recipient)
-        if head is not None and head != message_id:
+        # The head of its line and the conversation it would go to, in one round trip.
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lindex(fifo_key(record.recipient), 0)
+            self.registry.queue_lookup(pipe, record.conversation, record.to or "")
+            head, found = pipe.execute()
+        if head is not None and text(head) != message_id:
             return "parked"  # the message ahead of it starts this one when it ends
         if record.step in WAITING_STEPS:
             return "waiting"
@@ -174,14 +199,15 @@ class Sender:
             self._fail(record, MessageStatus.EXPIRED, "expired", "validity ran out before sending")
             return "expired"
         try:
-            session = self.sessions.require()
+            session = self._session(read)
         except SessionUnavailable as exc:
             return self._retry(record, "no_session", str(exc))
-        return self._attempt(record, session)
+        return self._attempt(record, session, ConversationRegistry.looked_up(found))
 
-    def _attempt(self, record: MessageRecord, session: Session) -> str:
+    def _attempt(
+        self, record: MessageRecord, session: Session, conversation: Conversation | None
+    ) -> str:
         self.ucwa.adopt(session.base_url, session.token, session.token_expires_at)
-        conversation = self._conversation_for(record)
         if record.conversation and conversation is None:
             self._fail(
                 record,
@@ -217,14 +243,17 @@ class Sender:
             return self._retry(record, "ucwa_protocol", f"{path} answered without a Location")
         absolute = resolve(session.base_url, location)
         if path == "warm":
-            record = self._mark(
+            # The step, its watchdog and the worker's half of the Location race, in one
+            # transaction: the outcome comes back if the poller saw it first.
+            record, answers = self._mark_answered(
                 record,
-                watch_s=self.settings.message_timeout_s,
+                self.settings.message_timeout_s,
+                partial(self.outbound.queue_claim_href, href=absolute, message_id=record.id),
                 step="posted",
                 message_href=absolute,
                 conversation_href=conversation.href if conversation else None,
             )
-            outcome = self.outbound.claim_href(absolute, record.id)
+            outcome = self.outbound.claimed_outcome(answers)
             if outcome is not None:
                 self.settle(record.id, outcome)
                 return "settled"
@@ -273,11 +302,6 @@ class Sender:
             body["threadId"] = conversation.thread_id
         return "cold", session.link("startMessaging"), {"json": body}
 
-    def _conversation_for(self, record: MessageRecord) -> Conversation | None:
-        if record.conversation:
-            return self.registry.get(record.conversation)
-        return self.registry.by_remote(record.to or "")
-
     # -- outcomes -------------------------------------------------------------------------------
     def settle(self, message_id: str, outcome: dict[str, Any]) -> None:
         """Apply an outcome recorded as plain data (Success, or Failure with a reason)."""
@@ -288,23 +312,22 @@ class Sender:
             outcome.get("state"),
         )
 
-    def _check(self, message_id: str) -> str:
-        try:
-            record = self.store.get(message_id)
-        except MessageNotFound:
+    def _check(self, message_id: str, read: _Read) -> str:
+        if read.record is None:
             return "unknown"
+        record = MessageRecord.from_json(read.record)
         seat = self._seat(record)
         if seat is None:
             return self._recheck(record)
-        return seat._check_record(record)
+        return seat._check_record(record, read)
 
-    def _check_record(self, record: MessageRecord) -> str:
+    def _check_record(self, record: MessageRecord, read: _Read | None = None) -> str:
         message_id = record.id
         if record.status.is_terminal or record.step not in WAITING_STEPS:
             return "settled"
         href = record.invitation_href if record.step == "invited" else record.message_href
         try:
-            session = self.sessions.require()
+            session = self._session(read)
             self.ucwa.adopt(session.base_url, session.token, session.token_expires_at)
             resource = self.ucwa.get_json(href or "", kind="check")
         except (ue.ResourceNotFound, ue.ApplicationGone):
@@ -479,10 +502,22 @@ class Sender:
     ) -> MessageRecord:
         """Record a step of the flow. ``watch_s``: the step waits for an outcome, so its
         watchdog goes on the schedule in the same transaction (``Outbound.watch_outcome``)."""
+        return self._mark_answered(record, watch_s, None, **fields)[0]
+
+    def _mark_answered(
+        self,
+        record: MessageRecord,
+        watch_s: float | None,
+        then: Callable[[redis.client.Pipeline], None] | None,
+        **fields: Any,
+    ) -> tuple[MessageRecord, list[Any]]:
+        """``_mark``, with ``then`` queued last in its transaction; the transaction's answers."""
 
         def watch(pipe: redis.client.Pipeline, updated: MessageRecord) -> None:
             if watch_s is not None:
                 self.outbound.watch_outcome(pipe, updated, watch_s)
+            if then is not None:
+                then(pipe)
 
         def change(current: MessageRecord) -> MessageRecord:
             if current.status.is_terminal:
@@ -494,7 +529,7 @@ class Sender:
                 history = {**history, status.value: _now_iso()}
             return replace(current, status=status, history=history, **fields)
 
-        return self.store.update(record.id, change, watch)
+        return self.store.update_answered(record.id, change, watch)
 
     def _claim(self, record: MessageRecord, path: str) -> MessageRecord | None:
         """Move the record to ``posting_<path>`` if it is still between attempts: a
@@ -638,6 +673,16 @@ def _release(lock: Lock) -> None:
         pass  # it expired while we worked (or is another run's now): nothing to undo
     except redis.RedisError:
         pass  # the lock expires by itself
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What a job's first round trip read with its lock: the record's JSON (None: gone) and
+    the session answers (``SessionStore.queue_read``) of the sender that took the job."""
+
+    record: bytes | None
+    account_id: str
+    session: tuple[Any, Any]
 
 
 class _ClaimLost(Exception):

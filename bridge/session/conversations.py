@@ -103,6 +103,17 @@ class Conversation:
         }
 
 
+# The latest conversation with a person: KEYS the person's index key; ARGV the record key
+# prefix. {id, record}, or false when there is none (or its record has expired).
+_BY_REMOTE = """
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+local record = redis.call('GET', ARGV[1] .. id)
+if not record then return false end
+return {id, record}
+"""
+
+
 class ConversationRegistry:
     """Keys: ``conv:<id>`` (JSON), ``conv:href:<href>`` → id, ``conv:remote:<sip>`` → id,
     ``conv:active`` (sorted set of live conversation ids by last activity). The last two are
@@ -156,6 +167,25 @@ class ConversationRegistry:
     def by_remote(self, remote: str) -> Conversation | None:
         cid = self.client.get(self._remote_prefix + remote.lower())
         return self.get(text(cid)) if cid else None
+
+    def queue_lookup(self, pipe: redis.client.Pipeline, cid: str | None, remote: str) -> None:
+        """Queue on ``pipe`` (not a transaction) one command that reads the conversation
+        ``cid`` names, or without one the latest with ``remote``; ``looked_up`` reads its
+        answer. One round trip where ``by_remote`` takes two."""
+        if cid:
+            pipe.get(self._key(cid) if CONVERSATION_ID.fullmatch(cid) else "conv:-")
+        else:
+            # EVAL, not a registered script: a pipeline would first ask whether it is loaded.
+            pipe.eval(_BY_REMOTE, 1, self._remote_prefix + remote.lower(), self._key(""))
+
+    @staticmethod
+    def looked_up(answer: Any) -> Conversation | None:
+        """The conversation from the answer of ``queue_lookup``'s command, if any."""
+        if isinstance(answer, list):  # by remote: [id, record]
+            cid, answer = answer
+            if not CONVERSATION_ID.fullmatch(text(cid)):
+                return None
+        return _load(text(answer)) if answer else None
 
     def save(self, conv: Conversation, pipe: redis.client.Pipeline) -> None:
         if conv.account is None and self.account_id != DEFAULT_ID:

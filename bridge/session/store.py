@@ -89,9 +89,18 @@ class SessionStore:
     def require(self) -> Session:
         """The session, if a live poller holds the lease and reported it ready; else raise."""
         with self.client.pipeline(transaction=False) as pipe:  # one round trip, every send
-            pipe.hgetall(self.key)
-            pipe.exists(f"poller:lease:{self.account}")
+            self.queue_read(pipe)
             raw, leased = pipe.execute()
+        return self.required(raw, leased)
+
+    def queue_read(self, pipe: redis.client.Pipeline) -> None:
+        """Queue on ``pipe`` the two reads whose answers ``required`` takes, in that order."""
+        pipe.hgetall(self.key)
+        pipe.exists(f"poller:lease:{self.account}")
+
+    @staticmethod
+    def required(raw: dict[bytes, bytes], leased: int) -> Session:
+        """``require`` from the answers of ``queue_read``."""
         session = Session.from_redis(raw) if raw else None
         if session is None or session.state != "ready" or not session.base_url:
             state = "missing" if session is None else session.state

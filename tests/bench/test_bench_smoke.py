@@ -53,6 +53,9 @@ CASES = {
             "bridge burst @20 ms",
             "UCWA requests per TCP connection, bridge | baseline @20 ms",
             "UCWA requests per TCP connection, bridge kept-alive | a connection per request @20 ms",
+            "Redis round trips per message by role @20 ms",
+            "Redis commands per message by role @20 ms",
+            "Redis round trips per second while idle, by role @20 ms",
         ],
     ),
     "intake": (
@@ -79,12 +82,15 @@ CASES = {
         ["--messages", "60", "--rounds", "1"],
         [
             "deliveries/s / no-op jobs/s",
-            "worker CPU per job, delivery / no-op",
+            "deliveries/s, a job each / no-op jobs/s",
+            "worker CPU, per delivery / per no-op job",
+            "worker CPU per delivery, a job each / in jobs of several",
             "deliveries/s, kept-alive / a connection each",
         ],
         [
             "deliveries: throughput",
             "no-op jobs: throughput",
+            "deliveries, a job each: throughput",
             "deliveries, a connection each: throughput",
             "deliveries per TCP connection, kept-alive receiver",
         ],

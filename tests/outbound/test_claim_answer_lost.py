@@ -8,10 +8,8 @@ every connection for a while; a real HTTP server stands in for UCWA and counts t
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,61 +20,22 @@ from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore
 from bridge.outbound.outcomes import Outbound
 from bridge.outbound.sender import Sender
 from bridge.session.client import UcwaClient
-from bridge.session.store import Session, SessionStore
 from bridge.ucwa.auth import Credentials
+from tests.outbound.fake_ucwa import Ucwa, publish_session, running_ucwa
 from tests.redis_cutting_proxy import CuttingProxy
 
 ACCOUNT = "sip:bot@contoso.com"
 ALICE = "sip:alice@contoso.com"
-APP = "/ucwa/oauth/v1/applications/1"
-
-
-class Ucwa(ThreadingHTTPServer):
-    """Answers every POST 201 with a Location, as ``startMessaging`` does, and counts them."""
-
-    daemon_threads = True
-    posts = 0
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        assert isinstance(self.server, Ucwa)
-        self.server.posts += 1
-        self.send_response(201)
-        self.send_header("Location", f"{APP}/communication/messagingInvitations/1")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture()
 def ucwa() -> Iterator[Ucwa]:
-    server = Ucwa(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_ucwa() as server:
+        yield server
 
 
 def ready(client: redis.Redis, ucwa: Ucwa) -> None:
-    """A session a live poller published, as workers find it."""
-    base = f"http://127.0.0.1:{ucwa.server_address[1]}"
-    SessionStore(client, ACCOUNT).publish(
-        Session(
-            account=ACCOUNT,
-            generation=1,
-            base_url=base,
-            application_href=APP,
-            token="token",
-            token_expires_at=time.time() + 3600,
-            token_url="",
-            links={"startMessaging": f"{APP}/communication/startMessaging"},
-        )
-    )
-    client.set(f"poller:lease:{ACCOUNT}", "poller-1", ex=60)
+    publish_session(client, ucwa, ACCOUNT)
 
 
 def claim_of(data: bytes) -> bool:

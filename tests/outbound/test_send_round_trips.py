@@ -1,0 +1,157 @@
+"""What one send job costs in Redis round trips, counted on the wire, and that the reads it
+folds together still read what they read one by one.
+
+A real redis-server behind a counting proxy (``bench/_redis_trips.py``), the worker's real
+``Sender``, and a real HTTP server standing in for UCWA (201 with a Location, as
+``startMessaging`` and ``sendMessage`` answer).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from bench._redis_trips import CountingProxy
+from bridge.outbound.intake import Intake
+from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore, RecipientQueue
+from bridge.outbound.outcomes import Outbound
+from bridge.outbound.sender import Sender
+from bridge.session.client import UcwaClient
+from bridge.session.conversations import Conversation, ConversationRegistry, conversation_id
+from bridge.ucwa.auth import Credentials
+from tests.outbound.fake_ucwa import APP, Ucwa, publish_session, running_ucwa
+
+ACCOUNT = "sip:bot@contoso.com"
+ALICE = "sip:alice@contoso.com"
+CONV = f"{APP}/communication/conversations/7"
+# The most round trips a send job's own work takes (RQ's bookkeeping apart): the lock with the
+# record and session; the line's head with the conversation; the claim (WATCH, GET, MULTI …
+# EXEC); the step after the POST, with its watchdog and, warm, the Location race; the release.
+SEND_ROUND_TRIPS = 9
+
+
+@pytest.fixture()
+def ucwa() -> Iterator[Ucwa]:
+    with running_ucwa() as server:
+        yield server
+
+
+@pytest.fixture()
+def proxy(redis_url: str) -> Iterator[CountingProxy]:
+    url = urlsplit(redis_url)
+    counting = CountingProxy(url.hostname or "127.0.0.1", url.port or 6379)
+    yield counting
+    counting.close()
+
+
+def open_conversation(client: redis.Redis, base: str) -> Conversation:
+    conv = Conversation(
+        id=conversation_id(ACCOUNT, base + CONV),
+        href=base + CONV,
+        generation=1,
+        remote=ALICE,
+        state="Connected",
+        messaging_state="Connected",
+        links={"sendMessage": base + CONV + "/messaging/sendMessage"},
+        formats=["Plain"],
+        created_at=time.time(),
+        last_activity=time.time(),
+    )
+    with client.pipeline() as pipe:
+        ConversationRegistry(client, ACCOUNT).save(conv, pipe)
+        pipe.execute()
+    return conv
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_a_send_job_takes_at_most_nine_round_trips(
+    redis_client: redis.Redis, proxy: CountingProxy, ucwa: Ucwa, warm: bool
+) -> None:
+    publish_session(redis_client, ucwa, ACCOUNT)
+    conv = open_conversation(redis_client, ucwa.base) if warm else None
+    record = Intake(redis_client, MessageStore(redis_client)).submit(
+        MessageRecord.new(to=ALICE, text="hello", validity_s=300)
+    )
+    through = redis.Redis.from_url(proxy.url())
+    sender = Sender(
+        through,
+        UcwaClient(Credentials(ACCOUNT, "pw")),
+        ACCOUNT,
+        outbound=Outbound(through, MessageStore(through)),
+    )
+    # A first job (to someone else) loads the scripts, as the worker's first job does.
+    first = Intake(redis_client, MessageStore(redis_client)).submit(
+        MessageRecord.new(to="sip:bob@contoso.com", text="first", validity_s=300)
+    )
+    assert sender.run(first.id) == "invited"
+    ucwa.paths.clear()
+    proxy.reset()
+
+    step = sender.run(record.id)
+
+    trips = proxy.reset().round_trips
+    assert step == ("posted" if warm else "invited")
+    [posted] = ucwa.paths
+    assert urlsplit(posted).path.endswith("sendMessage" if warm else "startMessaging")
+    stored = MessageStore(redis_client).get(record.id)
+    assert stored.status is MessageStatus.SENDING
+    assert stored.step == ("posted" if warm else "invited")
+    if conv is not None:
+        assert stored.conversation_href == conv.href
+    assert not redis_client.exists(f"lock:send:{record.id}")
+    assert trips <= SEND_ROUND_TRIPS, trips
+
+
+def test_a_second_run_of_a_job_steps_aside_after_one_round_trip(
+    redis_client: redis.Redis, proxy: CountingProxy, ucwa: Ucwa
+) -> None:
+    publish_session(redis_client, ucwa, ACCOUNT)
+    record = Intake(redis_client, MessageStore(redis_client)).submit(
+        MessageRecord.new(to=ALICE, text="hello", validity_s=300)
+    )
+    redis_client.set(f"lock:send:{record.id}", "the other run", ex=60)
+    through = redis.Redis.from_url(proxy.url())
+    sender = Sender(through, UcwaClient(Credentials(ACCOUNT, "pw")), ACCOUNT)
+    through.ping()
+    proxy.reset()
+
+    assert sender.run(record.id) == "busy"
+
+    assert proxy.reset().round_trips == 1
+    assert ucwa.paths == []
+    assert redis_client.get(f"lock:send:{record.id}") == b"the other run"
+
+
+# -- the folded reads read what the single reads did ----------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["by-id", "by-remote", "unknown-id", "expired-record", "none"])
+def test_one_lookup_finds_what_get_and_by_remote_find(redis_client: redis.Redis, case: str) -> None:
+    registry = ConversationRegistry(redis_client, ACCOUNT)
+    conv = open_conversation(redis_client, "https://lync.contoso.com")
+    cid: str | None = {"by-id": conv.id, "unknown-id": "conv_" + "0" * 24}.get(case)
+    remote = ALICE if case in ("by-remote", "expired-record") else "sip:nobody@contoso.com"
+    if case == "expired-record":
+        redis_client.delete(f"conv:{conv.id}")
+    expected = registry.get(cid) if cid else registry.by_remote(remote)
+
+    with redis_client.pipeline(transaction=False) as pipe:
+        registry.queue_lookup(pipe, cid, remote)
+        [answer] = pipe.execute()
+
+    assert registry.looked_up(answer) == expected
+    assert (expected is not None) == (case in ("by-id", "by-remote"))
+
+
+def test_dropping_the_head_answers_the_next_one(redis_client: redis.Redis) -> None:
+    line = RecipientQueue(redis_client)
+    redis_client.rpush("rcpt:bob:fifo", "m1", "m2")
+
+    assert line.pop_then_head("bob", "m2") == (False, "m1")  # not the head: stays
+    assert line.pop_then_head("bob", "m1") == (True, "m2")
+    assert line.pop_then_head("bob", "m2") == (True, None)
+    assert line.head("bob") is None
