@@ -15,7 +15,7 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import NoSuchJobError
-from rq.executions import ExecutionRegistry
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job
 from rq.scheduler import RQScheduler
 from rq.utils import current_timestamp, now
@@ -160,6 +160,57 @@ class BridgeWorker(SimpleWorker):
             return
         job.ended_at = now()
         job.last_heartbeat = job.ended_at
+
+    # -- a job's preparation in one transaction ---------------------------------------------
+    # RQ writes a job's execution (its record, the started registry, ``busy``) in one
+    # transaction and, a moment later, the worker's current job and the job's start in another.
+    # Nothing reads between the two in a SimpleWorker: the first is held and sent with the second.
+
+    _held_preparation: Any = None
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's own (``rq.executions.prepare_execution``), its transaction held for
+        ``prepare_job_execution``."""
+        self._drop_held_preparation()
+        pipeline = self.connection.pipeline()
+        heartbeat_ttl = self.get_heartbeat_ttl(job)
+        self.execution = Execution.create(
+            job, heartbeat_ttl, pipeline=pipeline, worker_name=self.name
+        )
+        self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+        self._held_preparation = pipeline
+        return self.execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ's own, sent with the held execution's transaction when there is one."""
+        pipeline = self._held_preparation
+        self._held_preparation = None
+        if pipeline is None:
+            super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        with pipeline:
+            self.set_current_job_id(job.id, pipeline=pipeline)
+            self.set_current_job_working_time(0, pipeline=pipeline)
+            heartbeat_ttl = self.get_heartbeat_ttl(job)
+            self.heartbeat(heartbeat_ttl, pipeline=pipeline)
+            job.heartbeat(now(), heartbeat_ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            if remove_from_intermediate_queue:
+                queue = Queue(job.origin, connection=self.connection)
+                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._drop_held_preparation()  # never sent if the job ended before its preparation
+
+    def _drop_held_preparation(self) -> None:
+        held, self._held_preparation = self._held_preparation, None
+        if held is not None:
+            held.reset()
 
     def run_maintenance_tasks(self) -> None:
         """RQ's own (registry cleanup, the scheduler), then webhook tries lost with a worker."""
