@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from bridge.config.accounts import DEFAULT_ID
 from bridge.inbound.quarantine import Quarantine, passes_through
-from bridge.outbound.messages import MessageNotFound, MessageRecord
+from bridge.outbound.messages import MessageNotFound, MessageRecord, record_key
 from bridge.outbound.outcomes import OP_TTL_S, Outbound
 from bridge.session.conversations import Conversation, ConversationRegistry
 from bridge.ucwa.events import Event, EventBatch, Reason
@@ -305,9 +305,10 @@ class EventSink:
             except ValueError as exc:
                 items = []
                 self._quarantine_now("settle", exc, raw)
+            read = self._read_messages(items)
             for item in items:
                 try:
-                    self._settle_one(item, result)
+                    self._settle_one(item, result, read)
                 except Exception as exc:
                     if passes_through(exc):
                         raise
@@ -321,10 +322,31 @@ class EventSink:
             self.quarantine.record(pipe, stage, error, item)
             pipe.execute()
 
-    def _settle_one(self, item: dict[str, Any], result: BatchResult | None) -> None:
+    def _read_messages(self, items: list[Any]) -> dict[str, bytes | None]:
+        """The records the entry's operations name, in one round trip: each is used once, by
+        its first outcome in the entry (a later one reads its record again)."""
+        operations = sorted(
+            {
+                item["operation"]
+                for item in items
+                if isinstance(item, dict) and isinstance(item.get("operation"), str)
+            }
+        )
+        if not operations:
+            return {}
+        raws = self.redis.mget([record_key(op) for op in operations])
+        return dict(zip(operations, cast(list[bytes | None], raws), strict=True))
+
+    def _settle_one(
+        self, item: dict[str, Any], result: BatchResult | None, read: dict[str, bytes | None]
+    ) -> None:
         operation = item.get("operation")
         reason = Reason(**item["reason"]) if item.get("reason") else None
-        record = self._message(operation) if operation else None
+        if operation and operation in read:
+            raw = read.pop(operation)
+            record = MessageRecord.from_json(raw) if raw is not None else None
+        else:
+            record = self._message(operation) if operation else None
         message_id = record.id if record is not None else None
         if item["kind"] == "invitation":
             if message_id is None:

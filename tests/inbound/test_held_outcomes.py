@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench._redis_trips import CountingProxy
 from bridge.inbound.event_sink import EventSink, unsettled_key
 from bridge.outbound.intake import Intake
 from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore
@@ -169,3 +171,44 @@ def test_an_unreadable_held_entry_is_quarantined_and_the_rest_settled(
     assert store.get(record.id).status is MessageStatus.DELIVERED
     assert redis_client.llen(unsettled_key(ACCOUNT)) == 0
     assert [e["stage"] for e in sink.quarantine.entries()] == ["settle", "settle"]
+
+
+def test_an_entry_reads_its_records_in_one_round_trip(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Each outcome used to read its record before its transition read it again under WATCH:
+    the entry's records now come in one MGET, a repeated operation reading its own again.
+    Counted on the wire, by a proxy in front of Redis."""
+    store = MessageStore(redis_client, record_ttl_s=3600)
+    records = [waiting(redis_client, store, person, "message") for person in PEOPLE]
+    items = [
+        {
+            "kind": "message",
+            "operation": record.id,
+            "success": True,
+            "reason": None,
+            "href": BASE + f"{CONV}/messaging/messages/{n}",
+        }
+        for n, record in enumerate(records)
+    ]
+    items.append({**items[0], "href": BASE + f"{CONV}/messaging/messages/9"})  # a repeat
+    redis_client.rpush(unsettled_key(ACCOUNT), json.dumps(items))
+    url = urlsplit(redis_url)
+    proxy = CountingProxy(url.hostname or "127.0.0.1", url.port or 6379)
+    try:
+        through = redis.Redis.from_url(proxy.url(int(url.path.lstrip("/") or 0)))
+        sink = EventSink(
+            through, ACCOUNT, outbound=Outbound(through, MessageStore(through, record_ttl_s=3600))
+        )
+        through.ping()
+        proxy.reset()
+
+        sink.settle()
+
+        names = proxy.reset().names
+    finally:
+        proxy.close()
+    assert [store.get(r.id).status for r in records] == [MessageStatus.DELIVERED] * 3
+    assert names["MGET"] == 1
+    # one read under WATCH per transition, and the repeat's own (it finds the message final)
+    assert names["GET"] == len(records) + 1
