@@ -9,11 +9,11 @@ benchmark process a thread per connection, so figures of speed are never taken t
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
+
+from bench._tcp_relay import Relay
 
 
 @dataclass
@@ -71,21 +71,13 @@ class _RequestCounter:
         return done
 
 
-class CountingProxy:
+class CountingProxy(Relay):
     """One role's proxy; ``counts`` so far, ``reset()`` to start a window."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self._upstream = (upstream_host, upstream_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
         self.counts = Counts()
         self.trace: list[tuple[int, list[str]]] | None = None  # (connection, names) per trip
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        super().__init__(upstream_host, upstream_port)
 
     def reset(self) -> Counts:
         """The counts so far, and zero from now on."""
@@ -93,73 +85,32 @@ class CountingProxy:
             counts, self.counts = self.counts, Counts()
         return counts
 
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._upstream)
-            except OSError:
-                client.close()
-                continue
-            for sock in (client, upstream):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            answered = [True]  # the server has answered since the client last wrote
-            threading.Thread(
-                target=self._requests, args=(client, upstream, answered), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._replies, args=(upstream, client, answered), daemon=True
-            ).start()
+    def _opened(self, client: socket.socket, upstream: socket.socket) -> list[bool]:
+        return [True]  # the server has answered since the client last wrote
 
     def _requests(
         self, client: socket.socket, upstream: socket.socket, answered: list[bool]
     ) -> None:
         parser = _RequestCounter()
-        try:
-            while data := client.recv(65536):
-                commands = parser.feed(data)
-                with self._lock:
-                    if answered[0]:
-                        self.counts.round_trips += 1
-                        answered[0] = False
-                        if self.trace is not None:
-                            self.trace.append((client.fileno(), []))
-                    self.counts.commands += commands
-                    self.counts.names.update(parser.names)
-                    if self.trace is not None and self.trace:
-                        self.trace[-1][1].extend(parser.names.elements())
-                parser.names.clear()
-                upstream.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(client, upstream)
+        while data := client.recv(65536):
+            commands = parser.feed(data)
+            with self._lock:
+                if answered[0]:
+                    self.counts.round_trips += 1
+                    answered[0] = False
+                    if self.trace is not None:
+                        self.trace.append((client.fileno(), []))
+                self.counts.commands += commands
+                self.counts.names.update(parser.names)
+                if self.trace is not None and self.trace:
+                    self.trace[-1][1].extend(parser.names.elements())
+            parser.names.clear()
+            upstream.sendall(data)
 
     def _replies(
         self, upstream: socket.socket, client: socket.socket, answered: list[bool]
     ) -> None:
-        try:
-            while data := upstream.recv(65536):
-                with self._lock:
-                    answered[0] = True
-                client.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(client, upstream)
-
-
-def _close(*socks: socket.socket) -> None:
-    for sock in socks:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            sock.close()
+        while data := upstream.recv(65536):
+            with self._lock:
+                answered[0] = True
+            client.sendall(data)

@@ -95,13 +95,14 @@ class BridgeWorker(SimpleWorker):
         """RQ's own, once per ``HEARTBEAT_EVERY_S`` at most when it carries nothing else: RQ
         sends three within a few milliseconds between two jobs (after a job, as its wait
         starts, and as a job arrives), each renewing a TTL of minutes."""
-        if pipeline is None and timeout is None and not self._idle_unwritten:
+        plain = pipeline is None and timeout is None
+        if plain and not self._idle_unwritten:
             sent = self._plain_heartbeat_at
             if sent is not None and time.monotonic() - sent < HEARTBEAT_EVERY_S:
                 return
-        if pipeline is None and timeout is None:
+        if plain:
             self._plain_heartbeat_at = time.monotonic()
-        elif pipeline is None or timeout is not None:
+        elif timeout is not None:
             self._plain_heartbeat_at = None  # a heartbeat with another TTL: the next one counts
         if pipeline is None:
             # RQ's own sends its two commands one round trip each; it runs twice per job. An

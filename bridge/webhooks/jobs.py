@@ -59,24 +59,9 @@ class DeliveryJobs:
 
     def enqueue_now(self, pipe: Pipeline, delivery_id: str, try_no: int) -> str:
         job_id = job_id_for(delivery_id, try_no)
-        # enqueue_many never calls pipe.multi(), so it works with explicit and implicit MULTI.
-        self.queue.enqueue_many(
-            [
-                Queue.prepare_data(
-                    JOB_FUNC,
-                    args=(delivery_id,),
-                    job_id=job_id,
-                    timeout=self.job_timeout_s,
-                    result_ttl=0,  # the delivery log holds the outcome
-                    description=f"deliver webhook {delivery_id} try {try_no}",
-                )
-            ],
-            pipeline=pipe,
-        )
-        if self.queue.redis_server_version:
-            _SERVER_VERSIONS[self._pool] = self.queue.redis_server_version
+        description = f"deliver webhook {delivery_id} try {try_no}"
+        self._enqueue(pipe, JOB_FUNC, (delivery_id,), job_id, description, [delivery_id])
         pipe.zrem(self._scheduled.key, job_id)
-        pipe.hset(Keys.delivery(delivery_id), "job", job_id)
         return job_id
 
     def enqueue_batch(self, pipe: Pipeline, delivery_ids: list[str]) -> str:
@@ -85,15 +70,30 @@ class DeliveryJobs:
         if len(delivery_ids) == 1:
             return self.enqueue_now(pipe, delivery_ids[0], 1)
         job_id = batch_job_id(delivery_ids)
+        description = f"deliver {len(delivery_ids)} webhooks from {delivery_ids[0]}"
+        self._enqueue(pipe, BATCH_FUNC, (list(delivery_ids),), job_id, description, delivery_ids)
+        return job_id
+
+    def _enqueue(
+        self,
+        pipe: Pipeline,
+        func: str,
+        args: tuple[Any, ...],
+        job_id: str,
+        description: str,
+        delivery_ids: list[str],
+    ) -> None:
+        """The job on the queue and its name in each of its deliveries' records, on ``pipe``."""
+        # enqueue_many never calls pipe.multi(), so it works with explicit and implicit MULTI.
         self.queue.enqueue_many(
             [
                 Queue.prepare_data(
-                    BATCH_FUNC,
-                    args=(list(delivery_ids),),
+                    func,
+                    args=args,
                     job_id=job_id,
                     timeout=self.job_timeout_s,
-                    result_ttl=0,
-                    description=f"deliver {len(delivery_ids)} webhooks from {delivery_ids[0]}",
+                    result_ttl=0,  # the delivery log holds the outcome
+                    description=description,
                 )
             ],
             pipeline=pipe,
@@ -102,7 +102,6 @@ class DeliveryJobs:
             _SERVER_VERSIONS[self._pool] = self.queue.redis_server_version
         for delivery_id in delivery_ids:
             pipe.hset(Keys.delivery(delivery_id), "job", job_id)
-        return job_id
 
     def schedule(self, pipe: Pipeline, delivery_id: str, try_no: int, at: datetime) -> str:
         """Put the try on RQ's scheduled registry, in the caller's transaction."""

@@ -51,7 +51,7 @@ class Parts:
         assert port is not None
         self.client = client
         self.proxy = CuttingProxy(port, down_s=0.8, every=every)
-        through = redis.Redis.from_url(self.proxy.url)
+        through = redis.Redis.from_url(self.proxy.url())
         self.record = Intake(client, MessageStore(client)).submit(
             MessageRecord.new(to=ALICE, text="x", validity_s=300)
         )
