@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ import redis
 from bridge.config.embedded_redis import EmbeddedRedis, free_port
 from bridge.webhooks.delivery import Deliverer
 from bridge.webhooks.log import DeliveryStatus
+from bridge.webhooks.outbox import Outbox, new_event
 from bridge.webhooks.settings import WebhookSettings
 from tests.webhooks.harness import attempts, configure, publish, record
 from tests.webhooks.receiver import Reply, WebhookReceiver
@@ -91,3 +93,40 @@ def test_a_stopping_worker_does_not_wait(
         writable(own_redis)
     assert record(own_redis, delivery_id).status is DeliveryStatus.PENDING  # still to do
     assert receiver.received == []
+
+
+def test_a_batch_meeting_a_read_only_redis_midway_delivers_each_once(
+    own_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis stops taking writes while a batch's second POST is out: that outcome, and every
+    later one, is recorded once Redis is back; nothing is sent twice or marked failed."""
+    with WebhookReceiver(Reply(delay_s=0.3)) as receiver:
+        endpoints = configure(monkeypatch, endpoint(receiver))
+        settings = WebhookSettings.from_env(os.environ)
+        with own_redis.pipeline() as pipe:
+            pipe.multi()
+            with Outbox(pipe, endpoints, settings) as outbox:
+                ids = [i for n in range(5) for i in outbox.stage(event(n))]
+            pipe.execute()
+
+        def fault() -> None:
+            receiver.wait_for(2, timeout_s=5)
+            read_only(own_redis)
+            time.sleep(1.5)
+            writable(own_redis)
+
+        breaker = threading.Thread(target=fault)
+        breaker.start()
+        started = time.monotonic()
+        reports = Deliverer(own_redis, settings, endpoints).deliver_many(ids)
+        breaker.join()
+    assert time.monotonic() - started >= 1.5 + 5 * 0.3  # it did wait for Redis
+    assert [r.action for r in reports] == ["succeeded"] * 5
+    assert len(receiver.received) == 5
+    for delivery_id in ids:
+        assert record(own_redis, delivery_id).status is DeliveryStatus.SUCCEEDED
+        assert len(attempts(own_redis, delivery_id)) == 1
+
+
+def event(n: int) -> dict[str, object]:
+    return new_event("message.received", {"text": f"m{n}"}, datetime.now(UTC))
