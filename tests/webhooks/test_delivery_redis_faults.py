@@ -120,7 +120,7 @@ def test_a_batch_meeting_a_read_only_redis_midway_delivers_each_once(
         started = time.monotonic()
         reports = Deliverer(own_redis, settings, endpoints).deliver_many(ids)
         breaker.join()
-    assert time.monotonic() - started >= 1.5 + 5 * 0.3  # it did wait for Redis
+    assert time.monotonic() - started >= 2.0  # it waited for Redis (5 POSTs alone: 1.5 s)
     assert [r.action for r in reports] == ["succeeded"] * 5
     assert len(receiver.received) == 5
     for delivery_id in ids:
