@@ -10,6 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from rq import Worker
+
 from tests.e2e.conftest import ALICE, BOB, MakeBridge, wait_for
 
 
@@ -47,10 +49,15 @@ def test_a_message_queued_behind_a_slow_one_is_cancelled_and_the_next_one_sent(
 def test_cancels_fired_at_random_moments_never_end_cancelled_and_delivered(
     make_bridge: MakeBridge,
 ) -> None:
-    bridge = make_bridge(env={"BRIDGE_RATE_LIMIT": "off"})
+    # Each UCWA request takes 60 ms, so each person's line of 25 takes seconds to send and the
+    # cancels (0 to 1.5 s after the sends) meet messages in every state.
+    bridge = make_bridge(env={"BRIDGE_RATE_LIMIT": "off"}, latency_ms=60)
     bridge.start_worker()  # two workers: claims race cancels from two processes
     rng = random.Random(14)
     people = (ALICE, BOB)
+    # Both workers up before the race, so that a busy machine's slow start does not let every
+    # cancel win.
+    wait_for(lambda: len(Worker.all(connection=bridge.redis())) == 2, 30, "two workers")
     texts = {bridge.send(people[n % 2], f"race {n}"): f"race {n}" for n in range(50)}
 
     def cancel(message_id: str) -> tuple[str, int, Any]:

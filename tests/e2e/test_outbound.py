@@ -350,13 +350,13 @@ def test_discovery_follows_the_redirect_to_the_home_pool(make_bridge: MakeBridge
 
 
 def test_token_is_renewed_before_it_expires(make_bridge: MakeBridge) -> None:
-    # tokens live 10 s (200 s scaled by 0.05); the poller renews 6 s before expiry
-    bridge = make_bridge(token_lifetime=200, env={"BRIDGE_TOKEN_RENEW_MARGIN_S": "6"})
+    # tokens live 7 s (140 s scaled by 0.05); the poller renews 5 s before expiry, every 2 s
+    bridge = make_bridge(token_lifetime=140, env={"BRIDGE_TOKEN_RENEW_MARGIN_S": "5"})
     sent = []
-    deadline = time.monotonic() + 16
+    deadline = time.monotonic() + 9
     while time.monotonic() < deadline:
         sent.append(bridge.send(ALICE, f"tick {len(sent)}"))
-        time.sleep(2)
+        time.sleep(1)
     finals = bridge.wait_final(*sent)
     assert {m["status"] for m in finals.values()} == {"delivered"}
     log = bridge.sim_call("GET", "/_sim/requests")["requests"]
