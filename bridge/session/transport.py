@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -137,6 +138,11 @@ class UcwaTransport:
             {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
         )
         self.http.verify = self.options.verify
+        # Of the environment, only the proxy variables apply, read once per origin (see
+        # ``_proxies``): requests would otherwise scan it on every request, and take a
+        # ``.netrc`` entry for the UCWA host over the bearer token.
+        self.http.trust_env = False
+        self._proxies: dict[str, dict[str, str]] = {}
         if self.options.verify is False:  # the operator was warned once; not on every request
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.connect_timeout = connect_timeout
@@ -145,6 +151,16 @@ class UcwaTransport:
 
     def close(self) -> None:
         self.http.close()
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` for ``url``'s origin, as requests reads
+        them, looked up once per origin (a process's environment does not change)."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        found = self._proxies.get(origin)
+        if found is None:
+            found = self._proxies[origin] = requests.utils.get_environ_proxies(url)
+        return found
 
     def send(
         self, request: HttpRequest, read_timeout: float | None = None, kind: str = "other"
@@ -262,7 +278,8 @@ class UcwaTransport:
                 timeout=(min(self.connect_timeout, limit.remaining()), read_timeout),
                 allow_redirects=False,
                 stream=True,
-                verify=self.options.verify,  # explicit: REQUESTS_CA_BUNDLE must not override it
+                verify=self.options.verify,
+                proxies=self._proxies_for(url),
             )
         except requests.exceptions.SSLError as exc:
             raise NotSent(f"TLS failed: {_first_line(exc)}", method=method, url=url) from exc
