@@ -49,9 +49,7 @@ class _Relay(BaseHTTPRequestHandler):
     def _relay(self) -> None:
         assert isinstance(self.server, ForwardProxy)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.seen.append(
-            (self.command, self.path, self.headers.get("Authorization") or "")
-        )
+        self.server.seen.append((self.command, self.path, self.headers.get("Authorization") or ""))
         target = urlsplit(self.path)
         upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=5)
         headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
