@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -54,3 +55,17 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture()
+def redis_proxy(redis_url: str) -> Iterator[Any]:
+    """A counting proxy in front of the session's Redis (``bench/_redis_trips.py``): a client
+    made from ``redis_proxy.url(db)`` has its round trips and commands counted on the wire."""
+    from bench._redis_trips import CountingProxy
+
+    url = urlsplit(redis_url)
+    counting = CountingProxy(url.hostname or "127.0.0.1", url.port or 6379)
+    try:
+        yield counting
+    finally:
+        counting.close()

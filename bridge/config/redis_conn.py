@@ -108,3 +108,32 @@ def connect(url: str, **options: Any) -> redis.Redis:
         **sentinel_options,
     )
     return sentinel.master_for(spec.master, db=spec.db, **auth, **options)
+
+
+def watch_and_get(pipe: redis.client.Pipeline, key: str) -> Any:
+    """``pipe.watch(key)`` then ``pipe.get(key)``, in one round trip instead of two.
+
+    redis-py sends a WATCH and each read after it on their own. Here both go out together on
+    the connection the pipeline then keeps, and the pipeline is left watching, exactly as the two
+    calls leave it: ``multi()`` and ``execute()`` follow as usual, and ``reset()`` unwatches.
+    A connection that breaks is retried under the client's retry policy, like a WATCH; once the
+    key is watched, nothing is retried (the transaction's EXEC tells whether it held).
+    """
+    if pipe.watching or pipe.explicit_transaction or pipe.command_stack:
+        raise redis.RedisError("watch_and_get starts a transaction's WATCH")
+    conn = pipe.connection
+    if conn is None:
+        conn = pipe.connection = pipe.connection_pool.get_connection()
+
+    def send() -> Any:
+        conn.send_packed_command(conn.pack_commands([("WATCH", key), ("GET", key)]))
+        conn.read_response()  # OK; an error answer raises here
+        return conn.read_response()
+
+    try:
+        raw = conn.retry.call_with_retry(send, lambda error: conn.disconnect())
+    except BaseException:
+        conn.disconnect()  # an answer may be left unread: the connection is not reused as is
+        raise
+    pipe.watching = True
+    return raw

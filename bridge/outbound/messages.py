@@ -22,6 +22,7 @@ import redis
 from redis.client import Pipeline
 
 from bridge.config.accounts import DEFAULT_ID
+from bridge.config.redis_conn import watch_and_get
 from bridge.config.redis_text import text
 from bridge.outbound.message_index import (
     ACCOUNT_MARK,
@@ -496,8 +497,7 @@ class MessageStore:
                     # (a busy CPU can otherwise starve one of them past the retry limit).
                     time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
                 try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
+                    raw = watch_and_get(pipe, key)
                     if raw is None:
                         raise MessageNotFound(message_id)
                     current = MessageRecord.from_json(raw)
