@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -73,10 +74,27 @@ def embedded_list(resource: Mapping[str, Any] | None, rel: str) -> list[dict[str
     return []
 
 
+# The poller resolves the same few hrefs (a conversation's, its messaging's) many times per
+# event batch; ``urljoin`` was most of that. Long hrefs (hostile ones can be huge) are not kept.
+_RESOLVED_KEPT = 4096
+_RESOLVED_MAX_CHARS = 2048
+
+
 def resolve(base: str, href: str) -> str:
     """Absolute URL for a (possibly relative) href served by ``base``; data: URIs unchanged."""
     if href.startswith("data:"):
         return href
+    if len(href) + len(base) <= _RESOLVED_MAX_CHARS:
+        return _resolve_kept(base, href)
+    return _resolve(base, href)
+
+
+@lru_cache(maxsize=_RESOLVED_KEPT)
+def _resolve_kept(base: str, href: str) -> str:
+    return _resolve(base, href)  # an InvalidLink is raised again each time, never kept
+
+
+def _resolve(base: str, href: str) -> str:
     try:
         url = urljoin(base, href)
         urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of range

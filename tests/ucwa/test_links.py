@@ -1,5 +1,10 @@
 from datetime import UTC, datetime
+from urllib.parse import urljoin
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.ucwa.errors import InvalidLink
 from bridge.ucwa.links import (
     embedded,
     embedded_list,
@@ -103,3 +108,56 @@ def test_sip_uri_from_href() -> None:
     assert sip_uri_from_href(f"{conv}/participants/lenea%40contoso.com") == "sip:lenea@contoso.com"
     assert sip_uri_from_href(f"{conv}/messaging") is None
     assert sip_uri_from_href(None) is None
+
+
+HREF_PIECES = st.sampled_from(
+    [
+        "/ucwa",
+        "/x",
+        "../",
+        "./",
+        "?ack=1",
+        "#f",
+        "//pool2.contoso.com",
+        ":99999",
+        ":8080",
+        "https://",
+        "http://[::1",
+        "%zz",
+        " ",
+        "é",
+        "data:",
+        "/",
+        "a",
+        "\x00",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.sampled_from(
+        ["https://lyncweb.contoso.com", "https://lyncweb.contoso.com:4443/ucwa/app/1", "http://h"]
+    ),
+    pieces=st.lists(HREF_PIECES, max_size=6),
+    long=st.booleans(),
+)
+def test_resolve_answers_alike_the_first_time_and_again(
+    base: str, pieces: list[str], long: bool
+) -> None:
+    """Kept or not (long hrefs are not kept), a href resolves to what ``urljoin`` makes of it,
+    and an unusable one is refused every time it comes."""
+    href = "".join(pieces) + ("/p" * 1500 if long else "")
+
+    def outcome() -> str:
+        try:
+            return resolve(base, href)
+        except InvalidLink:
+            return "InvalidLink"
+
+    first, again = outcome(), outcome()
+    assert first == again
+    if href.startswith("data:"):
+        assert first == href
+    elif first != "InvalidLink":
+        assert first == urljoin(base, href)
