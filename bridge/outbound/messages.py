@@ -529,6 +529,17 @@ class MessageStore:
         Raises ``IllegalTransition`` when the current status does not allow it: a final status
         never changes, and a status is never re-entered.
         """
+        return self.transition_answered(message_id, status, also, **fields)[0]
+
+    def transition_answered(
+        self,
+        message_id: str,
+        status: MessageStatus,
+        also: Callable[[Pipeline, MessageRecord], None] | None = None,
+        **fields: Any,
+    ) -> tuple[MessageRecord, list[Any]]:
+        """``transition``, with the transaction's answers: those of what ``also`` queued are
+        last."""
         forbidden = {"id", "status", "history", "created_at"} & fields.keys()
         if forbidden:
             raise ValueError(f"transition() does not set {', '.join(sorted(forbidden))}")
@@ -543,12 +554,11 @@ class MessageStore:
             history = {**record.history, status.value: utc_now()}
             return replace(record, status=status, history=history, **fields)
 
-        return self.update(message_id, move, also)
+        return self.update_answered(message_id, move, also)
 
 
 # Drop a message from its line if it is first: KEYS the line, the set of lines; ARGV the id.
-# {1 if it was dropped else 0, the line's head afterwards (false when the line is empty)}.
-_POP_IF_HEAD = """
+_DROP_IF_HEAD = """
 local popped = 0
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
   redis.call('LPOP', KEYS[1])
@@ -557,8 +567,10 @@ if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then
   end
   popped = 1
 end
-return {popped, redis.call('LINDEX', KEYS[1], 0)}
 """
+
+# {1 if it was dropped else 0, the line's head afterwards (false when the line is empty)}.
+_POP_IF_HEAD = _DROP_IF_HEAD + "return {popped, redis.call('LINDEX', KEYS[1], 0)}\n"
 
 
 # A scheduled message that falls due joins its line by accepted order (its sequence) among the
@@ -595,6 +607,37 @@ return 1
 """
 
 
+# ``_POP_IF_HEAD``, then what starting the new head needs: KEYS the line, the set of lines;
+# ARGV the id, the record key prefix, the runs counter's TTL. {popped, head, the head's record,
+# the head's next run number} (head, record and run false when there is none; a run is counted
+# only for a head whose record exists).
+_POP_THEN_NEXT = (
+    _DROP_IF_HEAD
+    + """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head then
+  return {popped, false, false, false}
+end
+local record = redis.call('GET', ARGV[2] .. head)
+local run = false
+if record then
+  run = redis.call('INCR', ARGV[2] .. head .. ':runs')
+  redis.call('EXPIRE', ARGV[2] .. head .. ':runs', ARGV[3])
+end
+return {popped, head, record, run}
+"""
+)
+
+
+@dataclass(frozen=True)
+class NextUp:
+    """A line's head after a final message left it (``RecipientQueue.queue_pop_then_next``)."""
+
+    head: str | None
+    record: MessageRecord | None  # None: the head's record is gone
+    run: int | None  # the head's next run number, already counted
+
+
 class RecipientQueue:
     """Per-recipient FIFO of message ids in accepted order, so sends to one party keep order."""
 
@@ -616,6 +659,28 @@ class RecipientQueue:
         keys = [fifo_key(recipient), LINES_KEY]
         popped, head = cast(list[Any], self._pop_if_head(keys=keys, args=[message_id]))
         return bool(popped), None if head is None else text(head)
+
+    @staticmethod
+    def queue_pop_then_next(
+        pipe: Pipeline, recipient: str, message_id: str, runs_ttl_s: int
+    ) -> None:
+        """``pop_then_head`` queued on the caller's transaction (EVAL: a NOSCRIPT in MULTI
+        would fail it alone), with the new head's record and its next run number counted, so
+        that starting it takes no read of its own; ``next_up`` reads the answer, which must be
+        the transaction's last."""
+        keys = [fifo_key(recipient), LINES_KEY]
+        pipe.eval(_POP_THEN_NEXT, 2, *keys, message_id, record_key(""), runs_ttl_s)
+
+    @staticmethod
+    def next_up(answers: list[Any]) -> NextUp:
+        _, head, raw, run = cast(list[Any], answers[-1])
+        if head is None:
+            return NextUp(None, None, None)
+        return NextUp(
+            text(head),
+            MessageRecord.from_json(raw) if raw is not None else None,
+            int(run) if run is not None else None,
+        )
 
     @staticmethod
     def join_in_order(pipe: Pipeline, record: MessageRecord, ttl_s: int) -> None:

@@ -31,6 +31,7 @@ from bridge.outbound.messages import (
     MessageRecord,
     MessageStatus,
     MessageStore,
+    NextUp,
     NotCancellable,
     RecipientQueue,
     UcwaFault,
@@ -114,12 +115,20 @@ class Outbound:
         self.on_final = on_final
 
     # -- scheduling -------------------------------------------------------------------------
-    def enqueue_send(self, message_id: str, delay_s: float = 0.0, func: str = SEND_FUNC) -> str:
-        """A fresh RQ job for another attempt; the record and a lock keep it at most once."""
-        with self.client.pipeline(transaction=False) as pipe:  # one round trip
-            pipe.incr(f"msg:{message_id}:runs")
-            pipe.expire(f"msg:{message_id}:runs", self.store.record_ttl_s)
-            run = int(pipe.execute()[0])
+    def enqueue_send(
+        self,
+        message_id: str,
+        delay_s: float = 0.0,
+        func: str = SEND_FUNC,
+        run: int | None = None,
+    ) -> str:
+        """A fresh RQ job for another attempt; the record and a lock keep it at most once.
+        ``run``: the run number, when the caller has counted it already."""
+        if run is None:
+            with self.client.pipeline(transaction=False) as pipe:  # one round trip
+                pipe.incr(f"msg:{message_id}:runs")
+                pipe.expire(f"msg:{message_id}:runs", self.store.record_ttl_s)
+                run = int(pipe.execute()[0])
         job_id = f"{'check' if func == CHECK_FUNC else 'send'}-{message_id}-{run}"
         options: dict[str, Any] = {
             "job_id": job_id,
@@ -259,9 +268,45 @@ class Outbound:
             if record.status == MessageStatus.QUEUED and status == MessageStatus.DELIVERED:
                 # Delivered without a recorded sending step (e.g. outcome raced the worker).
                 self._safe_transition(message_id, MessageStatus.SENDING)
-            record = self._safe_transition(message_id, status, error=error, **fields) or record
+            if not status.is_terminal:
+                record = self._safe_transition(message_id, status, error=error, **fields) or record
+            elif ended := self._final_transition(message_id, status, error=error, **fields):
+                record, next_up = ended
+                self._start_next(record.recipient, next_up)
+                return record
         self.advance(record)
         return record
+
+    def _final_transition(
+        self, message_id: str, status: MessageStatus, **fields: Any
+    ) -> tuple[MessageRecord, NextUp] | None:
+        """``_safe_transition`` to a final status, whose transaction also drops the message
+        from its line and reads what starting the new head needs (None: it was not allowed)."""
+        runs_ttl_s = self.store.record_ttl_s
+
+        def also(pipe: redis.client.Pipeline, record: MessageRecord) -> None:
+            self._on_final(pipe, record)
+            self.fifo.queue_pop_then_next(pipe, record.recipient, record.id, runs_ttl_s)
+
+        try:
+            record, answers = self.store.transition_answered(message_id, status, also, **fields)
+        except IllegalTransition:
+            return None
+        log.info(
+            "message %s", status.value, extra={"message_id": message_id, "status": status.value}
+        )
+        return record, RecipientQueue.next_up(answers)
+
+    def _start_next(self, recipient: str, next_up: NextUp) -> str | None:
+        """``_start`` for the head a final transition read: no read of its own unless that
+        head has ended too."""
+        head, record = next_up.head, next_up.record
+        if head is None:
+            return None
+        if record is not None and not record.status.is_terminal:
+            return self.enqueue_send(head, run=next_up.run)
+        _, following = self.fifo.pop_then_head(recipient, head)
+        return self._start(recipient, following)
 
     def cancel(self, message_id: str, reason: str) -> MessageRecord:
         """End a message nothing of which is with UCWA as ``cancelled``, then start the next one
