@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.broadcast $(BENCH_ARGS)
 	$(BIN)/python -m bench.person_burst $(BENCH_ARGS)
 	$(BIN)/python -m bench.curves $(BENCH_ARGS)
+	$(BIN)/python -m bench.floor $(BENCH_ARGS)
 	$(BIN)/python -m bench.accounts $(BENCH_ARGS)
 
 lint: $(STAMP)

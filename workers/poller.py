@@ -25,14 +25,12 @@ from bridge.inbound.event_sink import EventSink, InboundHook
 from bridge.inbound.quarantine import passes_through
 from bridge.observability.logging import log_context
 from bridge.observability.metrics import count_quarantined, observe_ucwa_request
-from bridge.outbound.message_index import line_account
+from bridge.outbound.line_sweep import restart_stalled_lines
 from bridge.outbound.messages import (
     DEFAULT_ACCOUNT,
     LINES_KEY,
-    MessageNotFound,
     MessageStore,
     RecipientQueue,
-    fifo_key,
     recipient_key,
 )
 from bridge.outbound.outcomes import Outbound, StatusHook
@@ -50,15 +48,6 @@ from bridge.ucwa.messages import HttpResponse
 from bridge.ucwa.retry import backoff_delay
 
 log = logging.getLogger("ucwa_bridge.poller")
-
-# Drop a recipient from the set of lines if its line is (still) empty: atomic against an intake
-# that refills it between the sweep's read and this.
-_FORGET_EMPTY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return redis.call('SREM', KEYS[2], ARGV[1])
-end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -539,38 +528,11 @@ class Poller:
                     ucwa.request("POST", stop, kind="stopMessaging")
                 except ue.UcwaError as exc:
                     log.info("stopping idle conversation failed: %s", exc)
-        stale = time.time() - 2 * self.settings.sweep_s
         with _SEEDING:
             if not _lines_seeded.is_set():
                 self._seed_lines()
-        # The lines named like this account's (its prefix; every line for the default account,
-        # whose lines have none), then only those that are its own.
-        mine = recipient_key("*", None, self.account_id)
-        for raw in self.redis.sscan_iter(LINES_KEY, match=mine, count=500):
-            recipient = raw.decode()
-            if line_account(recipient) != self.account_id:
-                continue
-            head = fifo.head(recipient)
-            if head is None:
-                # Emptied by a TTL, or by a pop that raced this read: drop it unless refilled.
-                self.redis.eval(_FORGET_EMPTY, 2, fifo_key(recipient), LINES_KEY, recipient)
-                continue
-            try:
-                record = self.outbound.store.get(head)
-            except MessageNotFound:  # a vanished record is handled by kick()
-                self.outbound.kick(recipient)
-                continue
-            touched = max(_epoch(t) for t in record.history.values()) if record.history else 0
-            stalled = record.step == "queued" and touched < stale
-            # A worker that died mid-POST leaves ``posting_*``; once its lock has expired a new
-            # run settles it (adopting what the event channel saw, or resending).
-            orphaned = (
-                record.step.startswith("posting")
-                and (record.attempt_at or 0) < stale
-                and not self.redis.exists(f"lock:send:{record.id}")
-            )
-            if record.status.is_terminal or stalled or orphaned:
-                self.outbound.kick(recipient)
+        stale = time.time() - 2 * self.settings.sweep_s
+        restart_stalled_lines(self.redis, self.outbound, self.account_id, stale)
 
     def _seed_lines(self) -> None:
         """Once per process (whatever number of accounts it serves): lines written before the
@@ -600,12 +562,3 @@ def _accepts(notices: Sequence[object], base: str) -> list[str]:
         for n in notices
         if isinstance(n, IncomingInvitation) and n.event_type == "started" and n.accept_href
     ]
-
-
-def _epoch(text: str) -> float:
-    from bridge.outbound.messages import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError:
-        return 0.0

@@ -148,6 +148,19 @@ CASES = {
             "idle poller CPU per account, 2 / 1 accounts",
         ],
     ),
+    "floor": (
+        ["--messages", "6", "--samples", "20"],
+        [
+            "CPU per message, bridge / floor, worker",
+            "CPU per message, bridge / floor, poller",
+            "CPU per message, bridge / floor, all roles",
+        ],
+        [
+            "CPU per message <= 8 ms",
+            "no-op RQ job, worker | redis CPU",
+            "requests on a kept-alive connection, client CPU, POST | GET",
+        ],
+    ),
     "memory": (
         ["--messages", "10", "--rounds", "2"],
         ["bridge RSS after 10 messages / idle", "poller RSS after 10 / idle"],

@@ -1,0 +1,180 @@
+"""Restarting people's lines that nothing will move on: the poller's sweep, for its account.
+
+A line moves when its head's send job runs, or when the head ends (the final transition starts
+the next). It stalls when that job is lost: its enqueue failed after the record was written, a
+worker died holding it before it claimed the message, or a worker died mid-POST. The sweep
+starts such a head again (``Outbound.kick``), and only such a head: one whose job still waits in
+the queue, or was started a moment ago, is left to that job, however long the backlog (each
+restart of a waiting head is one more job for the workers to run and step aside from).
+
+The sweep reads its lines a page at a time: every head in one round trip, their records in
+another, and what it needs to judge the suspect ones (the latest job's state, the send lock) in
+a third.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+
+from bridge.config.redis_text import text
+from bridge.outbound.message_index import line_account
+from bridge.outbound.messages import (
+    LINES_KEY,
+    MessageRecord,
+    fifo_key,
+    parse_time,
+    recipient_key,
+    record_key,
+)
+from bridge.outbound.outcomes import Outbound
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+
+# Drop a recipient from the set of lines if its line is (still) empty: atomic against an intake
+# that refills it between the sweep's read and this.
+_FORGET_EMPTY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.call('SREM', KEYS[2], ARGV[1])
+end
+return 0
+"""
+
+# The state and start of a message's latest job: its first send job is ``send-<id>``, each
+# later one (send or outcome check) ``<kind>-<id>-<run>``, ``run`` counted in ``msg:<id>:runs``.
+# ARGV: the message id. {status, started_at}, each false when there is no such job.
+_LATEST_JOB = """
+local id = ARGV[1]
+local runs = redis.call('GET', 'msg:' .. id .. ':runs')
+local ids
+if runs then
+  ids = {'send-' .. id .. '-' .. runs, 'check-' .. id .. '-' .. runs}
+else
+  ids = {'send-' .. id}
+end
+for _, job in ipairs(ids) do
+  local found = redis.call('HMGET', 'rq:job:' .. job, 'status', 'started_at')
+  if found[1] then
+    return found
+  end
+end
+return {false, false}
+"""
+
+# Job states in which RQ will still run the job (or is running it).
+_WAITING = frozenset({"queued", "scheduled", "deferred"})
+
+
+def restart_stalled_lines(
+    client: redis.Redis, outbound: Outbound, account_id: str, stale_before: float
+) -> int:
+    """Start again the head of every line of ``account_id`` that nothing will move on, where
+    "stalled" means untouched since ``stale_before`` (epoch seconds). Returns how many."""
+    restarted = 0
+    for page in _pages(_own_lines(client, account_id)):
+        restarted += _sweep_page(client, outbound, page, stale_before)
+    return restarted
+
+
+def _own_lines(client: redis.Redis, account_id: str) -> Iterator[str]:
+    # The lines named like this account's (its prefix; every line for the default account,
+    # whose lines have none), then only those that are its own.
+    mine = recipient_key("*", None, account_id)
+    for raw in client.sscan_iter(LINES_KEY, match=mine, count=PAGE):
+        recipient = text(raw)
+        if line_account(recipient) == account_id:
+            yield recipient
+
+
+def _pages(items: Iterable[str]) -> Iterator[list[str]]:
+    page: list[str] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= PAGE:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _sweep_page(
+    client: redis.Redis, outbound: Outbound, recipients: list[str], stale_before: float
+) -> int:
+    with client.pipeline(transaction=False) as pipe:
+        for recipient in recipients:
+            pipe.lindex(fifo_key(recipient), 0)
+        heads = [None if raw is None else text(raw) for raw in pipe.execute()]
+    ids = sorted({head for head in heads if head is not None})
+    raws = dict(zip(ids, client.mget([record_key(i) for i in ids]), strict=True)) if ids else {}
+    to_restart: list[str] = []
+    suspects: list[tuple[str, MessageRecord]] = []
+    for recipient, head in zip(recipients, heads, strict=True):
+        if head is None:
+            # Emptied by a TTL, or by a pop that raced this read: drop it unless refilled.
+            client.eval(_FORGET_EMPTY, 2, fifo_key(recipient), LINES_KEY, recipient)
+            continue
+        raw = raws.get(head)
+        if raw is None:  # a vanished record: kick() drops it and starts the next
+            to_restart.append(recipient)
+            continue
+        record = MessageRecord.from_json(raw)
+        if record.status.is_terminal:
+            to_restart.append(recipient)
+        elif _untouched(record, stale_before):
+            suspects.append((recipient, record))
+    if suspects:
+        to_restart += _stalled(client, suspects, stale_before)
+    for recipient in to_restart:
+        outbound.kick(recipient)
+    return len(to_restart)
+
+
+def _untouched(record: MessageRecord, stale_before: float) -> bool:
+    """Waiting to be sent, or left mid-POST, with nothing written since ``stale_before``."""
+    if record.step == "queued":
+        touched = max((_epoch(t) for t in record.history.values()), default=0.0)
+        return touched < stale_before
+    return record.step.startswith("posting") and (record.attempt_at or 0) < stale_before
+
+
+def _stalled(
+    client: redis.Redis, suspects: list[tuple[str, MessageRecord]], stale_before: float
+) -> list[str]:
+    """The suspects nothing will move on, in one round trip: a queued head whose latest job
+    will not run it (gone, ended, or started before ``stale_before`` and still unclaimed: its
+    worker died), and a head left mid-POST whose send lock has expired (a new run settles it,
+    adopting what the event channel saw, or resending)."""
+    with client.pipeline(transaction=False) as pipe:
+        for _, record in suspects:
+            if record.step == "queued":
+                pipe.eval(_LATEST_JOB, 0, record.id)
+            else:
+                pipe.exists(f"lock:send:{record.id}")
+        answers = pipe.execute()
+    stalled = []
+    for (recipient, record), answer in zip(suspects, answers, strict=True):
+        if record.step == "queued":
+            if not _will_run(answer, stale_before):
+                stalled.append(recipient)
+        elif not answer:
+            stalled.append(recipient)
+    return stalled
+
+
+def _will_run(answer: Any, stale_before: float) -> bool:
+    status, started_at = (None if v is None else text(v) for v in answer)
+    if status in _WAITING:
+        return True
+    return status == "started" and started_at is not None and _epoch(started_at) >= stale_before
+
+
+def _epoch(value: str) -> float:
+    try:
+        return parse_time(value)
+    except ValueError:
+        return 0.0
