@@ -6,7 +6,6 @@ Every POST is answered 201 with a Location, as ``startMessaging`` (an invitation
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import redis
 
 from bridge.session.store import Session, SessionStore
+from tests.http_threads import serving
 
 APP = "/ucwa/oauth/v1/applications/1"
 
@@ -52,13 +52,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def running_ucwa() -> Iterator[Ucwa]:
-    server = Ucwa()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(Ucwa()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def publish_session(client: redis.Redis, ucwa: Ucwa, account: str) -> None:

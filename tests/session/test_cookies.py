@@ -3,7 +3,6 @@ next requests, as a browser would send it. A real HTTP server on an ephemeral po
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -11,6 +10,7 @@ import pytest
 
 from bridge.session.client import UcwaClient
 from bridge.ucwa.auth import Credentials
+from tests.http_threads import serving
 
 
 class _Server(ThreadingHTTPServer):
@@ -41,12 +41,8 @@ class _Handler(BaseHTTPRequestHandler):
 def server() -> Iterator[_Server]:
     httpd = _Server(("127.0.0.1", 0), _Handler)
     httpd.cookies = []
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with serving(httpd):
         yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_a_cookie_the_server_set_goes_back_with_the_next_requests(server: _Server) -> None:

@@ -8,7 +8,6 @@ A real forward proxy on an ephemeral port, in front of a real HTTP server standi
 from __future__ import annotations
 
 import http.client
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from bridge.session.client import UcwaClient
 from bridge.ucwa.auth import Credentials
+from tests.http_threads import serving
 from tests.outbound.fake_ucwa import APP, Ucwa, running_ucwa
 
 SEND = f"{APP}/communication/conversations/7/messaging/sendMessage"
@@ -71,13 +71,8 @@ class _Relay(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def proxy() -> Iterator[ForwardProxy]:
-    server = ForwardProxy()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(ForwardProxy()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture()
