@@ -19,8 +19,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
+from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
 
 from bridge.config.redis_text import text
+from bridge.outbound.intake import SEND_QUEUE
 from bridge.outbound.message_index import line_account
 from bridge.outbound.messages import (
     LINES_KEY,
@@ -47,7 +50,9 @@ return 0
 
 # The state and start of a message's latest job: its first send job is ``send-<id>``, each
 # later one (send or outcome check) ``<kind>-<id>-<run>``, ``run`` counted in ``msg:<id>:runs``.
-# ARGV: the message id. {status, started_at}, each false when there is no such job.
+# KEYS: the send queue's intermediate list. ARGV: the message id. {status, started_at, 1 when
+# the job sits in the intermediate list (taken off the queue by a worker that never started
+# it) else 0}; status and started_at false when there is no such job.
 _LATEST_JOB = """
 local id = ARGV[1]
 local runs = redis.call('GET', 'msg:' .. id .. ':runs')
@@ -60,11 +65,18 @@ end
 for _, job in ipairs(ids) do
   local found = redis.call('HMGET', 'rq:job:' .. job, 'status', 'started_at')
   if found[1] then
-    return found
+    local taken = redis.call('LPOS', KEYS[1], job) and 1 or 0
+    return {found[1], found[2], taken}
   end
 end
-return {false, false}
+return {false, false, 0}
 """
+
+# Where a worker puts a job it takes off the send queue until it starts it (RQ's reliable
+# dequeue); a job left there belongs to a worker that died in between.
+_TAKEN = IntermediateQueue.get_intermediate_queue_key(
+    Queue.redis_queue_namespace_prefix + SEND_QUEUE
+)
 
 # Job states in which RQ will still run the job (or is running it).
 _WAITING = frozenset({"queued", "scheduled", "deferred"})
@@ -152,7 +164,7 @@ def _stalled(
     with client.pipeline(transaction=False) as pipe:
         for _, record in suspects:
             if record.step == "queued":
-                pipe.eval(_LATEST_JOB, 0, record.id)
+                pipe.eval(_LATEST_JOB, 1, _TAKEN, record.id)
             else:
                 pipe.exists(f"lock:send:{record.id}")
         answers = pipe.execute()
@@ -167,9 +179,13 @@ def _stalled(
 
 
 def _will_run(answer: Any, stale_before: float) -> bool:
-    status, started_at = (None if v is None else text(v) for v in answer)
+    raw_status, raw_started, taken = answer
+    status, started_at = (None if v is None else text(v) for v in (raw_status, raw_started))
     if status in _WAITING:
-        return True
+        # Still "queued" but taken off the queue two sweeps ago or more: the worker that took
+        # it died before starting it (RQ's own cleanup of that list takes minutes).
+        return not taken
+    return status == "started" and started_at is not None and _epoch(started_at) >= stale_before
     return status == "started" and started_at is not None and _epoch(started_at) >= stale_before
 
 

@@ -92,6 +92,7 @@ def run_kills(
     assert set(result.codes) <= {"declined"}, result.codes  # only the decliner fails
 
 
+@pytest.mark.timeout(240)  # the outcome's own wait (150 s) reports what is missing first
 def test_workers_killed_at_random_points_quick(
     make_bridge: MakeBridge, report: Report, seed: int
 ) -> None:

@@ -60,7 +60,7 @@ def test_heads_whose_jobs_still_wait_are_left_to_them(redis_client: redis.Redis)
     assert queued_jobs(redis_client) == before  # no second job for a message that waits
 
 
-@pytest.mark.parametrize("how", ["deleted", "failed", "started long ago"])
+@pytest.mark.parametrize("how", ["deleted", "failed", "started long ago", "taken, never started"])
 def test_heads_whose_job_will_not_run_them_are_started_again(
     redis_client: redis.Redis, how: str
 ) -> None:
@@ -72,6 +72,11 @@ def test_heads_whose_job_will_not_run_them_are_started_again(
         job.delete()
     elif how == "failed":
         redis_client.hset(job.key, "status", "failed")
+    elif how == "taken, never started":
+        # a worker moved it to RQ's intermediate list and died before starting it: its state
+        # still says queued
+        queue = Queue(SEND_QUEUE, connection=redis_client)
+        redis_client.rpush(queue.intermediate_queue_key, job.id)
     else:  # a worker took it and was killed before claiming the message
         redis_client.hset(
             job.key,
