@@ -288,13 +288,10 @@ class Outbound:
             self._on_final(pipe, record)
             self.fifo.queue_pop_then_next(pipe, record.recipient, record.id, runs_ttl_s)
 
-        try:
-            record, answers = self.store.transition_answered(message_id, status, also, **fields)
-        except IllegalTransition:
+        moved = self._transition_answered(message_id, status, also, **fields)
+        if moved is None:
             return None
-        log.info(
-            "message %s", status.value, extra={"message_id": message_id, "status": status.value}
-        )
+        record, answers = moved
         return record, RecipientQueue.next_up(answers)
 
     def _start_next(self, recipient: str, next_up: NextUp) -> str | None:
@@ -349,14 +346,25 @@ class Outbound:
         self, message_id: str, status: MessageStatus, **fields: Any
     ) -> MessageRecord | None:
         also = self._on_final if status.is_terminal else None
+        moved = self._transition_answered(message_id, status, also, **fields)
+        return None if moved is None else moved[0]
+
+    def _transition_answered(
+        self,
+        message_id: str,
+        status: MessageStatus,
+        also: StatusHook | None,
+        **fields: Any,
+    ) -> tuple[MessageRecord, list[Any]] | None:
+        """The transition and its transaction's answers, logged; None when it is not allowed."""
         try:
-            record = self.store.transition(message_id, status, also, **fields)
+            moved = self.store.transition_answered(message_id, status, also, **fields)
         except IllegalTransition:
             return None
         log.info(
             "message %s", status.value, extra={"message_id": message_id, "status": status.value}
         )
-        return record
+        return moved
 
     def _on_final(self, pipe: redis.client.Pipeline, record: MessageRecord) -> None:
         """In the final transition's transaction: the status hook (webhooks), and the message

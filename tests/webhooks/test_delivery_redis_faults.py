@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -38,6 +39,27 @@ def writable(client: redis.Redis) -> None:
     client.execute_command("REPLICAOF", "NO", "ONE")
 
 
+@contextmanager
+def read_only_while_posts_are_out(
+    client: redis.Redis, receiver: WebhookReceiver, posts: int, seconds: float
+) -> Iterator[None]:
+    """Once the receiver holds ``posts`` POSTs, Redis refuses writes for ``seconds``; the
+    ``with`` block ends after Redis takes writes again."""
+
+    def fault() -> None:
+        receiver.wait_for(posts, timeout_s=5)
+        read_only(client)
+        time.sleep(seconds)
+        writable(client)
+
+    breaker = threading.Thread(target=fault)
+    breaker.start()
+    try:
+        yield
+    finally:
+        breaker.join()
+
+
 def test_an_outcome_is_recorded_once_redis_takes_writes_again(
     own_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -45,18 +67,11 @@ def test_an_outcome_is_recorded_once_redis_takes_writes_again(
         endpoints = configure(monkeypatch, endpoint(receiver))
         _, (delivery_id,) = publish(own_redis, endpoints)
 
-        def fault() -> None:  # while the POST is out: its outcome cannot be written
-            receiver.wait_for(1, timeout_s=5)
-            read_only(own_redis)
-            time.sleep(2.0)
-            writable(own_redis)
-
-        breaker = threading.Thread(target=fault)
-        breaker.start()
         settings = WebhookSettings.from_env(os.environ)
         started = time.monotonic()
-        report = Deliverer(own_redis, settings, endpoints).deliver(delivery_id)
-        breaker.join()
+        # while the POST is out: its outcome cannot be written
+        with read_only_while_posts_are_out(own_redis, receiver, posts=1, seconds=2.0):
+            report = Deliverer(own_redis, settings, endpoints).deliver(delivery_id)
     assert report.action == "succeeded", report
     assert time.monotonic() - started >= 2.0
     assert record(own_redis, delivery_id).status is DeliveryStatus.SUCCEEDED
@@ -109,17 +124,9 @@ def test_a_batch_meeting_a_read_only_redis_midway_delivers_each_once(
                 ids = [i for n in range(5) for i in outbox.stage(event(n))]
             pipe.execute()
 
-        def fault() -> None:
-            receiver.wait_for(2, timeout_s=5)
-            read_only(own_redis)
-            time.sleep(1.5)
-            writable(own_redis)
-
-        breaker = threading.Thread(target=fault)
-        breaker.start()
         started = time.monotonic()
-        reports = Deliverer(own_redis, settings, endpoints).deliver_many(ids)
-        breaker.join()
+        with read_only_while_posts_are_out(own_redis, receiver, posts=2, seconds=1.5):
+            reports = Deliverer(own_redis, settings, endpoints).deliver_many(ids)
     assert time.monotonic() - started >= 2.0  # it waited for Redis (5 POSTs alone: 1.5 s)
     assert [r.action for r in reports] == ["succeeded"] * 5
     assert len(receiver.received) == 5
