@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import ALICE, FINAL, MakeBridge, events, wait_for, webhook_env
+from tests.e2e.conftest import ALICE, BOB, FINAL, MakeBridge, events, wait_for, webhook_env
 from tests.fault.conftest import FAULT_ENV, Report
 from tests.rewriting_proxy import RewritingProxy
 from tests.webhooks.receiver import WebhookReceiver
@@ -65,9 +65,11 @@ def test_a_send_the_server_carries_out_late_arrives_once_and_ends_delivered(
 ) -> None:
     proxy = RewritingProxy().start()
     bridge = make_bridge(env={**LATE_ENV, **webhook_env(receiver)}, proxy=proxy)
-    if kind == "sendMessage":  # open the conversation first, so the next send is warm
-        opener = bridge.send(ALICE, "opening")
-        assert bridge.wait_final(opener)[opener]["status"] == "delivered"
+    # One send first, so the timed one meets a worker that is up and a session that is ready
+    # (else, on a loaded machine, the 2 s validity can run out before any worker starts): to
+    # Alice for a warm send, to Bob for a cold one, so Alice's send still opens a conversation.
+    opener = bridge.send(ALICE if kind == "sendMessage" else BOB, "opening")
+    assert bridge.wait_final(opener)[opener]["status"] == "delivered"
     proxy.hold = hold_once(kind, late_s)
     started = time.monotonic()
     # validity shorter than the delay: the message must not be called expired "before sending"
