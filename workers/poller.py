@@ -422,9 +422,9 @@ class Poller:
             result = self.sink.apply_state(notices, self.generation, base, pipe)
             pipe.hset(self._cursor_key(), "cursor", cursor)
             self.sessions.pulse(pipe=pipe)
-            pipe.execute()
+            answers = pipe.execute()
         if result.held:
-            self.sink.settle(result)  # the outcomes the transaction held
+            self.sink.settle(result, answers)  # the outcomes the transaction held
         count_quarantined("event", result.quarantined)
         return cursor
 

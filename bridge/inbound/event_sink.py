@@ -36,6 +36,7 @@ from bridge.ucwa.notices import (
     InvitationOutcome,
     MessageOutcome,
     MessagingChanged,
+    NeedsFetch,
     Notice,
     ParticipantChanged,
     TypingChanged,
@@ -64,6 +65,10 @@ class BatchResult:
     inbound: int = 0
     quarantined: int = 0
     held: int = 0  # outcomes held for ``settle``
+    # Where the cursor transaction's answers hold the held entries (LRANGE), then the records
+    # of ``read_operations`` (MGET): ``settle`` starts from them instead of reading again.
+    reads_at: int | None = None
+    read_operations: list[str] = field(default_factory=list)
 
 
 class EventSink:
@@ -88,13 +93,19 @@ class EventSink:
         # Events ``notices`` could not read, written to the quarantine by ``apply_state`` inside
         # the cursor transaction, so a batch is quarantined exactly when its cursor moves.
         self._unread: list[tuple[str, BaseException, object]] = []
+        # The registry records ``notices`` read (absolute href → raw record, None: none kept),
+        # for ``apply_state``: one read of each conversation per batch.
+        self._known: dict[str, bytes | None] = {}
 
     def notices(self, batch: EventBatch, base_url: str) -> list[Notice]:
         """Every notice in server order; an event that cannot be read is set aside."""
         self._unread = []
         # Only the conversations this batch names are read: one round trip, however many are
-        # live (reading them all cost a GET each, per batch: most of the poller's CPU).
-        remotes = self.registry.live_remotes(_absolute(base_url, conversation_hrefs(batch)))
+        # live (reading them all cost a GET each, per batch: most of the poller's CPU). What
+        # it reads is kept for ``apply_state``.
+        hrefs = _absolute(base_url, conversation_hrefs(batch))
+        self._known = self.registry.read_hrefs(set(hrefs.values()))
+        remotes = _live_remotes(hrefs, self._known)
         try:
             remotes.update(remote_uris(batch))
         except Exception as exc:  # poison: read the events without the batch's remote URIs
@@ -180,6 +191,10 @@ class EventSink:
             begin()
         cache: dict[str, Conversation] = {}
         now = time.time()
+        known, self._known = self._known, {}
+        missing = _named_conversations(notices, base_url) - known.keys()
+        if missing:  # what ``notices`` did not read, in one round trip
+            known.update(self.registry.read_hrefs(missing))
 
         def conversation(href: str | None, create: bool = True) -> Conversation | None:
             if not href:
@@ -187,7 +202,11 @@ class EventSink:
             absolute = resolve(base_url, href)
             if absolute in cache:
                 return cache[absolute]
-            conv = self.registry.by_href(absolute)
+            if absolute in known:  # loaded here: a record that cannot be read sets aside
+                raw = known[absolute]  # only the notice that needs it
+                conv = self.registry.load(raw) if raw is not None else None
+            else:
+                conv = self.registry.by_href(absolute)
             if conv is None or conv.generation != generation:
                 if not create:
                     return None
@@ -291,13 +310,30 @@ class EventSink:
             pipe.rpush(self.unsettled_key, json.dumps(held))
             pipe.expire(self.unsettled_key, OP_TTL_S)
             result.held += len(held)
+            # What ``settle`` reads first, read by the same transaction: the held entries, and
+            # the records this batch's outcomes name.
+            result.reads_at = len(pipe.command_stack)
+            pipe.lrange(self.unsettled_key, 0, -1)
+            result.read_operations = _operations(held)
+            if result.read_operations:
+                pipe.mget([record_key(op) for op in result.read_operations])
 
-    def settle(self, result: BatchResult | None = None) -> None:
+    def settle(self, result: BatchResult | None = None, answers: list[Any] | None = None) -> None:
         """Settle every held outcome, oldest batch first, and only then drop its entry.
+        ``answers``: those of the cursor transaction that queued ``result``'s reads.
 
         Idempotent: an outcome settled twice (a poller stopped between the two steps, or two
         pollers at a handover) changes nothing the second time."""
-        for raw in self.redis.lrange(self.unsettled_key, 0, -1):
+        entries: list[bytes] | None = None
+        preread: dict[str, bytes | None] = {}
+        at = result.reads_at if result is not None else None
+        if result is not None and at is not None and answers is not None:
+            entries = answers[at]
+            if result.read_operations:
+                preread = dict(zip(result.read_operations, answers[at + 1], strict=True))
+        if entries is None:
+            entries = cast(list[bytes], self.redis.lrange(self.unsettled_key, 0, -1))
+        for raw in entries:
             try:
                 items = json.loads(raw)
                 if not isinstance(items, list):
@@ -305,7 +341,7 @@ class EventSink:
             except ValueError as exc:
                 items = []
                 self._quarantine_now("settle", exc, raw)
-            read = self._read_messages(items)
+            read = self._read_messages(items, preread)
             for item in items:
                 try:
                     self._settle_one(item, result, read)
@@ -322,20 +358,23 @@ class EventSink:
             self.quarantine.record(pipe, stage, error, item)
             pipe.execute()
 
-    def _read_messages(self, items: list[Any]) -> dict[str, bytes | None]:
-        """The records the entry's operations name, in one round trip: each is used once, by
-        its first outcome in the entry (a later one reads its record again)."""
-        operations = sorted(
-            {
-                item["operation"]
-                for item in items
-                if isinstance(item, dict) and isinstance(item.get("operation"), str)
-            }
-        )
-        if not operations:
-            return {}
-        raws = self.redis.mget([record_key(op) for op in operations])
-        return dict(zip(operations, cast(list[bytes | None], raws), strict=True))
+    def _read_messages(
+        self, items: list[Any], preread: dict[str, bytes | None]
+    ) -> dict[str, bytes | None]:
+        """The records the entry's operations name, in one round trip at most (none when the
+        cursor transaction read them: ``preread``, each taken once). Each is used once, by its
+        first outcome in the entry (a later one reads its record again)."""
+        read: dict[str, bytes | None] = {}
+        operations = []
+        for op in _operations(items):
+            if op in preread:
+                read[op] = preread.pop(op)
+            else:
+                operations.append(op)
+        if operations:
+            raws = self.redis.mget([record_key(op) for op in operations])
+            read.update(zip(operations, cast(list[bytes | None], raws), strict=True))
+        return read
 
     def _settle_one(
         self, item: dict[str, Any], result: BatchResult | None, read: dict[str, bytes | None]
@@ -399,6 +438,49 @@ def _settlement(notice: InvitationOutcome | MessageOutcome, base_url: str) -> di
     if isinstance(notice, InvitationOutcome):
         return {"kind": "invitation", "state": notice.state, **item}
     return {"kind": "message", "href": resolve(base_url, notice.href or ""), **item}
+
+
+def _operations(items: list[Any]) -> list[str]:
+    """The operation ids of held outcomes, once each, sorted."""
+    return sorted(
+        {
+            item["operation"]
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("operation"), str)
+        }
+    )
+
+
+def _named_conversations(notices: list[Notice], base_url: str) -> set[str]:
+    """The absolute hrefs of the conversations whose records ``apply_state`` updates for
+    ``notices`` (unusable ones left out): a message's outcome updates none."""
+    hrefs: set[str] = set()
+    for notice in notices:
+        if isinstance(notice, NeedsFetch | MessageOutcome):
+            continue
+        href = notice.href if isinstance(notice, ConversationChanged) else notice.conversation_href
+        if isinstance(href, str) and href:
+            hrefs.add(href)
+    return set(_absolute(base_url, hrefs).values())
+
+
+def _live_remotes(hrefs: dict[str, str], known: dict[str, bytes | None]) -> dict[str, str]:
+    """For ``{name: absolute href}``: name → remote SIP URI of each live conversation kept
+    with a remote. A record that cannot be read gives none."""
+    found: dict[str, str] = {}
+    for name, href in hrefs.items():
+        raw = known.get(href)
+        if raw is None:
+            continue
+        try:
+            conv = ConversationRegistry.load(raw)
+        except Exception as exc:  # its notices meet it again in ``apply_state``, contained
+            if passes_through(exc):
+                raise
+            continue
+        if conv.remote and conv.alive:
+            found[name] = conv.remote
+    return found
 
 
 def _same_person(uri: str | None, remote: str | None) -> bool:

@@ -152,17 +152,19 @@ class ConversationRegistry:
     def by_href(self, href: str) -> Conversation | None:
         return self.get(self.id_for(href))
 
-    def live_remotes(self, hrefs: dict[str, str]) -> dict[str, str]:
-        """For ``{name: absolute href}``: name → remote SIP URI of each live conversation known
-        with a remote. One round trip, whatever the number of conversations kept."""
-        names: dict[str, list[str]] = {}
-        for name, href in hrefs.items():
-            names.setdefault(self.id_for(href), []).append(name)
-        found: dict[str, str] = {}
-        for conv in self.get_many(list(names)):
-            if conv.remote and conv.alive:
-                found.update(dict.fromkeys(names.get(conv.id, ()), conv.remote))
-        return found
+    def read_hrefs(self, hrefs: set[str]) -> dict[str, bytes | None]:
+        """absolute href → its record as kept (None: none), in one round trip; ``load`` reads
+        one, so a caller can set aside the one record that cannot be read."""
+        if not hrefs:
+            return {}
+        ordered = sorted(hrefs)
+        raws = self.client.mget([self._key(self.id_for(href)) for href in ordered])
+        return dict(zip(ordered, cast(list[bytes | None], raws), strict=True))
+
+    @staticmethod
+    def load(raw: bytes | str) -> Conversation:
+        """A record as ``read_hrefs`` returns it."""
+        return _load(text(raw))
 
     def by_remote(self, remote: str) -> Conversation | None:
         cid = self.client.get(self._remote_prefix + remote.lower())

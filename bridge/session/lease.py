@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis
 
+from bridge.config.redis_conn import watch_and_get
 from bridge.config.redis_text import text
 
 _ACQUIRE = """
@@ -127,8 +128,7 @@ class PollerLease:
         The counter changes only on a successful acquisition, so renewals never abort the
         caller's transaction, while a takeover makes its EXEC fail with WatchError.
         """
-        pipe.watch(self.fence_key)
-        current = pipe.get(self.fence_key)
+        current = watch_and_get(pipe, self.fence_key)
         if self.fence is None or current is None or int(current) != self.fence:
             raise LeaseLost(self.key)
 

@@ -24,7 +24,8 @@ from bridge.outbound.intake import Intake
 from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore
 from bridge.outbound.outcomes import Outbound
 from bridge.ucwa.events import parse_events
-from tests.inbound.test_staging import ACCOUNT, APP, BASE, COMM, CONV, CURSOR
+from tests.inbound.test_batch_reads import cursor_transaction
+from tests.inbound.test_staging import ACCOUNT, APP, BASE, COMM, CONV
 
 PEOPLE = [f"sip:user{n}@contoso.com" for n in range(3)]
 DECLINED = {"code": "Forbidden", "subcode": "DeclinedByUser", "message": "declined"}
@@ -89,25 +90,24 @@ def run(client: redis.Redis, plan: Plan, stop: str) -> tuple[dict[int, tuple[str
     ids = [waiting(client, store, PEOPLE[who], kind).id for who, kind, _ in plan]
     events = [outcome_event(n, ids[n], kind, success) for n, (_, kind, success) in enumerate(plan)]
     first = sink()
-    batch = parse_events(
-        {
-            "_links": {"next": {"href": f"{APP}/events?ack=2"}},
-            "sender": [{"rel": "conversation", "href": CONV, "events": events}],
-        }
-    )
-    notices = first.notices(batch, BASE)
-    with client.pipeline() as pipe:
-        pipe.multi()
-        first.note_operations(batch, BASE, pipe)
-        first.apply_state(notices, 1, BASE, pipe)
-        pipe.hset(CURSOR, "cursor", batch.cursor().href)
-        pipe.execute()
+    # "…, then another batch": the first half's batch stops right after its cursor transaction;
+    # the second half's finds that entry held before its own and settles both.
+    split = len(events) // 2 if stop.endswith("then another batch") else 0
+    parts = [events[:split], events[split:]] if split else [events]
+    for n, part in enumerate(parts):
+        batch = parse_events(
+            {
+                "_links": {"next": {"href": f"{APP}/events?ack={n + 2}"}},
+                "sender": [{"rel": "conversation", "href": CONV, "events": part}],
+            }
+        )
+        result, answers = cursor_transaction(client, first, batch)
     if stop == "after settling, before the entry was dropped":
         held = client.lrange(unsettled_key(ACCOUNT), 0, -1)
-        first.settle()
+        first.settle(result, answers)
         client.rpush(unsettled_key(ACCOUNT), *held)
-    elif stop == "never":
-        first.settle()
+    elif stop in ("never", "right after the cursor transaction, then another batch"):
+        first.settle(result, answers)  # as the poller does: from the transaction's reads
     # else: stopped right after the cursor transaction
     sink().settle()  # the next active poller, after its bootstrap
     assert client.llen(unsettled_key(ACCOUNT)) == 0
@@ -133,7 +133,11 @@ def run(client: redis.Redis, plan: Plan, stop: str) -> tuple[dict[int, tuple[str
         max_size=8,
     ),
     stop=st.sampled_from(
-        ["right after the cursor transaction", "after settling, before the entry was dropped"]
+        [
+            "right after the cursor transaction",
+            "after settling, before the entry was dropped",
+            "right after the cursor transaction, then another batch",
+        ]
     ),
 )
 def test_a_stop_between_the_cursor_and_the_settling_loses_and_doubles_nothing(
