@@ -299,12 +299,16 @@ class Intake:
         """The commands RQ queues to enqueue ``record``'s send job, or None if one of them
         cannot be replayed in a script. A send job due now comes from the template learnt from
         RQ (``job_template``); a scheduled one, and every job when none was learnt, from RQ."""
-        if record.status is not MessageStatus.SCHEDULED:
-            if self._template is False:
-                self._template = JobTemplate.learn(self._rq_send_commands, SEND_FUNC)
-            if isinstance(self._template, JobTemplate):
-                return self._template.build(record.id)
+        template = self._send_template() if record.status is not MessageStatus.SCHEDULED else None
+        if template is not None:
+            return template.build(record.id)
         return self._rq_job_commands(record)
+
+    def _send_template(self) -> JobTemplate | None:
+        """The template of a send job due now, learnt from RQ once (None: RQ builds each)."""
+        if self._template is False:
+            self._template = JobTemplate.learn(self._rq_send_commands, SEND_FUNC)
+        return self._template if isinstance(self._template, JobTemplate) else None
 
     def _rq_send_commands(self, message_id: str) -> list[tuple[Any, ...]] | None:
         probe = MessageRecord.new(to="sip:probe@invalid", text="-", validity_s=60)
@@ -313,7 +317,7 @@ class Intake:
     def _rq_job_commands(self, record: MessageRecord) -> list[tuple[Any, ...]] | None:
         with self._redis.pipeline() as pipe:
             pipe.multi()
-            self._enqueue(record, pipe)
+            self._rq_enqueue(record, pipe)
             commands = [args for args, _options in pipe.command_stack]
         for command in commands:
             name = command[0].encode() if isinstance(command[0], str) else command[0]
@@ -357,6 +361,16 @@ class Intake:
         return replace(record, sequence=int(sequence))
 
     def _enqueue(self, record: MessageRecord, pipe: Pipeline) -> None:
+        """Queue ``record``'s job on ``pipe``: a send job due now from the template learnt from
+        RQ (``_job_commands``), any other job as RQ builds it."""
+        template = self._send_template() if record.status is not MessageStatus.SCHEDULED else None
+        if template is None:
+            self._rq_enqueue(record, pipe)
+            return
+        for command in template.build(record.id):
+            pipe.execute_command(*command)
+
+    def _rq_enqueue(self, record: MessageRecord, pipe: Pipeline) -> None:
         if record.status is MessageStatus.SCHEDULED and record.send_at is not None:
             # RQ's scheduler (every worker runs one) moves the job to the queue when it is due.
             # It keeps whole seconds, cut down: rounded up, the job never runs before send_at.

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,13 +46,18 @@ def test_the_template_writes_what_rq_writes_for_any_id(
     assert source._job_commands(record)[0] == rq_made[0]  # the intake uses the template
 
 
-def test_rq_reads_a_templated_job_back_as_its_own(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("how", ["gated", "plain"])
+def test_rq_reads_a_templated_job_back_as_its_own(redis_client: redis.Redis, how: str) -> None:
+    """Both ways in: one script call behind a gate (a rate limit), or a MULTI without one."""
     source = intake(redis_client)
-    admit = Gate("local function gate(key, args) return {1} end\n", "test:gate", ())
-    reply, record = source.submit_gated(
-        MessageRecord.new(to="sip:a@contoso.com", text="x", validity_s=60), admit
-    )
-    assert reply == [1] and record is not None
+    new = MessageRecord.new(to="sip:a@contoso.com", text="x", validity_s=60)
+    if how == "gated":
+        admit = Gate("local function gate(key, args) return {1} end\n", "test:gate", ())
+        reply, record = source.submit_gated(new, admit)
+        assert reply == [1]
+    else:
+        record = source.submit(new)
+    assert record is not None
     assert isinstance(source._template, JobTemplate)  # written from the template
 
     job = Job.fetch(f"send-{record.id}", connection=redis_client)
