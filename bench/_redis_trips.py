@@ -183,7 +183,8 @@ class CountingProxy(Relay):
         answered: not merely after some answer, as a pipeline written in pieces gets its first
         answers while its last pieces are on their way. Pieces the client wrote before the
         answer came (read by the proxy before it, or waiting in its buffer then) continue the
-        round trip; exact for a pipeline that fits in the socket buffers (hundreds of kB)."""
+        round trip, and so does anything up to a transaction's EXEC. A plain pipeline whose
+        client stalls between two pieces until Redis has answered the first is counted twice."""
         parser = _RequestCounter()
         while data := client.recv(65536):
             read_at = time.monotonic()

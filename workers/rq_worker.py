@@ -16,9 +16,9 @@ from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution, ExecutionRegistry
-from rq.job import Job
+from rq.job import Job, _job_stack
 from rq.scheduler import RQScheduler
-from rq.utils import current_timestamp, now
+from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
 from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
@@ -47,7 +47,8 @@ PUBSUB_WAIT_S = 0.5
 # log hold the outcomes) is forgotten in one call: RQ's own path reads the job's status three
 # times, its executions twice and its dependents under WATCH first, eleven round trips more per
 # job. It answers 0, writing nothing, when the job has dependents (the bridge enqueues none), and
-# the worker then takes RQ's own path.
+# the worker then takes RQ's own path. The worker's ``idle`` and its heartbeat (ARGV[4], ARGV[5]:
+# the time and the worker key's TTL) go in the same call, as RQ sends them before its next wait.
 _FORGET_SUCCEEDED = """
 local worker, wip, execution, executions, job, dependents, dependencies =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -55,14 +56,30 @@ if redis.call('EXISTS', dependents) == 1 then return 0 end
 redis.call('HINCRBY', worker, 'successful_job_count', 1)
 redis.call('HINCRBYFLOAT', worker, 'total_working_time', ARGV[3])
 redis.call('HDEL', worker, 'current_job')
+redis.call('HSET', worker, 'state', 'idle', 'last_heartbeat', ARGV[4])
+redis.call('EXPIRE', worker, ARGV[5])
 redis.call('ZREM', wip, ARGV[1])
 redis.call('DEL', execution, executions, job, dependencies)
 return 1
 """
 
 
+class BridgeJob(Job):
+    """RQ's job, whose ``perform`` leaves out the PERSIST of its key: ``BridgeWorker`` sends it
+    with the job's preparation, in the same transaction."""
+
+    def perform(self) -> Any:
+        _job_stack.push(self)
+        try:
+            self._result = self._execute()
+        finally:
+            assert self is _job_stack.pop()
+        return self._result
+
+
 class BridgeWorker(SimpleWorker):
     max_connection_wait_time = 2.0  # RQ's reconnection backoff cap (60 s) would delay recovery
+    job_class = BridgeJob  # its PERSIST goes with the job's preparation
     outage: Outage | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -188,8 +205,12 @@ class BridgeWorker(SimpleWorker):
         self._held_preparation = None
         if pipeline is None:
             super().prepare_job_execution(job, remove_from_intermediate_queue)
+            self.connection.persist(job.key)  # ``BridgeJob.perform`` leaves it out
             return
         with pipeline:
+            # What RQ's ``Job.perform`` sends first, a round trip of its own: the job runs
+            # however long a TTL it was queued with.
+            pipeline.persist(job.key)
             self.set_current_job_id(job.id, pipeline=pipeline)
             self.set_current_job_working_time(0, pipeline=pipeline)
             heartbeat_ttl = self.get_heartbeat_ttl(job)
@@ -248,10 +269,23 @@ class BridgeWorker(SimpleWorker):
             job.dependencies_key,
         ]
         working_s = (job.ended_at - job.started_at).total_seconds()
-        args = [execution.composite_key, execution.id, repr(working_s)]
+        beat = now()
+        args = [
+            execution.composite_key,
+            execution.id,
+            repr(working_s),
+            utcformat(beat),
+            self.worker_ttl + 60,
+        ]
         if not self._forget_succeeded(keys=keys, args=args):
             super().handle_job_success(job, queue, started_job_registry)
             return
+        # What the call wrote: the ``idle`` RQ sets next, and a plain heartbeat.
+        self._state = WorkerStatus.IDLE
+        self._idle_unwritten = False
+        self._idle_in_redis = True
+        self.last_heartbeat = beat
+        self._plain_heartbeat_at = time.monotonic()
         self.execution = None
         self.log.info(
             "Successfully completed job %s in %ss on worker %s", job.id, working_s, self.name

@@ -12,6 +12,7 @@ sentinels, which commonly share it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -110,6 +111,10 @@ def connect(url: str, **options: Any) -> redis.Redis:
     return sentinel.master_for(spec.master, db=spec.db, **auth, **options)
 
 
+# A pipeline left watching a key by ``read_and_watch``, and the key's value it read then.
+Watched = tuple[redis.client.Pipeline, Any]
+
+
 def watch_and_get(pipe: redis.client.Pipeline, key: str) -> Any:
     """``pipe.watch(key)`` then ``pipe.get(key)``, in one round trip instead of two.
 
@@ -119,21 +124,31 @@ def watch_and_get(pipe: redis.client.Pipeline, key: str) -> Any:
     A connection that breaks is retried under the client's retry policy, like a WATCH; once the
     key is watched, nothing is retried (the transaction's EXEC tells whether it held).
     """
+    return read_and_watch(pipe, (), key)[1]
+
+
+def read_and_watch(
+    pipe: redis.client.Pipeline, reads: Sequence[tuple[Any, ...]], key: str
+) -> tuple[list[Any], Any]:
+    """``watch_and_get`` with other reads before it in the same round trip: their answers, as
+    Redis gives them (no redis-py reply conversion), and ``key``'s value read under WATCH.
+    An error answer raises (and the connection is dropped, so nothing is left unread)."""
     if pipe.watching or pipe.explicit_transaction or pipe.command_stack:
-        raise redis.RedisError("watch_and_get starts a transaction's WATCH")
+        raise redis.RedisError("read_and_watch starts a transaction's WATCH")
     conn = pipe.connection
     if conn is None:
         conn = pipe.connection = pipe.connection_pool.get_connection()
+    commands = [*reads, ("WATCH", key), ("GET", key)]
 
-    def send() -> Any:
-        conn.send_packed_command(conn.pack_commands([("WATCH", key), ("GET", key)]))
-        conn.read_response()  # OK; an error answer raises here
-        return conn.read_response()
+    def send() -> tuple[list[Any], Any]:
+        conn.send_packed_command(conn.pack_commands(commands))
+        answers = [conn.read_response() for _ in commands]  # an error answer raises here
+        return answers[: len(reads)], answers[-1]
 
     try:
-        raw = conn.retry.call_with_retry(send, lambda error: conn.disconnect())
+        found = conn.retry.call_with_retry(send, lambda error: conn.disconnect())
     except BaseException:
         conn.disconnect()  # an answer may be left unread: the connection is not reused as is
         raise
     pipe.watching = True
-    return raw
+    return found

@@ -22,7 +22,7 @@ import redis
 from redis.client import Pipeline
 
 from bridge.config.accounts import DEFAULT_ID
-from bridge.config.redis_conn import watch_and_get
+from bridge.config.redis_conn import Watched, watch_and_get
 from bridge.config.redis_text import text
 from bridge.outbound.message_index import (
     ACCOUNT_MARK,
@@ -475,29 +475,37 @@ class MessageStore:
         message_id: str,
         mutate: Callable[[MessageRecord], MessageRecord],
         also: Callable[[Pipeline, MessageRecord], None] | None = None,
+        watched: Watched | None = None,
     ) -> MessageRecord:
         """Apply ``mutate`` to the current record and save it unless someone wrote in between.
 
         ``mutate`` may run several times and must be pure; exceptions it raises abort the update.
+        ``watched``: a pipeline already watching the record, and the record it read then
+        (``read_and_watch``), for the first try: no round trip of its own before the EXEC.
         """
-        return self.update_answered(message_id, mutate, also)[0]
+        return self.update_answered(message_id, mutate, also, watched)[0]
 
     def update_answered(
         self,
         message_id: str,
         mutate: Callable[[MessageRecord], MessageRecord],
         also: Callable[[Pipeline, MessageRecord], None] | None = None,
+        watched: Watched | None = None,
     ) -> tuple[MessageRecord, list[Any]]:
         """``update``, with the transaction's answers: those of what ``also`` queued are last."""
         key = record_key(message_id)
-        with self._redis.pipeline() as pipe:
+        with self._redis.pipeline() as own:
             for attempt in range(MAX_UPDATE_RETRIES):
                 if attempt >= 2:
                     # Writers that keep colliding take turns instead of retrying in lock-step
                     # (a busy CPU can otherwise starve one of them past the retry limit).
                     time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+                pipe = own
                 try:
-                    raw = watch_and_get(pipe, key)
+                    if attempt == 0 and watched is not None:
+                        pipe, raw = watched
+                    else:
+                        raw = watch_and_get(pipe, key)
                     if raw is None:
                         raise MessageNotFound(message_id)
                     current = MessageRecord.from_json(raw)

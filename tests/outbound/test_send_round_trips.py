@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 
 from bench._redis_trips import CountingProxy
+from bridge.config.redis_conn import read_and_watch
 from bridge.outbound.intake import Intake
 from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore, RecipientQueue
 from bridge.outbound.outcomes import Outbound
@@ -29,10 +31,10 @@ ACCOUNT = "sip:bot@contoso.com"
 ALICE = "sip:alice@contoso.com"
 CONV = f"{APP}/communication/conversations/7"
 # The most round trips a send job's own work takes (RQ's bookkeeping apart): the lock with the
-# record and session; the line's head with the conversation; the claim (WATCH with GET, then
-# MULTI … EXEC); the step after the POST, with its watchdog and, warm, the Location race (the
-# same two); the release.
-SEND_ROUND_TRIPS = 7
+# record and session; the line's head with the conversation and the claim's WATCH with its GET;
+# the claim's MULTI … EXEC; the step after the POST, with its watchdog, the lock's release and,
+# warm, the Location race (WATCH with GET, then MULTI … EXEC).
+SEND_ROUND_TRIPS = 5
 
 
 @pytest.fixture()
@@ -61,7 +63,7 @@ def open_conversation(client: redis.Redis, base: str) -> Conversation:
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
-def test_a_send_job_takes_at_most_seven_round_trips(
+def test_a_send_job_takes_at_most_five_round_trips(
     redis_client: redis.Redis, redis_proxy: CountingProxy, ucwa: Ucwa, warm: bool
 ) -> None:
     publish_session(redis_client, ucwa, ACCOUNT)
@@ -99,6 +101,59 @@ def test_a_send_job_takes_at_most_seven_round_trips(
     assert trips <= SEND_ROUND_TRIPS, trips
 
 
+def one_to_send(client: redis.Redis, ucwa: Ucwa) -> tuple[Outbound, MessageRecord, Sender]:
+    """A session, a message to Alice accepted, and a worker's sender for it."""
+    publish_session(client, ucwa, ACCOUNT)
+    outbound = Outbound(client, MessageStore(client))
+    record = Intake(client, outbound.store).submit(
+        MessageRecord.new(to=ALICE, text="hello", validity_s=300)
+    )
+    sender = Sender(client, UcwaClient(Credentials(ACCOUNT, "pw")), ACCOUNT, outbound=outbound)
+    return outbound, record, sender
+
+
+def test_a_cancel_between_the_claims_watch_and_its_exec_wins_and_nothing_is_posted(
+    redis_client: redis.Redis, ucwa: Ucwa
+) -> None:
+    """The claim's WATCH now goes out with the line's head, before the worker plans its POST:
+    a cancel committed in between must still abort the claim."""
+    outbound, record, sender = one_to_send(redis_client, ucwa)
+    plan = sender._plan
+
+    def cancelled_while_planning(*args: Any) -> Any:
+        outbound.cancel(record.id, "changed my mind")
+        return plan(*args)
+
+    sender._plan = cancelled_while_planning  # type: ignore[method-assign]
+
+    assert sender.run(record.id) == "cancelled"
+
+    assert ucwa.paths == []
+    stored = MessageStore(redis_client).get(record.id)
+    assert stored.status is MessageStatus.CANCELLED and stored.attempts == 0
+    assert not redis_client.exists(f"lock:send:{record.id}")
+
+
+def test_a_step_that_fails_to_record_still_lets_the_send_lock_go(
+    redis_client: redis.Redis, ucwa: Ucwa
+) -> None:
+    """The lock now goes with the step after the POST, in its transaction; when that step
+    cannot be written, the run still releases the lock as it ends."""
+    outbound, record, sender = one_to_send(redis_client, ucwa)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("the watchdog cannot be scheduled")
+
+    outbound.watch_outcome = broken  # type: ignore[method-assign]
+
+    with pytest.raises(RuntimeError):
+        sender.run(record.id)
+
+    assert len(ucwa.paths) == 1
+    assert MessageStore(redis_client).get(record.id).step == "posting_cold"
+    assert not redis_client.exists(f"lock:send:{record.id}")
+
+
 def test_a_second_run_of_a_job_steps_aside_after_one_round_trip(
     redis_client: redis.Redis, redis_proxy: CountingProxy, ucwa: Ucwa
 ) -> None:
@@ -132,9 +187,8 @@ def test_one_lookup_finds_what_get_and_by_remote_find(redis_client: redis.Redis,
         redis_client.delete(f"conv:{conv.id}")
     expected = registry.get(cid) if cid else registry.by_remote(remote)
 
-    with redis_client.pipeline(transaction=False) as pipe:
-        registry.queue_lookup(pipe, cid, remote)
-        [answer] = pipe.execute()
+    with redis_client.pipeline() as pipe:  # as the worker sends it: before its claim's WATCH
+        [answer], _ = read_and_watch(pipe, [registry.lookup_command(cid, remote)], "msg:x")
 
     assert registry.looked_up(answer) == expected
     assert (expected is not None) == (case in ("by-id", "by-remote"))
