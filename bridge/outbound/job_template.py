@@ -5,7 +5,8 @@ of the API's CPU per ``POST /messages``. Send jobs differ only in the message id
 its key, its description and its pickled call) and in two timestamps. The template is therefore
 taken from the commands RQ itself queues for a probe id, and it is used only if it reproduces,
 for a second probe, exactly what RQ queues (timestamps aside). Otherwise, as with another RQ
-version that writes its jobs differently, RQ builds every job as before.
+version that writes its jobs differently, RQ builds every job as before. The watchdog job a
+POST's answer schedules (``Outbound.watch_outcome``) is filled in the same way.
 """
 
 from __future__ import annotations

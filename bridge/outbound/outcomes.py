@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,6 +23,7 @@ from rq.registry import ScheduledJobRegistry
 from bridge.config.redis_text import text, text_map
 from bridge.config.rq_schedule import schedule_job
 from bridge.outbound.intake import SEND_FUNC, SEND_JOB_TIMEOUT_S, SEND_QUEUE, release_job_id
+from bridge.outbound.job_template import JobTemplate
 from bridge.outbound.message_index import line_scope, status_key
 from bridge.outbound.messages import (
     CANCELLED_CODE,
@@ -51,6 +53,9 @@ OP_TTL_S = 86_400
 CRASH_RETRY = Retry(max=3, interval=[1, 5, 15])
 
 StatusHook = Callable[[redis.client.Pipeline, MessageRecord], None]
+
+# The watchdog job's template (``Outbound._first_check_template``); False: not learnt yet.
+_check_template: JobTemplate | bool | None = False
 
 
 class _AlreadyCancelled(Exception):
@@ -159,20 +164,49 @@ class Outbound:
         if record.status.is_terminal:
             return None
         job_id = check_job_id(record.id, record.attempts)
+        at_s = time.time() + delay_s
+        template = self._first_check_template() if record.attempts == 1 else None
+        if template is None:
+            self._schedule_check(pipe, record.id, record.attempts, at_s)
+            return job_id
+        # A first attempt's watchdog (nearly all of them) from the template learnt from RQ, its
+        # time on the schedule as ``schedule_job`` sets it: RQ built a job per send.
+        for command in template.build(record.id):
+            pipe.execute_command(*command)
+        pipe.zadd(self._scheduled.key, {job_id: math.ceil(at_s)})
+        return job_id
+
+    def _schedule_check(
+        self, pipe: redis.client.Pipeline, message_id: str, attempt: int, at_s: float
+    ) -> None:
         schedule_job(
             pipe,
             self.queue,
             CHECK_FUNC,
-            time.time() + delay_s,
-            job_id=job_id,
-            args=(record.id,),
+            at_s,
+            job_id=check_job_id(message_id, attempt),
+            args=(message_id,),
             retry=CRASH_RETRY,
             result_ttl=0,
             failure_ttl=7 * 86_400,
             timeout=SEND_JOB_TIMEOUT_S,
-            description=f"check_message {record.id}",
+            description=f"check_message {message_id}",
         )
-        return job_id
+
+    def _first_check_template(self) -> JobTemplate | None:
+        """The commands of a first attempt's watchdog job but its place on the schedule, learnt
+        once per process from what ``schedule_job`` queues (None: RQ builds each)."""
+        global _check_template
+        if _check_template is False:
+            _check_template = JobTemplate.learn(self._rq_check_commands, CHECK_FUNC)
+        return _check_template if isinstance(_check_template, JobTemplate) else None
+
+    def _rq_check_commands(self, message_id: str) -> list[tuple[Any, ...]]:
+        with self.client.pipeline() as pipe:
+            pipe.multi()
+            self._schedule_check(pipe, message_id, 1, 0.0)
+            commands = [tuple(args) for args, _options in pipe.command_stack]
+        return [c for c in commands if c[:2] != ("ZADD", self._scheduled.key)]
 
     def release(self, message_id: str) -> str:
         """A scheduled message fell due: it and every other due message of its line go

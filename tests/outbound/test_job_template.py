@@ -4,6 +4,7 @@ does not reproduce RQ is never used."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -14,10 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rq import Queue
 from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+from rq.scheduler import RQScheduler
 
 from bridge.outbound.intake import SEND_FUNC, SEND_QUEUE, Gate, Intake
 from bridge.outbound.job_template import Command, JobTemplate
-from bridge.outbound.messages import MessageRecord, MessageStore
+from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore
+from bridge.outbound.outcomes import CHECK_FUNC, Outbound
 
 IDS = st.from_regex(r"msg_[0-9a-f]{32}", fullmatch=True)
 
@@ -91,3 +95,68 @@ def test_a_template_that_does_not_reproduce_rq_is_not_used(redis_client: redis.R
 
     for commands_for in (one_field_more, not_replayable, other_data):
         assert JobTemplate.learn(commands_for, SEND_FUNC) is None, commands_for.__name__
+
+
+# -- the watchdog a POST schedules ------------------------------------------------------------
+
+
+def sending(message_id: str, attempts: int = 1) -> MessageRecord:
+    record = MessageRecord.new(to="sip:a@contoso.com", text="x", validity_s=60)
+    return replace(record, id=message_id, status=MessageStatus.SENDING, attempts=attempts)
+
+
+def watchdog_commands(outbound: Outbound, record: MessageRecord) -> list[Command]:
+    with outbound.client.pipeline() as pipe:
+        pipe.multi()
+        outbound.watch_outcome(pipe, record, 30)
+        return [tuple(args) for args, _options in pipe.command_stack]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(message_id=IDS, attempts=st.integers(min_value=1, max_value=3))
+def test_a_watchdog_from_the_template_is_what_rq_schedules_for_any_id(
+    redis_client: redis.Redis, message_id: str, attempts: int
+) -> None:
+    outbound = Outbound(redis_client)
+    record = sending(message_id, attempts)
+    at_s = time.time() + 30
+    with redis_client.pipeline() as pipe:
+        pipe.multi()
+        outbound._schedule_check(pipe, message_id, attempts, at_s)
+        rq_made = [tuple(args) for args, _options in pipe.command_stack]
+    template = outbound._first_check_template()
+    assert template is not None
+
+    made = watchdog_commands(outbound, record)
+
+    # the job's commands, timestamps aside, and its place on the schedule to the second
+    assert template.unstamped(made[:-1]) == template.unstamped(rq_made[:-1])
+    assert made[-1][:2] == rq_made[-1][:2] == ("ZADD", "rq:scheduled:send")
+    assert abs(int(made[-1][2]) - int(rq_made[-1][2])) <= 1
+    assert made[-1][3] == rq_made[-1][3] == f"check-{message_id}-a{attempts}"
+
+
+def test_rq_reads_a_templated_watchdog_back_and_runs_it_when_due(redis_client: redis.Redis) -> None:
+    outbound = Outbound(redis_client)
+    record = sending("msg_" + "ab" * 16)
+    with redis_client.pipeline() as pipe:
+        pipe.multi()
+        job_id = outbound.watch_outcome(pipe, record, 0.1)
+        pipe.execute()
+    assert job_id == f"check-{record.id}-a1"
+
+    job = Job.fetch(job_id, connection=redis_client)
+
+    assert (job.func_name, job.args, job.kwargs) == (CHECK_FUNC, (record.id,), {})
+    assert job.get_status() == "scheduled" and job.description == f"check_message {record.id}"
+    assert (job.retries_left, job.retry_intervals) == (3, [1, 5, 15])
+    assert (job.timeout, job.result_ttl, job.failure_ttl) == (120, 0, 7 * 86_400)
+    scheduled = ScheduledJobRegistry(queue=Queue(SEND_QUEUE, connection=redis_client))
+    assert scheduled.get_job_ids() == [job_id]
+    time.sleep(1.2)  # RQ keeps whole seconds, rounded up
+    scheduler = RQScheduler([SEND_QUEUE], connection=redis_client)
+    scheduler.acquire_locks()
+    scheduler.enqueue_scheduled_jobs()
+    scheduler.release_locks()
+    assert Queue(SEND_QUEUE, connection=redis_client).job_ids == [job_id]
+    assert Job.fetch(job_id, connection=redis_client).get_status() == "queued"
