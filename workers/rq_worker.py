@@ -18,6 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, _job_stack
 from rq.scheduler import RQScheduler
+from rq.serializers import PickleSerializer
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
@@ -84,6 +85,11 @@ class BridgeWorker(SimpleWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.serializer is PickleSerializer:
+            # RQ's default, passed on as None: RQ resolves None to the same serializer without
+            # the check against its typing protocol (slow on Python 3.11) that it runs for every
+            # Queue and Job a worker builds, several per job.
+            self.serializer = None  # type: ignore[assignment]
         _quiet(self.log, self)
         self._forget_succeeded = self.connection.register_script(_FORGET_SUCCEEDED)
 

@@ -16,6 +16,7 @@ import redis
 from rq import Queue, get_current_job
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
 
 from bench._redis_trips import CountingProxy
 from workers.rq_worker import BridgeWorker
@@ -177,3 +178,23 @@ def test_a_worker_waiting_for_work_shows_idle_with_a_fresh_heartbeat(
         assert redis_client.ttl("rq:worker:idle-check") > 60
     finally:
         assert worker.wait(timeout=15) == 0
+
+
+def test_rqs_default_serializer_is_passed_on_as_none_and_another_is_kept(
+    redis_client: redis.Redis,
+) -> None:
+    """RQ resolves None to its default serializer without checking it against its typing
+    protocol, a check it otherwise runs for every Queue and Job the worker builds."""
+    plain = Queue("send", connection=redis_client)
+    job = plain.enqueue("builtins.len", [1, 2, 3], result_ttl=60)
+    worker = BridgeWorker([plain], connection=redis_client)
+    assert worker.serializer is None
+    worker.work(burst=True, logging_level="WARNING")
+    assert Job.fetch(job.id, connection=redis_client).return_value() == 3
+
+    as_json = Queue("send", connection=redis_client, serializer=JSONSerializer)
+    job = as_json.enqueue("builtins.len", [1, 2], result_ttl=60)
+    worker = BridgeWorker([as_json], connection=redis_client, serializer=JSONSerializer)
+    assert worker.serializer is JSONSerializer
+    worker.work(burst=True, logging_level="WARNING")
+    assert Job.fetch(job.id, connection=redis_client, serializer=JSONSerializer).return_value() == 2
