@@ -23,6 +23,7 @@ from typing import NoReturn  # noqa: E402
 
 from gunicorn.app.wsgiapp import WSGIApplication  # noqa: E402
 
+from bridge.api.gevent_redis import use_os_poll_for_idle_checks  # noqa: E402
 from bridge.cli import setup_logging  # noqa: E402
 from bridge.config.settings import CONFIG_EXIT_CODE  # noqa: E402
 from bridge.observability.logging import capture_stray_output  # noqa: E402
@@ -95,6 +96,7 @@ def _check_ports(addresses: list[object]) -> None:
 def main(argv: list[str]) -> None:
     setup_logging("api")
     capture_stray_output()
+    use_os_poll_for_idle_checks()  # before gunicorn forks its workers
     sys.argv = ["gunicorn", *argv]
     BridgeApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
 
