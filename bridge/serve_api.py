@@ -23,8 +23,8 @@ from typing import NoReturn  # noqa: E402
 
 from gunicorn.app.wsgiapp import WSGIApplication  # noqa: E402
 
-from bridge.api.gevent_redis import use_os_poll_for_idle_checks  # noqa: E402
 from bridge.cli import setup_logging  # noqa: E402
+from bridge.config.gevent_redis import use_os_poll_for_idle_checks  # noqa: E402
 from bridge.config.settings import CONFIG_EXIT_CODE  # noqa: E402
 from bridge.observability.logging import capture_stray_output  # noqa: E402
 

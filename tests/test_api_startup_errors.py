@@ -144,3 +144,18 @@ def test_an_unimportable_worker_class_keeps_its_traceback_in_exc_info() -> None:
     assert error["setting"] == "worker_class"
     assert error["exc_info"].startswith("Traceback (most recent call last):\n")
     assert "No module named 'no_such_module'" in error["exc_info"]
+
+
+def test_the_api_entry_point_leaves_prometheus_client_to_the_workers() -> None:
+    """prometheus_client picks its multiprocess mode when first imported: gunicorn's master
+    must not import it before the gunicorn settings set its directory, or every worker counts
+    in memory and ``/metrics`` shows none of the API's requests."""
+    probe = (
+        "import sys, bridge.serve_api\n"
+        "bridge.serve_api.use_os_poll_for_idle_checks()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('prometheus_client', 'bridge.api'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

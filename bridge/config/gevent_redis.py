@@ -8,7 +8,9 @@ is as cooperative and answers the same. Any other timeout, and a TLS socket with
 pending, take redis-py's own path.
 
 ``use_os_poll_for_idle_checks`` does nothing when redis-py no longer has the function it
-replaces (another version checks connections differently).
+replaces (another version checks connections differently). It lives here, not in ``api``:
+gunicorn's master calls it, and importing ``bridge.api`` there would import prometheus_client
+before the gunicorn settings point it at its multiprocess directory.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     monkey.patch_all()
     import sys
     import redis
-    from bridge.api.gevent_redis import use_os_poll_for_idle_checks
+    from bridge.config.gevent_redis import use_os_poll_for_idle_checks
 
     assert use_os_poll_for_idle_checks()
     client = redis.Redis.from_url(sys.argv[1])
@@ -62,7 +62,7 @@ def test_it_stands_aside_when_redis_py_checks_connections_otherwise() -> None:
         monkey.patch_all()
         from redis._parsers import hiredis
         del hiredis._socket_can_read
-        from bridge.api.gevent_redis import use_os_poll_for_idle_checks
+        from bridge.config.gevent_redis import use_os_poll_for_idle_checks
         print(use_os_poll_for_idle_checks())
         """
     )
