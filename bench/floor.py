@@ -17,9 +17,11 @@ same libraries, the floor of each role, the least that role's part of a message 
 The client-side figures (``requests``, redis-py) are this process's thread CPU against a local
 kept-alive HTTP server and the stack's Redis. Prints bridge / floor for each role and in all, and
 the floor against the 8 ms per message target: a target under the floor cannot be met by any
-code on these parts.
+code on these parts. ``--profile`` samples the api, worker and poller with py-spy during the
+burst and prints, per role, the functions that hold most of its CPU (``bench/_profile.py``).
 
     python -m bench.floor [--quick] [--latency-ms L] [--workers W] [--messages N] [--samples S]
+                          [--profile]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
@@ -46,6 +48,7 @@ from bench._common import (
     say,
     tree_cpu_s,
 )
+from bench._profile import Profiles
 from bench.send_path import POST_THREADS, Result, SendPath
 from bridge.outbound.intake import SEND_QUEUE
 
@@ -193,6 +196,9 @@ def main() -> Report:
     parser.add_argument("--workers", type=int, default=2, help="RQ workers")
     parser.add_argument("--messages", type=int, help="messages in the burst")
     parser.add_argument("--samples", type=int, help="calls of each floor part")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the roles with py-spy during the burst"
+    )
     args = parser.parse_args()
     messages = args.messages or (60 if args.quick else 400)
     samples = args.samples or (200 if args.quick else 2000)
@@ -204,7 +210,8 @@ def main() -> Report:
         bench.warm_up()
         result = Result(args.latency_ms)
         say(f"bridge: a burst of {messages}…")
-        bench.measure(result, "bridge", "burst", messages)
+        with Profiles(stack, ("api", "worker", "poller")) if args.profile else nullcontext() as spy:
+            bench.measure(result, "bridge", "burst", messages)
         phase = result.phase("bridge", "burst")
         bridge = {r: ratio(phase.cpu_s.get(r, 0.0) * 1000, phase.count) for r in ROLES}
         _, events_per_message = result.requests("bridge")
@@ -250,6 +257,8 @@ def main() -> Report:
         f"{write_client:.3f} | {write_server:.3f} ms",
     )
     report.raw("event GETs per message in the burst", f"{events_per_message:.2f}")
+    for label, text in spy.summary() if spy is not None else ():
+        report.raw(label, text)
     report.note(
         f"{args.workers} workers, simulator latency {args.latency_ms} ms, a burst of {messages} "
         f"messages; {samples} samples of each floor part"

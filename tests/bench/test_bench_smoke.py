@@ -149,7 +149,7 @@ CASES = {
         ],
     ),
     "floor": (
-        ["--messages", "6", "--samples", "20"],
+        ["--messages", "6", "--samples", "20", "--profile"],
         [
             "CPU per message, bridge / floor, worker",
             "CPU per message, bridge / floor, poller",
@@ -246,6 +246,9 @@ def test_benchmark_runs_and_prints_its_figures(name: str) -> None:
         assert math.isfinite(value) and value > 0, f"{label}: {value}"
     for label in raws:  # raw figures and targets (met or MISSED: only their presence counts)
         assert re.search(rf"^ +{re.escape(label)}\s+\S", out, re.MULTILINE), (label, out)
+    if "--profile" in args:  # py-spy sampled the roles: at least one says where its CPU went
+        where = r"^ +where (api|worker|poller) CPU goes, self \(\d+ samples\)\s+\S"
+        assert re.search(where, out, re.MULTILINE), out
     if name in REUSE:  # connections kept alive carry several requests; closed ones, one each
         kept, fresh = REUSE[name](out)
         assert kept > 1.5 and (fresh is None or fresh == 1.0), (kept, fresh, out)
