@@ -299,13 +299,16 @@ class Intake:
         """The commands RQ queues to enqueue ``record``'s send job, or None if one of them
         cannot be replayed in a script. A send job due now comes from the template learnt from
         RQ (``job_template``); a scheduled one, and every job when none was learnt, from RQ."""
-        template = self._send_template() if record.status is not MessageStatus.SCHEDULED else None
+        template = self._send_template(record)
         if template is not None:
             return template.build(record.id)
         return self._rq_job_commands(record)
 
-    def _send_template(self) -> JobTemplate | None:
-        """The template of a send job due now, learnt from RQ once (None: RQ builds each)."""
+    def _send_template(self, record: MessageRecord) -> JobTemplate | None:
+        """The template of ``record``'s job when it is a send job due now, learnt from RQ once
+        (None: a scheduled message's job, or no template: RQ builds it)."""
+        if record.status is MessageStatus.SCHEDULED:
+            return None
         if self._template is False:
             self._template = JobTemplate.learn(self._rq_send_commands, SEND_FUNC)
         return self._template if isinstance(self._template, JobTemplate) else None
@@ -363,7 +366,7 @@ class Intake:
     def _enqueue(self, record: MessageRecord, pipe: Pipeline) -> None:
         """Queue ``record``'s job on ``pipe``: a send job due now from the template learnt from
         RQ (``_job_commands``), any other job as RQ builds it."""
-        template = self._send_template() if record.status is not MessageStatus.SCHEDULED else None
+        template = self._send_template(record)
         if template is None:
             self._rq_enqueue(record, pipe)
             return

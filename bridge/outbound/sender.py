@@ -554,7 +554,7 @@ class Sender:
             if held is not None:
                 # EVAL, not the lock's registered script: a transaction would first ask
                 # whether it is loaded, a round trip of its own.
-                pipe.eval(_RELEASE_LOCK, 1, held.name, held.token)
+                pipe.eval(Lock.LUA_RELEASE_SCRIPT, 1, held.name, held.token)
             if then is not None:
                 then(pipe)
 
@@ -708,13 +708,6 @@ def _once_redis_answers(step: Callable[[], T]) -> T:
                 raise
             time.sleep(delay)  # Redis, and with it RQ's scheduler, is away: nothing to hand to
             delay = min(delay * 2, 2.0)
-
-
-# Deletes the send lock if it still holds this run's token (as ``redis.lock.Lock`` releases it).
-_RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass

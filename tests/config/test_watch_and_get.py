@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from bench._redis_trips import CountingProxy
-from bridge.config.redis_conn import watch_and_get
+from bridge.config.redis_conn import read_and_watch, watch_and_get
 
 
 def test_one_round_trip_reads_the_value_and_the_transaction_commits(
@@ -90,10 +90,14 @@ def test_a_dropped_connection_is_retried_before_anything_is_watched(
     assert redis_client.get("wg:d") == b"written"
 
 
-def test_an_error_answer_raises_and_leaves_no_answer_unread(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("failing", ["the read under WATCH", "a read sent before it"])
+def test_an_error_answer_raises_and_leaves_no_answer_unread(
+    redis_client: redis.Redis, failing: str
+) -> None:
     redis_client.delete("wg:list")
     redis_client.rpush("wg:list", "x")
     redis_client.set("wg:after", "the right answer")
+    redis_client.set("wg:string", "not a list")
     pool = redis.ConnectionPool(
         host=redis_client.connection_pool.connection_kwargs["host"],
         port=redis_client.connection_pool.connection_kwargs["port"],
@@ -101,7 +105,10 @@ def test_an_error_answer_raises_and_leaves_no_answer_unread(redis_client: redis.
     )
     client = redis.Redis(connection_pool=pool)
     with client.pipeline() as pipe, pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        watch_and_get(pipe, "wg:list")
+        if failing == "the read under WATCH":
+            watch_and_get(pipe, "wg:list")
+        else:  # as the worker sends the line's head before its claim's WATCH
+            read_and_watch(pipe, [("LINDEX", "wg:string", 0)], "wg:after")
     # the same (only) connection answers the next command with its own answer
     assert client.get("wg:after") == b"the right answer"
     pool.disconnect()

@@ -25,6 +25,7 @@ from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore
 from bridge.outbound.outcomes import Outbound
 from bridge.session.conversations import Conversation, ConversationRegistry
 from bridge.ucwa.events import EventBatch, parse_events
+from tests.inbound.test_remote_lookup import conversation_updated, outgoing_completed
 from tests.inbound.test_staging import ACCOUNT, APP, BASE, COMM, CURSOR
 
 
@@ -39,34 +40,9 @@ def person(n: int) -> str:
 def cold_send_completed(n: int, operation: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(sender rel, sender href, event): what a cold send's success brings on the channel."""
     conv = conv_href(n)
-    invitation = f"{COMM}/messagingInvitations/{n}"
     return [
-        (
-            "communication",
-            COMM,
-            {
-                "link": {"rel": "messagingInvitation", "href": invitation},
-                "type": "completed",
-                "status": "Success",
-                "_embedded": {
-                    "messagingInvitation": {
-                        "direction": "Outgoing",
-                        "state": "Connected",
-                        "operationId": operation,
-                        "_links": {"self": {"href": invitation}, "conversation": {"href": conv}},
-                    }
-                },
-            },
-        ),
-        (
-            "communication",
-            COMM,
-            {
-                "link": {"rel": "conversation", "href": conv},
-                "type": "updated",
-                "_embedded": {"conversation": {"state": "Connected", "_links": {}}},
-            },
-        ),
+        ("communication", COMM, outgoing_completed(conv, operation)),
+        ("communication", COMM, conversation_updated(conv)),
         (
             "conversation",
             conv,

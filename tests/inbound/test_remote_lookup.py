@@ -21,7 +21,7 @@ from tests.inbound.test_staging import ACCOUNT, BASE, COMM, CONV, LENE, batch
 OTHER = f"{COMM}/conversations/ff01"
 
 
-def outgoing_completed(conversation: str) -> dict[str, Any]:
+def outgoing_completed(conversation: str, operation: str = "op-1") -> dict[str, Any]:
     """Our invitation succeeded; the event names the conversation but not who accepted."""
     href = f"{COMM}/messagingInvitations/{conversation.rsplit('/', 1)[-1]}"
     return {
@@ -32,7 +32,7 @@ def outgoing_completed(conversation: str) -> dict[str, Any]:
             "messagingInvitation": {
                 "direction": "Outgoing",
                 "state": "Connected",
-                "operationId": "op-1",
+                "operationId": operation,
                 "_links": {"self": {"href": href}, "conversation": {"href": conversation}},
             }
         },

@@ -154,6 +154,25 @@ def test_a_step_that_fails_to_record_still_lets_the_send_lock_go(
     assert not redis_client.exists(f"lock:send:{record.id}")
 
 
+def test_a_send_lock_another_run_holds_by_then_is_left_to_it(
+    redis_client: redis.Redis, ucwa: Ucwa
+) -> None:
+    """The step after the POST releases the lock only while it holds this run's token: one
+    that expired and was taken by another run meanwhile stays that run's."""
+    _, record, sender = one_to_send(redis_client, ucwa)
+    plan = sender._plan
+
+    def lock_taken_while_planning(*args: Any) -> Any:
+        redis_client.set(f"lock:send:{record.id}", "another run", ex=60)
+        return plan(*args)
+
+    sender._plan = lock_taken_while_planning  # type: ignore[method-assign]
+
+    assert sender.run(record.id) == "invited"
+
+    assert redis_client.get(f"lock:send:{record.id}") == b"another run"
+
+
 def test_a_second_run_of_a_job_steps_aside_after_one_round_trip(
     redis_client: redis.Redis, redis_proxy: CountingProxy, ucwa: Ucwa
 ) -> None:
