@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -43,6 +44,14 @@ FAILURE_RESET_S = 60.0
 # that had already read its unsubscribe answer held every worker's shutdown (and every burst's
 # end) for up to a minute.
 PUBSUB_WAIT_S = 0.5
+
+# The name of every scheduler this process starts, the owner of the queues' scheduler locks.
+# ``ucwa-bridge worker`` builds a new RQ worker after an outage, and RQ's teardown stops the
+# scheduler child while Redis is still away, so it cannot give its locks back. Under a name of
+# its own, the new worker's scheduler would find them taken for a minute (their TTL) and no
+# retry or rate-limited send would run meanwhile; under this one it takes them back at once.
+# The old child is gone by then: RQ's teardown waits for it.
+SCHEDULER_NAME = uuid.uuid4().hex
 
 # A job that succeeded with result_ttl=0 (every bridge job: the message record and the delivery
 # log hold the outcomes) is forgotten in one call: RQ's own path reads the job's status three
@@ -316,6 +325,7 @@ class BridgeWorker(SimpleWorker):
             date_format=date_format,
             log_format=log_format,
             serializer=self.serializer,
+            name=SCHEDULER_NAME,
         )
         self.scheduler.acquire_locks()
         if self.scheduler.acquired_locks:

@@ -2,7 +2,8 @@
 
 A line moves when its head's send job runs, or when the head ends (the final transition starts
 the next). It stalls when that job is lost: its enqueue failed after the record was written, a
-worker died holding it before it claimed the message, or a worker died mid-POST. The sweep
+worker died holding it before it claimed the message, a worker lost Redis between taking it
+off the queue and starting it, or a worker died mid-POST. The sweep
 starts such a head again (``Outbound.kick``), and only such a head: one whose job still waits in
 the queue, or was started a moment ago, is left to that job, however long the backlog (each
 restart of a waiting head is one more job for the workers to run and step aside from).
@@ -50,9 +51,14 @@ return 0
 
 # The state and start of a message's latest job: its first send job is ``send-<id>``, each
 # later one (send or outcome check) ``<kind>-<id>-<run>``, ``run`` counted in ``msg:<id>:runs``.
-# KEYS: the send queue's intermediate list. ARGV: the message id. {status, started_at, 1 when
-# the job sits in the intermediate list (taken off the queue by a worker that never started
-# it) else 0}; status and started_at false when there is no such job.
+# KEYS: the send queue's intermediate list, the send queue. ARGV: the message id, how many of
+# the queue's first entries to look through. {status, started_at, taken}; status and
+# started_at false when there is no such job. ``taken`` is 1 when a worker took the job off the
+# queue and never started it: it sits in the intermediate list (RQ's reliable dequeue, a
+# worker of one queue), or it says ``queued`` and the queue does not hold it (a worker of
+# several queues pops with BLPOP, and Redis went away before it wrote the job's start). A queue
+# longer than ARGV[2] whose first entries do not hold it counts as holding it: the sweep looks
+# again once the backlog is shorter, and a long backlog costs no more than ARGV[2] a look.
 _LATEST_JOB = """
 local id = ARGV[1]
 local runs = redis.call('GET', 'msg:' .. id .. ':runs')
@@ -66,6 +72,13 @@ for _, job in ipairs(ids) do
   local found = redis.call('HMGET', 'rq:job:' .. job, 'status', 'started_at')
   if found[1] then
     local taken = redis.call('LPOS', KEYS[1], job) and 1 or 0
+    if taken == 0 and found[1] == 'queued' then
+      local bound = tonumber(ARGV[2])
+      if not redis.call('LPOS', KEYS[2], job, 'MAXLEN', bound)
+          and redis.call('LLEN', KEYS[2]) <= bound then
+        taken = 1
+      end
+    end
     return {found[1], found[2], taken}
   end
 end
@@ -74,9 +87,11 @@ return {false, false, 0}
 
 # Where a worker puts a job it takes off the send queue until it starts it (RQ's reliable
 # dequeue); a job left there belongs to a worker that died in between.
-_TAKEN = IntermediateQueue.get_intermediate_queue_key(
-    Queue.redis_queue_namespace_prefix + SEND_QUEUE
-)
+_QUEUE = Queue.redis_queue_namespace_prefix + SEND_QUEUE
+_TAKEN = IntermediateQueue.get_intermediate_queue_key(_QUEUE)
+
+# How many of the send queue's first entries the sweep looks through for a suspect's job.
+QUEUE_LOOK = 1000
 
 # Job states in which RQ will still run the job (or is running it).
 _WAITING = frozenset({"queued", "scheduled", "deferred"})
@@ -164,7 +179,7 @@ def _stalled(
     with client.pipeline(transaction=False) as pipe:
         for _, record in suspects:
             if record.step == "queued":
-                pipe.eval(_LATEST_JOB, 1, _TAKEN, record.id)
+                pipe.eval(_LATEST_JOB, 2, _TAKEN, _QUEUE, record.id, QUEUE_LOOK)
             else:
                 pipe.exists(f"lock:send:{record.id}")
         answers = pipe.execute()
@@ -183,7 +198,8 @@ def _will_run(answer: Any, stale_before: float) -> bool:
     status, started_at = (None if v is None else text(v) for v in (raw_status, raw_started))
     if status in _WAITING:
         # Still "queued" but taken off the queue two sweeps ago or more: the worker that took
-        # it died before starting it (RQ's own cleanup of that list takes minutes).
+        # it died, or lost Redis, before starting it (RQ's own cleanup of its intermediate list
+        # takes minutes; nothing of RQ's finds a job popped with BLPOP).
         return not taken
     return status == "started" and started_at is not None and _epoch(started_at) >= stale_before
     return status == "started" and started_at is not None and _epoch(started_at) >= stale_before

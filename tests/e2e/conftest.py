@@ -61,13 +61,17 @@ class Bridge:
     env: dict[str, str]
     api_url: str = ""
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    log_paths: dict[int, Path] = field(default_factory=dict)  # by pid
 
     # -- processes ------------------------------------------------------------------------------
     def spawn(
         self, role: str, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        count = sum(len(v) for v in self.procs.values())
-        log = open(self.workdir / f"{role}-{count}.log", "wb")  # noqa: SIM115 - lives with proc
+        # Numbered by all the processes this bridge ever started: a role restarted after its
+        # process exited gets a log of its own instead of truncating a running one's.
+        count = len(list(self.workdir.glob("*-*.log")))
+        path = self.workdir / f"{role}-{count}.log"
+        log = open(path, "xb")  # noqa: SIM115 - lives with proc
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge.cli", role, *args],
             env={**self.env, **(env or {})},
@@ -75,7 +79,15 @@ class Bridge:
             stderr=subprocess.STDOUT,
         )
         self.procs.setdefault(role, []).append(proc)
+        self.log_paths[proc.pid] = path
         return proc
+
+    def exit_report(self, proc: subprocess.Popen[bytes], lines: int = 12) -> str:
+        """How a process of this bridge ended: its exit code and the last lines it logged."""
+        path = self.log_paths.get(proc.pid)
+        tail = path.read_text(errors="replace").splitlines()[-lines:] if path else []
+        name = path.name if path else str(proc.pid)
+        return "\n".join([f"{name} exited with {proc.returncode}:", *tail])
 
     def start_api(self) -> None:
         port = free_port()

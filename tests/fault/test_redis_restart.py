@@ -56,6 +56,7 @@ def run_restarts(
     sender = threading.Thread(target=load)
     sender.start()
     exited: Counter[str] = Counter()
+    endings: list[str] = []
     api_back: list[float] = []
     ready_back: list[float] = []
     try:
@@ -75,14 +76,14 @@ def run_restarts(
             api_back.append(time.monotonic() - restarted)
             wait_for(lambda: bridge.ready() == 200, 30, "/readyz after the restart", bridge.logs)
             ready_back.append(time.monotonic() - restarted)
-            exited.update(restart_exited(bridge))
+            exited.update(restart_exited(bridge, endings))
         time.sleep(2.0)
     finally:
         stop.set()
         sender.join()
 
     result = outcome(bridge, ledger, timeout=90)
-    exited.update(restart_exited(bridge))
+    exited.update(restart_exited(bridge, endings))
     report(
         seed=seed,
         trials=restarts,
@@ -97,17 +98,19 @@ def run_restarts(
     assert result.delivered == result.accepted
     # RQ's own loop gives up when Redis fails under a running job; ``ucwa-bridge worker``
     # waits for Redis and starts it again, so no role needs its orchestrator.
-    assert not exited, exited
+    assert not exited, "\n\n".join(endings)
 
 
-def restart_exited(bridge: Bridge) -> Counter[str]:
-    """Start a fresh process for every role that exited, as compose or Kubernetes would."""
+def restart_exited(bridge: Bridge, endings: list[str]) -> Counter[str]:
+    """Start a fresh process for every role that exited, as compose or Kubernetes would; how
+    each ended goes on ``endings``."""
     exited: Counter[str] = Counter()
     for role, procs in list(bridge.procs.items()):
         for proc in list(procs):
             if proc.poll() is not None:
                 procs.remove(proc)
                 exited[role] += 1
+                endings.append(bridge.exit_report(proc))
                 if role == "api":
                     bridge.start_api()
                 else:

@@ -89,6 +89,7 @@ def test_every_role_survives_redis_read_only_full_and_restarted(
     ledger = Ledger()
     recovery: dict[str, float] = {}
     exited: Counter[str] = Counter()
+    endings: list[str] = []
     n = 0
     for name, (begin, end) in faults(own_redis).items():
         for _ in range(3):  # accepted just before the fault: in flight when it starts
@@ -107,7 +108,7 @@ def test_every_role_survives_redis_read_only_full_and_restarted(
         wait_for(lambda: bridge.ready() == 200, 60, f"/readyz after {name}", bridge.logs)
         recovery[name] = time.monotonic() - ended
         print(f"\n{name}: /readyz ready {recovery[name]:.1f}s after the fault ended")
-        exited.update(restart_exited(bridge))
+        exited.update(restart_exited(bridge, endings))
         for _ in range(3):
             ledger.post(bridge, PEOPLE[n % 6], f"ru {name} after #{n}")
             n += 1
@@ -124,7 +125,7 @@ def test_every_role_survives_redis_read_only_full_and_restarted(
     statuses = events(receiver, "message.delivered")
     ids_per_message = Counter(e["data"]["message_id"] for e in statuses)
     webhook_dupes = sum(c - 1 for c in ids_per_message.values() if c > 1)
-    exited.update(restart_exited(bridge))
+    exited.update(restart_exited(bridge, endings))
     stop_s = stop_with_redis_down(bridge, own_redis)
     report(
         trials=len(recovery),
@@ -141,7 +142,7 @@ def test_every_role_survives_redis_read_only_full_and_restarted(
     assert result.delivered == result.accepted
     assert set(ids_per_message) >= set(delivered_ids)
     assert webhook_dupes == 0
-    assert not exited, f"roles exited: {dict(exited)}\n{bridge.logs()}"
+    assert not exited, f"roles exited: {dict(exited)}\n\n" + "\n\n".join(endings)
     for name, seconds in recovery.items():
         assert seconds <= READY_TARGET_S, f"{name}: /readyz took {seconds:.1f}s"
     assert max(stop_s.values()) < 5, stop_s

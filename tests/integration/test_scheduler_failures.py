@@ -4,7 +4,8 @@ RQ runs the scheduler in a forked child; an exception that leaves it makes multi
 "Process Scheduler:" and a raw traceback, and the child exits with no scheduler until a later
 maintenance. Two such failures, against a real redis-server: an error of the scheduler itself,
 and Redis back from a restart but refusing the bridge's ACL user a write (NOPERM) while the
-scheduler waits out the outage.
+scheduler waits out the outage. And the scheduler of a worker loop started again after an outage,
+which must take back the locks its predecessor could not give back.
 
 This module is also the harness (``python -m tests.integration.test_scheduler_failures URL``):
 the worker's logging, a ``BridgeWorker`` that starts its scheduler child as ``ucwa-bridge
@@ -13,6 +14,7 @@ worker`` does, and nothing else touching Redis, so every line is the scheduler's
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import signal
@@ -197,5 +199,86 @@ def test_redis_refusing_the_user_after_a_restart_is_a_failure_like_any_other(
     assert_one_scheduler_ran_throughout(entries)
 
 
+def outage_harness(redis_url: str) -> None:
+    """The harness of the outage test, driven line by line on stdin: ``down`` stops the first
+    worker's scheduler child as RQ's teardown does, ``up`` starts a new worker's, ``stop``
+    stops that one. It answers each with a line of JSON on stdout."""
+    from workers.rq_worker import BridgeWorker
+
+    connection = redis.Redis.from_url(redis_url)
+    queues = [Queue(name, connection=connection) for name in ("send", "webhooks")]
+    worker: BridgeWorker | None = None
+    commands = (line.strip() for line in iter(sys.stdin.readline, ""))
+    for command in itertools.chain(["start"], commands):
+        if command in ("start", "up"):
+            worker = BridgeWorker(queues, connection=connection)
+            worker._start_scheduler(logging_level="WARNING")
+            assert worker.scheduler is not None
+            answer = {"locks": sorted(worker.scheduler.acquired_locks)}
+        else:  # "down", "stop"
+            assert worker is not None
+            worker.stop_scheduler()
+            answer = {"stopped": True}
+        print(json.dumps(answer), flush=True)
+        if command == "stop":
+            return
+
+
+def test_the_worker_loop_started_again_after_an_outage_schedules_at_once(tmp_path: Path) -> None:
+    """``ucwa-bridge worker`` builds a new RQ worker when RQ's loop gives up on an outage, and
+    RQ's teardown stops the old scheduler child while Redis is still away: the child cannot
+    give the queues' locks back. The new worker's scheduler takes them back at once (it runs
+    under the same name) instead of leaving every retry and scheduled send unqueued for the
+    locks' TTL, a minute."""
+    with EmbeddedRedis() as server:
+        admin = redis.Redis(port=server.port)
+        url = f"redis://127.0.0.1:{server.port}/0"
+        harness = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.test_scheduler_failures", "--outage", url],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / "harness.log").open("wb"),
+            text=True,
+        )
+        assert harness.stdin is not None and harness.stdout is not None
+
+        def ask(command: str) -> dict[str, Any]:
+            if command:
+                harness.stdin.write(command + "\n")  # type: ignore[union-attr]
+                harness.stdin.flush()  # type: ignore[union-attr]
+            line = harness.stdout.readline()  # type: ignore[union-attr]
+            assert line, (tmp_path / "harness.log").read_text()
+            return json.loads(line)
+
+        try:
+            assert ask("") == {"locks": ["send", "webhooks"]}
+            server.stop(kill=True)
+            assert ask("down") == {"stopped": True}  # RQ's teardown, Redis away
+            server.start()
+            # the locks survived in the append-only file, with most of their TTL left
+            assert admin.ttl("rq:scheduler-lock:send") > 30
+
+            assert ask("up") == {"locks": ["send", "webhooks"]}
+            job = Queue("send", connection=admin).enqueue_at(
+                datetime.now(UTC), "builtins.len", [1, 2]
+            )
+            wait_until(
+                lambda: Job.fetch(job.id, connection=admin).get_status() == JobStatus.QUEUED,
+                20,
+                "the job due now to be queued",
+                tmp_path / "harness.log",
+            )
+            assert ask("stop") == {"stopped": True}
+            assert harness.wait(timeout=20) == 0
+        finally:
+            if harness.poll() is None:
+                harness.kill()
+                harness.wait(timeout=10)
+
+
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    if sys.argv[1] == "--outage":
+        outage_harness(sys.argv[2])
+    else:
+        serve(sys.argv[1])

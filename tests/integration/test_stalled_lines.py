@@ -16,6 +16,7 @@ from rq.job import Job
 
 from bench._redis_trips import CountingProxy
 from bridge.config.redis_text import text
+from bridge.outbound import line_sweep
 from bridge.outbound.intake import SEND_QUEUE, Intake, send_job_id
 from bridge.outbound.messages import MessageRecord, MessageStore
 from bridge.ucwa.auth import Credentials
@@ -60,7 +61,10 @@ def test_heads_whose_jobs_still_wait_are_left_to_them(redis_client: redis.Redis)
     assert queued_jobs(redis_client) == before  # no second job for a message that waits
 
 
-@pytest.mark.parametrize("how", ["deleted", "failed", "started long ago", "taken, never started"])
+@pytest.mark.parametrize(
+    "how",
+    ["deleted", "failed", "started long ago", "taken, never started", "popped, never started"],
+)
 def test_heads_whose_job_will_not_run_them_are_started_again(
     redis_client: redis.Redis, how: str
 ) -> None:
@@ -77,6 +81,10 @@ def test_heads_whose_job_will_not_run_them_are_started_again(
         # still says queued
         queue = Queue(SEND_QUEUE, connection=redis_client)
         redis_client.rpush(queue.intermediate_queue_key, job.id)
+    elif how == "popped, never started":
+        # a worker of two queues popped it (BLPOP: no intermediate list) and lost Redis before
+        # writing its start: off the queue, its state still says queued
+        pass
     else:  # a worker took it and was killed before claiming the message
         redis_client.hset(
             job.key,
@@ -89,6 +97,33 @@ def test_heads_whose_job_will_not_run_them_are_started_again(
     assert len(restarted) == 1 and restarted[0] != send_job_id(lost.id), queued_jobs(redis_client)
     others = {send_job_id(h.id) for h in heads[1:]}
     assert others <= set(queued_jobs(redis_client))
+    assert len(queued_jobs(redis_client)) == len(heads)
+
+
+def test_a_backlog_longer_than_the_sweep_looks_keeps_its_heads_until_it_is_shorter(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue longer than the sweep looks through: a head whose job is not among the entries
+    it looks at is left alone (it may wait further back), and found out once the backlog
+    shrinks; a head whose job waits is never started twice."""
+    monkeypatch.setattr(line_sweep, "QUEUE_LOOK", 5)
+    heads = waiting_heads(redis_client)
+    queue = Queue(SEND_QUEUE, connection=redis_client)
+    lost = heads[0]
+    queue.remove(send_job_id(lost.id))  # popped by a worker that never started it
+    ahead = [f"other-{n}" for n in range(8)]
+    redis_client.lpush(queue.key, *ahead)  # the backlog in front of the heads' jobs
+
+    sweep(redis_client)
+    assert not [j for j in queued_jobs(redis_client) if lost.id in j]
+
+    for other in ahead:  # the workers get through the backlog
+        redis_client.lrem(queue.key, 0, other)
+    sweep(redis_client)
+
+    restarted = [j for j in queued_jobs(redis_client) if lost.id in j]
+    assert len(restarted) == 1 and restarted[0] != send_job_id(lost.id), queued_jobs(redis_client)
+    assert {send_job_id(h.id) for h in heads[1:]} <= set(queued_jobs(redis_client))
     assert len(queued_jobs(redis_client)) == len(heads)
 
 
