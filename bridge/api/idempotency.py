@@ -128,7 +128,10 @@ class IdempotencyStore:
     def begin(
         self, scope: str, idempotency_key: str, request_fingerprint: str, render: Render
     ) -> Claim | StoredResponse:
-        """Claim the key, or return the stored first response; raise 409/422 problems."""
+        """Claim the key, or return the stored first response; raise 409/422 problems.
+
+        A SET NX whose answer was lost (the connection dropped after Redis ran it, and redis-py
+        sent it again) finds the key claimed with this call's own token: it is this claim."""
         key = self.redis_key(scope, idempotency_key)
         token = uuid.uuid4().hex
         claim = json.dumps(
@@ -141,6 +144,8 @@ class IdempotencyStore:
             if raw is None:
                 continue  # the other claim expired between SET NX and GET
             existing = json.loads(raw)
+            if existing.get("token") == token:
+                return Claim(key, token, request_fingerprint, self.ttl_s, render, self)
             if existing["fingerprint"] != request_fingerprint:
                 raise Problem(
                     IDEMPOTENCY_KEY_REUSED,

@@ -129,18 +129,30 @@ class Sender:
         """One job at a time per message; a second run (RQ may run a job twice) steps aside.
 
         The lock, the record and this account's session in one round trip: Redis runs the reads
-        after the lock's SET, so what they return was read under the lock when it was taken."""
+        after the lock's SET, so what they return was read under the lock when it was taken.
+
+        A SET whose answer was lost (Redis ran it and went away, or the connection dropped) may
+        have taken the lock: the lock's value read back is this run's token then, so a retry
+        that finds it goes on, and a run that cannot reach Redis any more gives it back once
+        Redis answers, instead of leaving the message (and its line) locked for the lock's TTL.
+        """
         ttl_s = self.settings.send_lock_ttl_s
         lock = self.redis.lock(f"lock:send:{message_id}", timeout=ttl_s)
         token = uuid.uuid4().hex.encode()
+        lock.local.token = token  # as ``Lock.acquire`` keeps it, for ``release``
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(lock.name, token, nx=True, px=int(ttl_s * 1000))
+            pipe.get(lock.name)
             pipe.get(record_key(message_id))
             self.sessions.queue_read(pipe)
-            taken, raw, session, leased = pipe.execute()
-        if not taken:
+            try:
+                _, holder, raw, session, leased = pipe.execute()
+            except redis.RedisError as exc:
+                if redis_unavailable(exc):
+                    _release(lock)  # taken by a SET whose answer was lost, or not at all
+                raise
+        if holder != token:
             return "busy"
-        lock.local.token = token  # as ``Lock.acquire`` keeps it, for ``release``
         held = _HeldLock(lock.name, token)
         entered = _held_lock.set(held)
         try:

@@ -14,7 +14,15 @@ import redis
 from bridge.config.redis_conn import watch_and_get
 from bridge.config.redis_text import text
 
+# A lease that already names this holder was taken by an acquisition whose answer was lost
+# (Redis ran it and the connection dropped): it is this holder's, under the fence it got then.
 _ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+local mine = ARGV[1] .. '|'
+if current and string.sub(current, 1, #mine) == mine then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(string.sub(current, #mine + 1))
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local fence = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1] .. '|' .. fence, 'PX', ARGV[2])

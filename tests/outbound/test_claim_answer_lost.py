@@ -1,6 +1,7 @@
 """A worker's claim to post whose answer Redis lost (the server ran the transaction and went
 away before replying): nothing was posted, so the message must neither end ``outcome_unknown``
-nor go out twice.
+nor go out twice. Likewise the run's send lock: a SET NX whose answer was lost must neither
+make the run step aside from its own lock nor leave the message locked for the lock's TTL.
 
 Real redis-server behind a proxy that runs the claim's MULTI … EXEC, drops its reply and cuts
 every connection for a while; a real HTTP server stands in for UCWA and counts the POSTs.
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from bridge.config.redis_conn import connect
 from bridge.outbound.intake import Intake
 from bridge.outbound.messages import MessageRecord, MessageStatus, MessageStore
 from bridge.outbound.outcomes import Outbound
@@ -51,7 +53,7 @@ class Parts:
         assert port is not None
         self.client = client
         self.proxy = CuttingProxy(port, down_s=0.8, every=every)
-        through = redis.Redis.from_url(self.proxy.url())
+        through = connect(self.proxy.url())  # as every role connects: quick retries
         self.record = Intake(client, MessageStore(client)).submit(
             MessageRecord.new(to=ALICE, text="x", validity_s=300)
         )
@@ -119,3 +121,38 @@ def test_a_claim_that_never_reached_redis_leaves_the_record_as_it_was(
 
     assert ucwa.posts == 0
     assert parts.stored() == (MessageStatus.QUEUED, "queued", 0)
+
+
+def lock_of(data: bytes) -> bool:
+    return b"lock:send:" in data and b"NX" in data
+
+
+@pytest.mark.parametrize("parts", [False], indirect=True, ids=["one-connection-dropped"])
+def test_a_send_lock_whose_answer_was_lost_is_found_by_the_retry(parts: Parts, ucwa: Ucwa) -> None:
+    """The retried SET NX finds the lock taken, by this very run: it goes on and posts once."""
+    parts.proxy.cut_when(lock_of)
+
+    assert parts.sender.run(parts.record.id) == "invited"
+
+    assert parts.proxy.cuts == 1
+    assert ucwa.posts == 1
+    assert parts.stored() == (MessageStatus.SENDING, "invited", 1)
+    assert not parts.client.exists(f"lock:send:{parts.record.id}")
+
+
+def test_a_send_lock_whose_answer_was_lost_is_given_back_once_redis_answers(
+    parts: Parts, ucwa: Ucwa
+) -> None:
+    """Redis took the lock and went away past the retries: the run gives the lock back once
+    Redis is back, so the next run posts at once instead of stepping aside for the lock's
+    TTL (150 s by default), and the message's line with it."""
+    parts.proxy.cut_when(lock_of)
+
+    with pytest.raises(redis.ConnectionError):
+        parts.sender.run(parts.record.id)
+
+    assert parts.proxy.cuts == 1
+    assert not parts.client.exists(f"lock:send:{parts.record.id}")
+    assert ucwa.posts == 0
+    assert parts.sender.run(parts.record.id) == "invited"
+    assert ucwa.posts == 1
