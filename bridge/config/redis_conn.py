@@ -22,6 +22,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from bridge.config.redis_packer import FastCommandPacker, fast_packer_applies
+
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 
@@ -93,9 +95,12 @@ def connect(url: str, **options: Any) -> redis.Redis:
     """A client for ``url``; ``options`` (timeouts, health checks) apply to Redis connections.
 
     Responses are bytes, as RQ needs. Commands are retried briefly (``quick_retry``) unless
-    ``retry`` says otherwise.
+    ``retry`` says otherwise, and packed by ``FastCommandPacker`` unless another encoding is
+    asked for.
     """
     options.setdefault("retry", quick_retry())
+    if fast_packer_applies(url, options):
+        options.setdefault("command_packer", FastCommandPacker())
     if not url.startswith(SENTINEL_SCHEME + "://"):
         return redis.Redis.from_url(url, **options)
     spec = parse_sentinel_url(url)
