@@ -146,17 +146,20 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
         # take writes again (a read-only or full server answers pings), SIGTERM ends the wait.
         if not _wait_for_redis(connection, outage, stopping):
             return 0
-        # Short monitoring and maintenance intervals: a killed worker's job is retried within
-        # about two minutes (heartbeat TTL = monitoring interval + 60 s, then the next cleanup).
-        worker = BridgeWorker(
-            queues,
-            connection=connection,
-            job_monitoring_interval=10,
-            maintenance_interval=maintenance_interval,
-            worker_ttl=60,
-        )
-        worker.outage = outage
+        worker: BridgeWorker | None = None
         try:
+            # Short monitoring and maintenance intervals: a killed worker's job is retried
+            # within about two minutes (heartbeat TTL = monitoring interval + 60 s, then the
+            # next cleanup). RQ's worker names its connection and lists the clients as it is
+            # built: Redis going away again right then is an outage like any other.
+            worker = BridgeWorker(
+                queues,
+                connection=connection,
+                job_monitoring_interval=10,
+                maintenance_interval=maintenance_interval,
+                worker_ttl=60,
+            )
+            worker.outage = outage
             worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
         except Exception as exc:
             # RQ's loop quits on any Redis error but a refused connection while idle, and its
@@ -164,7 +167,7 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
             if not redis_unavailable(exc):
                 raise
             outage.begin(exc, "the worker waits and resumes by itself")
-        if burst or worker.stop_requested:
+        if burst or (worker is not None and worker.stop_requested) or stopping.is_set():
             return 0
         if not outage.active:
             log.warning("the RQ worker loop ended without a stop request; restarting it")
