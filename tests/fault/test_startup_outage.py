@@ -85,23 +85,20 @@ def cut_at_each(bridge: Bridge, proxy: CuttingProxy, role: str, commands: tuple[
         bridge.procs[role].remove(process)
 
 
-@pytest.mark.parametrize("part", [0, 1], ids=["first-half", "second-half"])
-def test_a_worker_outlives_redis_going_away_as_it_starts(
-    make_bridge: MakeBridge, proxy: CuttingProxy, part: int
-) -> None:
-    bridge = make_bridge(start=False)
-    bridge.start_api()
-    bridge.start_poller()
-    half = (len(WORKER_STARTUP) + 1) // 2
-    cut_at_each(bridge, proxy, "worker", WORKER_STARTUP[half * part : half * (part + 1)])
+STARTUP = {"worker": WORKER_STARTUP, "poller": POLLER_STARTUP}
 
 
 @pytest.mark.parametrize("part", [0, 1], ids=["first-half", "second-half"])
-def test_a_poller_outlives_redis_going_away_as_it_starts(
-    make_bridge: MakeBridge, proxy: CuttingProxy, part: int
+@pytest.mark.parametrize("role", ["worker", "poller"])
+def test_a_role_outlives_redis_going_away_as_it_starts(
+    make_bridge: MakeBridge, proxy: CuttingProxy, role: str, part: int
 ) -> None:
     bridge = make_bridge(start=False)
     bridge.start_api()
-    bridge.start_worker()
-    half = (len(POLLER_STARTUP) + 1) // 2
-    cut_at_each(bridge, proxy, "poller", POLLER_STARTUP[half * part : half * (part + 1)])
+    if role == "worker":
+        bridge.start_poller()
+    else:
+        bridge.start_worker()
+    commands = STARTUP[role]
+    half = (len(commands) + 1) // 2
+    cut_at_each(bridge, proxy, role, commands[half * part : half * (part + 1)])
