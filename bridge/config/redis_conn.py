@@ -157,3 +157,48 @@ def read_and_watch(
         raise
     pipe.watching = True
     return found
+
+
+def execute_then_watch(pipe: redis.client.Pipeline, key: str) -> tuple[list[Any], Watched | None]:
+    """``pipe.execute()`` of a transaction the pipeline watches, with a WATCH of ``key`` and a
+    GET of it sent in the same write right after the EXEC: the transaction's answers, and a
+    pipeline left watching ``key`` with the value it read then (``Watched``), for the next
+    update of that key without a round trip of its own before its EXEC.
+
+    A failure is what ``execute()`` makes of it: a connection that breaks before the EXEC's
+    answer raises WatchError (the caller reads the key again and finds what its transaction
+    did), a WatchError or an error answer is raised as it comes. Once the EXEC has answered,
+    the WATCH and the GET are a bonus: when they cannot be read, the answers come back with no
+    ``Watched``. The connection is dropped whenever an answer may be left unread on it.
+    """
+    conn = pipe.connection
+    if conn is None or not pipe.watching or not pipe.explicit_transaction or pipe.scripts:
+        return pipe.execute(), None
+    follow = conn.pack_commands([("WATCH", key), ("GET", key)])
+    send = conn.send_packed_command
+
+    def send_with_watch(command: Any, check_health: bool = True) -> None:
+        chunks = [command] if isinstance(command, bytes | str) else list(command)
+        send([*chunks, *follow], check_health)
+
+    conn.send_packed_command = send_with_watch  # type: ignore[method-assign]
+    try:
+        answers = pipe._execute_transaction(conn, pipe.command_stack, True)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        conn.disconnect()
+        raise redis.WatchError("the connection broke while watching") from error
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        del conn.send_packed_command  # the class's own again
+    try:
+        conn.read_response()  # the WATCH's OK
+        raw = conn.read_response()
+    except BaseException:
+        conn.disconnect()
+        return answers, None
+    watching = redis.client.Pipeline(pipe.connection_pool, pipe.response_callbacks, True, None)
+    watching.connection, watching.watching = conn, True
+    pipe.connection, pipe.watching = None, False  # the caller's reset() leaves it to the new one
+    return answers, (watching, raw)

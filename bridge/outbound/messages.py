@@ -22,7 +22,7 @@ import redis
 from redis.client import Pipeline
 
 from bridge.config.accounts import DEFAULT_ID
-from bridge.config.redis_conn import Watched, watch_and_get
+from bridge.config.redis_conn import Watched, execute_then_watch, watch_and_get
 from bridge.config.redis_text import text
 from bridge.outbound.message_index import (
     ACCOUNT_MARK,
@@ -493,6 +493,29 @@ class MessageStore:
         watched: Watched | None = None,
     ) -> tuple[MessageRecord, list[Any]]:
         """``update``, with the transaction's answers: those of what ``also`` queued are last."""
+        updated, answers, _ = self._update(message_id, mutate, also, watched, then_watch=False)
+        return updated, answers
+
+    def update_then_watch(
+        self,
+        message_id: str,
+        mutate: Callable[[MessageRecord], MessageRecord],
+        watched: Watched | None = None,
+    ) -> tuple[MessageRecord, Watched | None]:
+        """``update``, and the record watched again in the same round trip as its EXEC: a
+        pipeline watching it with what it read then, for the next update's first try (the
+        caller hands it on or resets it). None when that read did not come back."""
+        updated, _, follow = self._update(message_id, mutate, None, watched, then_watch=True)
+        return updated, follow
+
+    def _update(
+        self,
+        message_id: str,
+        mutate: Callable[[MessageRecord], MessageRecord],
+        also: Callable[[Pipeline, MessageRecord], None] | None,
+        watched: Watched | None,
+        then_watch: bool,
+    ) -> tuple[MessageRecord, list[Any], Watched | None]:
         key = record_key(message_id)
         with self._redis.pipeline() as own:
             for attempt in range(MAX_UPDATE_RETRIES):
@@ -518,7 +541,9 @@ class MessageStore:
                     reindex(pipe, current, updated, self.record_ttl_s, life)
                     if also is not None:
                         also(pipe, updated)  # e.g. a status webhook, in the same transaction
-                    return updated, pipe.execute()
+                    if then_watch:
+                        return updated, *execute_then_watch(pipe, key)
+                    return updated, pipe.execute(), None
                 except redis.WatchError:
                     continue
                 finally:

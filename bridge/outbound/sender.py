@@ -259,11 +259,29 @@ class Sender:
         claimed = self._claim(record, path, watched)
         if claimed is None:
             return self._stand_down(record.id)
-        record = claimed
+        record, follow = claimed
+        try:
+            return self._post(record, session, conversation, path, href, request, follow)
+        finally:
+            if follow is not None:
+                follow[0].reset()  # a no-op when the step after the POST took it
+
+    def _post(
+        self,
+        record: MessageRecord,
+        session: Session,
+        conversation: Conversation | None,
+        path: str,
+        href: str,
+        request: dict[str, Any],
+        follow: Watched | None,
+    ) -> str:
+        """The claimed POST and the step after it; ``follow``: the record, watched since the
+        claim, for that step's first try."""
         try:
             response = self.ucwa.request("POST", href, kind=REQUEST_KIND[path], **request)
         except NotSent as exc:
-            self._mark(record, step="queued")
+            self._mark(record, step="queued", watched=follow)
             return self._retry(record, "ucwa_unreachable", str(exc))
         except DeliveryUnknown:
             # It may have been sent: only the event channel can tell now, and it is never sent
@@ -276,7 +294,7 @@ class Sender:
             self.publish_token(session)
         location = response.header("Location")
         if not location:
-            self._mark(record, step="queued")
+            self._mark(record, step="queued", watched=follow)
             return self._retry(record, "ucwa_protocol", f"{path} answered without a Location")
         absolute = resolve(session.base_url, location)
         if path == "warm":
@@ -287,6 +305,7 @@ class Sender:
                 self.settings.message_timeout_s,
                 partial(self.outbound.queue_claim_href, href=absolute, message_id=record.id),
                 release=True,
+                watched=follow,
                 step="posted",
                 message_href=absolute,
                 conversation_href=conversation.href if conversation else None,
@@ -300,6 +319,7 @@ class Sender:
             record,
             watch_s=self.settings.invitation_timeout_s,
             release=True,
+            watched=follow,
             step="invited",
             invitation_href=absolute,
         )
@@ -541,13 +561,15 @@ class Sender:
         record: MessageRecord,
         watch_s: float | None = None,
         release: bool = False,
+        watched: Watched | None = None,
         **fields: Any,
     ) -> MessageRecord:
         """Record a step of the flow. ``watch_s``: the step waits for an outcome, so its
         watchdog goes on the schedule in the same transaction (``Outbound.watch_outcome``).
         ``release``: the step is the run's last word on the message (a POST answered), so the
-        run's send lock goes in the same transaction: a later run finds the step and waits."""
-        return self._mark_answered(record, watch_s, None, release, **fields)[0]
+        run's send lock goes in the same transaction: a later run finds the step and waits.
+        ``watched``: the record as the claim left it watched, for the first try."""
+        return self._mark_answered(record, watch_s, None, release, watched, **fields)[0]
 
     def _mark_answered(
         self,
@@ -555,6 +577,7 @@ class Sender:
         watch_s: float | None,
         then: Callable[[redis.client.Pipeline], None] | None,
         release: bool = False,
+        watched: Watched | None = None,
         **fields: Any,
     ) -> tuple[MessageRecord, list[Any]]:
         """``_mark``, with ``then`` queued last in its transaction; the transaction's answers."""
@@ -580,17 +603,19 @@ class Sender:
                 history = {**history, status.value: _now_iso()}
             return replace(current, status=status, history=history, **fields)
 
-        found = self.store.update_answered(record.id, change, watch)
+        found = self.store.update_answered(record.id, change, watch, watched)
         if held is not None:
             held.released = True
         return found
 
     def _claim(
         self, record: MessageRecord, path: str, watched: Watched | None = None
-    ) -> MessageRecord | None:
+    ) -> tuple[MessageRecord, Watched | None] | None:
         """Move the record to ``posting_<path>`` if it is still between attempts: a
         compare-and-set, as a cancel is (``Outbound.cancel``), so a message is either cancelled
         or posted, never both. None when it is not (cancelled meanwhile): post nothing then.
+        With the claimed record comes the record watched again in the claim's round trip
+        (``update_then_watch``), for the step after the POST.
 
         A claim whose answer Redis lost may have committed: its ``attempt_at`` marks it ours,
         so a retried compare-and-set that finds it goes on to post, and one that cannot reach
@@ -617,7 +642,7 @@ class Sender:
             )
 
         try:
-            return self.store.update(record.id, claim, watched=watched)
+            return self.store.update_then_watch(record.id, claim, watched=watched)
         except (_ClaimLost, MessageNotFound):
             return None
         except redis.RedisError:

@@ -187,23 +187,31 @@ def test_a_final_message_never_becomes_anything_else(redis_client: redis.Redis) 
 # -- the race: the worker's claim to post against a cancel -------------------------------------
 
 
-def interleaved(store: MessageStore, between: Callable[[], Any]) -> Callable[..., MessageRecord]:
-    """``store.update`` that runs ``between`` once, after its WATCH and read, before its EXEC."""
-    original = store.update
+def interleaved(
+    store: MessageStore, between: Callable[[], Any], method: str = "update"
+) -> Callable[..., Any]:
+    """``store.update`` (or ``method``, ``update_then_watch`` for a worker's claim) that runs
+    ``between`` once, after its WATCH and read, before its EXEC."""
+    original = getattr(store, method)
     fired: list[bool] = []
 
-    def update(
-        message_id: str, mutate: Any, also: Any = None, watched: Any = None
-    ) -> MessageRecord:
+    def update(message_id: str, mutate: Any, *args: Any, **kwargs: Any) -> Any:
         def racing(current: MessageRecord) -> MessageRecord:
             if not fired:
                 fired.append(True)
                 between()
             return mutate(current)
 
-        return original(message_id, racing, also, watched)
+        return original(message_id, racing, *args, **kwargs)
 
     return update
+
+
+def claim_and_let_go(sender: Sender, record: MessageRecord) -> None:
+    """A worker's claim, its record then let go of (the claim leaves it watched)."""
+    claimed = sender._claim(record, "cold")
+    if claimed is not None and claimed[1] is not None:
+        claimed[1][0].reset()
 
 
 def test_a_cancel_committed_during_the_claim_wins_and_nothing_is_posted(
@@ -213,8 +221,8 @@ def test_a_cancel_committed_during_the_claim_wins_and_nothing_is_posted(
     sender = sender_for(redis_client, outbound)
     record, behind = accept(redis_client), accept(redis_client)
     Queue(SEND_QUEUE, connection=redis_client).empty()
-    sender.store.update = interleaved(  # type: ignore[method-assign]
-        sender.store, lambda: Outbound(redis_client).cancel(record.id, "now")
+    sender.store.update_then_watch = interleaved(  # type: ignore[method-assign]
+        sender.store, lambda: Outbound(redis_client).cancel(record.id, "now"), "update_then_watch"
     )
 
     assert sender._claim(record, "cold") is None
@@ -235,7 +243,7 @@ def test_a_claim_committed_during_the_cancel_wins_and_the_cancel_is_refused(
     sender = sender_for(redis_client, Outbound(redis_client))
     record = accept(redis_client)
     outbound.store.update = interleaved(  # type: ignore[method-assign]
-        outbound.store, lambda: sender._claim(record, "cold")
+        outbound.store, lambda: claim_and_let_go(sender, record)
     )
 
     with pytest.raises(NotCancellable) as refused:

@@ -9,7 +9,8 @@ A real redis-server behind a counting proxy (``bench/_redis_trips.py``), the wor
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,9 @@ from bridge.outbound.outcomes import Outbound
 from bridge.outbound.sender import Sender
 from bridge.session.client import UcwaClient
 from bridge.session.conversations import Conversation, ConversationRegistry, conversation_id
+from bridge.session.transport import DeliveryUnknown, NotSent
 from bridge.ucwa.auth import Credentials
+from bridge.ucwa.errors import UcwaError
 from tests.outbound.fake_ucwa import APP, Ucwa, publish_session, running_ucwa
 
 ACCOUNT = "sip:bot@contoso.com"
@@ -32,9 +35,9 @@ ALICE = "sip:alice@contoso.com"
 CONV = f"{APP}/communication/conversations/7"
 # The most round trips a send job's own work takes (RQ's bookkeeping apart): the lock with the
 # record and session; the line's head with the conversation and the claim's WATCH with its GET;
-# the claim's MULTI … EXEC; the step after the POST, with its watchdog, the lock's release and,
-# warm, the Location race (WATCH with GET, then MULTI … EXEC).
-SEND_ROUND_TRIPS = 5
+# the claim's MULTI … EXEC, with the record's WATCH and GET for the step after the POST; that
+# step's MULTI … EXEC, with its watchdog, the lock's release and, warm, the Location race.
+SEND_ROUND_TRIPS = 4
 
 
 @pytest.fixture()
@@ -63,7 +66,7 @@ def open_conversation(client: redis.Redis, base: str) -> Conversation:
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
-def test_a_send_job_takes_at_most_five_round_trips(
+def test_a_send_job_takes_at_most_four_round_trips(
     redis_client: redis.Redis, redis_proxy: CountingProxy, ucwa: Ucwa, warm: bool
 ) -> None:
     publish_session(redis_client, ucwa, ACCOUNT)
@@ -221,3 +224,87 @@ def test_dropping_the_head_answers_the_next_one(redis_client: redis.Redis) -> No
     assert line.pop_then_head("bob", "m1") == (True, "m2")
     assert line.pop_then_head("bob", "m2") == (True, None)
     assert line.head("bob") is None
+
+
+# -- the record watched again with the claim ---------------------------------------------------
+
+
+def test_an_outcome_settled_during_the_post_is_kept_by_the_step_after_it(
+    redis_client: redis.Redis, ucwa: Ucwa
+) -> None:
+    """The claim leaves the record watched for the step after the POST, with what it read then.
+    The poller settling the message while the POST is out (its event came first) changes the
+    record after that read: the step's transaction must abort and read it again, never write
+    the step over the delivered message."""
+    _, record, sender = one_to_send(redis_client, ucwa)
+    request = sender.ucwa.request
+
+    def settled_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        answer = request(*args, **kwargs)
+        Outbound(redis_client, MessageStore(redis_client)).settle(record.id, True)
+        return answer
+
+    sender.ucwa.request = settled_meanwhile  # type: ignore[method-assign]
+
+    sender.run(record.id)
+
+    stored = MessageStore(redis_client).get(record.id)
+    assert stored.status is MessageStatus.DELIVERED, stored
+    assert len(ucwa.paths) == 1
+    assert not redis_client.exists(f"lock:send:{record.id}")
+
+
+def _answered_without_location(*args: Any, **kwargs: Any) -> Any:
+    class Answer:
+        def header(self, name: str) -> None:
+            return None
+
+    return Answer()
+
+
+def _raising(error: Exception) -> Callable[..., Any]:
+    def request(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return request
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        _answered_without_location,
+        _raising(NotSent("refused")),
+        _raising(DeliveryUnknown("no answer")),
+        _raising(UcwaError("a 500", status=500)),
+    ],
+    ids=["answered", "no-location", "not-sent", "delivery-unknown", "ucwa-error"],
+)
+def test_no_connection_is_left_watching_the_record_whatever_the_post_did(
+    redis_client: redis.Redis, ucwa: Ucwa, answer: Callable[..., Any] | None
+) -> None:
+    """Every way out of the POST gives the connection the claim left watching back to the pool
+    unwatched (or lets it go): a later transaction on any pooled connection is not aborted by a
+    change of the record it knows nothing of."""
+    outbound, record, sender = one_to_send(redis_client, ucwa)
+    client = sender.redis
+    if answer is not None:
+        sender.ucwa.request = answer  # type: ignore[method-assign]
+
+    sender.run(record.id)
+
+    pool = client.connection_pool
+    assert not pool._in_use_connections  # type: ignore[attr-defined]
+    redis_client.set(f"msg:{record.id}:touched", 1)
+    outbound.store.update(record.id, lambda r: replace(r, attempts=r.attempts))  # a write
+    connections = [pool.get_connection() for _ in range(len(pool._available_connections))]  # type: ignore[attr-defined]
+    try:
+        for connection in connections:
+            connection.send_command("MULTI")
+            connection.send_command("SET", "unrelated", "1")
+            connection.send_command("EXEC")
+            replies = [connection.read_response() for _ in range(3)]
+            assert replies[-1] is not None, "a transaction aborted by a stale WATCH"
+    finally:
+        for connection in connections:
+            pool.release(connection)
