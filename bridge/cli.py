@@ -167,7 +167,7 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
             if not redis_unavailable(exc):
                 raise
             outage.begin(exc, "the worker waits and resumes by itself")
-        if burst or (worker is not None and worker.stop_requested) or stopping.is_set():
+        if burst or (worker is not None and worker.stop_requested):
             return 0
         if not outage.active:
             log.warning("the RQ worker loop ended without a stop request; restarting it")
