@@ -12,11 +12,13 @@ it the summary says so and the benchmark's figures are unchanged.
 
 from __future__ import annotations
 
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,21 @@ def read_raw(path: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
+ATTACH_WAIT_S = 10.0
+
+
+def _wait_until_sampling(process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Read py-spy's output until its "Sampling process" line, its end, or ``deadline``."""
+    assert process.stdout is not None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([process.stdout], [], [], left)[0]:
+            return
+        line = process.stdout.readline()
+        if not line or b"Sampling" in line:
+            return
+
+
 class Profiles:
     def __init__(self, stack: Stack, roles: tuple[str, ...], rate: int = 200) -> None:
         self.stack = stack
@@ -91,10 +108,13 @@ class Profiles:
                 out = self._dir / f"{child.name}-{pid}.txt"
                 command = [spy, "record", "--pid", str(pid), "--gil", "--nonblocking"]
                 command += ["--rate", str(self.rate), "--format", "raw", "-o", str(out)]
-                process = subprocess.Popen(
-                    command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-                )
+                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 self._running.append((child.name, process, out))
+        # A short burst on a busy machine can be over before py-spy has attached: the phase
+        # starts once each one says it samples (or gave up, or took too long).
+        deadline = time.monotonic() + ATTACH_WAIT_S
+        for _, process, _ in self._running:
+            _wait_until_sampling(process, deadline)
         return self
 
     def __exit__(

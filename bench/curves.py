@@ -22,7 +22,10 @@ fractions of that stack's bound (``--loads``, default 0.2 to 1.2), each step for
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from bench._common import (
     Report,
@@ -37,16 +40,50 @@ from bench._common import (
 from bench.send_path import Result, SendPath
 
 ROLES = ("api", "worker", "poller", "redis")
+SEND_KINDS = frozenset({"sendMessage", "startMessaging"})  # the one UCWA request of a send job
 SATURATED_RATE = 0.9  # a step delivering less than this share of the offered rate is saturated
 SATURATED_P50 = 10.0  # ... or with a p50 above this many times the floor
 TARGET = 0.9  # of the I/O bound
 CORES = os.cpu_count() or 1
 
 
+@dataclass
+class Cycle:
+    """A worker's time per message in a burst, from the simulator's request log: the time from
+    one of its send POSTs to its next (each worker keeps one UCWA connection), and how much of
+    it the simulator took to answer the POST (``ms`` in the log: the latency and its own work).
+    The rest is the bridge's: the POST's client side, the job's Redis round trips and RQ."""
+
+    gaps: int = 0
+    cycle_ms: float = 0.0
+    server_ms: float = 0.0
+
+    @property
+    def rest_ms(self) -> float:
+        return self.cycle_ms - self.server_ms
+
+    @classmethod
+    def of(cls, log: list[dict[str, Any]]) -> Cycle:
+        posts: dict[Any, list[dict[str, Any]]] = {}
+        for entry in log:
+            if entry.get("kind") in SEND_KINDS and entry.get("connection") is not None:
+                posts.setdefault(entry["connection"], []).append(entry)
+        gaps: list[float] = []
+        served: list[float] = []
+        for entries in posts.values():
+            entries.sort(key=lambda e: e["time"])
+            gaps += [(b["time"] - a["time"]) * 1000 for a, b in itertools.pairwise(entries)]
+            served += [e["ms"] for e in entries[:-1] if "ms" in e]
+        if not gaps or not served:
+            return cls()
+        return cls(len(gaps), sum(gaps) / len(gaps), sum(served) / len(served))
+
+
 def measure_workers(
     args: argparse.Namespace, workers: int
-) -> tuple[float, float, float, dict[str, float]]:
-    """(delivered msg/s, bound msg/s, RTT ms, CPU ms per message by role) with ``workers``."""
+) -> tuple[float, float, float, dict[str, float], Cycle]:
+    """(delivered msg/s, bound msg/s, RTT ms, CPU ms per message by role, a worker's cycle)
+    with ``workers``."""
     with Stack(f"curves-w{workers}", keep_logs=args.keep_logs) as stack:
         bench = SendPath(stack, workers, args.messages, 0, {})
         say(f"{workers} worker(s): redis, simulator, api, poller…")
@@ -57,7 +94,8 @@ def measure_workers(
         bench.measure(result, "bridge", "burst", args.messages)
         phase = result.phase("bridge", "burst")
         cpu = {role: ratio(phase.cpu_s.get(role, 0.0) * 1000, phase.count) for role in ROLES}
-        return phase.rate, workers * 1000 / rtt, rtt, cpu
+        cycle = Cycle.of(stack.sim("GET", "/_sim/requests")["requests"])
+        return phase.rate, workers * 1000 / rtt, rtt, cpu, cycle
 
 
 def measure_load(args: argparse.Namespace, report: Report) -> None:
@@ -114,7 +152,7 @@ def main() -> Report:
     report = Report(f"curves: the send path against workers and offered load @{args.latency_ms} ms")
     single = 0.0
     for workers in counts:
-        rate, bound, rtt, cpu = measure_workers(args, workers)
+        rate, bound, rtt, cpu, cycle = measure_workers(args, workers)
         single = single or rate / workers
         total = sum(cpu.values())
         report.ratio(
@@ -131,6 +169,14 @@ def main() -> Report:
             f"{workers} workers: CPU ms per message",
             ", ".join(f"{role} {cpu[role]:.1f}" for role in ROLES) + f"; total {total:.1f}",
         )
+        if cycle.gaps:
+            report.raw(
+                f"{workers} workers: a worker's time per message (simulator log)",
+                f"{cycle.cycle_ms:.1f} ms from one send POST to its next = the simulator's "
+                f"answer {cycle.server_ms:.1f} ms + the bridge's own {cycle.rest_ms:.1f} ms; "
+                f"{TARGET:.0%} of the bound needs the whole under RTT / {TARGET} = "
+                f"{rtt / TARGET:.1f} ms",
+            )
         report.raw(
             f"{workers} workers: CPU-bound rate (cores / total CPU per message)",
             f"{ratio(CORES * 1000, total):.0f} msg/s on {CORES} cores",

@@ -105,6 +105,9 @@ class UcwaApp:
             response.headers["X-MS-UcwaVersion"] = self.world.cfg.ucwa_version
             response.headers.setdefault("Cache-Control", "no-cache")
             entry["status"] = response.status_code
+            # How long the server took, latency and faults' delays included: what a client's
+            # round trip adds to it is the network and the client's own time.
+            entry["ms"] = round((time.time() - entry["time"]) * 1000, 3)
         else:
             entry["status"] = 0
         return response

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import NoSuchJobError
@@ -20,7 +21,7 @@ from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, _job_stack
 from rq.scheduler import RQScheduler
 from rq.serializers import PickleSerializer
-from rq.utils import current_timestamp, now, utcformat
+from rq.utils import as_text, backend_class, current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
 from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
@@ -74,6 +75,72 @@ return 1
 """
 
 
+# A worker of several queues takes a job with BLPOP and then reads it with HGETALL, two round
+# trips. While a queue holds jobs, this script does both in one: the first queue (in the
+# worker's order) that has a job gives it up, and its hash comes back with it. An id whose hash
+# is gone comes back with an empty one, and the caller pops again, as RQ passes such ids over.
+# An empty set of queues answers nil, and the worker blocks in RQ's own BLPOP.
+_POP_AND_READ = Script(
+    None,  # type: ignore[arg-type]  # called with the worker's connection every time
+    b"""
+for _, queue in ipairs(KEYS) do
+    local id = redis.call('LPOP', queue)
+    if id then return {queue, id, redis.call('HGETALL', ARGV[1] .. id)} end
+end
+return false
+""",
+)
+
+
+class BridgeQueue(Queue):
+    """RQ's queue, whose ``dequeue_any`` takes a waiting job and reads it in one round trip."""
+
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues: Any,
+        timeout: int | None,
+        connection: Any,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        queues = list(queues)
+        if len(queues) == 1:
+            # RQ moves the job of a single queue into an intermediate list (LMOVE), which its
+            # cleanup recovers a lost job from: that path stays RQ's own.
+            return super().dequeue_any(
+                queues, timeout, connection, job_class, serializer, death_penalty_class
+            )
+        job_cls: type[Job] = backend_class(cls, "job_class", override=job_class)
+        keys = [queue.key for queue in queues]
+        while True:
+            found = _POP_AND_READ(keys, [job_cls.redis_job_namespace_prefix], client=connection)
+            if not found:
+                return super().dequeue_any(
+                    queues, timeout, connection, job_class, serializer, death_penalty_class
+                )
+            queue_key, job_id, flat = as_text(found[0]), as_text(found[1]), found[2]
+            if not flat:
+                continue  # as RQ's own: a job that no longer exists is passed over
+            queue = cls.from_queue_key(
+                queue_key,
+                connection=connection,
+                job_class=job_cls,
+                serializer=serializer,
+                death_penalty_class=death_penalty_class,
+            )
+            job = job_cls(job_id, connection=connection, serializer=serializer)
+            try:
+                job.restore(dict(zip(flat[::2], flat[1::2], strict=True)))
+            except Exception as exc:
+                # As RQ's own: the worker reports the job and queue a bad job came from.
+                exc.job_id = job_id  # type: ignore[attr-defined]
+                exc.queue = queue  # type: ignore[attr-defined]
+                raise
+            return job, queue
+
+
 class BridgeJob(Job):
     """RQ's job, whose ``perform`` leaves out the PERSIST of its key: ``BridgeWorker`` sends it
     with the job's preparation, in the same transaction."""
@@ -100,6 +167,9 @@ class BridgeWorker(SimpleWorker):
             # Queue and Job a worker builds, several per job.
             self.serializer = None  # type: ignore[assignment]
         _quiet(self.log, self)
+        # Set after RQ's constructor, which checks the queues it is given against this class:
+        # plain RQ queues are welcome, only the way a job is taken from them changes.
+        self.queue_class = BridgeQueue
         self._forget_succeeded = self.connection.register_script(_FORGET_SUCCEEDED)
 
     def subscribe(self) -> None:

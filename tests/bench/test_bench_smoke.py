@@ -125,6 +125,7 @@ CASES = {
         ],
         [
             "2 workers: CPU ms per message",
+            "2 workers: a worker's time per message (simulator log)",
             "2 workers: >= 90% of the bound",
             "saturation, 2 workers",
         ],

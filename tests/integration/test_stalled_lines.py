@@ -176,7 +176,9 @@ def test_a_sweep_reads_its_lines_a_page_at_a_time(
     counted = redis_proxy.reset()
     assert queued_jobs(redis_client) == before
     # the idle conversations' read, the set of lines' SSCAN calls (one to three, as Redis
-    # pages the set), and three pipelined reads for the page of 300 lines (the proxy may see a
-    # long pipeline arrive in two pieces)
-    assert counted.round_trips < 15, counted.round_trips
+    # pages the set), and three pipelined reads for the page of 300 lines. redis-py writes a
+    # pipeline of 300 commands in chunks, and on a busy machine the proxy may see Redis answer
+    # one chunk before the next arrives and count it apart (15 seen): reads per line would be
+    # 600 round trips.
+    assert counted.round_trips < 40, counted.round_trips
     assert counted.names["MGET"] == 1 and counted.names["GET"] == 0, counted.names

@@ -207,3 +207,17 @@ def test_batch_runs_parts(sim, bot: Client) -> None:
         "multipart/batching"
     )
     assert reply.text.count("HTTP/1.1 200 OK") == 2 and '"rel": "me"' in reply.text
+
+
+def test_the_log_says_how_long_the_server_took(sim, bot: Client) -> None:
+    """``ms``: from the request's arrival to its answer, a fault's delay included."""
+    bot.start()
+    sim_api(sim, "DELETE", "requests")
+    slow_once = {"match": {"rel": "application"}, "delay_ms": 300, "times": 1}
+    sim_api(sim, "POST", "faults", json=slow_once)
+    bot.refresh()
+    bot.refresh()
+    slow, quick = (r for r in sim_api(sim, "GET", "requests").json()["requests"])
+    assert slow["kind"] == quick["kind"] == "application"
+    assert 300 <= slow["ms"] < 3000
+    assert 0 <= quick["ms"] < slow["ms"] - 250
