@@ -19,10 +19,9 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.hooks import default_hooks
-from requests.structures import CaseInsensitiveDict
 
 from bridge.net.deadline import Deadline, DeadlineAdapter, deadline, read_capped
+from bridge.net.prepared import prepared
 from bridge.ucwa.errors import ResponseTooLarge, TransportError, UcwaError, clean_diagnostics
 from bridge.ucwa.links import resolve
 from bridge.ucwa.messages import HttpRequest, HttpResponse
@@ -154,25 +153,6 @@ class UcwaTransport:
     def close(self) -> None:
         self.http.close()
 
-    def _prepared(
-        self, method: str, url: str, data: Any, headers: dict[str, str]
-    ) -> requests.PreparedRequest:
-        """What ``Session.request`` prepares (the session's headers under the request's, its
-        cookies; no auth, no parameters), without merging every session setting again on each
-        request: requests checks each against a typing protocol, a twentieth of a send's CPU."""
-        merged = CaseInsensitiveDict(self.http.headers)
-        merged.update(headers)
-        prepared = requests.PreparedRequest()
-        prepared.prepare(
-            method=method.upper(),
-            url=url,
-            data=data,
-            headers=merged,
-            cookies=self.http.cookies,
-            hooks=default_hooks(),
-        )
-        return prepared
-
     def _proxies_for(self, url: str) -> dict[str, str]:
         """``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` for ``url``'s origin, as requests reads
         them, looked up once per origin (a process's environment does not change)."""
@@ -292,7 +272,7 @@ class UcwaTransport:
         method, url = request.method, request.url
         try:
             raw = self.http.send(
-                self._prepared(method, url, data, headers),
+                prepared(self.http, method, url, data, headers),
                 timeout=(min(self.connect_timeout, limit.remaining()), read_timeout),
                 allow_redirects=False,
                 stream=True,

@@ -32,6 +32,7 @@ from bridge.net.deadline import (
     IdleLimitedPool,
     deadline,
 )
+from bridge.net.prepared import prepared
 
 # Receivers close idle kept-alive connections early (Node.js after 5 s, nginx after 75 s): a
 # connection idle for longer than this is not reused, so a POST rarely meets a closing one.
@@ -245,8 +246,15 @@ def post(
 def _send(
     session: requests.Session, url: str, body: bytes, headers: dict[str, str], timeout_s: float
 ) -> requests.Response:
-    return session.post(
-        url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False, stream=True
+    # What ``session.post`` sends, without its merge of every session setting per request;
+    # the session takes nothing from the environment, so no proxy applies.
+    return session.send(
+        prepared(session, "POST", url, body, headers),
+        timeout=timeout_s,
+        allow_redirects=False,
+        stream=True,
+        verify=session.verify,
+        proxies={},
     )
 
 
