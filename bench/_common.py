@@ -19,7 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
@@ -184,6 +185,7 @@ class Child:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    metrics_url: str | None = None  # a worker's Prometheus /metrics
 
     @property
     def pid(self) -> int:
@@ -325,9 +327,15 @@ class Stack:
         from rq import Worker
 
         client = self.redis()
+        port = free_port()  # its metrics, as a deployment scrapes them (``ucwa_request_seconds``)
         try:
             before = Worker.count(connection=client)
-            child = self.spawn("worker", ["-m", "bridge.cli", "worker"], self.bridge_env(**env))
+            child = self.spawn(
+                "worker",
+                ["-m", "bridge.cli", "worker"],
+                self.bridge_env(**{"BRIDGE_METRICS_PORT": str(port), **env}),
+            )
+            child.metrics_url = f"http://127.0.0.1:{port}/metrics"
             self.wait_for(
                 lambda: Worker.count(connection=client) > before, 30, "the RQ worker to register"
             )
@@ -460,6 +468,30 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 # -- statistics and the report ------------------------------------------------------------------
+
+
+def metric_totals(
+    url: str, family: str, labels: Mapping[str, Iterable[str]]
+) -> tuple[float, float]:
+    """(sum, count) of the histogram ``family`` in a Prometheus ``/metrics`` page, over the
+    series whose labels take one of the given values; (0, 0) when the page does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return 0.0, 0.0
+    wanted = {name: set(values) for name, values in labels.items()}
+    total = {"_sum": 0.0, "_count": 0.0}
+    for metric in text_string_to_metric_families(text):
+        if metric.name != family:
+            continue
+        for sample in metric.samples:
+            suffix = sample.name[len(family) :]
+            if suffix in total and all(sample.labels.get(k) in v for k, v in wanted.items()):
+                total[suffix] += sample.value
+    return total["_sum"], total["_count"]
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -31,6 +31,7 @@ from bench._common import (
     Report,
     Stack,
     base_parser,
+    metric_totals,
     percentile,
     ratio,
     round_trip_ms,
@@ -41,6 +42,7 @@ from bench.send_path import Result, SendPath
 
 ROLES = ("api", "worker", "poller", "redis")
 SEND_KINDS = frozenset({"sendMessage", "startMessaging"})  # the one UCWA request of a send job
+POST_METRIC = "ucwa_bridge_ucwa_request_seconds"
 SATURATED_RATE = 0.9  # a step delivering less than this share of the offered rate is saturated
 SATURATED_P50 = 10.0  # ... or with a p50 above this many times the floor
 TARGET = 0.9  # of the I/O bound
@@ -57,6 +59,9 @@ class Cycle:
     gaps: int = 0
     cycle_ms: float = 0.0
     server_ms: float = 0.0
+    # The POST as the workers saw it, their own HTTP work included (their metrics'
+    # ``ucwa_request_seconds``); 0 when they could not be read.
+    post_ms: float = 0.0
 
     @property
     def rest_ms(self) -> float:
@@ -79,6 +84,16 @@ class Cycle:
         return cls(len(gaps), sum(gaps) / len(gaps), sum(served) / len(served))
 
 
+def _posts_seen(stack: Stack) -> tuple[float, float]:
+    """(seconds, count) of every worker's send POSTs so far, from its metrics."""
+    seconds = count = 0.0
+    for child in stack.children:
+        if child.name == "worker" and child.metrics_url:
+            more = metric_totals(child.metrics_url, POST_METRIC, {"kind": SEND_KINDS})
+            seconds, count = seconds + more[0], count + more[1]
+    return seconds, count
+
+
 def measure_workers(
     args: argparse.Namespace, workers: int
 ) -> tuple[float, float, float, dict[str, float], Cycle]:
@@ -91,10 +106,15 @@ def measure_workers(
         rtt = round_trip_ms(stack.discovery_url)
         bench.warm_up()
         result = Result(args.latency_ms)
+        posts_before = _posts_seen(stack)
         bench.measure(result, "bridge", "burst", args.messages)
+        posts_after = _posts_seen(stack)
         phase = result.phase("bridge", "burst")
         cpu = {role: ratio(phase.cpu_s.get(role, 0.0) * 1000, phase.count) for role in ROLES}
         cycle = Cycle.of(stack.sim("GET", "/_sim/requests")["requests"])
+        cycle.post_ms = ratio(
+            (posts_after[0] - posts_before[0]) * 1000, posts_after[1] - posts_before[1]
+        )
         return phase.rate, workers * 1000 / rtt, rtt, cpu, cycle
 
 
@@ -170,10 +190,17 @@ def main() -> Report:
             ", ".join(f"{role} {cpu[role]:.1f}" for role in ROLES) + f"; total {total:.1f}",
         )
         if cycle.gaps:
+            seen = (
+                f"; the POST as the worker saw it {cycle.post_ms:.1f} ms (HTTP at both ends "
+                f"and the network {cycle.post_ms - cycle.server_ms:.1f} ms), the worker "
+                f"outside it {cycle.cycle_ms - cycle.post_ms:.1f} ms"
+                if cycle.post_ms
+                else ""
+            )
             report.raw(
                 f"{workers} workers: a worker's time per message (simulator log)",
                 f"{cycle.cycle_ms:.1f} ms from one send POST to its next = the simulator's "
-                f"answer {cycle.server_ms:.1f} ms + the bridge's own {cycle.rest_ms:.1f} ms; "
+                f"answer {cycle.server_ms:.1f} ms + the rest {cycle.rest_ms:.1f} ms{seen}; "
                 f"{TARGET:.0%} of the bound needs the whole under RTT / {TARGET} = "
                 f"{rtt / TARGET:.1f} ms",
             )
