@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench._common import (
@@ -38,9 +40,12 @@ from bench._common import (
     run_main,
     say,
 )
+from bench._job_trace import analyse, stamp_counts
 from bench.send_path import Result, SendPath
 
 ROLES = ("api", "worker", "poller", "redis")
+HERE = Path(__file__).resolve().parent
+TRACE_FLUSH_S = 1.2  # the workers write their stamps every half second
 SEND_KINDS = frozenset({"sendMessage", "startMessaging"})  # the one UCWA request of a send job
 POST_METRIC = "ucwa_bridge_ucwa_request_seconds"
 SATURATED_RATE = 0.9  # a step delivering less than this share of the offered rate is saturated
@@ -62,6 +67,8 @@ class Cycle:
     # The POST as the workers saw it, their own HTTP work included (their metrics'
     # ``ucwa_request_seconds``); 0 when they could not be read.
     post_ms: float = 0.0
+    # ``--trace-jobs``: (send jobs, mean ms per job, [(from stamp → to stamp, mean ms per job)])
+    traced: tuple[int, float, list[tuple[str, float]]] | None = None
 
     @property
     def rest_ms(self) -> float:
@@ -100,21 +107,37 @@ def measure_workers(
     """(delivered msg/s, bound msg/s, RTT ms, CPU ms per message by role, a worker's cycle)
     with ``workers``."""
     with Stack(f"curves-w{workers}", keep_logs=args.keep_logs) as stack:
-        bench = SendPath(stack, workers, args.messages, 0, {})
+        traces = stack.workdir / "job-trace"
+        env: dict[str, str] = {}
+        if args.trace_jobs:
+            traces.mkdir()
+            env = {
+                "PYTHONPATH": os.pathsep.join([str(HERE / "_trace_site"), str(HERE.parent)]),
+                "UCWA_BENCH_TRACE_DIR": str(traces),
+            }
+        bench = SendPath(stack, workers, args.messages, 0, env)
         say(f"{workers} worker(s): redis, simulator, api, poller…")
         bench.start(args.latency_ms)
         rtt = round_trip_ms(stack.discovery_url)
         bench.warm_up()
         result = Result(args.latency_ms)
         posts_before = _posts_seen(stack)
+        if args.trace_jobs:
+            time.sleep(TRACE_FLUSH_S)  # the warm-up's stamps are written: the burst's follow
+            since = stamp_counts(str(traces))
         bench.measure(result, "bridge", "burst", args.messages)
         posts_after = _posts_seen(stack)
+        if args.trace_jobs:
+            time.sleep(TRACE_FLUSH_S)
+            cycle_trace = analyse(str(traces), since)
         phase = result.phase("bridge", "burst")
         cpu = {role: ratio(phase.cpu_s.get(role, 0.0) * 1000, phase.count) for role in ROLES}
         cycle = Cycle.of(stack.sim("GET", "/_sim/requests")["requests"])
         cycle.post_ms = ratio(
             (posts_after[0] - posts_before[0]) * 1000, posts_after[1] - posts_before[1]
         )
+        if args.trace_jobs:
+            cycle.traced = cycle_trace
         return phase.rate, workers * 1000 / rtt, rtt, cpu, cycle
 
 
@@ -164,6 +187,11 @@ def main() -> Report:
     parser.add_argument("--load-workers", type=int, default=2)
     parser.add_argument("--loads", default="", help="offered load as fractions of the bound")
     parser.add_argument("--step-s", type=float, default=0.0, help="seconds per load step")
+    parser.add_argument(
+        "--trace-jobs",
+        action="store_true",
+        help="stamp each step of a send job in the workers and print where the time goes",
+    )
     args = parser.parse_args()
     counts = [int(v) for v in (args.workers or ("1,2" if args.quick else "1,2,4,8")).split(",")]
     args.messages = args.messages or (20 if args.quick else 300)
@@ -204,6 +232,14 @@ def main() -> Report:
                 f"{TARGET:.0%} of the bound needs the whole under RTT / {TARGET} = "
                 f"{rtt / TARGET:.1f} ms",
             )
+        if cycle.traced and cycle.traced[0]:
+            jobs, per_job, steps = cycle.traced
+            report.raw(
+                f"{workers} workers: a send job, traced in the workers",
+                f"{per_job:.2f} ms from taking one job to taking the next ({jobs} send jobs)",
+            )
+            for name, ms in steps:
+                report.raw(f"{workers} workers: traced, {name}", f"{ms:.3f} ms per job")
         report.raw(
             f"{workers} workers: CPU-bound rate (cores / total CPU per message)",
             f"{ratio(CORES * 1000, total):.0f} msg/s on {CORES} cores",

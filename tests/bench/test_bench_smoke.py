@@ -118,7 +118,17 @@ CASES = {
         ["burst of 4: hand-off gap p50 / p99 / max", "one UCWA round trip"],
     ),
     "curves": (
-        ["--workers", "1,2", "--messages", "6", "--loads", "0.5,1.5", "--step-s", "0.5"],
+        [
+            "--workers",
+            "1,2",
+            "--messages",
+            "6",
+            "--loads",
+            "0.5,1.5",
+            "--step-s",
+            "0.5",
+            "--trace-jobs",
+        ],
         [
             "1 workers: delivered / bound (workers / RTT)",
             "2 workers: delivered / (2 x the per-worker rate of 1)",
@@ -126,6 +136,8 @@ CASES = {
         [
             "2 workers: CPU ms per message",
             "2 workers: a worker's time per message (simulator log)",
+            "2 workers: a send job, traced in the workers",
+            "2 workers: traced, post start → post end",
             "2 workers: >= 90% of the bound",
             "saturation, 2 workers",
         ],

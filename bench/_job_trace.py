@@ -1,0 +1,120 @@
+"""Where a worker's time goes between two send POSTs, step by step, measured in the worker.
+
+``install`` (in a worker process, through ``bench/_trace_site``) wraps the functions of one send
+job's way, from RQ taking the job to RQ forgetting it, so that each call's start and end are
+stamped with ``time.perf_counter``; a thread writes the stamps to ``<dir>/trace-<pid>.txt``
+every half second. ``analyse`` cuts them into jobs (each starts as the worker asks RQ for the
+next job) and averages, over the send jobs, the time from each stamp to the next: the POST
+itself, the round trips around it, and the Python in between. A stamp costs about a
+microsecond; the wrapped names are the ones of this build, and a name that is gone stops the
+worker with an error, so a benchmark notices rather than tracing nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# (module, owner, attribute, label): what one send job passes through, in order.
+STEPS = (
+    ("workers.rq_worker", "BridgeQueue", "dequeue_any", "take"),
+    ("workers.rq_worker", "BridgeWorker", "prepare_execution", "prepare_execution"),
+    ("workers.rq_worker", "BridgeWorker", "prepare_job_execution", "prepare_job"),
+    ("bridge.outbound.sender", "Sender", "run", "job"),
+    ("bridge.outbound.sender", None, "read_and_watch", "line_head"),
+    ("bridge.outbound.sender", "Sender", "_claim", "claim"),
+    ("bridge.session.client", "UcwaClient", "request", "post"),
+    ("bridge.outbound.sender", "Sender", "_mark_answered", "mark"),
+    ("workers.rq_worker", "BridgeWorker", "handle_job_success", "forget"),
+)
+FIRST = "take"  # a job's first stamp
+SENT = "post"  # a send job's stamp
+
+
+def install(folder: str) -> None:
+    """Wrap the steps once the worker has imported them, then write stamps every half second."""
+    stamps: list[tuple[str, str, float]] = []
+    path = Path(folder) / f"trace-{os.getpid()}.txt"
+
+    def stamped(label: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            stamps.append((label, "b", time.perf_counter()))
+            try:
+                return call(*args, **kwargs)
+            finally:
+                stamps.append((label, "e", time.perf_counter()))
+
+        return wrapper
+
+    def wrap_all() -> None:
+        for module_name, owner_name, attribute, label in STEPS:
+            module = sys.modules[module_name]
+            owner: Any = getattr(module, owner_name) if owner_name else module
+            found = owner.__dict__[attribute]
+            if isinstance(found, classmethod):
+                setattr(owner, attribute, classmethod(stamped(label, found.__func__)))
+            else:
+                setattr(owner, attribute, stamped(label, found))
+
+    def run() -> None:
+        wanted = {module for module, _, _, _ in STEPS}
+        while not wanted <= sys.modules.keys():
+            time.sleep(0.01)
+        time.sleep(0.05)  # the modules finish importing
+        wrap_all()
+        written = 0
+        while True:
+            time.sleep(0.5)
+            if len(stamps) == written:
+                continue
+            written = len(stamps)
+            lines = "".join(f"{label} {edge} {at:.7f}\n" for label, edge, at in stamps[:written])
+            path.write_text(lines)
+
+    threading.Thread(target=run, name="bench-job-trace", daemon=True).start()
+
+
+def stamp_counts(folder: str) -> dict[str, int]:
+    """How many stamps each worker has written so far: ``analyse`` starts after them."""
+    return {p.name: len(p.read_text().splitlines()) for p in Path(folder).glob("trace-*.txt")}
+
+
+def analyse(folder: str, since: dict[str, int]) -> tuple[int, float, list[tuple[str, float]]]:
+    """(send jobs, mean ms from one job's start to the next's, [(from → to, mean ms per job)]),
+    the steps in the order of a job."""
+    spans: dict[str, list[float]] = defaultdict(list)
+    order: dict[str, int] = {}
+    cycles: list[float] = []
+    for trace in sorted(Path(folder).glob("trace-*.txt")):
+        rows = trace.read_text().splitlines()[since.get(trace.name, 0) :]
+        stamps = [(label, edge, float(at)) for label, edge, at in (r.split() for r in rows)]
+        jobs: list[list[tuple[str, str, float]]] = []
+        for stamp in stamps:
+            if stamp[0] == FIRST and stamp[1] == "b":
+                jobs.append([])
+            if jobs:  # stamps before the first job's start belong to a job begun earlier
+                jobs[-1].append(stamp)
+        for job, following in itertools.pairwise(jobs):
+            if not any(label == SENT for label, _, _ in job):
+                continue
+            cycles.append((following[0][2] - job[0][2]) * 1000)
+            walk = [*job, following[0]]
+            for position, (a, b) in enumerate(itertools.pairwise(walk)):
+                name = f"{a[0]} {'start' if a[1] == 'b' else 'end'} → {b[0]} " + (
+                    "start" if b[1] == "b" else "end"
+                )
+                spans[name].append((b[2] - a[2]) * 1000)
+                order.setdefault(name, position)
+    if not cycles:
+        return 0, 0.0, []
+    steps = [(name, sum(values) / len(cycles)) for name, values in spans.items()]
+    steps.sort(key=lambda step: order[step[0]])
+    return len(cycles), statistics.mean(cycles), steps
