@@ -6,8 +6,9 @@ stamped with ``time.perf_counter``; a thread writes the stamps to ``<dir>/trace-
 every half second. ``analyse`` cuts them into jobs (each starts as the worker asks RQ for the
 next job) and averages, over the send jobs, the time from each stamp to the next: the POST
 itself, the round trips around it, and the Python in between. A stamp costs about a
-microsecond; the wrapped names are the ones of this build, and a name that is gone stops the
-worker with an error, so a benchmark notices rather than tracing nothing.
+microsecond. The wrapped names are the ones of this build: a name that is gone ends the tracing
+thread with a traceback in the worker's log, and the benchmark prints no traced steps (which
+``tests/bench/test_bench_smoke.py`` looks for).
 """
 
 from __future__ import annotations

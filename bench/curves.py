@@ -59,7 +59,8 @@ class Cycle:
     """A worker's time per message in a burst, from the simulator's request log: the time from
     one of its send POSTs to its next (each worker keeps one UCWA connection), and how much of
     it the simulator took to answer the POST (``ms`` in the log: the latency and its own work).
-    The rest is the bridge's: the POST's client side, the job's Redis round trips and RQ."""
+    The rest is HTTP at both ends with the network (the POST as the workers timed it, less the
+    simulator's part) and the worker's time outside the POST: RQ, the job's round trips, Python."""
 
     gaps: int = 0
     cycle_ms: float = 0.0
