@@ -20,7 +20,11 @@ from rq import Queue
 from rq.job import Job
 
 from bench._redis_trips import CountingProxy
-from workers.rq_worker import BridgeJob, BridgeQueue, BridgeWorker
+from bridge.config.redis_conn import connect
+from bridge.outbound.intake import send_job_id
+from tests.integration.test_stalled_lines import queued_jobs, sweep, waiting_heads
+from tests.redis_cutting_proxy import CuttingProxy
+from workers.rq_worker import _POP_AND_READ, BridgeJob, BridgeQueue, BridgeWorker
 
 Setup = Callable[[redis.Redis], None]
 
@@ -185,3 +189,35 @@ def test_a_job_of_two_queues_in_a_burst_costs_the_worker_under_4_round_trips(
     finally:
         proxy.close()
     assert per_job < 4, per_job
+
+
+def test_a_take_whose_answer_was_lost_leaves_its_job_to_the_sweep(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The script popped a send job and the connection dropped before its answer: redis-py's
+    quick retry runs the script again, which takes the next job. The lost one says ``queued``
+    but is in no list, as after a lost BLPOP: the sweep starts its message again, once."""
+    port = urlsplit(redis_url).port
+    assert port is not None
+    proxy = CuttingProxy(port, every=False)  # this connection drops; Redis stays up
+    try:
+        heads = waiting_heads(redis_client)
+        redis_client.script_load(_POP_AND_READ.script)  # the first EVALSHA runs the script
+        through = connect(proxy.url())
+        proxy.cut_when(lambda data: _POP_AND_READ.sha.encode() in data)
+
+        found = BridgeQueue.dequeue_any(_queues(through), None, through, job_class=BridgeJob)
+
+        assert proxy.cuts == 1
+        assert found is not None
+        taken, lost = found[0].id, send_job_id(heads[0].id)
+        assert taken == send_job_id(heads[1].id)  # the retry took the next one
+        assert lost not in queued_jobs(redis_client) and taken not in queued_jobs(redis_client)
+        assert Job.fetch(lost, connection=redis_client).get_status() == "queued"
+    finally:
+        proxy.close()
+
+    sweep(redis_client)
+
+    restarted = [j for j in queued_jobs(redis_client) if heads[0].id in j]
+    assert len(restarted) == 1 and restarted[0] != lost, queued_jobs(redis_client)
