@@ -2,8 +2,10 @@
 
 ``install`` (in a worker process, through ``bench/_trace_site``) wraps the functions of one send
 job's way, from RQ taking the job to RQ forgetting it, so that each call's start and end are
-stamped with ``time.perf_counter``; a thread writes the stamps to ``<dir>/trace-<pid>.txt``
-every half second. ``analyse`` cuts them into jobs (each starts as the worker asks RQ for the
+stamped with ``time.perf_counter`` and with the thread's CPU clock (``time.thread_time``): each
+step shows how much of it was the worker's own CPU and how much a wait (Redis, the simulator, or
+a core busy with another process). A thread writes the stamps to ``<dir>/trace-<pid>.txt`` every
+half second. ``analyse`` cuts them into jobs (each starts as the worker asks RQ for the
 next job) and averages, over the send jobs, the time from each stamp to the next: the POST
 itself, the round trips around it, and the Python in between. A stamp costs about a
 microsecond. The wrapped names are the ones of this build: a name that is gone ends the tracing
@@ -42,16 +44,16 @@ SENT = "post"  # a send job's stamp
 
 def install(folder: str) -> None:
     """Wrap the steps once the worker has imported them, then write stamps every half second."""
-    stamps: list[tuple[str, str, float]] = []
+    stamps: list[tuple[str, str, float, float]] = []
     path = Path(folder) / f"trace-{os.getpid()}.txt"
 
     def stamped(label: str, call: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            stamps.append((label, "b", time.perf_counter()))
+            stamps.append((label, "b", time.perf_counter(), time.thread_time()))
             try:
                 return call(*args, **kwargs)
             finally:
-                stamps.append((label, "e", time.perf_counter()))
+                stamps.append((label, "e", time.perf_counter(), time.thread_time()))
 
         return wrapper
 
@@ -77,7 +79,9 @@ def install(folder: str) -> None:
             if len(stamps) == written:
                 continue
             written = len(stamps)
-            lines = "".join(f"{label} {edge} {at:.7f}\n" for label, edge, at in stamps[:written])
+            lines = "".join(
+                f"{label} {edge} {at:.7f} {cpu:.7f}\n" for label, edge, at, cpu in stamps[:written]
+            )
             path.write_text(lines)
 
     threading.Thread(target=run, name="bench-job-trace", daemon=True).start()
@@ -88,23 +92,28 @@ def stamp_counts(folder: str) -> dict[str, int]:
     return {p.name: len(p.read_text().splitlines()) for p in Path(folder).glob("trace-*.txt")}
 
 
-def analyse(folder: str, since: dict[str, int]) -> tuple[int, float, list[tuple[str, float]]]:
-    """(send jobs, mean ms from one job's start to the next's, [(from → to, mean ms per job)]),
-    the steps in the order of a job."""
+def analyse(
+    folder: str, since: dict[str, int]
+) -> tuple[int, float, list[tuple[str, float, float]]]:
+    """(send jobs, mean ms from one job's start to the next's, [(from → to, mean ms per job,
+    mean CPU ms of the worker's thread per job)]), the steps in the order of a job."""
     spans: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
     order: dict[str, int] = {}
     cycles: list[float] = []
     for trace in sorted(Path(folder).glob("trace-*.txt")):
         rows = trace.read_text().splitlines()[since.get(trace.name, 0) :]
-        stamps = [(label, edge, float(at)) for label, edge, at in (r.split() for r in rows)]
-        jobs: list[list[tuple[str, str, float]]] = []
+        stamps = [
+            (label, edge, float(at), float(used)) for label, edge, at, used in map(str.split, rows)
+        ]
+        jobs: list[list[tuple[str, str, float, float]]] = []
         for stamp in stamps:
             if stamp[0] == FIRST and stamp[1] == "b":
                 jobs.append([])
             if jobs:  # stamps before the first job's start belong to a job begun earlier
                 jobs[-1].append(stamp)
         for job, following in itertools.pairwise(jobs):
-            if not any(label == SENT for label, _, _ in job):
+            if not any(stamp[0] == SENT for stamp in job):
                 continue
             cycles.append((following[0][2] - job[0][2]) * 1000)
             walk = [*job, following[0]]
@@ -113,9 +122,13 @@ def analyse(folder: str, since: dict[str, int]) -> tuple[int, float, list[tuple[
                     "start" if b[1] == "b" else "end"
                 )
                 spans[name].append((b[2] - a[2]) * 1000)
+                cpu[name].append((b[3] - a[3]) * 1000)
                 order.setdefault(name, position)
     if not cycles:
         return 0, 0.0, []
-    steps = [(name, sum(values) / len(cycles)) for name, values in spans.items()]
+    steps = [
+        (name, sum(values) / len(cycles), sum(cpu[name]) / len(cycles))
+        for name, values in spans.items()
+    ]
     steps.sort(key=lambda step: order[step[0]])
     return len(cycles), statistics.mean(cycles), steps

@@ -69,7 +69,7 @@ class Cycle:
     # ``ucwa_request_seconds``); 0 when they could not be read.
     post_ms: float = 0.0
     # ``--trace-jobs``: (send jobs, mean ms per job, [(from stamp → to stamp, mean ms per job)])
-    traced: tuple[int, float, list[tuple[str, float]]] | None = None
+    traced: tuple[int, float, list[tuple[str, float, float]]] | None = None
 
     @property
     def rest_ms(self) -> float:
@@ -239,8 +239,11 @@ def main() -> Report:
                 f"{workers} workers: a send job, traced in the workers",
                 f"{per_job:.2f} ms from taking one job to taking the next ({jobs} send jobs)",
             )
-            for name, ms in steps:
-                report.raw(f"{workers} workers: traced, {name}", f"{ms:.3f} ms per job")
+            for name, ms, cpu_ms in steps:
+                report.raw(
+                    f"{workers} workers: traced, {name}",
+                    f"{ms:.3f} ms per job (the worker's CPU {cpu_ms:.3f})",
+                )
         report.raw(
             f"{workers} workers: CPU-bound rate (cores / total CPU per message)",
             f"{ratio(CORES * 1000, total):.0f} msg/s on {CORES} cores",

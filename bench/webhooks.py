@@ -7,10 +7,13 @@ batch stages them (``BRIDGE_WEBHOOK_BATCH_SIZE``); side by side, the same worker
 jobs on the ``webhooks`` queue, delivers N events with a job each (batches of one, as every
 delivery was before jobs carried several), and delivers N events to a second receiver that
 closes every connection after its answer (HTTP/1.0, as every delivery was before the worker
-kept connections alive), so each saving is measured against its absence in the same run. Each
+kept connections alive), so each saving is measured against its absence in the same run. The
+floor of a delivery runs beside them: a child process POSTs the same body with the same headers
+to the same receiver with a plain kept-alive ``requests.Session`` and nothing else (no signing,
+no check of the address, no log in Redis, no job), which no delivery can beat. Each
 batch is written in one MULTI/EXEC so the worker finds all of it at once; its rate runs from
 that commit until RQ has removed the last job (all kinds are enqueued with ``result_ttl=0``,
-as the bridge enqueues its jobs). The four kinds rotate, each taking each place in turn.
+as the bridge enqueues its jobs). The five kinds rotate, each taking each place in turn.
 
     python -m bench.webhooks [--quick] [--messages N] [--rounds R]
 """
@@ -20,6 +23,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -51,6 +56,7 @@ from bridge.webhooks.log import DeliveryLog, DeliveryStatus
 from bridge.webhooks.outbox import Outbox, new_event
 from bridge.webhooks.settings import WebhookSettings
 
+SET_BY_CLIENT = {"host", "content-length", "connection", "accept-encoding"}
 NOOP_FUNC = "operator.truth"  # a C function: the job costs RQ's bookkeeping and nothing else
 JOB_TIMEOUT_S = WebhookSettings().job_timeout_s
 
@@ -62,6 +68,7 @@ class Receiver:
         self.count = 0
         self.connections = 0
         self.arrivals: list[tuple[float, bytes]] = []
+        self.last_headers: dict[str, str] | None = None  # the last POST's, as sent
         self.lock = threading.Lock()
         receiver = self
 
@@ -75,6 +82,9 @@ class Receiver:
                 with receiver.lock:
                     receiver.count += 1
                     receiver.arrivals.append((arrived, body))
+                    receiver.last_headers = {
+                        k: v for k, v in self.headers.items() if k.lower() not in SET_BY_CLIENT
+                    }
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -122,6 +132,21 @@ class Batch:
 
 DELIVERIES, SINGLE = "deliveries", "deliveries, a job each"
 CLOSING, NOOPS = "deliveries, a connection each", "no-op jobs"
+BARE = "bare requests POSTs"
+
+# The floor's child: N kept-alive POSTs after a warm-up; prints its seconds and CPU seconds.
+_BARE_POSTS = """
+import json, sys, time, requests
+url, count = sys.argv[1], int(sys.argv[2])
+body, headers = sys.argv[3].encode(), json.loads(sys.argv[4])
+session = requests.Session()
+for _ in range(50):
+    session.post(url, data=body, headers=headers).raise_for_status()
+started, cpu = time.perf_counter(), time.process_time()
+for _ in range(count):
+    session.post(url, data=body, headers=headers).raise_for_status()
+print(time.perf_counter() - started, time.process_time() - cpu)
+"""
 
 
 class WebhookBench:
@@ -173,6 +198,28 @@ class WebhookBench:
                 f"{receiver.count - received} of {len(ids)}"
             )
         return batch
+
+    def bare_posts(self) -> Batch:
+        """The floor: ``count`` plain POSTs of a delivery's body and headers, from a child."""
+        receiver = self.receivers[DELIVERIES]
+        if not receiver.arrivals or receiver.last_headers is None:
+            raise BenchError("no delivery has arrived yet to copy")
+        body = receiver.arrivals[-1][1].decode()
+        headers = json.dumps(receiver.last_headers)
+        before = receiver.count
+        done = subprocess.run(
+            [sys.executable, "-c", _BARE_POSTS, receiver.url, str(self.count), body, headers],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"the bare POSTs failed: {done.stderr.strip()[-300:]}")
+        seconds, cpu = (float(v) for v in done.stdout.split())
+        if receiver.count - before != self.count + 50:
+            raise BenchError(f"the receiver got {receiver.count - before} bare POSTs")
+        return Batch(BARE, count=self.count, seconds=seconds, cpu_s=cpu)
 
     def noops(self) -> Batch:
         queue = Queue(QUEUE_NAME, connection=self.client)
@@ -238,7 +285,7 @@ def main() -> Report:
     rounds = args.rounds or (3 if args.quick else 6)
     report = Report("webhooks: deliveries/s vs no-op RQ jobs/s, one worker")
     receivers = {DELIVERIES: Receiver(), CLOSING: Receiver(keep_alive=False)}
-    order = (DELIVERIES, NOOPS, SINGLE, CLOSING)
+    order = (DELIVERIES, NOOPS, SINGLE, CLOSING, BARE)
     totals = {kind: Batch(kind) for kind in order}
     try:
         with Stack("webhooks", keep_logs=args.keep_logs) as stack:
@@ -248,10 +295,16 @@ def main() -> Report:
             bench = WebhookBench(stack, receivers, count)
             bench.start_worker()
             bench.noops()  # warm-up: imports, connections
+            bench.deliveries()  # ... and a delivery for the floor to copy
             for round_no in range(rounds):
                 shift = round_no % len(order)  # each kind takes each place in turn
                 for kind in order[shift:] + order[:shift]:
-                    batch = bench.noops() if kind == NOOPS else bench.deliveries(kind)
+                    if kind == NOOPS:
+                        batch = bench.noops()
+                    elif kind == BARE:
+                        batch = bench.bare_posts()
+                    else:
+                        batch = bench.deliveries(kind)
                     say(f"  round {round_no + 1}: {kind} {batch.rate:.0f}/s")
                     totals[kind].add(batch)
             bench.client.close()
@@ -266,6 +319,18 @@ def main() -> Report:
         "deliveries/s / no-op jobs/s",
         ratio(hooks.rate, noop.rate),
         f"{hooks.rate:.0f} deliveries/s ({size} a job), {noop.rate:.0f} no-op jobs/s",
+    )
+    bare = totals[BARE]
+    report.ratio(
+        "bare requests POSTs/s / no-op jobs/s (the most deliveries/s could reach)",
+        ratio(bare.rate, noop.rate),
+        f"{bare.rate:.0f} bare POSTs/s, {noop.rate:.0f} no-op jobs/s",
+    )
+    report.ratio(
+        "deliveries/s / bare requests POSTs/s",
+        ratio(hooks.rate, bare.rate),
+        f"a delivery {ratio(1000, hooks.rate):.2f} ms, its POST alone {ratio(1000, bare.rate):.2f} "
+        f"ms, a no-op job {ratio(1000, noop.rate):.2f} ms",
     )
     report.ratio(
         "deliveries/s, a job each / no-op jobs/s",
@@ -289,6 +354,11 @@ def main() -> Report:
         f"{cpu[DELIVERIES]:.2f} vs {cpu[NOOPS]:.2f} ms",
     )
     report.ratio(
+        "CPU, per delivery (worker) / per bare POST (child)",
+        ratio(cpu[DELIVERIES], cpu[BARE]),
+        f"{cpu[DELIVERIES]:.2f} vs {cpu[BARE]:.2f} ms",
+    )
+    report.ratio(
         "worker CPU per delivery, a job each / in jobs of several",
         ratio(cpu[SINGLE], cpu[DELIVERIES]),
         f"{cpu[SINGLE]:.2f} vs {cpu[DELIVERIES]:.2f} ms",
@@ -302,10 +372,11 @@ def main() -> Report:
         report.raw(
             f"{kind}: throughput", f"{batch.rate:.0f}/s ({batch.count} in {batch.seconds:.2f} s)"
         )
-        report.raw(f"{kind}: worker CPU ms each", f"{cpu[kind]:.2f}")
+        who = "the child's CPU" if kind == BARE else "worker CPU"
+        report.raw(f"{kind}: {who} ms each", f"{cpu[kind]:.2f}")
     report.note(
         f"{count} events (or no-op jobs) per batch, staged in one transaction, {rounds} "
-        f"round(s), the four kinds rotating; deliveries go {size} to a job, or one each; every "
+        f"round(s), the five kinds rotating; deliveries go {size} to a job, or one each; every "
         "delivery is signed, POSTed and logged in Redis; the receivers run in this process"
     )
     return report

@@ -10,6 +10,8 @@ import os
 import threading
 import time
 import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -57,43 +59,70 @@ SCHEDULER_NAME = uuid.uuid4().hex
 # A job that succeeded with result_ttl=0 (every bridge job: the message record and the delivery
 # log hold the outcomes) is forgotten in one call: RQ's own path reads the job's status three
 # times, its executions twice and its dependents under WATCH first, eleven round trips more per
-# job. It answers 0, writing nothing, when the job has dependents (the bridge enqueues none), and
-# the worker then takes RQ's own path. The worker's ``idle`` and its heartbeat (ARGV[4], ARGV[5]:
-# the time and the worker key's TTL) go in the same call, as RQ sends them before its next wait.
-_FORGET_SUCCEEDED = """
-local worker, wip, execution, executions, job, dependents, dependencies =
-    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-if redis.call('EXISTS', dependents) == 1 then return 0 end
-redis.call('HINCRBY', worker, 'successful_job_count', 1)
-redis.call('HINCRBYFLOAT', worker, 'total_working_time', ARGV[3])
-redis.call('HDEL', worker, 'current_job')
-redis.call('HSET', worker, 'state', 'idle', 'last_heartbeat', ARGV[4])
-redis.call('EXPIRE', worker, ARGV[5])
-redis.call('ZREM', wip, ARGV[1])
-redis.call('DEL', execution, executions, job, dependencies)
-return 1
-"""
-
-
+# job. The worker's ``idle`` and its heartbeat (the time and the worker key's TTL) go in the same
+# call, as RQ sends them before its next wait.
+#
 # A worker of several queues takes a job with BLPOP and then reads it with HGETALL, two round
-# trips. While a queue holds jobs, this script does both in one: the first queue (in the
-# worker's order) that has a job gives it up, and its hash comes back with it. An id whose hash
-# is gone comes back with an empty one, and the caller pops again, as RQ passes such ids over.
-# An empty set of queues answers nil, and the worker blocks in RQ's own BLPOP.
-_POP_AND_READ = Script(
+# trips more. While a queue holds jobs, the same call takes the next one: the first queue (in
+# the worker's order) that has a job gives it up, and its hash comes back with it. An id whose
+# hash is gone comes back with an empty one, and the caller pops again, as RQ passes such ids
+# over. An empty set of queues answers without a job, and the worker blocks in RQ's own BLPOP.
+#
+# So a job's end and the next one's start are one round trip. KEYS: when ARGV[1] is '1', the
+# forgotten job's seven keys first (the worker, its started registry, the execution, the job's
+# executions, the job, its dependents and dependencies); then the queues. ARGV[2]: the job key
+# prefix; ARGV[3..7]: the execution's composite key and id, the working seconds, the time and
+# the worker key's TTL. It answers {0}, writing nothing and taking nothing, when the job has
+# dependents (the bridge enqueues none): the worker takes RQ's own path for it, then takes
+# again. A call run twice (redis-py runs it again when its answer was lost) counts the job once.
+_FORGET_AND_TAKE = Script(
     None,  # type: ignore[arg-type]  # called with the worker's connection every time
     b"""
-for _, queue in ipairs(KEYS) do
-    local id = redis.call('LPOP', queue)
-    if id then return {queue, id, redis.call('HGETALL', ARGV[1] .. id)} end
+local first = 1
+if ARGV[1] == '1' then
+    local worker, wip, execution, executions, job, dependents, dependencies =
+        KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+    if redis.call('EXISTS', dependents) == 1 then return {0} end
+    if redis.call('DEL', job) == 1 then
+        redis.call('HINCRBY', worker, 'successful_job_count', 1)
+        redis.call('HINCRBYFLOAT', worker, 'total_working_time', ARGV[5])
+    end
+    redis.call('HDEL', worker, 'current_job')
+    redis.call('HSET', worker, 'state', 'idle', 'last_heartbeat', ARGV[6])
+    redis.call('EXPIRE', worker, ARGV[7])
+    redis.call('ZREM', wip, ARGV[3])
+    redis.call('DEL', execution, executions, dependencies)
+    first = 8
 end
-return false
+for i = first, #KEYS do
+    local id = redis.call('LPOP', KEYS[i])
+    if id then return {1, KEYS[i], id, redis.call('HGETALL', ARGV[2] .. id)} end
+end
+return {1}
 """,
 )
 
 
+@dataclass
+class _HeldForget:
+    """A succeeded job's forgetting, held until the worker's next call to Redis carries it."""
+
+    keys: list[str]
+    args: list[Any]
+    job: Job
+    queue: Queue
+    started_job_registry: Any
+    execution: Execution
+
+
+# The worker asking for its next job in this thread: ``BridgeQueue.dequeue_any`` (which RQ calls
+# as a class method, without it) sends its held forget with the take.
+_taking: ContextVar[BridgeWorker | None] = ContextVar("bridge_worker_taking", default=None)
+
+
 class BridgeQueue(Queue):
-    """RQ's queue, whose ``dequeue_any`` takes a waiting job and reads it in one round trip."""
+    """RQ's queue, whose ``dequeue_any`` takes a waiting job and reads it in one round trip, with
+    the forgetting of the worker's last job."""
 
     @classmethod
     def dequeue_any(
@@ -106,21 +135,28 @@ class BridgeQueue(Queue):
         death_penalty_class: Any = None,
     ) -> tuple[Job, Queue] | None:
         queues = list(queues)
+        worker = _taking.get()
         if len(queues) == 1:
             # RQ moves the job of a single queue into an intermediate list (LMOVE), which its
-            # cleanup recovers a lost job from: that path stays RQ's own.
+            # cleanup recovers a lost job from: that path stays RQ's own, after the held forget.
+            if worker is not None:
+                worker.send_held_forget()
             return super().dequeue_any(
                 queues, timeout, connection, job_class, serializer, death_penalty_class
             )
         job_cls: type[Job] = backend_class(cls, "job_class", override=job_class)
         keys = [queue.key for queue in queues]
+        prefix = job_cls.redis_job_namespace_prefix
         while True:
-            found = _POP_AND_READ(keys, [job_cls.redis_job_namespace_prefix], client=connection)
-            if not found:
+            if worker is not None:
+                found = worker.forget_and_take(keys, prefix)
+            else:
+                found = _FORGET_AND_TAKE(keys, ["0", prefix], client=connection)
+            if len(found) == 1:  # nothing waiting
                 return super().dequeue_any(
                     queues, timeout, connection, job_class, serializer, death_penalty_class
                 )
-            queue_key, job_id, flat = as_text(found[0]), as_text(found[1]), found[2]
+            queue_key, job_id, flat = as_text(found[1]), as_text(found[2]), found[3]
             if not flat:
                 continue  # as RQ's own: a job that no longer exists is passed over
             queue = cls.from_queue_key(
@@ -170,7 +206,6 @@ class BridgeWorker(SimpleWorker):
         # Set after RQ's constructor, which checks the queues it is given against this class:
         # plain RQ queues are welcome, only the way a job is taken from them changes.
         self.queue_class = BridgeQueue
-        self._forget_succeeded = self.connection.register_script(_FORGET_SUCCEEDED)
 
     def subscribe(self) -> None:
         """RQ's own, with a pubsub thread that sees a stop request within PUBSUB_WAIT_S."""
@@ -234,6 +269,7 @@ class BridgeWorker(SimpleWorker):
         checked = self._suspension_checked_at
         if checked is not None and time.monotonic() - checked < HEARTBEAT_EVERY_S:
             return
+        self.send_held_forget()  # a suspended worker waits here
         super().check_for_suspension(burst)
         self._suspension_checked_at = time.monotonic()
 
@@ -250,6 +286,10 @@ class BridgeWorker(SimpleWorker):
         super().set_state(state, pipeline)
 
     def register_death(self) -> None:
+        try:
+            self.send_held_forget()  # before the worker's hash says dead
+        except redis.RedisError:
+            self._held_forget = None  # Redis is away: RQ's cleanup ends the job (see above)
         self._idle_unwritten = False  # the worker's hash says dead from now on
         self._idle_in_redis = False
         super().register_death()
@@ -321,6 +361,7 @@ class BridgeWorker(SimpleWorker):
 
     def run_maintenance_tasks(self) -> None:
         """RQ's own (registry cleanup, the scheduler), then webhook tries lost with a worker."""
+        self.send_held_forget()
         super().run_maintenance_tasks()
         if any(queue.name == WEBHOOK_QUEUE for queue in self.queues):
             from workers.webhook_jobs import recover_lost_webhook_tries  # it imports this module
@@ -362,10 +403,9 @@ class BridgeWorker(SimpleWorker):
             utcformat(beat),
             self.worker_ttl + 60,
         ]
-        if not self._forget_succeeded(keys=keys, args=args):
-            super().handle_job_success(job, queue, started_job_registry)
-            return
-        # What the call wrote: the ``idle`` RQ sets next, and a plain heartbeat.
+        # Held until the worker's next call to Redis, which is almost always its next take: the
+        # two go in one round trip (``forget_and_take``). What it will write counts from now.
+        self._held_forget = _HeldForget(keys, args, job, queue, started_job_registry, execution)
         self._state = WorkerStatus.IDLE
         self._idle_unwritten = False
         self._idle_in_redis = True
@@ -375,6 +415,53 @@ class BridgeWorker(SimpleWorker):
         self.log.info(
             "Successfully completed job %s in %ss on worker %s", job.id, working_s, self.name
         )
+
+    # -- a job's end, sent with the next call ---------------------------------------------------
+    # A succeeded job is forgotten with the worker's next take. Every other way the worker goes
+    # on first sends the held forget on its own: a look at ``rq suspend`` (it may wait there),
+    # the maintenance (it reads the registries), a take from one queue, and the worker's death.
+    # A worker killed while it holds one leaves its job ``started``, as one killed a moment
+    # before its forget always could: RQ's registry cleanup ends it; a send job RQ runs again
+    # finds its message's step recorded and sends nothing, and a webhook try's conclusion is
+    # in the delivery log already.
+
+    _held_forget: _HeldForget | None = None
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        taking = _taking.set(self)
+        try:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        finally:
+            _taking.reset(taking)
+
+    def forget_and_take(self, queue_keys: list[str], prefix: str) -> list[Any]:
+        """The held forget, if any, and a take from ``queue_keys`` in one call: its answer,
+        ``[1]`` when no queue had a job, or ``[1, queue key, job id, job hash]``."""
+        while True:
+            held = self._held_forget
+            if held is None:
+                return _FORGET_AND_TAKE(queue_keys, ["0", prefix], client=self.connection)
+            found = _FORGET_AND_TAKE(
+                [*held.keys, *queue_keys], ["1", prefix, *held.args], client=self.connection
+            )
+            self._held_forget = None  # sent: a call that raised keeps it for the next one
+            if found[0] == 1:
+                return found
+            self._forget_rqs_way(held)  # the job has dependents: nothing was written or taken
+
+    def send_held_forget(self) -> None:
+        """The held forget, on its own."""
+        if self._held_forget is not None:
+            self.forget_and_take([], "")
+
+    def _forget_rqs_way(self, held: _HeldForget) -> None:
+        self.execution = held.execution
+        try:
+            super().handle_job_success(held.job, held.queue, held.started_job_registry)
+        finally:
+            self.execution = None
 
     @property
     def stop_requested(self) -> bool:

@@ -86,8 +86,12 @@ CASES = {
             "worker CPU, per delivery / per no-op job",
             "worker CPU per delivery, a job each / in jobs of several",
             "deliveries/s, kept-alive / a connection each",
+            "bare requests POSTs/s / no-op jobs/s (the most deliveries/s could reach)",
+            "deliveries/s / bare requests POSTs/s",
+            "CPU, per delivery (worker) / per bare POST (child)",
         ],
         [
+            "bare requests POSTs: throughput",
             "deliveries: throughput",
             "no-op jobs: throughput",
             "deliveries, a job each: throughput",

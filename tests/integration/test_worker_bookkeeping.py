@@ -12,6 +12,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+import pytest
 import redis
 from rq import Queue, get_current_job
 from rq.job import Job, JobStatus
@@ -19,7 +20,8 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench._redis_trips import CountingProxy
-from workers.rq_worker import BridgeWorker
+from tests.redis_cutting_proxy import CuttingProxy
+from workers.rq_worker import _FORGET_AND_TAKE, BridgeWorker
 
 
 def _rq_keys(client: redis.Redis) -> set[str]:
@@ -29,6 +31,19 @@ def _rq_keys(client: redis.Redis) -> set[str]:
 def _leftovers(client: redis.Redis, worker: BridgeWorker) -> set[str]:
     """Keys a finished burst may leave: the queue list, the worker's hash and the queue's name."""
     return _rq_keys(client) - {"rq:queues", worker.key}
+
+
+def _worker_process(
+    redis_url: str, queues: list[str], name: str, work_args: str = ""
+) -> subprocess.Popen[bytes]:
+    """A worker in a process of its own (RQ's signal handlers need a main thread)."""
+    code = (
+        "import redis, sys; from workers.rq_worker import BridgeWorker; "
+        "c = redis.Redis.from_url(sys.argv[1]); "
+        f"BridgeWorker({queues!r}, connection=c, name={name!r})"
+        f".work({work_args}logging_level='WARNING')"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, redis_url])
 
 
 def _commands(client: redis.Redis) -> int:
@@ -156,13 +171,7 @@ def test_a_worker_waiting_for_work_shows_idle_with_a_fresh_heartbeat(
     own: it must still be there while the worker waits (RQ's signal handlers need a process)."""
     queue = Queue("send", connection=redis_client)
     job = queue.enqueue("builtins.len", [1, 2], result_ttl=0)
-    code = (
-        "import redis, sys; from workers.rq_worker import BridgeWorker; "
-        "c = redis.Redis.from_url(sys.argv[1]); "
-        "BridgeWorker(['send'], connection=c, name='idle-check')"
-        ".work(max_idle_time=3, logging_level='WARNING')"
-    )
-    worker = subprocess.Popen([sys.executable, "-c", code, redis_url])
+    worker = _worker_process(redis_url, ["send"], "idle-check", "max_idle_time=3, ")
     try:
         deadline = time.monotonic() + 10
         while redis_client.exists(job.key) and time.monotonic() < deadline:
@@ -198,3 +207,102 @@ def test_rqs_default_serializer_is_passed_on_as_none_and_another_is_kept(
     assert worker.serializer is JSONSerializer
     worker.work(burst=True, logging_level="WARNING")
     assert Job.fetch(job.id, connection=redis_client, serializer=JSONSerializer).return_value() == 2
+
+
+# -- a job's forgetting, held for the worker's next call ----------------------------------------
+
+
+def _worker_state(client: redis.Redis, name: str) -> dict[bytes, bytes]:
+    return client.hgetall(f"rq:worker:{name}")  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("queue_names", [["send"], ["send", "webhooks"]])
+def test_dependents_of_a_held_forget_still_run(
+    redis_client: redis.Redis, queue_names: list[str]
+) -> None:
+    """The forget goes with the next take (two queues) or on its own before RQ's take (one
+    queue); either way a job with dependents is handed to RQ's own path, and the take goes on."""
+    queues = [Queue(name, connection=redis_client) for name in queue_names]
+    first = queues[0].enqueue("builtins.len", [1], result_ttl=0)
+    second = queues[0].enqueue("builtins.len", [1, 2], depends_on=first, result_ttl=60)
+    other = queues[-1].enqueue("builtins.len", [1, 2, 3], result_ttl=60)
+
+    worker = BridgeWorker(queues, connection=redis_client)
+    worker.work(burst=True, logging_level="WARNING")
+
+    assert Job.fetch(second.id, connection=redis_client).return_value() == 2
+    assert Job.fetch(other.id, connection=redis_client).return_value() == 3
+    assert not redis_client.exists(first.key)
+    assert StartedJobRegistry(queue_names[0], connection=redis_client).count == 0
+    assert int(redis_client.hget(worker.key, "successful_job_count") or 0) == 3
+
+
+def suspend_then_wait() -> int:
+    """A job that asks for ``rq suspend`` and runs long enough for the worker to look at it."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.set("rq:suspended", 1)
+    time.sleep(1.2)
+    return 1
+
+
+def test_a_worker_forgets_its_last_job_before_it_waits_suspended(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """A worker told to suspend waits without taking: the job it just ended must not stay
+    ``started`` for as long as the suspension lasts."""
+    send = Queue("send", connection=redis_client)
+    job = send.enqueue("tests.integration.test_worker_bookkeeping.suspend_then_wait", result_ttl=0)
+    waiting = send.enqueue("builtins.len", [1], result_ttl=0)
+    worker = _worker_process(redis_url, ["send", "webhooks"], "suspends")
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if _worker_state(redis_client, "suspends").get(b"state") == b"suspended":
+                break
+            time.sleep(0.02)
+        state = _worker_state(redis_client, "suspends")
+        assert state.get(b"state") == b"suspended"
+        assert not redis_client.exists(job.key)
+        assert StartedJobRegistry("send", connection=redis_client).count == 0
+        assert state.get(b"successful_job_count") == b"1"
+        assert waiting.get_status() == JobStatus.QUEUED  # suspended: nothing more was taken
+    finally:
+        worker.terminate()
+        worker.wait(timeout=15)
+        redis_client.delete("rq:suspended")
+
+
+def test_a_forget_and_take_whose_answer_was_lost_counts_the_job_once(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The call that forgets a job and takes the next one ran, and its answer was lost:
+    redis-py runs it again. The forgotten job counts once, and the job the lost answer took is
+    in no list and still ``queued``, as after a lost BLPOP (a send job's message is started again
+    by the sweep: ``test_worker_dequeue``)."""
+    port = urlsplit(redis_url).port
+    assert port is not None
+    proxy = CuttingProxy(port, every=False)
+    try:
+        send = Queue("send", connection=redis_client)
+        done = send.enqueue("builtins.len", [1], result_ttl=0)
+        lost = send.enqueue("builtins.len", [1, 2], result_ttl=0)
+        redis_client.script_load(_FORGET_AND_TAKE.script)
+        through = redis.Redis.from_url(proxy.url())
+        worker = BridgeWorker(
+            [Queue("send", connection=through), Queue("webhooks", connection=through)],
+            connection=through,
+        )
+        # the call that carries a held forget names the worker's key
+        proxy.cut_when(lambda data: _FORGET_AND_TAKE.sha.encode() in data and b"rq:worker:" in data)
+
+        worker.work(burst=True, logging_level="WARNING")
+
+        assert proxy.cuts == 1
+        assert int(redis_client.hget(worker.key, "successful_job_count") or 0) == 1
+        assert not redis_client.exists(done.key)
+        assert StartedJobRegistry("send", connection=redis_client).count == 0
+        assert lost.get_status() == JobStatus.QUEUED
+        assert lost.id not in send.get_job_ids()
+    finally:
+        proxy.close()
