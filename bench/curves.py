@@ -9,6 +9,12 @@ in the same stack (a send job holds its worker for one round trip), with the CPU
 message of each role. Where the CPU of every role together reaches the machine's cores, the curve
 flattens: the CPU figures show where that happens.
 
+Beside the bound, the floor of a worker's time per message with these parts, on the same stack
+after the burst: the bound's round trip, a no-op job on the same workers (RQ's part of any job)
+and two round trips writing a record (sent at most once needs a durable mark before the POST and
+one after it). No code on these parts can beat it; delivered / that floor says how much of what
+the parts allow the bridge reaches.
+
 Load: on one stack with ``--load-workers`` workers, messages are offered at a rising rate, as
 fractions of that stack's bound (``--loads``, default 0.2 to 1.2), each step for about
 ``--step-s`` seconds; every step prints the delivered rate and the latency percentiles from
@@ -41,6 +47,7 @@ from bench._common import (
     say,
 )
 from bench._job_trace import analyse, stamp_counts
+from bench.floor import noop_job_ms, record_write_ms
 from bench.send_path import Result, SendPath
 
 ROLES = ("api", "worker", "poller", "redis")
@@ -51,6 +58,8 @@ POST_METRIC = "ucwa_bridge_ucwa_request_seconds"
 SATURATED_RATE = 0.9  # a step delivering less than this share of the offered rate is saturated
 SATURATED_P50 = 10.0  # ... or with a p50 above this many times the floor
 TARGET = 0.9  # of the I/O bound
+FLOOR_JOBS = 300  # no-op jobs per worker for the floor of a worker's time per message
+FLOOR_WRITES = 300  # record writes for it
 CORES = os.cpu_count() or 1
 
 
@@ -70,6 +79,11 @@ class Cycle:
     post_ms: float = 0.0
     # ``--trace-jobs``: (send jobs, mean ms per job, [(from stamp → to stamp, mean ms per job)])
     traced: tuple[int, float, list[tuple[str, float, float]]] | None = None
+    floor: tuple[float, float, float] | None = None  # (RTT, no-op job, record write) ms
+
+    @property
+    def floor_ms(self) -> float:
+        return self.floor[0] + self.floor[1] + 2 * self.floor[2] if self.floor else 0.0
 
     @property
     def rest_ms(self) -> float:
@@ -132,8 +146,18 @@ def measure_workers(
             time.sleep(TRACE_FLUSH_S)
             cycle_trace = analyse(str(traces), since)
         phase = result.phase("bridge", "burst")
-        cpu = {role: ratio(phase.cpu_s.get(role, 0.0) * 1000, phase.count) for role in ROLES}
+        cpu = {
+            role: ratio(phase.cpu_s.get(role, 0.0) * 1000, phase.count) for role in (*ROLES, "sim")
+        }
         cycle = Cycle.of(stack.sim("GET", "/_sim/requests")["requests"])
+        # The least a worker's time per message could be with these parts, on the same stack:
+        # the bound's round trip, a no-op job on these workers (RQ's part of any job), and two
+        # round trips writing a record (sent at most once: a durable mark before the POST and
+        # one after it).
+        floor_jobs = (FLOOR_JOBS // 5 if args.quick else FLOOR_JOBS) * workers
+        _, _, noop_ms = noop_job_ms(stack, floor_jobs, poll_s=0.003)
+        _, _, write_ms = record_write_ms(stack, FLOOR_WRITES)
+        cycle.floor = (rtt, noop_ms, write_ms)
         cycle.post_ms = ratio(
             (posts_after[0] - posts_before[0]) * 1000, posts_after[1] - posts_before[1]
         )
@@ -203,12 +227,26 @@ def main() -> Report:
     for workers in counts:
         rate, bound, rtt, cpu, cycle = measure_workers(args, workers)
         single = single or rate / workers
-        total = sum(cpu.values())
+        total = sum(cpu[role] for role in ROLES)
         report.ratio(
             f"{workers} workers: delivered / bound (workers / RTT)",
             ratio(rate, bound),
             f"{rate:.1f} vs {bound:.1f} msg/s (RTT {rtt:.1f} ms)",
         )
+        if cycle.floor:
+            floor_bound = workers * 1000 / cycle.floor_ms
+            report.ratio(
+                f"{workers} workers: the parts' floor / bound",
+                ratio(floor_bound, bound),
+                f"the least time per message these parts allow: the round trip {rtt:.1f} + a "
+                f"no-op job {cycle.floor[1]:.2f} + two record writes {2 * cycle.floor[2]:.2f} = "
+                f"{cycle.floor_ms:.1f} ms",
+            )
+            report.ratio(
+                f"{workers} workers: delivered / the parts' floor",
+                ratio(rate, floor_bound),
+                f"{rate:.1f} vs {floor_bound:.1f} msg/s",
+            )
         report.ratio(
             f"{workers} workers: delivered / ({workers} x the per-worker rate of {counts[0]})",
             ratio(rate, single * workers),
@@ -216,7 +254,8 @@ def main() -> Report:
         )
         report.raw(
             f"{workers} workers: CPU ms per message",
-            ", ".join(f"{role} {cpu[role]:.1f}" for role in ROLES) + f"; total {total:.1f}",
+            ", ".join(f"{role} {cpu[role]:.1f}" for role in ROLES)
+            + f"; total {total:.1f} (and the simulator, on the same cores: {cpu['sim']:.1f})",
         )
         if cycle.gaps:
             seen = (

@@ -117,8 +117,9 @@ def requests_ms(url: str, count: int) -> dict[str, float]:
         session.close()
 
 
-def record_write_ms(stack: Stack, count: int) -> tuple[float, float]:
-    """(client ms, server ms) of one round trip writing a record in MULTI … EXEC."""
+def record_write_ms(stack: Stack, count: int) -> tuple[float, float, float]:
+    """(client CPU ms, server CPU ms, wall ms) of one round trip writing a record in
+    MULTI … EXEC."""
     client = stack.redis()
     key = "bench:floor:record"
 
@@ -129,11 +130,12 @@ def record_write_ms(stack: Stack, count: int) -> tuple[float, float]:
             pipe.execute()
 
     try:
-        before = cpu_s(stack.redis_pid)
+        before, started = cpu_s(stack.redis_pid), time.perf_counter()
         client_ms = thread_ms(count, write)
+        wall_ms = (time.perf_counter() - started) * 1000 / (count + 10)
         server_ms = (cpu_s(stack.redis_pid) - before) * 1000 / (count + 10)
         client.delete(key)
-        return client_ms, server_ms
+        return client_ms, server_ms, wall_ms
     finally:
         client.close()
 
@@ -161,9 +163,9 @@ def healthz_ms(stack: Stack, bench: SendPath, count: int) -> float:
     return (after - before) * 1000 / count
 
 
-def noop_job_ms(stack: Stack, count: int) -> tuple[float, float]:
-    """(worker ms, redis ms) per no-op RQ job run by the bridge's own workers, enqueued at once
-    with ``result_ttl=0`` as the bridge enqueues its send jobs."""
+def noop_job_ms(stack: Stack, count: int, poll_s: float = 0.01) -> tuple[float, float, float]:
+    """(worker CPU ms, redis CPU ms, wall ms of one worker) per no-op RQ job run by the bridge's
+    own workers, enqueued at once with ``result_ttl=0`` as the bridge enqueues its send jobs."""
     client = stack.redis()
     queue = Queue(SEND_QUEUE, connection=client)
     workers = [c for c in stack.children if c.name == "worker"]
@@ -180,12 +182,15 @@ def noop_job_ms(stack: Stack, count: int) -> tuple[float, float]:
                 pipeline=pipe,
             )
             pipe.execute()
+        started = time.perf_counter()
         keys = [f"rq:job:{i}" for i in ids]
-        stack.wait_for(lambda: int(client.exists(*keys)) == 0, 120, "the no-op jobs", 0.01)
+        stack.wait_for(lambda: int(client.exists(*keys)) == 0, 120, "the no-op jobs", poll_s)
+        wall_ms = (time.perf_counter() - started) * 1000 * len(workers) / count
         after = sum(tree_cpu_s(c.tree()) for c in workers), cpu_s(stack.redis_pid)
         if set(queue.failed_job_registry.get_job_ids()) & set(ids):
             raise BenchError("a no-op job failed")
-        return (after[0] - before[0]) * 1000 / count, (after[1] - before[1]) * 1000 / count
+        worker_ms = (after[0] - before[0]) * 1000 / count
+        return worker_ms, (after[1] - before[1]) * 1000 / count, wall_ms
     finally:
         client.close()
 
@@ -217,10 +222,10 @@ def main() -> Report:
         _, events_per_message = result.requests("bridge")
         say("floor: /healthz, no-op jobs, requests, record writes…")
         healthz = healthz_ms(stack, bench, samples)
-        job_worker, job_redis = noop_job_ms(stack, samples)
+        job_worker, job_redis, _ = noop_job_ms(stack, samples)
         with http_server() as url:
             http = requests_ms(url, samples)
-        write_client, write_server = record_write_ms(stack, samples)
+        write_client, write_server, _ = record_write_ms(stack, samples)
     floor = {
         "api": healthz + write_client,
         "worker": job_worker + http["post"] + 2 * write_client,

@@ -136,6 +136,8 @@ CASES = {
         [
             "1 workers: delivered / bound (workers / RTT)",
             "2 workers: delivered / (2 x the per-worker rate of 1)",
+            "2 workers: the parts' floor / bound",
+            "2 workers: delivered / the parts' floor",
         ],
         [
             "2 workers: CPU ms per message",
