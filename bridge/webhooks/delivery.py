@@ -104,6 +104,11 @@ class Deliverer:
         self._clock = clock
         self._stop = stop or threading.Event()
         self._deadline = float("inf")
+        # A job's vetted targets by (URL, allow_private): a host is resolved and vetted once
+        # per job for all its deliveries (a job lasts at most ``batch_budget_s``), as a DNS
+        # cache with that TTL would; each job starts without.
+        self._vetted: dict[tuple[str, bool], ssrf.Target | SsrfBlocked | AddressResolutionError]
+        self._vetted = {}
 
     def deliver(self, delivery_id: str) -> DeliveryReport:
         return self.deliver_many([delivery_id])[0]
@@ -120,6 +125,7 @@ class Deliverer:
         """
         started = time.monotonic()
         self._deadline = started + max(self.settings.job_timeout_s - REDIS_WAIT_MARGIN_S, 1.0)
+        self._vetted = {}
         lease_ms = self.settings.job_timeout_s * 1000
         claims = self._persist(
             lambda: self.log.claim_many(delivery_ids, self._now_ms(), lease_ms=lease_ms)
@@ -213,7 +219,7 @@ class Deliverer:
         at_ms = self._now_ms()
         allow_private = endpoint.allow_private or self.settings.allow_private
         try:
-            target = ssrf.vet(endpoint.url, allow_private=allow_private)
+            target = self._vet(endpoint.url, allow_private)
         except SsrfBlocked as exc:
             attempt = Attempt(at_ms, record.try_no, None, f"ssrf_blocked: {exc}", 0)
             return self._dead(record, "ssrf_blocked", attempt)
@@ -289,6 +295,20 @@ class Deliverer:
             record, retry, attempt, "retry_scheduled", decision.verdict, schedule
         )
         return replace(report, next_attempt_at=_from_ms(next_ms))
+
+    def _vet(self, url: str, allow_private: bool) -> ssrf.Target:
+        """``ssrf.vet``, once per job for a URL: its target, or the error it raised."""
+        key = (url, allow_private)
+        found = self._vetted.get(key)
+        if found is None:
+            try:
+                found = ssrf.vet(url, allow_private=allow_private)
+            except (SsrfBlocked, AddressResolutionError) as exc:
+                found = exc
+            self._vetted[key] = found
+        if isinstance(found, Exception):
+            raise found
+        return found
 
     def _dead(
         self,

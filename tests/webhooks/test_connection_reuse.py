@@ -1,6 +1,7 @@
 """Webhook deliveries on kept-alive connections: one connection per vetted address, a DNS answer
-that changes is vetted again and never rides the old connection, a reset kept-alive connection
-is tried once more on a new one. Real Redis, real RQ worker, real receivers."""
+that changes is vetted again (once per job) and never rides the old connection, a reset
+kept-alive connection is tried once more on a new one. Real Redis, real RQ worker, real
+receivers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import redis
 from bridge.webhooks import ssrf
 from tests.webhooks.harness import attempts, configure, new_secret, publish, record, run_deliveries
 from tests.webhooks.receiver import Reply, WebhookReceiver
+from tests.webhooks.test_batches import stage
 
 HOST = "hooks.example.com"
 
@@ -65,7 +67,7 @@ def test_a_changed_dns_answer_gets_a_connection_to_the_new_address(
         run_deliveries(redis_client)
         _, [two] = publish(redis_client, endpoints)
         run_deliveries(redis_client)
-        assert asked == ["127.0.0.1", "127.0.0.2"]  # looked up again for each delivery
+        assert asked == ["127.0.0.1", "127.0.0.2"]  # looked up again for each job
         assert [record(redis_client, i).status for i in (one, two)] == ["succeeded"] * 2
         # The kept-alive connection to the first address carried nothing more.
         assert len(first.received) == 1 and len(second.received) == 1
@@ -118,3 +120,43 @@ def test_a_kept_alive_connection_reset_before_the_answer_is_tried_once_more(
     assert (
         kept_alive.received[1].headers["webhook-id"] == kept_alive.received[2].headers["webhook-id"]
     )
+
+
+def test_a_job_of_several_deliveries_resolves_its_host_once(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup per job, not per delivery (a batch lasts at most ``batch_budget_s``): the next
+    job looks the name up again and goes to the address it finds then."""
+    with (
+        WebhookReceiver(keep_alive=True) as first,
+        WebhookReceiver(keep_alive=True, host="127.0.0.2", port=first.port) as second,
+    ):
+        asked = answers(monkeypatch, "127.0.0.1", "127.0.0.2")
+        endpoints = configure(monkeypatch, endpoint(f"http://{HOST}:{first.port}/hook"))
+        earlier, [job] = stage(redis_client, endpoints, 4)
+        run_deliveries(redis_client)
+        later, _ = stage(redis_client, endpoints, 3)
+        run_deliveries(redis_client)
+
+        assert job is not None
+        assert asked == ["127.0.0.1", "127.0.0.2"]
+        assert [record(redis_client, i).status for i in earlier + later] == ["succeeded"] * 7
+        assert (len(first.received), len(second.received)) == (4, 3)
+
+
+def test_a_refused_address_refuses_every_delivery_of_its_job_after_one_lookup(
+    redis_client: redis.Redis, kept_alive: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = answers(monkeypatch, "10.0.0.7")
+    url = f"http://{HOST}:{kept_alive.port}/hook"
+    endpoints = configure(monkeypatch, endpoint(url, allow_private=False))
+    ids, _ = stage(redis_client, endpoints, 3)
+    run_deliveries(redis_client)
+
+    assert asked == ["10.0.0.7"]
+    for delivery_id in ids:
+        refused = record(redis_client, delivery_id)
+        assert (refused.status, refused.reason) == ("dead", "ssrf_blocked")
+        [attempt] = attempts(redis_client, delivery_id)
+        assert "10.0.0.7" in attempt["error"]
+    assert kept_alive.received == []
