@@ -17,8 +17,11 @@ same libraries, the floor of each role, the least that role's part of a message 
 The client-side figures (``requests``, redis-py) are this process's thread CPU against a local
 kept-alive HTTP server and the stack's Redis. Prints bridge / floor for each role and in all, and
 the floor against the 8 ms per message target: a target under the floor cannot be met by any
-code on these parts. ``--profile`` samples the api, worker and poller with py-spy during the
-burst and prints, per role, the functions that hold most of its CPU (``bench/_profile.py``).
+code on these parts. Beside them, a message's POST three ways against the same server, in
+alternating rounds: through the bridge's UCWA transport, as a plain ``requests`` POST, and with
+``http.client`` alone (as the bound of ``bench.curves`` measures a round trip). ``--profile``
+samples the api, worker and poller with py-spy during the burst and prints, per role, the
+functions that hold most of its CPU (``bench/_profile.py``).
 
     python -m bench.floor [--quick] [--latency-ms L] [--workers W] [--messages N] [--samples S]
                           [--profile]
@@ -31,7 +34,9 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import requests
 from rq import Queue
@@ -51,6 +56,8 @@ from bench._common import (
 from bench._profile import Profiles
 from bench.send_path import POST_THREADS, Result, SendPath
 from bridge.outbound.intake import SEND_QUEUE
+from bridge.session.transport import UcwaTransport
+from bridge.ucwa.messages import HttpRequest
 
 ROLES = ("api", "worker", "poller", "redis")
 TARGET_MS = 8.0
@@ -115,6 +122,43 @@ def requests_ms(url: str, count: int) -> dict[str, float]:
         return {"post": thread_ms(count, post), "get": thread_ms(count, get)}
     finally:
         session.close()
+
+
+def post_paths_ms(url: str, count: int, rounds: int = 4) -> dict[str, float]:
+    """Client CPU ms of one POST of a message on a kept-alive connection, three ways,
+    alternating in ``rounds``: the bridge's UCWA transport (deadline, capped read, metrics), a
+    plain ``requests.Session.post``, and ``http.client`` alone (what the bound's round trip
+    uses)."""
+    headers = {"Authorization": "Bearer " + "t" * 200, "Content-Type": "text/plain"}
+    transport = UcwaTransport()
+    request = HttpRequest("POST", url + "/send", headers=tuple(headers.items()), content=TEXT_100)
+    session = requests.Session()
+    session.trust_env = False
+    parts = urlsplit(url)
+    conn = HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    body = TEXT_100.encode()
+
+    def plain() -> None:
+        conn.request("POST", "/send", body=body, headers=headers)
+        conn.getresponse().read()
+
+    ways: dict[str, Callable[[], object]] = {
+        "bridge": lambda: transport.send(request, kind="sendMessage"),
+        "requests": lambda: session.post(
+            url + "/send", data=TEXT_100, headers=headers, timeout=10
+        ).close(),
+        "http.client": plain,
+    }
+    spent = dict.fromkeys(ways, 0.0)
+    try:
+        for _ in range(rounds):
+            for name, call in ways.items():
+                spent[name] += thread_ms(max(1, count // rounds), call)
+        return {name: ms / rounds for name, ms in spent.items()}
+    finally:
+        transport.close()
+        session.close()
+        conn.close()
 
 
 def record_write_ms(stack: Stack, count: int) -> tuple[float, float, float]:
@@ -225,6 +269,7 @@ def main() -> Report:
         job_worker, job_redis, _ = noop_job_ms(stack, samples)
         with http_server() as url:
             http = requests_ms(url, samples)
+            posts = post_paths_ms(url, samples)
         write_client, write_server, _ = record_write_ms(stack, samples)
     floor = {
         "api": healthz + write_client,
@@ -249,6 +294,17 @@ def main() -> Report:
         total_bridge <= TARGET_MS,
         f"{total_bridge:.1f} ms; the floor of its parts is {total_floor:.1f} ms "
         f"({ratio(TARGET_MS, total_floor):.2f}x of it allowed)",
+    )
+    report.ratio(
+        "UCWA POST client CPU, the bridge's transport / plain requests",
+        ratio(posts["bridge"], posts["requests"]),
+        f"{posts['bridge']:.3f} vs {posts['requests']:.3f} ms",
+    )
+    report.ratio(
+        "POST client CPU, plain requests / http.client alone",
+        ratio(posts["requests"], posts["http.client"]),
+        f"{posts['requests']:.3f} vs {posts['http.client']:.3f} ms (the bound's round trip "
+        "uses http.client)",
     )
     report.raw("bridge burst", f"{phase.count} msgs, {phase.rate:.1f} msg/s")
     report.raw("GET /healthz, API CPU per request", f"{healthz:.2f} ms")

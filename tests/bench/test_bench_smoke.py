@@ -173,6 +173,8 @@ CASES = {
             "CPU per message, bridge / floor, worker",
             "CPU per message, bridge / floor, poller",
             "CPU per message, bridge / floor, all roles",
+            "UCWA POST client CPU, the bridge's transport / plain requests",
+            "POST client CPU, plain requests / http.client alone",
         ],
         [
             "CPU per message <= 8 ms",
