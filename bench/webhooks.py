@@ -10,10 +10,12 @@ closes every connection after its answer (HTTP/1.0, as every delivery was before
 kept connections alive), so each saving is measured against its absence in the same run. The
 floor of a delivery runs beside them: a child process POSTs the same body with the same headers
 to the same receiver with a plain kept-alive ``requests.Session`` and nothing else (no signing,
-no check of the address, no log in Redis, no job), which no delivery can beat. Each
+no check of the address, no log in Redis, no job), which no delivery can beat; and no-op jobs
+on RQ as it comes (``rq worker`` with its SimpleWorker, on a queue of its own), the job cost the
+bridge's worker class started from. Each
 batch is written in one MULTI/EXEC so the worker finds all of it at once; its rate runs from
 that commit until RQ has removed the last job (all kinds are enqueued with ``result_ttl=0``,
-as the bridge enqueues its jobs). The five kinds rotate, each taking each place in turn.
+as the bridge enqueues its jobs). The six kinds rotate, each taking each place in turn.
 
     python -m bench.webhooks [--quick] [--messages N] [--rounds R]
 """
@@ -133,6 +135,8 @@ class Batch:
 DELIVERIES, SINGLE = "deliveries", "deliveries, a job each"
 CLOSING, NOOPS = "deliveries, a connection each", "no-op jobs"
 BARE = "bare requests POSTs"
+STOCK = "no-op jobs, RQ's own SimpleWorker"
+STOCK_QUEUE = "bench-stock-noop"
 
 # The floor's child: N kept-alive POSTs after a warm-up; prints its seconds and CPU seconds.
 _BARE_POSTS = """
@@ -167,9 +171,28 @@ class WebhookBench:
         }
         self.client: redis.Redis = stack.redis()
         self.worker: Child | None = None
+        self.stock: Child | None = None
 
     def start_worker(self) -> None:
         self.worker = self.stack.start_worker(BRIDGE_WEBHOOKS=json.dumps(self.endpoint_config))
+        # RQ as it comes (``rq worker``, its SimpleWorker), on a queue of its own: the no-op
+        # job the bridge's worker class started from, beside the one it runs now.
+        self.stock = self.stack.spawn(
+            "rq-stock",
+            [
+                "-m",
+                "rq.cli",
+                "worker",
+                "--url",
+                self.stack.redis_url,
+                "--worker-class",
+                "rq.worker.SimpleWorker",
+                "--logging_level",
+                "WARNING",
+                STOCK_QUEUE,
+            ],
+            self.stack._plain_env(),
+        )
 
     def deliveries(self, kind: str = DELIVERIES) -> Batch:
         """The batch's events staged in one transaction, as a poller stages an event batch:
@@ -221,8 +244,10 @@ class WebhookBench:
             raise BenchError(f"the receiver got {receiver.count - before} bare POSTs")
         return Batch(BARE, count=self.count, seconds=seconds, cpu_s=cpu)
 
-    def noops(self) -> Batch:
-        queue = Queue(QUEUE_NAME, connection=self.client)
+    def noops(self, kind: str = NOOPS) -> Batch:
+        """``count`` no-op jobs at once: on the bridge's worker (NOOPS) or on RQ's own (STOCK)."""
+        stock = kind == STOCK
+        queue = Queue(STOCK_QUEUE if stock else QUEUE_NAME, connection=self.client)
         stamp = time.monotonic_ns()
         job_ids = [f"bench-noop-{stamp}-{i}" for i in range(self.count)]
         with self.client.pipeline() as pipe:
@@ -241,7 +266,9 @@ class WebhookBench:
                 ],
                 pipeline=pipe,
             )
-            return self._run("no-op jobs", job_ids, pipe)
+            if stock:
+                return self._run(kind, job_ids, pipe, worker=self.stock, queue=queue)
+            return self._run(kind, job_ids, pipe)
 
     def _run(
         self,
@@ -249,16 +276,19 @@ class WebhookBench:
         job_ids: Sequence[str],
         pipe: redis.client.Pipeline,
         deliveries: int | None = None,
+        worker: Child | None = None,
+        queue: Queue | None = None,
     ) -> Batch:
         """Wall time from the batch's commit until RQ has removed every job of it.
 
         Both kinds are enqueued with ``result_ttl=0``, as the bridge enqueues its jobs: RQ
         deletes a job the moment it finishes, so "every key gone" is "every job done".
         """
-        if self.worker is None:
+        worker = worker or self.worker
+        if worker is None:
             raise BenchError("the worker is not started")
         keys = [f"rq:job:{job_id}" for job_id in job_ids]
-        cpu_before = cpu_s(self.worker.pid)
+        cpu_before = cpu_s(worker.pid)
         pipe.execute()  # the whole batch appears at once
         started = time.monotonic()
         self.stack.wait_for(
@@ -268,8 +298,9 @@ class WebhookBench:
             interval=0.005,
         )
         seconds = time.monotonic() - started
-        cpu_after = cpu_s(self.worker.pid)
-        failed = Queue(QUEUE_NAME, connection=self.client).failed_job_registry.get_job_ids()
+        cpu_after = cpu_s(worker.pid)
+        queue = queue or Queue(QUEUE_NAME, connection=self.client)
+        failed = queue.failed_job_registry.get_job_ids()
         if set(failed) & set(job_ids):
             raise BenchError(f"{len(set(failed) & set(job_ids))} of the {kind} failed")
         count = len(keys) if deliveries is None else deliveries
@@ -285,7 +316,7 @@ def main() -> Report:
     rounds = args.rounds or (3 if args.quick else 6)
     report = Report("webhooks: deliveries/s vs no-op RQ jobs/s, one worker")
     receivers = {DELIVERIES: Receiver(), CLOSING: Receiver(keep_alive=False)}
-    order = (DELIVERIES, NOOPS, SINGLE, CLOSING, BARE)
+    order = (DELIVERIES, NOOPS, SINGLE, CLOSING, BARE, STOCK)
     totals = {kind: Batch(kind) for kind in order}
     try:
         with Stack("webhooks", keep_logs=args.keep_logs) as stack:
@@ -295,12 +326,13 @@ def main() -> Report:
             bench = WebhookBench(stack, receivers, count)
             bench.start_worker()
             bench.noops()  # warm-up: imports, connections
+            bench.noops(STOCK)
             bench.deliveries()  # ... and a delivery for the floor to copy
             for round_no in range(rounds):
                 shift = round_no % len(order)  # each kind takes each place in turn
                 for kind in order[shift:] + order[:shift]:
-                    if kind == NOOPS:
-                        batch = bench.noops()
+                    if kind in (NOOPS, STOCK):
+                        batch = bench.noops(kind)
                     elif kind == BARE:
                         batch = bench.bare_posts()
                     else:
@@ -331,6 +363,17 @@ def main() -> Report:
         ratio(hooks.rate, bare.rate),
         f"a delivery {ratio(1000, hooks.rate):.2f} ms, its POST alone {ratio(1000, bare.rate):.2f} "
         f"ms, a no-op job {ratio(1000, noop.rate):.2f} ms",
+    )
+    stock = totals[STOCK]
+    report.ratio(
+        "deliveries/s / no-op jobs/s on RQ's own SimpleWorker",
+        ratio(hooks.rate, stock.rate),
+        f"{hooks.rate:.0f} deliveries/s, {stock.rate:.0f} no-op jobs/s on `rq worker`",
+    )
+    report.ratio(
+        "no-op jobs/s, the bridge's worker / RQ's own SimpleWorker",
+        ratio(noop.rate, stock.rate),
+        f"{noop.rate:.0f} vs {stock.rate:.0f} per s",
     )
     report.ratio(
         "deliveries/s, a job each / no-op jobs/s",
@@ -376,7 +419,7 @@ def main() -> Report:
         report.raw(f"{kind}: {who} ms each", f"{cpu[kind]:.2f}")
     report.note(
         f"{count} events (or no-op jobs) per batch, staged in one transaction, {rounds} "
-        f"round(s), the five kinds rotating; deliveries go {size} to a job, or one each; every "
+        f"round(s), the six kinds rotating; deliveries go {size} to a job, or one each; every "
         "delivery is signed, POSTed and logged in Redis; the receivers run in this process"
     )
     return report

@@ -89,9 +89,12 @@ CASES = {
             "bare requests POSTs/s / no-op jobs/s (the most deliveries/s could reach)",
             "deliveries/s / bare requests POSTs/s",
             "CPU, per delivery (worker) / per bare POST (child)",
+            "deliveries/s / no-op jobs/s on RQ's own SimpleWorker",
+            "no-op jobs/s, the bridge's worker / RQ's own SimpleWorker",
         ],
         [
             "bare requests POSTs: throughput",
+            "no-op jobs, RQ's own SimpleWorker: throughput",
             "deliveries: throughput",
             "no-op jobs: throughput",
             "deliveries, a job each: throughput",
