@@ -391,26 +391,13 @@ def main() -> Report:
         f"{ratio(kept.count, kept.connections):.1f} ({kept.count} on {kept.connections})",
     )
     cpu = {k: ratio(b.cpu_s * 1000, b.count) for k, b in totals.items()}
-    report.ratio(
-        "worker CPU, per delivery / per no-op job",
-        ratio(cpu[DELIVERIES], cpu[NOOPS]),
-        f"{cpu[DELIVERIES]:.2f} vs {cpu[NOOPS]:.2f} ms",
-    )
-    report.ratio(
-        "CPU, per delivery (worker) / per bare POST (child)",
-        ratio(cpu[DELIVERIES], cpu[BARE]),
-        f"{cpu[DELIVERIES]:.2f} vs {cpu[BARE]:.2f} ms",
-    )
-    report.ratio(
-        "worker CPU per delivery, a job each / in jobs of several",
-        ratio(cpu[SINGLE], cpu[DELIVERIES]),
-        f"{cpu[SINGLE]:.2f} vs {cpu[DELIVERIES]:.2f} ms",
-    )
-    report.ratio(
-        "worker CPU per delivery, kept-alive / a connection each",
-        ratio(cpu[DELIVERIES], cpu[CLOSING]),
-        f"{cpu[DELIVERIES]:.2f} vs {cpu[CLOSING]:.2f} ms",
-    )
+    for label, a, b in (
+        ("worker CPU, per delivery / per no-op job", DELIVERIES, NOOPS),
+        ("CPU, per delivery (worker) / per bare POST (child)", DELIVERIES, BARE),
+        ("worker CPU per delivery, a job each / in jobs of several", SINGLE, DELIVERIES),
+        ("worker CPU per delivery, kept-alive / a connection each", DELIVERIES, CLOSING),
+    ):
+        report.ratio(label, ratio(cpu[a], cpu[b]), f"{cpu[a]:.2f} vs {cpu[b]:.2f} ms")
     for kind, batch in totals.items():
         report.raw(
             f"{kind}: throughput", f"{batch.rate:.0f}/s ({batch.count} in {batch.seconds:.2f} s)"
