@@ -345,59 +345,67 @@ def main() -> Report:
             receiver.close()
 
     hooks, noop, closing = totals[DELIVERIES], totals[NOOPS], totals[CLOSING]
-    single = totals[SINGLE]
+    single, bare, stock = totals[SINGLE], totals[BARE], totals[STOCK]
     size = WebhookSettings().batch_size
-    report.ratio(
-        "deliveries/s / no-op jobs/s",
-        ratio(hooks.rate, noop.rate),
-        f"{hooks.rate:.0f} deliveries/s ({size} a job), {noop.rate:.0f} no-op jobs/s",
-    )
-    bare = totals[BARE]
-    report.ratio(
-        "bare requests POSTs/s / no-op jobs/s (the most deliveries/s could reach)",
-        ratio(bare.rate, noop.rate),
-        f"{bare.rate:.0f} bare POSTs/s, {noop.rate:.0f} no-op jobs/s",
-    )
-    report.ratio(
-        "deliveries/s / bare requests POSTs/s",
-        ratio(hooks.rate, bare.rate),
-        f"a delivery {ratio(1000, hooks.rate):.2f} ms, its POST alone {ratio(1000, bare.rate):.2f} "
-        f"ms, a no-op job {ratio(1000, noop.rate):.2f} ms",
-    )
-    stock = totals[STOCK]
-    report.ratio(
-        "deliveries/s / no-op jobs/s on RQ's own SimpleWorker",
-        ratio(hooks.rate, stock.rate),
-        f"{hooks.rate:.0f} deliveries/s, {stock.rate:.0f} no-op jobs/s on `rq worker`",
-    )
-    report.ratio(
-        "no-op jobs/s, the bridge's worker / RQ's own SimpleWorker",
-        ratio(noop.rate, stock.rate),
-        f"{noop.rate:.0f} vs {stock.rate:.0f} per s",
-    )
-    report.ratio(
-        "deliveries/s, a job each / no-op jobs/s",
-        ratio(single.rate, noop.rate),
-        f"{single.rate:.0f} deliveries/s, {noop.rate:.0f} no-op jobs/s",
-    )
-    report.ratio(
-        "deliveries/s, kept-alive / a connection each",
-        ratio(hooks.rate, closing.rate),
-        f"{hooks.rate:.0f} vs {closing.rate:.0f} deliveries/s",
-    )
+    for label, a, b, detail in (
+        (
+            "deliveries/s / no-op jobs/s",
+            hooks,
+            noop,
+            f"{hooks.rate:.0f} deliveries/s ({size} a job), {noop.rate:.0f} no-op jobs/s",
+        ),
+        (
+            "bare requests POSTs/s / no-op jobs/s (the most deliveries/s could reach)",
+            bare,
+            noop,
+            f"{bare.rate:.0f} bare POSTs/s, {noop.rate:.0f} no-op jobs/s",
+        ),
+        (
+            "deliveries/s / bare requests POSTs/s",
+            hooks,
+            bare,
+            f"a delivery {ratio(1000, hooks.rate):.2f} ms, its POST alone "
+            f"{ratio(1000, bare.rate):.2f} ms, a no-op job {ratio(1000, noop.rate):.2f} ms",
+        ),
+        (
+            "deliveries/s / no-op jobs/s on RQ's own SimpleWorker",
+            hooks,
+            stock,
+            f"{hooks.rate:.0f} deliveries/s, {stock.rate:.0f} no-op jobs/s on `rq worker`",
+        ),
+        (
+            "no-op jobs/s, the bridge's worker / RQ's own SimpleWorker",
+            noop,
+            stock,
+            f"{noop.rate:.0f} vs {stock.rate:.0f} per s",
+        ),
+        (
+            "deliveries/s, a job each / no-op jobs/s",
+            single,
+            noop,
+            f"{single.rate:.0f} deliveries/s, {noop.rate:.0f} no-op jobs/s",
+        ),
+        (
+            "deliveries/s, kept-alive / a connection each",
+            hooks,
+            closing,
+            f"{hooks.rate:.0f} vs {closing.rate:.0f} deliveries/s",
+        ),
+    ):
+        report.ratio(label, ratio(a.rate, b.rate), detail)
     kept = receivers[DELIVERIES]
     report.raw(
         "deliveries per TCP connection, kept-alive receiver",
         f"{ratio(kept.count, kept.connections):.1f} ({kept.count} on {kept.connections})",
     )
     cpu = {k: ratio(b.cpu_s * 1000, b.count) for k, b in totals.items()}
-    for label, a, b in (
+    for label, over, under in (
         ("worker CPU, per delivery / per no-op job", DELIVERIES, NOOPS),
         ("CPU, per delivery (worker) / per bare POST (child)", DELIVERIES, BARE),
         ("worker CPU per delivery, a job each / in jobs of several", SINGLE, DELIVERIES),
         ("worker CPU per delivery, kept-alive / a connection each", DELIVERIES, CLOSING),
     ):
-        report.ratio(label, ratio(cpu[a], cpu[b]), f"{cpu[a]:.2f} vs {cpu[b]:.2f} ms")
+        report.ratio(label, ratio(cpu[over], cpu[under]), f"{cpu[over]:.2f} vs {cpu[under]:.2f} ms")
     for kind, batch in totals.items():
         report.raw(
             f"{kind}: throughput", f"{batch.rate:.0f}/s ({batch.count} in {batch.seconds:.2f} s)"
