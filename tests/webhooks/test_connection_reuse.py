@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from bridge.webhooks import ssrf
+from bridge.webhooks.errors import AddressResolutionError
 from tests.webhooks.harness import attempts, configure, new_secret, publish, record, run_deliveries
 from tests.webhooks.receiver import Reply, WebhookReceiver
 from tests.webhooks.test_batches import stage
@@ -160,3 +161,28 @@ def test_a_refused_address_refuses_every_delivery_of_its_job_after_one_lookup(
         [attempt] = attempts(redis_client, delivery_id)
         assert "10.0.0.7" in attempt["error"]
     assert kept_alive.received == []
+
+
+def test_a_name_that_does_not_resolve_costs_its_job_one_lookup(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every delivery of the job is tried and fails with the lookup's error after one lookup;
+    their retries, jobs of their own, look up again."""
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[ssrf.IPAddress]:
+        asked.append(host)
+        raise AddressResolutionError(f"cannot resolve {host}: no such name")
+
+    monkeypatch.setattr(ssrf, "resolve", resolve)
+    endpoints = configure(monkeypatch, endpoint(f"http://{HOST}:9/hook"))
+    ids, _ = stage(redis_client, endpoints, 3)
+    run_deliveries(redis_client)
+
+    tries = [attempts(redis_client, delivery_id) for delivery_id in ids]
+    # One lookup for the batch's three first tries; each later try is a job of its own.
+    assert len(asked) == 1 + sum(len(made) - 1 for made in tries)
+    for made in tries:
+        assert made and all(
+            a["error"].startswith(f"dns_error: cannot resolve {HOST}") for a in made
+        )
