@@ -9,13 +9,13 @@ delivery was before jobs carried several), and delivers N events to a second rec
 closes every connection after its answer (HTTP/1.0, as every delivery was before the worker
 kept connections alive), so each saving is measured against its absence in the same run. The
 floor of a delivery runs beside them: a child process POSTs the same body with the same headers
-to the same receiver with a plain kept-alive ``requests.Session`` and nothing else (no signing,
-no check of the address, no log in Redis, no job), which no delivery can beat; and no-op jobs
-on RQ as it comes (``rq worker`` with its SimpleWorker, on a queue of its own), the job cost the
-bridge's worker class started from. Each
-batch is written in one MULTI/EXEC so the worker finds all of it at once; its rate runs from
-that commit until RQ has removed the last job (all kinds are enqueued with ``result_ttl=0``,
-as the bridge enqueues its jobs). The six kinds rotate, each taking each place in turn.
+to the same receiver with a plain kept-alive urllib3 connection pool (the layer a delivery POSTs
+through) and nothing else (no signing, no check of the address, no log in Redis, no job), which
+no delivery can beat; and no-op jobs on RQ as it comes (``rq worker`` with its SimpleWorker, on a
+queue of its own), the job cost the bridge's worker class started from. Each batch is written
+in one MULTI/EXEC so the worker finds all of it at once; its rate runs from that commit until RQ
+has removed the last job (all kinds are enqueued with ``result_ttl=0``, as the bridge enqueues
+its jobs). The six kinds rotate, each taking each place in turn.
 
     python -m bench.webhooks [--quick] [--messages N] [--rounds R]
 """
@@ -134,21 +134,24 @@ class Batch:
 
 DELIVERIES, SINGLE = "deliveries", "deliveries, a job each"
 CLOSING, NOOPS = "deliveries, a connection each", "no-op jobs"
-BARE = "bare requests POSTs"
+BARE = "bare urllib3 POSTs"
 STOCK = "no-op jobs, RQ's own SimpleWorker"
 STOCK_QUEUE = "bench-stock-noop"
 
 # The floor's child: N kept-alive POSTs after a warm-up; prints its seconds and CPU seconds.
 _BARE_POSTS = """
-import json, sys, time, requests
-url, count = sys.argv[1], int(sys.argv[2])
+import json, sys, time, urllib3
+url, count = urllib3.util.parse_url(sys.argv[1]), int(sys.argv[2])
 body, headers = sys.argv[3].encode(), json.loads(sys.argv[4])
-session = requests.Session()
+pool = urllib3.HTTPConnectionPool(url.host, url.port, maxsize=1, retries=False)
+def post():
+    if pool.request("POST", url.request_uri, body=body, headers=headers).status >= 400:
+        raise SystemExit("the receiver refused a bare POST")
 for _ in range(50):
-    session.post(url, data=body, headers=headers).raise_for_status()
+    post()
 started, cpu = time.perf_counter(), time.process_time()
 for _ in range(count):
-    session.post(url, data=body, headers=headers).raise_for_status()
+    post()
 print(time.perf_counter() - started, time.process_time() - cpu)
 """
 
@@ -355,13 +358,13 @@ def main() -> Report:
             f"{hooks.rate:.0f} deliveries/s ({size} a job), {noop.rate:.0f} no-op jobs/s",
         ),
         (
-            "bare requests POSTs/s / no-op jobs/s (the most deliveries/s could reach)",
+            "bare urllib3 POSTs/s / no-op jobs/s (the most deliveries/s could reach)",
             bare,
             noop,
             f"{bare.rate:.0f} bare POSTs/s, {noop.rate:.0f} no-op jobs/s",
         ),
         (
-            "deliveries/s / bare requests POSTs/s",
+            "deliveries/s / bare urllib3 POSTs/s",
             hooks,
             bare,
             f"a delivery {ratio(1000, hooks.rate):.2f} ms, its POST alone "

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -64,7 +64,7 @@ def log_outcome(outcome: AttemptOutcome) -> None:
 
     A delivery given up (``dead``) or an endpoint a 410 disabled needs an operator: WARNING."""
     level = logging.WARNING if outcome.verdict in _NEEDS_AN_OPERATOR else logging.INFO
-    logger.log(level, "webhook attempt", extra=asdict(outcome))
+    logger.log(level, "webhook attempt", extra=vars(outcome))
 
 
 @dataclass(frozen=True)

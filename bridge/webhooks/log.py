@@ -234,7 +234,7 @@ return answers
 
 # Conclude a try whose outcome needs no job: KEYS delivery, attempts, event body, pending index,
 # the final status's index, dead letters; ARGV started, retention, attempt JSON (or ""), final
-# status, created ms, updated ms, then the record's fields as name, value pairs. 0 when the try
+# status, created ms, updated ms, then the fields that changed as name, value pairs. 0 when the try
 # is no longer this run's (another run claimed it, or an operator requeued it).
 _CONCLUDE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending'
@@ -516,8 +516,11 @@ class DeliveryLog:
     def _conclude_in_one(
         self, claimed: DeliveryRecord, updated: DeliveryRecord, attempt: Attempt | None
     ) -> bool:
-        fields = updated.to_hash()
-        del fields["attempt_count"]  # counted up by the script
+        # Only what changed since the claim: the script has checked that the record is still
+        # the claimed one, and nothing else writes a claimed try's other fields.
+        before = claimed.to_hash()
+        fields = {name: value for name, value in updated.to_hash().items() if before[name] != value}
+        fields.pop("attempt_count", None)  # counted up by the script
         fields["lease_until_ms"] = 0
         final = updated.status
         keys = [

@@ -5,6 +5,7 @@ Pure apart from the HMAC: signatures come from ``standardwebhooks.Webhook(secret
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -16,8 +17,14 @@ def signature_header(msg_id: str, timestamp: int, body: bytes, secrets: Sequence
     moment = datetime.fromtimestamp(timestamp, tz=UTC)
     text = body.decode("utf-8")
     return " ".join(
-        Webhook(secret).sign(msg_id=msg_id, timestamp=moment, data=text) for secret in secrets
+        _signer(secret).sign(msg_id=msg_id, timestamp=moment, data=text) for secret in secrets
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _signer(secret: str) -> Webhook:
+    # A secret's key is decoded once, not once per delivery.
+    return Webhook(secret)
 
 
 def signed_headers(

@@ -9,34 +9,50 @@ selects another pool, and the address it names was vetted before any pool is loo
 
 from __future__ import annotations
 
+import functools
+import os
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
-import requests
-from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3 import BaseHTTPResponse, Timeout
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import make_headers, parse_url
 from urllib3.util.connection import create_connection
+from urllib3.util.ssl_ import create_urllib3_context
 
 from bridge.net.deadline import (
     Deadline,
     DeadlineHTTPConnection,
-    DeadlinePoolManager,
     IdleLimitedHTTPSPool,
     IdleLimitedPool,
     deadline,
 )
-from bridge.net.prepared import prepared
 
 # Receivers close idle kept-alive connections early (Node.js after 5 s, nginx after 75 s): a
 # connection idle for longer than this is not reused, so a POST rarely meets a closing one.
 MAX_IDLE_S = 4.0
+# Kept-alive connections per pool: a worker POSTs from one thread; the API's test deliveries
+# from several.
+POOL_SIZE = 10
+# What ``requests`` sends beside the caller's headers (its defaults, with the encodings it
+# can decode without optional packages).
+BASE_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "Connection": "keep-alive"}
 
 
 class _PinnedHTTPConnection(DeadlineHTTPConnection):
@@ -55,7 +71,7 @@ class _PinnedHTTPConnection(DeadlineHTTPConnection):
             )
         except TimeoutError as exc:
             raise ConnectTimeoutError(
-                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+                f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
             ) from exc
         except OSError as exc:
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
@@ -74,42 +90,6 @@ class _PinnedHTTPSPool(IdleLimitedHTTPSPool):
     ConnectionCls = _PinnedHTTPSConnection
 
 
-class _PinnedPoolManager(DeadlinePoolManager):
-    def __init__(self, pinned_address: str, **kwargs: Any) -> None:
-        super().__init__(MAX_IDLE_S, **kwargs)
-        self._pinned_address = pinned_address
-        self.pool_classes_by_scheme = {"http": _PinnedHTTPPool, "https": _PinnedHTTPSPool}
-
-    def _new_pool(
-        self,
-        scheme: str,
-        host: str,
-        port: int,
-        request_context: dict[str, Any] | None = None,
-    ) -> HTTPConnectionPool:
-        pool = super()._new_pool(scheme, host, port, request_context)
-        pool.conn_kw["pinned_address"] = self._pinned_address
-        return pool
-
-
-class PinnedAddressAdapter(HTTPAdapter):
-    """A requests transport adapter whose connections all go to one pre-resolved address."""
-
-    def __init__(self, pinned_address: str) -> None:
-        self._pinned_address = pinned_address  # before super(): it calls init_poolmanager
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        self._pool_connections = connections
-        self._pool_maxsize = maxsize
-        self._pool_block = block
-        self.poolmanager = _PinnedPoolManager(
-            self._pinned_address, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs
-        )
-
-
 @dataclass(frozen=True)
 class PoolKey:
     """What a kept-alive connection is bound to: the vetted address it was opened to, and the
@@ -123,7 +103,7 @@ class PoolKey:
 
 
 class PinnedPools:
-    """One ``requests.Session`` per ``PoolKey``, the least recently used dropped beyond
+    """One urllib3 connection pool per ``PoolKey``, the least recently used dropped beyond
     ``max_pools``. Thread-safe; a process keeps one (``POOLS``).
 
     The key holds the address ``ssrf.vet`` returned for this delivery: an answer that changed
@@ -134,32 +114,57 @@ class PinnedPools:
 
     def __init__(self, max_pools: int = 64) -> None:
         self.max_pools = max_pools
-        self._sessions: OrderedDict[PoolKey, requests.Session] = OrderedDict()
+        self._pools: OrderedDict[PoolKey, HTTPConnectionPool] = OrderedDict()
         self._lock = threading.Lock()
 
-    def session(self, key: PoolKey) -> requests.Session:
+    def pool(self, key: PoolKey) -> HTTPConnectionPool:
         with self._lock:
-            found = self._sessions.get(key)
+            found = self._pools.get(key)
             if found is not None:
-                self._sessions.move_to_end(key)
+                self._pools.move_to_end(key)
                 return found
-            session = requests.Session()
-            session.trust_env = False  # no proxies or netrc from the environment: pinning holds
-            session.verify = key.verify
-            adapter = PinnedAddressAdapter(key.address)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._sessions[key] = session
-            while len(self._sessions) > self.max_pools:
-                _, old = self._sessions.popitem(last=False)
+            pool = _new_pool(key)
+            self._pools[key] = pool
+            while len(self._pools) > self.max_pools:
+                _, old = self._pools.popitem(last=False)
                 old.close()  # idle connections close now; in-use ones when released
-            return session
+            return pool
 
     def clear(self) -> None:
         with self._lock:
-            for session in self._sessions.values():
-                session.close()
-            self._sessions.clear()
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+
+def _new_pool(key: PoolKey) -> HTTPConnectionPool:
+    """A pool for ``key`` whose TLS checks are those ``requests`` makes for ``verify``: the
+    ``certifi`` bundle ``requests`` ships (loaded once per process), a CA bundle file or
+    directory, or none at all."""
+    common: dict[str, Any] = {"maxsize": POOL_SIZE, "retries": False}
+    pool: IdleLimitedPool
+    if key.scheme == "https":
+        tls: dict[str, Any]
+        if key.verify is False:
+            tls = {"cert_reqs": "CERT_NONE"}
+        elif key.verify is True:
+            tls = {"cert_reqs": "CERT_REQUIRED", "ssl_context": _default_tls_context()}
+        elif os.path.isdir(key.verify):
+            tls = {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": key.verify}
+        else:
+            tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": key.verify}
+        pool = _PinnedHTTPSPool(key.host, key.port, pinned_address=key.address, **common, **tls)
+    else:
+        pool = _PinnedHTTPPool(key.host, key.port, pinned_address=key.address, **common)
+    pool.max_idle_s = MAX_IDLE_S
+    return pool
+
+
+@functools.cache
+def _default_tls_context() -> ssl.SSLContext:
+    context = create_urllib3_context()
+    context.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+    return context
 
 
 POOLS = PinnedPools()
@@ -191,51 +196,39 @@ def post(
     so a receiver that trickles bytes cannot hold the worker longer; the rest of the answer is
     never read (the connection is then closed, not drained). ``verify``: check TLS certificates
     (or a CA bundle path). ``pinned_address`` must come from ``ssrf.vet`` for this delivery.
+    Credentials in the URL (``user:password@``) are sent as HTTP Basic authentication.
 
     A kept-alive connection that breaks before any answer is tried once more on a new one:
     webhooks are delivered at least once (receivers dedupe by ``webhook-id``), and a receiver
     that closed an idle connection as the POST set out has not seen it."""
     started = time.monotonic()
-    parts = urlsplit(url)
-    key = PoolKey(
-        scheme=parts.scheme,
-        address=pinned_address,
-        port=parts.port or (443 if parts.scheme == "https" else 80),
-        host=(parts.hostname or "").lower(),
-        verify=verify,
-    )
-    session = (pools or POOLS).session(key)
+    target = _target(url)
+    key = PoolKey(target.scheme, pinned_address, target.port, target.host, verify)
+    pool = (pools or POOLS).pool(key)
+    sent = {**BASE_HEADERS, **headers, **target.auth}
     with deadline(timeout_s) as limit:
         try:
             try:
-                response = _send(session, url, body, headers, timeout_s)
-            except requests.ConnectionError:
+                response = _send(pool, target.path, body, sent, timeout_s)
+            except _BROKEN:
                 if not limit.reused or limit.expired:
                     raise
-                response = _send(session, url, body, headers, timeout_s)
-        except requests.Timeout as exc:
-            return _error("timeout", exc, started)
-        except requests.ConnectionError as exc:
-            if limit.expired:
+                response = _send(pool, target.path, body, sent, timeout_s)
+        except (HTTPError, OSError) as exc:
+            return _failed(exc, limit, timeout_s, started, target.path)
+        try:
+            if limit.expired:  # headers cut short by the deadline: the status line proves nothing
                 return _error(
                     "timeout", f"timed out: no answer within the {timeout_s:g}s deadline", started
                 )
-            return _error("connection_error", exc, started)
-        except requests.RequestException as exc:
-            return _error("request_error", exc, started)
-        if limit.expired:  # headers cut short by the deadline: the status line proves nothing
-            response.close()
-            return _error(
-                "timeout", f"timed out: no answer within the {timeout_s:g}s deadline", started
-            )
-        try:
             raw = _read_excerpt(response, excerpt_bytes, limit)
         finally:
             # A body read to its end already gave the connection back to the pool; otherwise
             # this closes it: an endless body is never drained.
             response.close()
+            response.release_conn()
         return HttpResult(
-            status_code=response.status_code,
+            status_code=response.status,
             error=None,
             latency_ms=_elapsed_ms(started),
             excerpt=raw[:excerpt_bytes].decode("utf-8", "replace"),
@@ -243,22 +236,90 @@ def post(
         )
 
 
+# What ``requests`` calls a connection error: the exchange broke before an answer.
+_BROKEN = (ProtocolError, NewConnectionError, SSLError, OSError)
+
+
+def _failed(
+    exc: HTTPError | OSError, limit: Deadline, timeout_s: float, started: float, path: str
+) -> HttpResult:
+    """The result of a POST that raised ``exc``, named as ``requests`` names its errors; the
+    detail says what broke and which path was asked for (never the URL's credentials)."""
+    detail = f"{_detail(exc)} (POST {path})"
+    if isinstance(exc, ReadTimeoutError) or (
+        isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError)
+    ):
+        return _error("timeout", detail, started)
+    if isinstance(exc, _BROKEN):
+        if limit.expired:
+            return _error(
+                "timeout", f"timed out: no answer within the {timeout_s:g}s deadline", started
+            )
+        return _error("connection_error", detail, started)
+    return _error("request_error", detail, started)
+
+
+def _detail(exc: Exception) -> str:
+    """``exc``'s message without the connection or pool urllib3 puts in front of it."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    owner = exc.conn if isinstance(exc, NewConnectionError) else getattr(exc, "pool", None)
+    return text.removeprefix(f"{owner}: ") if owner is not None else text
+
+
 def _send(
-    session: requests.Session, url: str, body: bytes, headers: dict[str, str], timeout_s: float
-) -> requests.Response:
-    # What ``session.post`` sends, without its merge of every session setting per request;
-    # the session takes nothing from the environment, so no proxy applies.
-    return session.send(
-        prepared(session, "POST", url, body, headers),
-        timeout=timeout_s,
-        allow_redirects=False,
-        stream=True,
-        verify=session.verify,
-        proxies={},
+    pool: HTTPConnectionPool, path: str, body: bytes, headers: dict[str, str], timeout_s: float
+) -> BaseHTTPResponse:
+    # What ``requests`` asks of urllib3 for a POST, without its session layer: no redirect
+    # followed, no retry, the body read by the caller.
+    return pool.urlopen(
+        "POST",
+        path,
+        body=body,
+        headers=headers,
+        redirect=False,
+        assert_same_host=False,
+        preload_content=False,
+        decode_content=False,
+        retries=False,
+        timeout=Timeout(connect=timeout_s, read=timeout_s),
     )
 
 
-def _read_excerpt(response: requests.Response, limit: int, until: Deadline) -> bytes:
+@dataclass(frozen=True)
+class _Target:
+    scheme: str
+    host: str
+    port: int
+    path: str  # with the query
+    auth: dict[str, str]  # the Authorization header the URL's credentials make, if any
+
+
+@functools.lru_cache(maxsize=256)
+def _target(url: str) -> _Target:
+    """What a POST to ``url`` needs of it: parsed once per URL, not per delivery."""
+    parts = parse_url(url)
+    scheme = (parts.scheme or "").lower()
+    return _Target(
+        scheme=scheme,
+        host=(parts.host or "").lower().strip("[]"),
+        port=parts.port or (443 if scheme == "https" else 80),
+        path=parts.request_uri,
+        auth=_basic_auth(parts.auth),
+    )
+
+
+def _basic_auth(auth: str | None) -> dict[str, str]:
+    """The Authorization header ``requests`` makes of a URL's ``user:password@``: none unless
+    both parts are there and one is not empty."""
+    if auth is None or ":" not in auth:
+        return {}
+    user, _, password = auth.partition(":")
+    if not user and not password:
+        return {}
+    return make_headers(basic_auth=f"{unquote(user)}:{unquote(password)}")
+
+
+def _read_excerpt(response: BaseHTTPResponse, limit: int, until: Deadline) -> bytes:
     """Up to ``limit`` bytes of the answer; what arrived before a break or the deadline. One
     byte more is asked for, so that a body of exactly ``limit`` bytes is seen to end (and its
     connection can be reused)."""
@@ -266,7 +327,7 @@ def _read_excerpt(response: requests.Response, limit: int, until: Deadline) -> b
     total = 0
     try:
         while total <= limit and not until.expired:
-            data = response.raw.read1(min(256, limit + 1 - total), decode_content=True)
+            data = response.read1(min(256, limit + 1 - total), decode_content=True)
             if not data:
                 break
             parts.append(data)

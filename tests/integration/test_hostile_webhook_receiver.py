@@ -5,7 +5,9 @@ guard refuses internal addresses however they are spelled.
 
 from __future__ import annotations
 
+import base64
 import os
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -67,6 +69,38 @@ def test_an_endless_body_is_not_drained(receiver: HostileServer) -> None:
     result = post(receiver, timeout_s=5.0, excerpt_bytes=1024)
     assert time.monotonic() - started < 1.0
     assert result.status_code == 200 and result.excerpt == "y" * 1024
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "authorization"),
+    [
+        ("hook%40ops:p%3Ass", "Basic " + base64.b64encode(b"hook@ops:p:ss").decode()),
+        (":secret", "Basic " + base64.b64encode(b":secret").decode()),
+        ("token", None),  # no password: nothing to send, as ``requests`` sends nothing
+        (":", None),
+    ],
+)
+def test_url_credentials_go_as_basic_authentication_and_nowhere_else(
+    receiver: HostileServer, userinfo: str, authorization: str | None
+) -> None:
+    url = receiver.url("/hook?channel=7").replace("://", f"://{userinfo}@")
+    result = transport.post(url, BODY, {}, pinned_address="127.0.0.1", timeout_s=2.0)
+    assert (result.status_code, result.error) == (204, None)
+    [seen] = receiver.seen
+    assert seen.headers.get("authorization") == authorization
+    assert (seen.path, seen.headers["host"]) == ("/hook?channel=7", f"127.0.0.1:{receiver.port}")
+
+
+def test_a_refused_connection_names_the_path_it_asked_for() -> None:
+    with socket.socket() as bound:  # bound, not listening: every connect is refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://ops:pw@127.0.0.1:{bound.getsockname()[1]}/hook?channel=7"
+        result = transport.post(url, BODY, {}, pinned_address="127.0.0.1", timeout_s=2.0)
+    assert result.status_code is None
+    assert result.error == (
+        "connection_error: Failed to establish a new connection: [Errno 111] Connection refused"
+        " (POST /hook?channel=7)"
+    )
 
 
 def test_a_redirect_to_another_host_is_not_followed(receiver: HostileServer) -> None:
