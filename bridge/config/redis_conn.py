@@ -202,3 +202,54 @@ def execute_then_watch(pipe: redis.client.Pipeline, key: str) -> tuple[list[Any]
     watching.connection, watching.watching = conn, True
     pipe.connection, pipe.watching = None, False  # the caller's reset() leaves it to the new one
     return answers, (watching, raw)
+
+
+class SentScript:
+    """A registered script's call written to Redis now, its answer read later with ``answer()``:
+    the caller does other work meanwhile (an HTTP request), and Redis runs the script while it
+    does. The call holds a connection of the client's pool until ``answer()``.
+
+    Once ``send_script`` returns, the call is in the socket: a process killed after that still
+    has it delivered and run (a closing socket sends what it holds). Its answer is not read
+    again: a caller that gets an error other than an error answer does not know whether the
+    script ran, and repeats it only if the script is a check-and-set.
+    """
+
+    def __init__(self, client: redis.Redis, script: Any, keys: Sequence[Any], args: Sequence[Any]):
+        self._pool = client.connection_pool
+        self._conn: Any = self._pool.get_connection()
+        try:
+            self._conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except BaseException:
+            self._drop()
+            raise
+
+    def answer(self) -> Any:
+        """The script's answer, as Redis gives it. An error answer raises as such (a Redis that
+        lost its scripts: ``NoScriptError``); a broken connection is dropped, not reused."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            raise redis.RedisError("the answer was already read")
+        try:
+            return conn.read_response()
+        except redis.ResponseError:
+            raise  # the answer was read in full: the connection can serve the next call
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self._pool.release(conn)
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+            self._pool.release(conn)
+
+
+def send_script(
+    client: redis.Redis, script: Any, keys: Sequence[Any], args: Sequence[Any]
+) -> SentScript:
+    """Write a call of ``script`` (registered with ``client.register_script``) and return
+    without waiting for its answer; see ``SentScript``."""
+    return SentScript(client, script, keys, args)

@@ -6,6 +6,7 @@ scheduler retries); it only waits, within the job's time, for Redis to serve aga
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -18,6 +19,7 @@ from typing import TypeVar
 import redis
 from redis.client import Pipeline
 
+from bridge.config.redis_conn import SentScript
 from bridge.config.redis_faults import redis_unavailable
 from bridge.webhooks import ssrf, transport
 from bridge.webhooks.endpoint_status import EndpointStatusStore
@@ -109,6 +111,10 @@ class Deliverer:
         # cache with that TTL would; each job starts without.
         self._vetted: dict[tuple[str, bool], ssrf.Target | SsrfBlocked | AddressResolutionError]
         self._vetted = {}
+        # The conclusion written before the last POST, its answer not yet read (``_settle``),
+        # and the reports of those read, by delivery id.
+        self._concluding: tuple[SentScript, _Outcome] | None = None
+        self._late: dict[str, DeliveryReport] = {}
 
     def deliver(self, delivery_id: str) -> DeliveryReport:
         return self.deliver_many([delivery_id])[0]
@@ -156,19 +162,29 @@ class Deliverer:
         records = [record for _, record in claimed]
         # Every body and endpoint's disabled state in one round trip.
         reads = self._persist(lambda: self._read_for(records)) if records else []
-        for k, ((n, record), (body, disabled)) in enumerate(zip(claimed, reads, strict=True)):
-            if k and (
-                self._stop.is_set() or time.monotonic() - started > self.settings.batch_budget_s
-            ):
-                for m, report in self._hand_back(claimed[k:]):
-                    reports[m] = report
-                break
-            reports[n] = self._deliver_claimed(record, body, disabled)
+        self._late = {}
+        try:
+            for k, ((n, record), (body, disabled)) in enumerate(zip(claimed, reads, strict=True)):
+                if k and (
+                    self._stop.is_set() or time.monotonic() - started > self.settings.batch_budget_s
+                ):
+                    for m, report in self._hand_back(claimed[k:]):
+                        reports[m] = report
+                    break
+                reports[n] = self._deliver_claimed(record, body, disabled)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that stopped the batch is the one
+                self._settle()
+            raise
+        self._settle()
+        for n, record in claimed:
+            reports[n] = self._late.get(record.id, reports[n])
         return [report for report in reports if report is not None]
 
     def _deliver_claimed(
         self, record: DeliveryRecord, body: bytes | None, disabled: bool
-    ) -> DeliveryReport:
+    ) -> DeliveryReport | None:
+        """The try's report, or None when its conclusion's answer is still to be read."""
         endpoint = self.endpoints.get(record.endpoint_id)
         if endpoint is None:
             return self._dead(record, "endpoint_removed", None)
@@ -197,6 +213,7 @@ class Deliverer:
         def enqueue(pipe: Pipeline, delivery_id: str, try_no: int) -> None:
             self.jobs.enqueue_now(pipe, delivery_id, try_no)
 
+        self._settle()
         records = [record for _, record in rest]
         given = set(self._persist(lambda: self.log.hand_back(records, self._now_ms(), enqueue)))
         logger.info(
@@ -215,7 +232,7 @@ class Deliverer:
 
     def _attempt(
         self, record: DeliveryRecord, endpoint: WebhookEndpoint, body: bytes
-    ) -> DeliveryReport:
+    ) -> DeliveryReport | None:
         at_ms = self._now_ms()
         allow_private = endpoint.allow_private or self.settings.allow_private
         try:
@@ -294,7 +311,7 @@ class Deliverer:
         report = self._conclude(
             record, retry, attempt, "retry_scheduled", decision.verdict, schedule
         )
-        return replace(report, next_attempt_at=_from_ms(next_ms))
+        return report and replace(report, next_attempt_at=_from_ms(next_ms))
 
     def _vet(self, url: str, allow_private: bool) -> ssrf.Target:
         """``ssrf.vet``, once per job for a URL: its target, or the error it raised."""
@@ -317,7 +334,7 @@ class Deliverer:
         attempt: Attempt | None,
         after: Callable[[Pipeline], None] | None = None,
         verdict: Verdict = Verdict.DEAD,
-    ) -> DeliveryReport:
+    ) -> DeliveryReport | None:
         dead = replace(
             record,
             status=DeliveryStatus.DEAD,
@@ -335,22 +352,54 @@ class Deliverer:
         action: str,
         verdict: Verdict,
         after: Callable[[Pipeline], None] | None = None,
-    ) -> DeliveryReport:
-        if not self._persist(lambda: self.log.conclude(claimed, updated, attempt, after)):
-            return DeliveryReport(claimed.id, "skipped", "superseded")
+    ) -> DeliveryReport | None:
+        """Record the try's outcome before the next POST goes out.
+
+        A conclusion that needs one script call (no job, no endpoint change: ``after`` is None)
+        is written and its answer read after the next delivery's POST (``_settle``), so that
+        Redis runs it while the POST is out: None then, the report comes with the answer. Any
+        other conclusion waits for Redis, as every other write does."""
+        self._settle()
+        outcome = _Outcome(claimed, updated, attempt, action, verdict)
+        if after is None:
+            try:
+                self._concluding = (self.log.send_conclusion(claimed, updated, attempt), outcome)
+                return None
+            except redis.RedisError:
+                pass  # not written: conclude the ordinary way, waiting for Redis
+        applied = self._persist(lambda: self.log.conclude(claimed, updated, attempt, after))
+        return self._concluded(outcome, applied)
+
+    def _settle(self) -> None:
+        """Read the answer of the conclusion written before the last POST, if any."""
+        if self._concluding is None:
+            return
+        (sent, c), self._concluding = self._concluding, None
+        try:
+            applied = bool(sent.answer())
+        except redis.RedisError:
+            # Refused (Redis read-only, or restarted without its scripts) or the answer lost:
+            # conclude again the ordinary way, waiting for Redis. A conclusion that was applied
+            # answers so again and counts nothing twice.
+            applied = self._persist(lambda: self.log.conclude(c.claimed, c.updated, c.attempt))
+        self._late[c.claimed.id] = self._concluded(c, applied)
+
+    def _concluded(self, c: _Outcome, applied: bool) -> DeliveryReport:
+        if not applied:
+            return DeliveryReport(c.claimed.id, "skipped", "superseded")
         self._on_outcome(
             AttemptOutcome(
-                delivery_id=claimed.id,
-                endpoint_id=claimed.endpoint_id,
-                event_type=claimed.event_type,
-                try_no=claimed.try_no,
-                verdict=verdict.value,
-                reason=updated.reason,
-                status_code=attempt.status_code if attempt else None,
-                latency_ms=attempt.latency_ms if attempt else None,
+                delivery_id=c.claimed.id,
+                endpoint_id=c.claimed.endpoint_id,
+                event_type=c.claimed.event_type,
+                try_no=c.claimed.try_no,
+                verdict=c.verdict.value,
+                reason=c.updated.reason,
+                status_code=c.attempt.status_code if c.attempt else None,
+                latency_ms=c.attempt.latency_ms if c.attempt else None,
             )
         )
-        return DeliveryReport(claimed.id, action, updated.reason)
+        return DeliveryReport(c.claimed.id, c.action, c.updated.reason)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -380,6 +429,17 @@ class Deliverer:
                     warned = True
                 self._stop.wait(delay)
                 delay = min(delay * 2, 2.0)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A try's outcome, to record: the record as claimed and as it ends, the attempt made."""
+
+    claimed: DeliveryRecord
+    updated: DeliveryRecord
+    attempt: Attempt | None
+    action: str
+    verdict: Verdict
 
 
 def _from_ms(ms: int) -> datetime:

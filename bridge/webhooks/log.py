@@ -29,6 +29,7 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from bridge.config.redis_conn import SentScript, send_script
 from bridge.config.redis_text import text
 from bridge.webhooks.errors import DeliveryInFlight, DeliveryNotFound
 
@@ -235,10 +236,15 @@ return answers
 # Conclude a try whose outcome needs no job: KEYS delivery, attempts, event body, pending index,
 # the final status's index, dead letters; ARGV started, retention, attempt JSON (or ""), final
 # status, created ms, updated ms, then the fields that changed as name, value pairs. 0 when the try
-# is no longer this run's (another run claimed it, or an operator requeued it).
+# is no longer this run's (another run claimed it, or an operator requeued it); 1 when it is
+# concluded, by this call or by the same call run before (its answer lost, the call repeated:
+# the record already holds this outcome with this update time, and nothing is counted twice).
 _CONCLUDE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending'
-  or redis.call('HGET', KEYS[1], 'started') ~= ARGV[1] then
+local status, started, updated = unpack(redis.call('HMGET', KEYS[1], 'status', 'started',
+  'updated_ms'))
+if started ~= ARGV[1] then return 0 end
+if status ~= 'pending' then
+  if status == ARGV[4] and updated == ARGV[6] then return 1 end
   return 0
 end
 local id = redis.call('HGET', KEYS[1], 'id')
@@ -513,9 +519,27 @@ class DeliveryLog:
 
         return self._transact(delivery_id, attempt)
 
+    def send_conclusion(
+        self, claimed: DeliveryRecord, updated: DeliveryRecord, attempt: Attempt | None
+    ) -> SentScript:
+        """``conclude`` without ``after``, written to Redis without waiting for its answer: the
+        caller reads it (``SentScript.answer``, 1 or 0 as ``conclude``'s True or False) after
+        its next piece of work. If that read fails, ``conclude`` with the same arguments is
+        safe to run: a conclusion already applied answers 1 again and counts nothing twice."""
+        return send_script(
+            self._r, self._conclude_script, *self._conclusion(claimed, updated, attempt)
+        )
+
     def _conclude_in_one(
         self, claimed: DeliveryRecord, updated: DeliveryRecord, attempt: Attempt | None
     ) -> bool:
+        keys, args = self._conclusion(claimed, updated, attempt)
+        return bool(self._conclude_script(keys=keys, args=args))
+
+    def _conclusion(
+        self, claimed: DeliveryRecord, updated: DeliveryRecord, attempt: Attempt | None
+    ) -> tuple[list[str], list[str | int]]:
+        """The conclusion script's keys and arguments."""
         # Only what changed since the claim: the script has checked that the record is still
         # the claimed one, and nothing else writes a claimed try's other fields.
         before = claimed.to_hash()
@@ -541,7 +565,7 @@ class DeliveryLog:
         ]
         for name, value in fields.items():
             args += [name, value]
-        return bool(self._conclude_script(keys=keys, args=args))
+        return keys, args
 
     def lost_claims(self, now_ms: int, limit: int) -> list[DeliveryRecord]:
         """Lost tries (``DeliveryRecord.lost``) among the ``limit`` oldest pending deliveries."""

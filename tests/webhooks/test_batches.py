@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rq import Queue
 
-from bridge.webhooks.delivery import AttemptOutcome, Deliverer
+from bridge.webhooks.delivery import Deliverer
 from bridge.webhooks.endpoints import WebhookEndpoint
 from bridge.webhooks.jobs import BATCH_FUNC, JOB_FUNC, QUEUE_NAME, job_id_for
 from bridge.webhooks.log import (
@@ -104,18 +104,19 @@ def test_a_stopping_worker_hands_the_rest_of_its_batch_back(
         ids, [_] = stage(redis_client, endpoints, 5)
         redis_client.delete(f"rq:queue:{QUEUE_NAME}")  # this test runs the batch itself
         stop = threading.Event()
+        ops.script(Reply(delay_s=0.3))  # the first POST is held while the worker is told to stop
 
-        def stop_after_one(outcome: AttemptOutcome) -> None:
-            stop.set()  # as SIGTERM would, while the first delivery is being concluded
+        def sigterm_during_the_first_post() -> None:
+            ops.wait_for(1)
+            stop.set()  # as SIGTERM would
 
+        signal = threading.Thread(target=sigterm_during_the_first_post)
+        signal.start()
         deliverer = Deliverer(
-            redis_client,
-            WebhookSettings.from_env(os.environ),
-            endpoints,
-            on_outcome=stop_after_one,
-            stop=stop,
+            redis_client, WebhookSettings.from_env(os.environ), endpoints, stop=stop
         )
         reports = deliverer.deliver_many(ids)
+        signal.join()
 
         assert [r.action for r in reports] == ["succeeded"] + ["handed_back"] * 4
         assert texts(ops) == ["m0"]
