@@ -8,17 +8,31 @@ off. Connections are kept alive and reused; see ``UcwaTransport`` for what that 
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from requests.cookies import extract_cookies_to_jar
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Timeout
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    LocationValueError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from bridge.net.deadline import Deadline, DeadlineAdapter, deadline, read_capped
 from bridge.net.prepared import prepared
@@ -135,6 +149,7 @@ class UcwaTransport:
         )
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
+        self._adapter = adapter
         self.http.headers.update(
             {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
         )
@@ -271,14 +286,7 @@ class UcwaTransport:
     ) -> HttpResponse:
         method, url = request.method, request.url
         try:
-            raw = self.http.send(
-                prepared(self.http, method, url, data, headers),
-                timeout=(min(self.connect_timeout, limit.remaining()), read_timeout),
-                allow_redirects=False,
-                stream=True,
-                verify=self.options.verify,
-                proxies=self._proxies_for(url),
-            )
+            raw = self._request(method, url, data, headers, read_timeout, limit)
         except requests.exceptions.SSLError as exc:
             raise NotSent(f"TLS failed: {_first_line(exc)}", method=method, url=url) from exc
         except requests.ConnectTimeout as exc:
@@ -301,26 +309,103 @@ class UcwaTransport:
                 "no answer before the read timeout", method=method, url=url
             ) from exc
         try:
-            body = read_capped(raw.raw, self.options.max_body_bytes, limit)
+            body = read_capped(raw, self.options.max_body_bytes, limit)
         except Exception as exc:  # urllib3/ssl/socket errors alike: the answer broke off
             raise DeliveryUnknown(
                 f"answer broke off: {type(exc).__name__}", method=method, url=url
             ) from exc
         finally:
+            # As ``requests.Response.close``: a body read to its end already gave the connection
+            # back to the pool; one cut short closes it.
             raw.close()
+            raw.release_conn()
         if body is None:
             raise ResponseTooLarge(
                 f"response body over {self.options.max_body_bytes} bytes",
                 method=method,
                 url=url,
-                status=raw.status_code,
+                status=raw.status,
             )
         return HttpResponse(
-            status=raw.status_code,
+            status=raw.status,
             headers=tuple(_raw_headers(raw)),
-            text=body.decode(raw.encoding or "utf-8", errors="replace"),
+            text=body.decode(get_encoding_from_headers(raw.headers) or "utf-8", errors="replace"),
             url=url,
         )
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        data: Any,
+        headers: dict[str, str],
+        read_timeout: float,
+        limit: Deadline,
+    ) -> BaseHTTPResponse:
+        """Send the request; the answer with its body unread. Failures raise as ``requests``
+        raises them.
+
+        A request that needs nothing of ``requests``' session layer (no proxy applies, no
+        cookie to send) goes to the adapter's urllib3 pool itself, as ``requests`` would send it
+        (the same pool, URL, headers, body, TLS checks and timeouts) without the layer's cost:
+        its settings merged again, its hooks and its ``Response``. A cookie the answer sets
+        goes into the session's jar, and from then on requests take ``requests``' own path."""
+        timeout = (min(self.connect_timeout, limit.remaining()), read_timeout)
+        proxies = self._proxies_for(url)
+        if proxies or len(self.http.cookies):
+            response = self.http.send(
+                prepared(self.http, method, url, data, headers),
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+                verify=self.options.verify,
+                proxies=proxies,
+            )
+            return cast(BaseHTTPResponse, response.raw)
+        target = _target(url)
+        merged = CaseInsensitiveDict(cast(Mapping[str, str], self.http.headers))
+        merged.update(headers)
+        # Where and when ``requests`` writes it (``PreparedRequest.prepare_content_length``).
+        if data is not None:
+            if len(data):
+                merged["Content-Length"] = str(len(data))
+        elif method not in ("GET", "HEAD") and merged.get("Content-Length") is None:
+            merged["Content-Length"] = "0"
+        try:
+            pool = cast(
+                HTTPConnectionPool,
+                self._adapter.get_connection_with_tls_context(target, self.options.verify),
+            )
+            self._adapter.cert_verify(pool, url, self.options.verify, None)
+            raw = pool.urlopen(
+                method,
+                target.path_url,
+                body=data,
+                headers=merged,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,
+                retries=False,
+                timeout=Timeout(connect=timeout[0], read=timeout[1]),
+            )
+        except (NewConnectionError, ClosedPoolError) as exc:
+            raise requests.ConnectionError(exc) from exc
+        except ConnectTimeoutError as exc:
+            raise requests.ConnectTimeout(exc) from exc
+        except ReadTimeoutError as exc:
+            raise requests.ReadTimeout(exc) from exc
+        except Urllib3SSLError as exc:
+            raise requests.exceptions.SSLError(exc) from exc
+        except (ProtocolError, OSError) as exc:
+            raise requests.ConnectionError(exc) from exc
+        except LocationValueError as exc:
+            raise requests.exceptions.InvalidURL(exc) from exc
+        if "set-cookie" in raw.headers:
+            extract_cookies_to_jar(
+                self.http.cookies, prepared(self.http, method, url, None, headers), raw
+            )
+        return raw
 
     def _observe(self, kind: str, method: str, status: int | None, started: float) -> None:
         if self.observer is not None:
@@ -367,11 +452,12 @@ def absolute(base_url: str, href: str) -> str:
 
 
 def _refused(exc: BaseException) -> bool:
+    """Whether the connection never opened (refused, unreachable): the request was not sent."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError):
+        if isinstance(current, ConnectionRefusedError | NewConnectionError):
             return True
         text = str(current)
         if "Connection refused" in text or "NewConnectionError" in text:
@@ -388,15 +474,18 @@ def _refused(exc: BaseException) -> bool:
     return False
 
 
-def _raw_headers(raw: requests.Response) -> list[tuple[str, str]]:
+def _raw_headers(raw: BaseHTTPResponse) -> list[tuple[str, str]]:
     """Keep repeated headers (two WWW-Authenticate challenges) as separate values."""
-    original = getattr(raw.raw, "headers", None)
-    if original is not None and hasattr(original, "items"):
-        try:
-            return [(str(k), str(v)) for k, v in original.items()]
-        except Exception:  # pragma: no cover - defensive: fall back to the folded view
-            pass
-    return [(k, v) for k, v in raw.headers.items()]
+    return [(str(k), str(v)) for k, v in raw.headers.items()]
+
+
+@functools.lru_cache(maxsize=512)
+def _target(url: str) -> requests.PreparedRequest:
+    """``url`` as ``requests`` prepares it (IDNA host, quoted path), once per URL: a UCWA
+    resource is asked for many times."""
+    target = requests.PreparedRequest()
+    target.prepare_url(url, None)
+    return target
 
 
 __all__ = ["ConnectionLost", "DeliveryUnknown", "NotSent", "UcwaError", "UcwaTransport", "absolute"]
