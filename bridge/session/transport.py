@@ -371,12 +371,17 @@ class UcwaTransport:
                 merged["Content-Length"] = str(len(data))
         elif method not in ("GET", "HEAD") and merged.get("Content-Length") is None:
             merged["Content-Length"] = "0"
+        # As ``HTTPAdapter.send``: a URL without a host is an ``InvalidURL``, and a CA bundle
+        # that is not there raises ``OSError`` before anything is sent, never a lost connection.
         try:
             pool = cast(
                 HTTPConnectionPool,
                 self._adapter.get_connection_with_tls_context(target, self.options.verify),
             )
-            self._adapter.cert_verify(pool, url, self.options.verify, None)
+        except LocationValueError as exc:
+            raise requests.exceptions.InvalidURL(exc) from exc
+        self._adapter.cert_verify(pool, url, self.options.verify, None)
+        try:
             raw = pool.urlopen(
                 method,
                 target.path_url,
@@ -399,8 +404,6 @@ class UcwaTransport:
             raise requests.exceptions.SSLError(exc) from exc
         except (ProtocolError, OSError) as exc:
             raise requests.ConnectionError(exc) from exc
-        except LocationValueError as exc:
-            raise requests.exceptions.InvalidURL(exc) from exc
         if "set-cookie" in raw.headers:
             extract_cookies_to_jar(
                 self.http.cookies, prepared(self.http, method, url, None, headers), raw

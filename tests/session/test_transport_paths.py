@@ -7,13 +7,15 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.session.transport import UcwaTransport
+from bridge.session.transport import DeliveryUnknown, TransportOptions, UcwaTransport
 from bridge.ucwa.messages import HttpRequest
 
 _BODY = '{"a": "été"}'.encode()
@@ -124,3 +126,27 @@ def test_both_paths_send_the_same_request(
     fast, slow = capture.requests[-2:]
     assert fast == slow
     assert answers[0] == answers[1] == (200, '{"a": "été"}', "application/json; charset=utf-8")
+
+
+@pytest.mark.parametrize(
+    ("url", "verify", "error", "match"),
+    [
+        ("https://127.0.0.1:9/ucwa", "missing", OSError, "CA certificate bundle"),
+        ("http:///ucwa", True, requests.exceptions.InvalidURL, "host"),
+    ],
+    ids=["missing-ca-bundle", "no-host"],
+)
+def test_a_request_that_cannot_be_sent_fails_alike_on_both_paths_and_is_not_unknown(
+    tmp_path: Path, url: str, verify: bool | str, error: type[Exception], match: str
+) -> None:
+    options = TransportOptions(
+        verify=str(tmp_path / "nowhere.pem") if verify == "missing" else True
+    )
+    request = HttpRequest("POST", url, content="hello")
+    for transport in (UcwaTransport(options=options), ThroughRequests(options=options)):
+        try:
+            with pytest.raises(error, match=match) as raised:
+                transport.send(request)
+            assert not isinstance(raised.value, DeliveryUnknown)
+        finally:
+            transport.close()
