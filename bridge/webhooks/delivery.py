@@ -32,7 +32,6 @@ from bridge.webhooks.log import (
     DeliveryLog,
     DeliveryRecord,
     DeliveryStatus,
-    Keys,
     NotDue,
 )
 from bridge.webhooks.retry import RetryPolicy, Verdict, decide, parse_retry_after
@@ -137,11 +136,11 @@ class Deliverer:
             lambda: self.log.claim_many(delivery_ids, self._now_ms(), lease_ms=lease_ms)
         )
         reports: list[DeliveryReport | None] = [None] * len(delivery_ids)
-        claimed: list[tuple[int, DeliveryRecord]] = []
+        claimed: list[tuple[int, Claimed]] = []
         not_due: list[tuple[int, NotDue]] = []
         for n, (delivery_id, claim) in enumerate(zip(delivery_ids, claims, strict=True)):
             if isinstance(claim, Claimed):
-                claimed.append((n, claim.record))
+                claimed.append((n, claim))
             elif isinstance(claim, NotDue):
                 not_due.append((n, claim))
             else:
@@ -159,26 +158,24 @@ class Deliverer:
             for n, claim in not_due:
                 at = _from_ms(claim.at_ms)
                 reports[n] = DeliveryReport(delivery_ids[n], "not_due", next_attempt_at=at)
-        records = [record for _, record in claimed]
-        # Every body and endpoint's disabled state in one round trip.
-        reads = self._persist(lambda: self._read_for(records)) if records else []
         self._late = {}
         try:
-            for k, ((n, record), (body, disabled)) in enumerate(zip(claimed, reads, strict=True)):
+            for k, (n, claim) in enumerate(claimed):
                 if k and (
                     self._stop.is_set() or time.monotonic() - started > self.settings.batch_budget_s
                 ):
-                    for m, report in self._hand_back(claimed[k:]):
+                    rest = [(m, taken.record) for m, taken in claimed[k:]]
+                    for m, report in self._hand_back(rest):
                         reports[m] = report
                     break
-                reports[n] = self._deliver_claimed(record, body, disabled)
+                reports[n] = self._deliver_claimed(claim.record, claim.body, claim.disabled)
         except BaseException:
             with contextlib.suppress(Exception):  # the error that stopped the batch is the one
                 self._settle()
             raise
         self._settle()
-        for n, record in claimed:
-            reports[n] = self._late.get(record.id, reports[n])
+        for n, claim in claimed:
+            reports[n] = self._late.get(claim.record.id, reports[n])
         return [report for report in reports if report is not None]
 
     def _deliver_claimed(
@@ -193,17 +190,6 @@ class Deliverer:
         if body is None:
             return self._dead(record, "event_expired", None)
         return self._attempt(record, endpoint, body)
-
-    def _read_for(self, records: list[DeliveryRecord]) -> list[tuple[bytes | None, bool]]:
-        with self._r.pipeline(transaction=False) as pipe:
-            for record in records:
-                pipe.get(Keys.event(record.event_id))
-                self.status.queue_is_disabled(pipe, record.endpoint_id)
-            answers = pipe.execute()
-        return [
-            (body, bool(disabled))
-            for body, disabled in zip(answers[::2], answers[1::2], strict=True)
-        ]
 
     def _hand_back(
         self, rest: list[tuple[int, DeliveryRecord]]

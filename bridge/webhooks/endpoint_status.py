@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import redis
 from redis.client import Pipeline
 
-from bridge.webhooks.log import PREFIX
+from bridge.webhooks.log import Keys
 
 
 def disabled_key(endpoint_id: str) -> str:
-    return f"{PREFIX}endpoint:{endpoint_id}:disabled"
+    return str(Keys.endpoint_disabled(endpoint_id))
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,6 @@ class EndpointStatusStore:
     def enable(self, endpoint_id: str) -> bool:
         """Clear the disabled state; True if the endpoint was disabled."""
         return bool(self._r.delete(disabled_key(endpoint_id)))
-
-    @staticmethod
-    def queue_is_disabled(pipe: Pipeline, endpoint_id: str) -> None:
-        """Queue on ``pipe`` whether the endpoint is disabled (its reply: 1 or 0)."""
-        pipe.exists(disabled_key(endpoint_id))
 
     def disabled(self, endpoint_id: str) -> DisabledState | None:
         return self.disabled_many([endpoint_id]).get(endpoint_id)

@@ -53,6 +53,8 @@ class Keys:
     by_status = staticmethod(lambda status: f"{PREFIX}index:status:{status}")
     by_endpoint = staticmethod(lambda endpoint_id: f"{PREFIX}index:endpoint:{endpoint_id}")
     by_type = staticmethod(lambda event_type: f"{PREFIX}index:type:{event_type}")
+    # Set while the endpoint is disabled (``endpoint_status.py``).
+    endpoint_disabled = staticmethod(lambda endpoint_id: f"{PREFIX}endpoint:{endpoint_id}:disabled")
     all = f"{PREFIX}index:all"
     dead = f"{PREFIX}dead"
 
@@ -170,7 +172,12 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Claimed:
+    """A try taken for this run, with what its POST needs, read under the claim: the event's
+    body (None once past retention) and whether its endpoint is disabled."""
+
     record: DeliveryRecord
+    body: bytes | None = None
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,8 +197,9 @@ Claim = Claimed | NotDue | Skipped
 def _claim_of(answer: list[Any]) -> Claim:
     verdict = answer[0].decode()
     if verdict == "claimed":
-        flat = answer[1]
-        return Claimed(DeliveryRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))))
+        flat, body, disabled = answer[1:4]
+        record = DeliveryRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return Claimed(record, body, bool(disabled))
     if verdict == "not_due":
         return NotDue(int(answer[1]), int(answer[2]))
     if verdict == "already":
@@ -200,7 +208,9 @@ def _claim_of(answer: list[Any]) -> Claim:
 
 
 # Claim one or several deliveries: KEYS pending index, failed index, then the deliveries; ARGV
-# now, lease end, latest due, retention. One answer per delivery, in order. The checks of a
+# now, lease end, latest due, retention, then how the keys of an event's body and of an
+# endpoint's disabled flag are spelled around its id (read for each try claimed: its POST needs
+# them, and they come in the claim's round trip). One answer per delivery, in order. The checks of a
 # claim, in order: the record exists, is pending or failed, its try is not taken, and it is due
 # (up to ``early_ms`` ahead).
 _CLAIM = """
@@ -227,7 +237,9 @@ for k = 3, #KEYS do
       redis.call('ZREM', KEYS[2], r.id)
       redis.call('ZADD', KEYS[1], r.created_ms, r.id)
     end
-    answers[#answers + 1] = {'claimed', redis.call('HGETALL', KEYS[k])}
+    answers[#answers + 1] = {'claimed', redis.call('HGETALL', KEYS[k]),
+      redis.call('GET', ARGV[5] .. (r.event_id or '')),
+      redis.call('EXISTS', ARGV[6] .. (r.endpoint_id or '') .. ARGV[7])}
   end
 end
 return answers
@@ -404,7 +416,14 @@ class DeliveryLog:
                     Keys.by_status(DeliveryStatus.FAILED),
                     *(Keys.delivery(i) for i in delivery_ids),
                 ],
-                args=[now_ms, now_ms + lease_ms, now_ms + early_ms, self.retention_s],
+                args=[
+                    now_ms,
+                    now_ms + lease_ms,
+                    now_ms + early_ms,
+                    self.retention_s,
+                    Keys.event(""),
+                    *Keys.endpoint_disabled("\0").split("\0"),
+                ],
             ),
         )
         return [_claim_of(answer) for answer in answers]

@@ -62,8 +62,12 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield server
 
 
+def db_of(client: redis.Redis) -> int:
+    return int(client.connection_pool.connection_kwargs.get("db", 0))
+
+
 def through(proxy: Relay, client: redis.Redis) -> redis.Redis:
-    return redis.Redis.from_url(proxy.url(client.connection_pool.connection_kwargs.get("db", 0)))
+    return redis.Redis.from_url(proxy.url(db_of(client)))
 
 
 def upstream_port(client: redis.Redis) -> int:
@@ -175,3 +179,29 @@ def test_a_redis_without_the_script_still_gets_every_conclusion_once(
     assert [r.action for r in reports] == ["succeeded"] * 3
     assert [o.delivery_id for o in outcomes] == ids
     assert all(record(redis_client, i).attempt_count == 1 for i in ids)
+
+
+def test_a_try_of_its_own_costs_two_round_trips(
+    redis_client: redis.Redis,
+    redis_proxy: Any,
+    receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its claim, which brings the event's body and the endpoint's state with it, and its
+    conclusion; nothing else goes to Redis."""
+    endpoints = configure(monkeypatch, endpoint(receiver, "ops"))
+    ids, _ = stage(redis_client, endpoints, 2)
+    settings = WebhookSettings.from_env(os.environ)
+    client = redis.Redis.from_url(redis_proxy.url(db_of(redis_client)))
+    try:
+        deliverer = Deliverer(client, settings, endpoints)
+        deliverer.deliver(ids[0])  # the scripts are loaded by now
+        redis_proxy.reset()
+        [report] = deliverer.deliver_many([ids[1]])
+        counted = redis_proxy.reset()
+    finally:
+        client.close()
+    assert report.action == "succeeded"
+    assert counted.round_trips == 2
+    assert texts(receiver) == ["m0", "m1"]
+    assert record(redis_client, ids[1]).attempt_count == 1
