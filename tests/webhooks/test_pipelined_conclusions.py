@@ -124,16 +124,23 @@ def test_the_next_post_goes_out_with_the_conclusion_applied_and_its_answer_on_it
     assert all(record(redis_client, i).attempt_count == 1 for i in ids)
 
 
-@pytest.mark.parametrize("lost", [0, 1, 2], ids=["first", "middle", "last"])
+@pytest.mark.parametrize(
+    ("lost", "every"),
+    [(0, False), (1, False), (2, False), (1, True)],
+    ids=["first", "middle", "last", "redis-down-for-a-second"],
+)
 def test_a_lost_answer_to_a_conclusion_neither_loses_nor_double_counts_it(
     redis_client: redis.Redis,
     receiver: WebhookReceiver,
     monkeypatch: pytest.MonkeyPatch,
     lost: int,
+    every: bool,
 ) -> None:
+    """The connection drops with the answer (``every``: Redis itself goes away for a second,
+    every connection dropped and new ones refused, so the conclusion waits for it)."""
     endpoints = configure(monkeypatch, endpoint(receiver, "ops"))
     ids, _ = stage(redis_client, endpoints, 3)
-    proxy = CuttingProxy(upstream_port(redis_client), every=False)
+    proxy = CuttingProxy(upstream_port(redis_client), every=every)
     sha = conclusion_sha(redis_client).encode()
     seen: list[bytes] = []
 
