@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3 import BaseHTTPResponse, Timeout
 from urllib3.connection import HTTPSConnection
@@ -27,6 +28,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
+    InsecureRequestWarning,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
@@ -147,6 +149,8 @@ def _new_pool(key: PoolKey) -> HTTPConnectionPool:
         tls: dict[str, Any]
         if key.verify is False:
             tls = {"cert_reqs": "CERT_NONE"}
+            # The operator was warned once, at the worker's start; not on every delivery.
+            urllib3.disable_warnings(InsecureRequestWarning)
         elif key.verify is True:
             tls = {"cert_reqs": "CERT_REQUIRED", "ssl_context": _default_tls_context()}
         elif os.path.isdir(key.verify):
