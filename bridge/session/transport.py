@@ -23,18 +23,11 @@ import urllib3
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
-from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Timeout
-from urllib3.exceptions import (
-    ClosedPoolError,
-    ConnectTimeoutError,
-    LocationValueError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
-from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool
+from urllib3.exceptions import LocationValueError, NewConnectionError
 
 from bridge.net.deadline import Deadline, DeadlineAdapter, deadline, read_capped
+from bridge.net.direct import finish, send
 from bridge.net.prepared import prepared
 from bridge.ucwa.errors import ResponseTooLarge, TransportError, UcwaError, clean_diagnostics
 from bridge.ucwa.links import resolve
@@ -315,10 +308,7 @@ class UcwaTransport:
                 f"answer broke off: {type(exc).__name__}", method=method, url=url
             ) from exc
         finally:
-            # As ``requests.Response.close``: a body read to its end already gave the connection
-            # back to the pool; one cut short closes it.
-            raw.close()
-            raw.release_conn()
+            finish(raw)
         if body is None:
             raise ResponseTooLarge(
                 f"response body over {self.options.max_body_bytes} bytes",
@@ -381,29 +371,7 @@ class UcwaTransport:
         except LocationValueError as exc:
             raise requests.exceptions.InvalidURL(exc) from exc
         self._adapter.cert_verify(pool, url, self.options.verify, None)
-        try:
-            raw = pool.urlopen(
-                method,
-                target.path_url,
-                body=data,
-                headers=merged,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=False,
-                decode_content=False,
-                retries=False,
-                timeout=Timeout(connect=timeout[0], read=timeout[1]),
-            )
-        except (NewConnectionError, ClosedPoolError) as exc:
-            raise requests.ConnectionError(exc) from exc
-        except ConnectTimeoutError as exc:
-            raise requests.ConnectTimeout(exc) from exc
-        except ReadTimeoutError as exc:
-            raise requests.ReadTimeout(exc) from exc
-        except Urllib3SSLError as exc:
-            raise requests.exceptions.SSLError(exc) from exc
-        except (ProtocolError, OSError) as exc:
-            raise requests.ConnectionError(exc) from exc
+        raw = send(pool, method, target.path_url, data, merged, *timeout)
         if "set-cookie" in raw.headers:
             extract_cookies_to_jar(
                 self.http.cookies, prepared(self.http, method, url, None, headers), raw

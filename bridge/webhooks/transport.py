@@ -20,20 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import requests
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
-from urllib3 import BaseHTTPResponse, Timeout
+from urllib3 import BaseHTTPResponse
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    InsecureRequestWarning,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
+from urllib3.exceptions import ConnectTimeoutError, InsecureRequestWarning, NewConnectionError
 from urllib3.util import make_headers, parse_url
 from urllib3.util.connection import create_connection
 from urllib3.util.ssl_ import create_urllib3_context
@@ -45,6 +38,7 @@ from bridge.net.deadline import (
     IdleLimitedPool,
     deadline,
 )
+from bridge.net.direct import finish, send
 
 # Receivers close idle kept-alive connections early (Node.js after 5 s, nginx after 75 s): a
 # connection idle for longer than this is not reused, so a POST rarely meets a closing one.
@@ -214,12 +208,20 @@ def post(
         try:
             try:
                 response = _send(pool, target.path, body, sent, timeout_s)
-            except _BROKEN:
+            except requests.ConnectionError:
                 if not limit.reused or limit.expired:
                     raise
                 response = _send(pool, target.path, body, sent, timeout_s)
-        except (HTTPError, OSError) as exc:
-            return _failed(exc, limit, timeout_s, started, target.path)
+        except requests.Timeout as exc:
+            return _error("timeout", _detail(exc, target.path), started)
+        except requests.ConnectionError as exc:
+            if limit.expired:
+                return _error(
+                    "timeout", f"timed out: no answer within the {timeout_s:g}s deadline", started
+                )
+            return _error("connection_error", _detail(exc, target.path), started)
+        except requests.RequestException as exc:
+            return _error("request_error", _detail(exc, target.path), started)
         try:
             if limit.expired:  # headers cut short by the deadline: the status line proves nothing
                 return _error(
@@ -227,10 +229,7 @@ def post(
                 )
             raw = _read_excerpt(response, excerpt_bytes, limit)
         finally:
-            # A body read to its end already gave the connection back to the pool; otherwise
-            # this closes it: an endless body is never drained.
-            response.close()
-            response.release_conn()
+            finish(response)
         return HttpResult(
             status_code=response.status,
             error=None,
@@ -240,53 +239,21 @@ def post(
         )
 
 
-# What ``requests`` calls a connection error: the exchange broke before an answer.
-_BROKEN = (ProtocolError, NewConnectionError, SSLError, OSError)
-
-
-def _failed(
-    exc: HTTPError | OSError, limit: Deadline, timeout_s: float, started: float, path: str
-) -> HttpResult:
-    """The result of a POST that raised ``exc``, named as ``requests`` names its errors; the
-    detail says what broke and which path was asked for (never the URL's credentials)."""
-    detail = f"{_detail(exc)} (POST {path})"
-    if isinstance(exc, ReadTimeoutError) or (
-        isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError)
-    ):
-        return _error("timeout", detail, started)
-    if isinstance(exc, _BROKEN):
-        if limit.expired:
-            return _error(
-                "timeout", f"timed out: no answer within the {timeout_s:g}s deadline", started
-            )
-        return _error("connection_error", detail, started)
-    return _error("request_error", detail, started)
-
-
-def _detail(exc: Exception) -> str:
-    """``exc``'s message without the connection or pool urllib3 puts in front of it."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    owner = exc.conn if isinstance(exc, NewConnectionError) else getattr(exc, "pool", None)
-    return text.removeprefix(f"{owner}: ") if owner is not None else text
+def _detail(exc: Exception, path: str) -> str:
+    """What broke, in urllib3's words without the connection or pool it puts in front, and the
+    path asked for (never the URL's credentials)."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    owner = cause.conn if isinstance(cause, NewConnectionError) else getattr(cause, "pool", None)
+    if owner is not None:
+        text = text.removeprefix(f"{owner}: ")
+    return f"{text} (POST {path})"
 
 
 def _send(
     pool: HTTPConnectionPool, path: str, body: bytes, headers: dict[str, str], timeout_s: float
 ) -> BaseHTTPResponse:
-    # What ``requests`` asks of urllib3 for a POST, without its session layer: no redirect
-    # followed, no retry, the body read by the caller.
-    return pool.urlopen(
-        "POST",
-        path,
-        body=body,
-        headers=headers,
-        redirect=False,
-        assert_same_host=False,
-        preload_content=False,
-        decode_content=False,
-        retries=False,
-        timeout=Timeout(connect=timeout_s, read=timeout_s),
-    )
+    return send(pool, "POST", path, body, headers, timeout_s, timeout_s)
 
 
 @dataclass(frozen=True)
