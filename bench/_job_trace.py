@@ -3,8 +3,10 @@
 ``install`` (in a worker process, through ``bench/_trace_site``) wraps the functions of one send
 job's way, from RQ taking the job to RQ forgetting it, so that each call's start and end are
 stamped with ``time.perf_counter`` and with the thread's CPU clock (``time.thread_time``): each
-step shows how much of it was the worker's own CPU and how much a wait (Redis, the simulator, or
-a core busy with another process). A thread writes the stamps to ``<dir>/trace-<pid>.txt`` every
+step shows how much of it was the worker's own CPU and how much a wait (Redis, the simulator, a
+core busy with another process, or, with several job runners, the worker's UCWA request held
+by another runner). Each stamp names its thread, so each runner's jobs are cut apart. A thread
+writes the stamps to ``<dir>/trace-<pid>.txt`` every
 half second. ``analyse`` cuts them into jobs (each starts as the worker asks RQ for the
 next job) and averages, over the send jobs, the time from each stamp to the next: the POST
 itself, the round trips around it, and the Python in between. A stamp costs about a
@@ -38,22 +40,24 @@ STEPS = (
     ("bridge.outbound.sender", "Sender", "_mark_answered", "mark"),
     ("workers.rq_worker", "BridgeWorker", "handle_job_success", "forget"),
 )
+Stamp = tuple[str, str, float, float]  # label, b(egin) or e(nd), perf_counter, thread CPU
 FIRST = "take"  # a job's first stamp
 SENT = "post"  # a send job's stamp
 
 
 def install(folder: str) -> None:
     """Wrap the steps once the worker has imported them, then write stamps every half second."""
-    stamps: list[tuple[str, str, float, float]] = []
+    stamps: list[tuple[str, str, float, float, int]] = []
     path = Path(folder) / f"trace-{os.getpid()}.txt"
 
     def stamped(label: str, call: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            stamps.append((label, "b", time.perf_counter(), time.thread_time()))
+            thread = threading.get_ident()
+            stamps.append((label, "b", time.perf_counter(), time.thread_time(), thread))
             try:
                 return call(*args, **kwargs)
             finally:
-                stamps.append((label, "e", time.perf_counter(), time.thread_time()))
+                stamps.append((label, "e", time.perf_counter(), time.thread_time(), thread))
 
         return wrapper
 
@@ -80,7 +84,8 @@ def install(folder: str) -> None:
                 continue
             written = len(stamps)
             lines = "".join(
-                f"{label} {edge} {at:.7f} {cpu:.7f}\n" for label, edge, at, cpu in stamps[:written]
+                f"{label} {edge} {at:.7f} {cpu:.7f} {thread}\n"
+                for label, edge, at, cpu, thread in stamps[:written]
             )
             path.write_text(lines)
 
@@ -103,27 +108,28 @@ def analyse(
     cycles: list[float] = []
     for trace in sorted(Path(folder).glob("trace-*.txt")):
         rows = trace.read_text().splitlines()[since.get(trace.name, 0) :]
-        stamps = [
-            (label, edge, float(at), float(used)) for label, edge, at, used in map(str.split, rows)
-        ]
-        jobs: list[list[tuple[str, str, float, float]]] = []
-        for stamp in stamps:
-            if stamp[0] == FIRST and stamp[1] == "b":
-                jobs.append([])
-            if jobs:  # stamps before the first job's start belong to a job begun earlier
-                jobs[-1].append(stamp)
-        for job, following in itertools.pairwise(jobs):
-            if not any(stamp[0] == SENT for stamp in job):
-                continue
-            cycles.append((following[0][2] - job[0][2]) * 1000)
-            walk = [*job, following[0]]
-            for position, (a, b) in enumerate(itertools.pairwise(walk)):
-                name = f"{a[0]} {'start' if a[1] == 'b' else 'end'} → {b[0]} " + (
-                    "start" if b[1] == "b" else "end"
-                )
-                spans[name].append((b[2] - a[2]) * 1000)
-                cpu[name].append((b[3] - a[3]) * 1000)
-                order.setdefault(name, position)
+        by_thread: dict[str, list[Stamp]] = defaultdict(list)
+        for label, edge, at, used, thread in map(str.split, rows):
+            by_thread[thread].append((label, edge, float(at), float(used)))
+        for stamps in by_thread.values():  # a job runner's jobs, one after another
+            jobs: list[list[Stamp]] = []
+            for stamp in stamps:
+                if stamp[0] == FIRST and stamp[1] == "b":
+                    jobs.append([])
+                if jobs:  # stamps before the first job's start belong to a job begun earlier
+                    jobs[-1].append(stamp)
+            for job, following in itertools.pairwise(jobs):
+                if not any(stamp[0] == SENT for stamp in job):
+                    continue
+                cycles.append((following[0][2] - job[0][2]) * 1000)
+                walk = [*job, following[0]]
+                for position, (a, b) in enumerate(itertools.pairwise(walk)):
+                    name = f"{a[0]} {'start' if a[1] == 'b' else 'end'} → {b[0]} " + (
+                        "start" if b[1] == "b" else "end"
+                    )
+                    spans[name].append((b[2] - a[2]) * 1000)
+                    cpu[name].append((b[3] - a[3]) * 1000)
+                    order.setdefault(name, position)
     if not cycles:
         return 0, 0.0, []
     steps = [

@@ -7,7 +7,10 @@ takes a burst of messages, half to warm recipients and half to cold ones (as ``b
 and prints delivered messages/s against the I/O bound ``workers / one UCWA round trip`` measured
 in the same stack (a send job holds its worker for one round trip), with the CPU per delivered
 message of each role. Where the CPU of every role together reaches the machine's cores, the curve
-flattens: the CPU figures show where that happens.
+flattens: the CPU figures show where that happens. Each worker runs ``--runners`` job runners
+(default: the bridge's own, ``BRIDGE_WORKER_RUNNERS``), which share its one UCWA request in
+flight; the most send POSTs the simulator held at once is printed, and is never above the
+workers.
 
 Beside the bound, the floor of a worker's time per message with these parts, on the same stack
 after the burst: the bound's round trip, a no-op job on the same workers (RQ's part of any job)
@@ -22,7 +25,7 @@ fractions of that stack's bound (``--loads``, default 0.2 to 1.2), each step for
 90 % of what was offered, or its p50 is above ten times the paced floor.
 
     python -m bench.curves [--quick] [--latency-ms L] [--workers 1,2,4,8] [--messages N]
-                           [--load-workers W] [--loads 0.2,0.4,...] [--step-s S]
+                           [--runners R] [--load-workers W] [--loads 0.2,0.4,...] [--step-s S]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from bench._common import (
 from bench._job_trace import analyse, stamp_counts
 from bench.floor import noop_job_ms, record_write_ms
 from bench.send_path import Result, SendPath
+from bridge.config.variables import BridgeEnvironment
 
 ROLES = ("api", "worker", "poller", "redis")
 HERE = Path(__file__).resolve().parent
@@ -80,6 +84,9 @@ class Cycle:
     # ``--trace-jobs``: (send jobs, mean ms per job, [(from stamp → to stamp, mean ms per job)])
     traced: tuple[int, float, list[tuple[str, float, float]]] | None = None
     floor: tuple[float, float, float] | None = None  # (RTT, no-op job, record write) ms
+    # The most send POSTs the simulator held at once: never more than the workers, whatever
+    # their runners (they share one request in flight per worker).
+    in_flight: int = 0
 
     @property
     def floor_ms(self) -> float:
@@ -90,7 +97,9 @@ class Cycle:
         return self.cycle_ms - self.server_ms
 
     @classmethod
-    def of(cls, log: list[dict[str, Any]]) -> Cycle:
+    def of(cls, log: list[dict[str, Any]], runners: int = 1) -> Cycle:
+        """``runners``: job runners per worker, each with a connection of its own, taking turns
+        with the worker's one request: a worker's time per message is a runner's / runners."""
         posts: dict[Any, list[dict[str, Any]]] = {}
         for entry in log:
             if entry.get("kind") in SEND_KINDS and entry.get("connection") is not None:
@@ -99,11 +108,32 @@ class Cycle:
         served: list[float] = []
         for entries in posts.values():
             entries.sort(key=lambda e: e["time"])
-            gaps += [(b["time"] - a["time"]) * 1000 for a, b in itertools.pairwise(entries)]
+            gaps += [
+                (b["time"] - a["time"]) * 1000 / runners for a, b in itertools.pairwise(entries)
+            ]
             served += [e["ms"] for e in entries[:-1] if "ms" in e]
         if not gaps or not served:
             return cls()
-        return cls(len(gaps), sum(gaps) / len(gaps), sum(served) / len(served))
+        return cls(
+            len(gaps),
+            sum(gaps) / len(gaps),
+            sum(served) / len(served),
+            in_flight=_most_at_once(posts),
+        )
+
+
+def _most_at_once(posts: dict[Any, list[dict[str, Any]]]) -> int:
+    """The most send POSTs the simulator was serving at one moment (arrival to answer)."""
+    edges = []
+    for entries in posts.values():
+        for entry in entries:
+            if "ms" in entry:
+                edges += [(entry["time"], 1), (entry["time"] + entry["ms"] / 1000, -1)]
+    most = now = 0
+    for _, step in sorted(edges):  # an answer at the moment of an arrival counts first
+        now += step
+        most = max(most, now)
+    return most
 
 
 def _posts_seen(stack: Stack) -> tuple[float, float]:
@@ -123,10 +153,10 @@ def measure_workers(
     with ``workers``."""
     with Stack(f"curves-w{workers}", keep_logs=args.keep_logs) as stack:
         traces = stack.workdir / "job-trace"
-        env: dict[str, str] = {}
+        env: dict[str, str] = {"BRIDGE_WORKER_RUNNERS": str(args.runners)}
         if args.trace_jobs:
             traces.mkdir()
-            env = {
+            env |= {
                 "PYTHONPATH": os.pathsep.join([str(HERE / "_trace_site"), str(HERE.parent)]),
                 "UCWA_BENCH_TRACE_DIR": str(traces),
             }
@@ -149,7 +179,7 @@ def measure_workers(
         cpu = {
             role: ratio(phase.cpu_s.get(role, 0.0) * 1000, phase.count) for role in (*ROLES, "sim")
         }
-        cycle = Cycle.of(stack.sim("GET", "/_sim/requests")["requests"])
+        cycle = Cycle.of(stack.sim("GET", "/_sim/requests")["requests"], args.runners)
         # The least a worker's time per message could be with these parts, on the same stack:
         # the bound's round trip, a no-op job on these workers (RQ's part of any job), and two
         # round trips writing a record (sent at most once: a durable mark before the POST and
@@ -171,7 +201,8 @@ def measure_load(args: argparse.Namespace, report: Report) -> None:
     with Stack(f"curves-load-w{workers}", keep_logs=args.keep_logs) as stack:
         # Room for every step's warm recipients: each is warmed once, then used once.
         steps = [float(v) for v in args.loads.split(",")]
-        bench = SendPath(stack, workers, 2 * args.messages, 0, {})
+        env = {"BRIDGE_WORKER_RUNNERS": str(args.runners)}
+        bench = SendPath(stack, workers, 2 * args.messages, 0, env)
         say(f"latency against offered load, {workers} worker(s)…")
         bench.start(args.latency_ms)
         rtt = round_trip_ms(stack.discovery_url)
@@ -210,6 +241,12 @@ def main() -> Report:
     parser.add_argument("--workers", default="", help="worker counts, comma-separated")
     parser.add_argument("--messages", type=int, help="messages per burst")
     parser.add_argument("--load-workers", type=int, default=2)
+    parser.add_argument(
+        "--runners",
+        type=int,
+        default=BridgeEnvironment.model_fields["worker_runners"].default,
+        help="job runners per worker (BRIDGE_WORKER_RUNNERS; the bridge's default)",
+    )
     parser.add_argument("--loads", default="", help="offered load as fractions of the bound")
     parser.add_argument("--step-s", type=float, default=0.0, help="seconds per load step")
     parser.add_argument(
@@ -258,6 +295,23 @@ def main() -> Report:
             + f"; total {total:.1f} (and the simulator, on the same cores: {cpu['sim']:.1f})",
         )
         if cycle.gaps:
+            report.raw(
+                f"{workers} workers: send POSTs at the simulator at once, most",
+                f"{cycle.in_flight} (each worker holds one UCWA request in flight at most; "
+                f"{args.runners} job runner(s) per worker share it)",
+            )
+            if args.runners > 1:
+                report.note(
+                    "the parts' floor (the round trip + a no-op job + two record writes) is that "
+                    "of one job at a time per worker; with several runners a worker's UCWA "
+                    "request can be busy all the time, and the bridge may pass that floor: the "
+                    "bound itself is its floor"
+                )
+                report.note(
+                    f"with {args.runners} job runners per worker, a worker's time per message is "
+                    f"a runner's from one send POST to its next, divided by {args.runners}; the "
+                    "worker's time outside the POST is the time its UCWA request stands idle"
+                )
             seen = (
                 f"; the POST as the worker saw it {cycle.post_ms:.1f} ms (HTTP at both ends "
                 f"and the network {cycle.post_ms - cycle.server_ms:.1f} ms), the worker "

@@ -126,25 +126,87 @@ def run_poller(settings: Settings, env: BridgeEnvironment) -> int:
 
 
 def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) -> int:
+    """``BRIDGE_WORKER_RUNNERS`` job runners in this process, each an RQ worker of its own in a
+    thread (the first in the main thread, with RQ's scheduler and the signal handlers), sharing
+    one UCWA request in flight: while one runner's POST is out, another does the Redis part of
+    its next job."""
+    from workers.rq_worker import stopping
+
+    knobs = send_settings(env)
+    runners = env.worker_runners
+    slot = threading.RLock() if runners > 1 else None
+    serve_metrics(env.metrics_port)
+    outage = Outage(log, "worker")
+    threads = [
+        threading.Thread(
+            target=_run_thread_runner,
+            args=(settings, env, knobs, slot, outage, burst),
+            name=f"job-runner-{index}",
+            daemon=True,
+        )
+        for index in range(1, runners)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        _run_runner(settings, env, knobs, slot, outage, burst)
+    finally:
+        if not burst:
+            stopping.set()  # the main runner ended: so do the others, after their jobs
+        for thread in threads:
+            thread.join()
+    return 1 if _runner_failed.is_set() else 0
+
+
+# Set when a runner in a thread failed: the worker exits with status 1 once every runner ended.
+_runner_failed = threading.Event()
+
+
+def _run_thread_runner(*args: Any) -> None:
+    """A runner in a thread of its own; one that fails stops the whole worker, as the main
+    runner's failure does, so that the process ends and is started again."""
+    from workers.rq_worker import stopping
+
+    try:
+        _run_runner(*args)
+    except BaseException:
+        log.exception("a job runner failed; the worker stops")
+        _runner_failed.set()
+        stopping.set()
+        os.kill(os.getpid(), signal.SIGTERM)  # the main runner stops after its job, too
+
+
+def _run_runner(
+    settings: Settings,
+    env: BridgeEnvironment,
+    knobs: Any,
+    slot: threading.RLock | None,
+    outage: Outage,
+    burst: bool,
+) -> int:
     from rq import Queue
 
     from bridge.config.redis_conn import connect
-    from bridge.outbound.sender import SendSettings
     from workers import send
     from workers.rq_worker import BridgeWorker, stopping
 
-    knobs = send_settings(env)
-    assert isinstance(knobs, SendSettings)
-    send.configure(send.build_sender(settings, knobs))
+    main = threading.current_thread() is threading.main_thread()
+    send.configure(send.build_sender(settings, knobs, slot=slot))
     connection = connect(settings.redis_url, socket_connect_timeout=5)
-    queues = [Queue(name, connection=connection) for name in ("send", "webhooks")]
-    maintenance_interval = env.maintenance_interval_s
-    serve_metrics(env.metrics_port)
-    outage = Outage(log, "worker")
+    # Webhook deliveries on the main runner only: a worker process delivers them one at a time,
+    # in the order they were staged, whatever its runners.
+    names = ("send", "webhooks") if main else ("send",)
+    queues = [Queue(name, connection=connection) for name in names]
     while True:
         # Started with Redis down, or after RQ's loop gave up on an outage: wait for Redis to
         # take writes again (a read-only or full server answers pings), SIGTERM ends the wait.
-        if not _wait_for_redis(connection, outage, stopping):
+        if main:
+            ready = _wait_for_redis(connection, outage, stopping)
+        else:
+            ready = wait_until_writable(
+                connection, stopping, outage, "the worker waits and resumes by itself"
+            )
+        if not ready:
             return 0
         worker: BridgeWorker | None = None
         try:
@@ -156,11 +218,11 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
                 queues,
                 connection=connection,
                 job_monitoring_interval=10,
-                maintenance_interval=maintenance_interval,
+                maintenance_interval=env.maintenance_interval_s,
                 worker_ttl=60,
             )
             worker.outage = outage
-            worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
+            worker.work(with_scheduler=main, burst=burst, logging_level="WARNING")
         except Exception as exc:
             # RQ's loop quits on any Redis error but a refused connection while idle, and its
             # teardown then raises the same error again.

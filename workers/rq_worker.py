@@ -5,6 +5,10 @@ It reconnects every few seconds, logs an outage once instead of every try, and s
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -18,11 +22,12 @@ import redis
 from redis.commands.core import Script
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import NoSuchJobError, StopRequested
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, _job_stack
 from rq.scheduler import RQScheduler
 from rq.serializers import PickleSerializer
+from rq.timeouts import BaseDeathPenalty, BaseTimeoutException
 from rq.utils import as_text, backend_class, current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
@@ -101,6 +106,82 @@ end
 return {1}
 """,
 )
+
+
+class RunnerDeathPenalty(BaseDeathPenalty):
+    """A job's timeout for a runner in a thread, where SIGALRM cannot reach it: the job's
+    exception is raised in its thread (as RQ's ``TimerDeathPenalty`` does) by one watcher
+    thread per process, instead of a new timer thread for every job."""
+
+    def setup_death_penalty(self) -> None:
+        self._entry = None
+        if self._timeout > 0:
+            self._entry = _watcher.add(
+                self._timeout, _timeout_class(self._exception, self._timeout)
+            )
+
+    def cancel_death_penalty(self) -> None:
+        if self._entry is not None:
+            _watcher.cancel(self._entry)
+            self._entry = None
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout_class(base: type[BaseTimeoutException], timeout: int) -> type[BaseException]:
+    """``base`` with RQ's message: an exception raised in another thread is given as a class."""
+
+    def init(self: BaseException, *args: Any) -> None:
+        base.__init__(self, f"Task exceeded maximum timeout value ({timeout} seconds)")
+
+    return type(base.__name__, (base,), {"__init__": init, "__module__": base.__module__})
+
+
+class _Watcher:
+    """Raises a job's timeout exception in its thread once its deadline passes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._live: dict[int, tuple[int, type[BaseException]]] = {}  # entry → (thread, exc)
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, timeout: float, exception: type[BaseException]) -> int:
+        entry = next(self._ids)
+        with self._cond:
+            self._live[entry] = (threading.get_ident(), exception)
+            heapq.heappush(self._heap, (time.monotonic() + timeout, entry))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="job-timeouts", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def cancel(self, entry: int) -> None:
+        with self._cond:
+            self._live.pop(entry, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)  # cancelled
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                due, entry = self._heap[0]
+                left = due - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                thread, exception = self._live.pop(entry)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(thread), ctypes.py_object(exception)
+                )
+
+
+_watcher = _Watcher()
 
 
 @dataclass
@@ -194,6 +275,7 @@ class BridgeWorker(SimpleWorker):
     max_connection_wait_time = 2.0  # RQ's reconnection backoff cap (60 s) would delay recovery
     job_class = BridgeJob  # its PERSIST goes with the job's preparation
     outage: Outage | None = None
+    in_thread = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -203,6 +285,11 @@ class BridgeWorker(SimpleWorker):
             # Queue and Job a worker builds, several per job.
             self.serializer = None  # type: ignore[assignment]
         _quiet(self.log, self)
+        # A job runner in a thread of its own (``BRIDGE_WORKER_RUNNERS``): the signals are the
+        # main thread's, so its job timeout is a timer's and it sees a stop between two waits.
+        self.in_thread = threading.current_thread() is not threading.main_thread()
+        if self.in_thread:
+            self.death_penalty_class = RunnerDeathPenalty
         # Set after RQ's constructor, which checks the queues it is given against this class:
         # plain RQ queues are welcome, only the way a job is taken from them changes.
         self.queue_class = BridgeQueue
@@ -218,8 +305,15 @@ class BridgeWorker(SimpleWorker):
             exception_handler=self._pubsub_exception_handler,
         )
 
+    @property
+    def dequeue_timeout(self) -> int:
+        """RQ's wait for a job (45 s), or 1 s for a runner in a thread: a stop request reaches
+        it between two waits (``heartbeat``), as no signal interrupts its wait."""
+        return 1 if self.in_thread else super().dequeue_timeout
+
     def _install_signal_handlers(self) -> None:
-        super()._install_signal_handlers()
+        if not self.in_thread:
+            super()._install_signal_handlers()
         if stopping.is_set():  # asked to stop while the loop was starting
             self._shutdown_requested_date = now()
             self._stop_requested = True
@@ -233,6 +327,8 @@ class BridgeWorker(SimpleWorker):
         sends three within a few milliseconds between two jobs (after a job, as its wait
         starts, and as a job arrives), each renewing a TTL of minutes."""
         plain = pipeline is None and timeout is None
+        if plain and self.in_thread and stopping.is_set() and self._state != WorkerStatus.BUSY:
+            raise StopRequested()  # between two waits for a job, or after one
         if plain and not self._idle_unwritten:
             sent = self._plain_heartbeat_at
             if sent is not None and time.monotonic() - sent < HEARTBEAT_EVERY_S:

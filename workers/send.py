@@ -1,11 +1,14 @@
 """RQ job entry points for outbound messages: one send attempt, and the outcome watchdog.
 
-Each worker process keeps one Sender (and so one pooled UCWA connection) for all its jobs.
+Each job runner of a worker process (``BRIDGE_WORKER_RUNNERS``) keeps one Sender, and so one
+pooled UCWA connection, for all its jobs; the runners of a process share one UCWA request in
+flight (``build_sender``'s ``slot``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 
 from rq import get_current_job
@@ -25,18 +28,23 @@ from bridge.ucwa.auth import Credentials
 
 log = logging.getLogger("ucwa_bridge.send")
 
-_sender: Sender | None = None
+# The Sender of the job runner in this thread (the worker command configures one per runner).
+_runner = threading.local()
 
 
 def configure(sender: Sender) -> None:
-    """Install the process-wide Sender (the worker command does this at start-up)."""
-    global _sender
-    _sender = sender
+    """Install this job runner's Sender (the worker command does this as a runner starts)."""
+    _runner.sender = sender
 
 
-def build_sender(settings: Settings, send_settings: SendSettings | None = None) -> Sender:
+def build_sender(
+    settings: Settings,
+    send_settings: SendSettings | None = None,
+    slot: threading.RLock | None = None,
+) -> Sender:
     """One sender per configured account, joined so that any of them sends a message as the
-    account it was accepted for; the default account's is returned."""
+    account it was accepted for; the default account's is returned. ``slot``: held for each
+    UCWA exchange, shared with the process's other runners."""
     assert settings.accounts, "no UCWA account configured"
     client = connect(settings.redis_url)
     options = TransportOptions.from_settings(settings)
@@ -46,7 +54,8 @@ def build_sender(settings: Settings, send_settings: SendSettings | None = None) 
     for account in settings.accounts:
         credentials = Credentials(account.username, account.password)
         ucwa = UcwaClient(
-            credentials, UcwaTransport(observer=observe_ucwa_request, options=options)
+            credentials,
+            UcwaTransport(observer=observe_ucwa_request, options=options, slot=slot),
         )
         outbound = Outbound(
             client,
@@ -54,7 +63,9 @@ def build_sender(settings: Settings, send_settings: SendSettings | None = None) 
             on_final=with_send_metrics(status_events(account.key)),
             account=account.key,
         )
-        sender = Sender(client, ucwa, account.key, knobs, outbound, account_id=account.id)
+        sender = Sender(
+            client, ucwa, account.key, knobs, outbound, account_id=account.id, slot=slot
+        )
         senders.append((account.default, sender))
     first = next(sender for default, sender in senders if default)
     first.join([sender for _, sender in senders if sender is not first])
@@ -62,10 +73,10 @@ def build_sender(settings: Settings, send_settings: SendSettings | None = None) 
 
 
 def _current() -> Sender:
-    global _sender
-    if _sender is None:
-        _sender = build_sender(Settings.from_env("worker"))
-    return _sender
+    sender: Sender | None = getattr(_runner, "sender", None)
+    if sender is None:
+        sender = _runner.sender = build_sender(Settings.from_env("worker"))
+    return sender
 
 
 def send_message(message_id: str) -> str:

@@ -285,6 +285,9 @@ class BridgeEnvironment(BaseSettings):
     maintenance_interval_s: Annotated[Count, Use(frozenset({WORKER}))] = Field(
         30, description="RQ registry cleanup: a killed worker's job is retried after it"
     )
+    worker_runners: Annotated[int, _bounded(8), Use(frozenset({WORKER}))] = Field(
+        2, description="job runners per worker process, sharing its one UCWA request in flight"
+    )
     metrics_port: Annotated[
         int | None, Field(ge=1, le=65535), Use(UCWA, shown_default="(not served)")
     ] = Field(None, description="serve Prometheus /metrics on this port")

@@ -501,11 +501,16 @@ class MessageStore:
         message_id: str,
         mutate: Callable[[MessageRecord], MessageRecord],
         watched: Watched | None = None,
+        before_write: Callable[[], None] | None = None,
     ) -> tuple[MessageRecord, Watched | None]:
         """``update``, and the record watched again in the same round trip as its EXEC: a
         pipeline watching it with what it read then, for the next update's first try (the
-        caller hands it on or resets it). None when that read did not come back."""
-        updated, _, follow = self._update(message_id, mutate, None, watched, then_watch=True)
+        caller hands it on or resets it). None when that read did not come back.
+        ``before_write``: called when the transaction is built, just before it is sent (every
+        try), e.g. to wait for a turn that should hold only the round trip."""
+        updated, _, follow = self._update(
+            message_id, mutate, None, watched, then_watch=True, before_write=before_write
+        )
         return updated, follow
 
     def _update(
@@ -515,6 +520,7 @@ class MessageStore:
         also: Callable[[Pipeline, MessageRecord], None] | None,
         watched: Watched | None,
         then_watch: bool,
+        before_write: Callable[[], None] | None = None,
     ) -> tuple[MessageRecord, list[Any], Watched | None]:
         key = record_key(message_id)
         with self._redis.pipeline() as own:
@@ -541,6 +547,8 @@ class MessageStore:
                     reindex(pipe, current, updated, self.record_ttl_s, life)
                     if also is not None:
                         also(pipe, updated)  # e.g. a status webhook, in the same transaction
+                    if before_write is not None:
+                        before_write()
                     if then_watch:
                         return updated, *execute_then_watch(pipe, key)
                     return updated, pipe.execute(), None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -92,8 +93,15 @@ class Sender:
         outbound: Outbound | None = None,
         rng: random.Random | None = None,
         account_id: str = DEFAULT_ACCOUNT,
+        slot: threading.RLock | None = None,
     ) -> None:
         self.redis = client
+        # The worker process's one UCWA request in flight, shared by its job runners (None: the
+        # only runner). A send takes it once its claim's transaction is built, just before the
+        # claim is written, and holds it until its POST's answer: a claimed message never waits
+        # for it, so a runner killed while it waits has claimed nothing and its message is sent
+        # later, not failed as possibly sent.
+        self.slot = slot
         self.ucwa = ucwa
         self.settings = settings or SendSettings()
         self.outbound = outbound or Outbound(client, account=account)
@@ -256,15 +264,20 @@ class Sender:
         path, href, request = self._plan(record, session, conversation)
         if href is None:
             return self._retry(record, "no_session", "the session lacks the startMessaging link")
-        claimed = self._claim(record, path, watched)
-        if claimed is None:
-            return self._stand_down(record.id)
-        record, follow = claimed
+        hold = _SlotHold(self.slot)
         try:
-            return self._post(record, session, conversation, path, href, request, follow)
+            claimed = self._claim(record, path, watched, before_write=hold.take)
+            if claimed is None:
+                hold.release()
+                return self._stand_down(record.id)
+            record, follow = claimed
+            try:
+                return self._post(record, session, conversation, path, href, request, follow, hold)
+            finally:
+                if follow is not None:
+                    follow[0].reset()  # a no-op when the step after the POST took it
         finally:
-            if follow is not None:
-                follow[0].reset()  # a no-op when the step after the POST took it
+            hold.release()
 
     def _post(
         self,
@@ -275,11 +288,18 @@ class Sender:
         href: str,
         request: dict[str, Any],
         follow: Watched | None,
+        hold: _SlotHold | None = None,
     ) -> str:
         """The claimed POST and the step after it; ``follow``: the record, watched since the
-        claim, for that step's first try."""
+        claim, for that step's first try; ``hold``: the UCWA slot, given back with the answer."""
         try:
-            response = self.ucwa.request("POST", href, kind=REQUEST_KIND[path], **request)
+            try:
+                if hold is not None:
+                    hold.take()  # taken already by the claim, as a rule
+                response = self.ucwa.request("POST", href, kind=REQUEST_KIND[path], **request)
+            finally:
+                if hold is not None:
+                    hold.release()  # the next runner's POST may go while this one records
         except NotSent as exc:
             self._mark(record, step="queued", watched=follow)
             return self._retry(record, "ucwa_unreachable", str(exc))
@@ -609,7 +629,11 @@ class Sender:
         return found
 
     def _claim(
-        self, record: MessageRecord, path: str, watched: Watched | None = None
+        self,
+        record: MessageRecord,
+        path: str,
+        watched: Watched | None = None,
+        before_write: Callable[[], None] | None = None,
     ) -> tuple[MessageRecord, Watched | None] | None:
         """Move the record to ``posting_<path>`` if it is still between attempts: a
         compare-and-set, as a cancel is (``Outbound.cancel``), so a message is either cancelled
@@ -642,7 +666,9 @@ class Sender:
             )
 
         try:
-            return self.store.update_then_watch(record.id, claim, watched=watched)
+            return self.store.update_then_watch(
+                record.id, claim, watched=watched, before_write=before_write
+            )
         except (_ClaimLost, MessageNotFound):
             return None
         except redis.RedisError:
@@ -745,6 +771,25 @@ def _once_redis_answers(step: Callable[[], T]) -> T:
                 raise
             time.sleep(delay)  # Redis, and with it RQ's scheduler, is away: nothing to hand to
             delay = min(delay * 2, 2.0)
+
+
+class _SlotHold:
+    """A send's turn at the UCWA slot (when there is one): taken once by ``take``, however often
+    it is called, and given back once by ``release``."""
+
+    def __init__(self, slot: threading.RLock | None) -> None:
+        self._slot = slot
+        self._held = False
+
+    def take(self) -> None:
+        if self._slot is not None and not self._held:
+            self._slot.acquire()
+            self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slot.release()  # type: ignore[union-attr]
 
 
 @dataclass

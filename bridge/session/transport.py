@@ -131,8 +131,12 @@ class UcwaTransport:
         pool_size: int = 16,
         observer: Observer | None = None,
         options: TransportOptions | None = None,
+        slot: threading.RLock | None = None,
     ) -> None:
         self.options = options or TransportOptions()
+        # Held for each exchange when given: the exchanges of every transport sharing it go
+        # one at a time (a worker's job runners share one UCWA request in flight).
+        self.slot = slot
         self.http = requests.Session()
         adapter = DeadlineAdapter(
             pool_connections=4,
@@ -190,6 +194,26 @@ class UcwaTransport:
             headers.setdefault("Content-Type", "application/json")
         elif request.content is not None:
             data = request.content.encode("utf-8")
+        if self.slot is None:
+            raw, started = self._timed_exchange(request, data, headers, read_timeout, kind)
+        else:
+            with self.slot:
+                raw, started = self._timed_exchange(request, data, headers, read_timeout, kind)
+        self._observe(kind, request.method, raw.status, started)
+        if raw.status >= 400:
+            _log_diagnostics(raw, request.method, kind)
+        return raw
+
+    def _timed_exchange(
+        self,
+        request: HttpRequest,
+        data: Any,
+        headers: dict[str, str],
+        read_timeout: float | None,
+        kind: str,
+    ) -> tuple[HttpResponse, float]:
+        """The exchange within its deadline, and when it started (its wait for the slot, if
+        any, counts in neither)."""
         started = time.monotonic()
         if read_timeout:
             total = read_timeout + self.connect_timeout
@@ -211,10 +235,7 @@ class UcwaTransport:
                     method=request.method,
                     url=request.url,
                 )
-        self._observe(kind, request.method, raw.status, started)
-        if raw.status >= 400:
-            _log_diagnostics(raw, request.method, kind)
-        return raw
+        return raw, started
 
     def _exchange_once_more_if_stale(
         self,

@@ -145,6 +145,7 @@ CASES = {
         [
             "2 workers: CPU ms per message",
             "2 workers: a worker's time per message (simulator log)",
+            "2 workers: send POSTs at the simulator at once, most",
             "2 workers: a send job, traced in the workers",
             "2 workers: traced, post start → post end",
             "2 workers: >= 90% of the bound",

@@ -252,7 +252,9 @@ def test_api_refuses_a_bad_graceful_timeout() -> None:
 
 
 def test_worker_finishes_its_job_on_sigterm_and_takes_no_new_one(make_bridge: MakeBridge) -> None:
-    bridge = make_bridge()
+    # One job runner: a second one would take the second message at once (several runners
+    # stopping after their jobs: ``test_job_runners.py``).
+    bridge = make_bridge(env={"BRIDGE_WORKER_RUNNERS": "1"})
     bridge.sim_call("DELETE", "/_sim/requests")
     bridge.sim_call(
         "POST", "/_sim/faults", {"match": {"rel": "startMessaging"}, "delay_ms": 2500, "times": 1}

@@ -35,6 +35,11 @@ def connection_figures(bridge: Bridge) -> dict[str, Any]:
     }
 
 
+# One job runner: its one connection carries every send, so the faults below meet the message
+# they are aimed at. Runners (each a connection of its own) are ``tests/e2e/test_job_runners.py``'s.
+ONE_RUNNER = {**FAULT_ENV, "BRIDGE_WORKER_RUNNERS": "1"}
+
+
 def send_kind_connections(bridge: Bridge, kind: str) -> list[int]:
     return [e["connection"] for e in bridge.ucwa_requests() if e["kind"] == kind]
 
@@ -42,7 +47,7 @@ def send_kind_connections(bridge: Bridge, kind: str) -> list[int]:
 def test_sends_reuse_connections_and_an_idle_close_between_sends_costs_nothing(
     make_bridge: MakeBridge, report: Report
 ) -> None:
-    bridge = make_bridge(env=FAULT_ENV)
+    bridge = make_bridge(env=ONE_RUNNER)
     texts = [f"kept-alive #{n}" for n in range(6)]
     for text in texts:
         message_id = bridge.send(ALICE, text)
@@ -91,7 +96,7 @@ def test_sends_reuse_connections_and_an_idle_close_between_sends_costs_nothing(
 def test_a_send_post_whose_kept_alive_connection_breaks_is_never_sent_twice(
     make_bridge: MakeBridge, report: Report, fault: dict[str, Any], expected: str
 ) -> None:
-    bridge = make_bridge(env=FAULT_ENV)
+    bridge = make_bridge(env=ONE_RUNNER)
     first = bridge.send(ALICE, "opens the conversation")
     assert bridge.wait_final(first)[first]["status"] == "delivered"
     bridge.sim_call(
@@ -131,7 +136,7 @@ def test_a_close_that_crosses_the_send_post_never_sends_it_twice(
     pool's check before writing sees a live connection, the POST is written, the connection
     ends with no answer. The POST never reached the server; the bridge cannot know that."""
     proxy = ClosingProxy(re.compile(rb"^POST \S*/(messagingInvitations|messaging/messages)\b"))
-    bridge = make_bridge(env=FAULT_ENV, proxy=proxy.start())
+    bridge = make_bridge(env=ONE_RUNNER, proxy=proxy.start())
     first = bridge.send(ALICE, "opens the conversation")
     assert bridge.wait_final(first)[first]["status"] == "delivered"
     bridge.sim_call("PATCH", "/_sim/http", {"idle_timeout": 0.5})
