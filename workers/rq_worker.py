@@ -1,6 +1,10 @@
 """The RQ worker class of ``ucwa-bridge worker``: RQ's SimpleWorker, told how to live with outages.
 
 It reconnects every few seconds, logs an outage once instead of every try, and stops on request.
+A worker process runs several of them, its job runners (``BRIDGE_WORKER_RUNNERS``), the first in
+the main thread and each other one in a thread of its own: the signals and SIGALRM are the main
+thread's, so a runner in a thread waits for jobs a second at a time, sees a stop between two
+waits, and has its job timeouts raised by ``RunnerDeathPenalty``.
 """
 
 from __future__ import annotations
