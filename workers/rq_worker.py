@@ -324,6 +324,9 @@ class BridgeWorker(SimpleWorker):
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         stopping.set()
+        # RQ raises StopRequested where the signal lands when the worker is idle; should any
+        # code there swallow it, the loop still stops at its next look at this flag.
+        self._stop_requested = True
         super().request_stop(signum, frame)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
@@ -468,8 +471,8 @@ class BridgeWorker(SimpleWorker):
 
             try:
                 recover_lost_webhook_tries(self.connection)
-            except redis.RedisError:
-                raise
+            except (redis.RedisError, StopRequested):
+                raise  # StopRequested: SIGTERM while idle, raised by RQ's handler where it lands
             except Exception:  # a bug here must not stop the worker; the next sweep tries again
                 log.exception("the sweep for lost webhook tries failed")
 

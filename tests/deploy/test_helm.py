@@ -1518,6 +1518,21 @@ def test_worker_and_poller_serve_metrics(helm: str, tmp: Path, variant: str, por
     assert "BRIDGE_METRICS_PORT" not in configmap_env(docs)
 
 
+def test_worker_pods_run_the_job_runners_the_values_ask_for(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, "defaults")
+    assert env_of(docs, "worker")["BRIDGE_WORKER_RUNNERS"]["value"] == "2"
+    assert "BRIDGE_WORKER_RUNNERS" not in env_of(docs, "poller")
+    args = ["template", RELEASE, str(CHART), *REQUIRED_ARGS, "--set", "worker.runners=1"]
+    docs = load_documents(run_helm(helm, *args).stdout)
+    assert env_of(docs, "worker")["BRIDGE_WORKER_RUNNERS"]["value"] == "1"
+    refused = subprocess.run(
+        [helm, "template", RELEASE, str(CHART), *REQUIRED_ARGS, "--set", "worker.runners=9"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "worker.runners" in refused.stderr
+
+
 def test_metrics_can_be_turned_off(helm: str, tmp_path: Path) -> None:
     args = ["template", RELEASE, str(CHART), *REQUIRED_ARGS, "--set", "metrics.enabled=false"]
     args += ["--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true"]

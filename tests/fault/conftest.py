@@ -105,6 +105,25 @@ def worker_job(bridge: Bridge, pid: int) -> tuple[str, str | None]:
     return "starting", None
 
 
+def claimed_by(bridge: Bridge, pid: int) -> set[str]:
+    """The messages that every job runner of the worker process ``pid`` holds and has claimed
+    (``posting_*``): their POST may have gone out, so if the process dies they may end
+    ``outcome_unknown``, never sent twice."""
+    client = bridge.redis()
+    held = []
+    for worker in Worker.all(connection=client):
+        job_id = worker.get_current_job_id() if worker.pid == pid else None
+        found = MESSAGE_ID.search(job_id or "")
+        if found:
+            held.append(found.group(0))
+    claimed = set()
+    for message_id in held:
+        raw = client.get(f"msg:{message_id}")
+        if raw and str(json.loads(raw).get("step", "")).startswith("posting"):
+            claimed.add(message_id)
+    return claimed
+
+
 def add_people(bridge: Bridge, people: list[str] = PEOPLE) -> None:
     for sip in people:
         bridge.sim_call("POST", "/_sim/users", {"sip": sip, "password": "pw"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,16 +113,28 @@ def start_worker(url: str, log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def stop_within(worker: subprocess.Popen[bytes], seconds: float) -> tuple[int, float]:
+def stop_within(
+    worker: subprocess.Popen[bytes], seconds: float, log_path: Path | None = None
+) -> tuple[int, float]:
     """SIGTERM; the exit code and how long the worker took."""
     started = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     try:
         code = worker.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
+        stacks = ""
+        if shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists():
+            spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            dump = subprocess.run(
+                [spy, "dump", "--pid", str(worker.pid)], capture_output=True, text=True
+            )
+            stacks = dump.stdout + dump.stderr
         worker.kill()
         worker.wait()
-        raise AssertionError(f"the worker ignored SIGTERM for {seconds}s") from None
+        log = log_path.read_text() if log_path else ""
+        raise AssertionError(
+            f"the worker ignored SIGTERM for {seconds}s\n{stacks}\n{log}"
+        ) from None
     return code, time.monotonic() - started
 
 
@@ -151,7 +164,7 @@ def test_worker_started_with_redis_down_waits_then_works(tmp_path: Path) -> None
         assert json.loads(waiting[0])["role"] == "worker"
         server.start()
         runs_a_job(server.url, "after-start")
-        code, _ = stop_within(worker, 10)
+        code, _ = stop_within(worker, 10, log_path)
         assert code == 0, log_path.read_text()
     finally:
         if worker.poll() is None:
@@ -167,7 +180,7 @@ def test_worker_stops_on_sigterm_while_redis_is_down(server: EmbeddedRedis, tmp_
         server.stop(kill=True)
         time.sleep(2)  # inside RQ's reconnection loop, or the worker's own wait
         assert worker.poll() is None, log_path.read_text()
-        code, took = stop_within(worker, 10)
+        code, took = stop_within(worker, 10, log_path)
         print(f"\nworker stopped {took:.1f}s after SIGTERM with Redis down")
         assert code == 0, log_path.read_text()
         assert took < 5
@@ -201,7 +214,7 @@ def test_worker_outlives_a_read_only_and_a_full_redis(
             end()
             runs_a_job(server.url, f"after-{name}")
         assert worker.poll() is None
-        code, _ = stop_within(worker, 10)
+        code, _ = stop_within(worker, 10, log_path)
         assert code == 0, log_path.read_text()
     finally:
         if worker.poll() is None:

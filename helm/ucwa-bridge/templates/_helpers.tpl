@@ -344,6 +344,10 @@ Non-secret settings come from the ConfigMap (envFrom); only the secrets a role n
 - name: BRIDGE_METRICS_PORT
   value: {{ $v.metrics.port | quote }}
 {{- end }}
+{{- if eq .role "worker" }}
+- name: BRIDGE_WORKER_RUNNERS
+  value: {{ $v.worker.runners | quote }}
+{{- end }}
 {{- end }}
 {{- if and $v.webhooks.url (or $ext $v.secrets.webhookSecret) }}
 {{ include "ucwa-bridge.secretEnv" (dict "root" $root "name" "BRIDGE_WEBHOOK_SECRET" "key" $keys.webhookSecret) }}
