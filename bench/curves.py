@@ -34,6 +34,7 @@ import argparse
 import itertools
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,17 +119,17 @@ class Cycle:
             len(gaps),
             sum(gaps) / len(gaps),
             sum(served) / len(served),
-            in_flight=_most_at_once(posts),
+            in_flight=most_at_once(itertools.chain(*posts.values())),
         )
 
 
-def _most_at_once(posts: dict[Any, list[dict[str, Any]]]) -> int:
-    """The most send POSTs the simulator was serving at one moment (arrival to answer)."""
+def most_at_once(entries: Iterable[dict[str, Any]]) -> int:
+    """The most of the simulator's logged requests ``entries`` it was serving at one moment
+    (arrival to answer)."""
     edges = []
-    for entries in posts.values():
-        for entry in entries:
-            if "ms" in entry:
-                edges += [(entry["time"], 1), (entry["time"] + entry["ms"] / 1000, -1)]
+    for entry in entries:
+        if "ms" in entry:
+            edges += [(entry["time"], 1), (entry["time"] + entry["ms"] / 1000, -1)]
     most = now = 0
     for _, step in sorted(edges):  # an answer at the moment of an arrival counts first
         now += step

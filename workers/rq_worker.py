@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import heapq
-import itertools
 import logging
 import os
 import threading
@@ -36,6 +34,7 @@ from rq.utils import as_text, backend_class, current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 
 from bridge.config.redis_faults import Outage, probe_writable, redis_unavailable
+from bridge.net.deadline import arm
 from bridge.webhooks.jobs import QUEUE_NAME as WEBHOOK_QUEUE
 
 log = logging.getLogger("ucwa_bridge.worker")
@@ -114,20 +113,43 @@ return {1}
 
 class RunnerDeathPenalty(BaseDeathPenalty):
     """A job's timeout for a runner in a thread, where SIGALRM cannot reach it: the job's
-    exception is raised in its thread (as RQ's ``TimerDeathPenalty`` does) by one watcher
-    thread per process, instead of a new timer thread for every job."""
+    exception is raised in its thread (as RQ's ``TimerDeathPenalty`` does) by the process's
+    watchdog thread (``bridge.net.deadline``), instead of a new timer thread for every job."""
 
     def setup_death_penalty(self) -> None:
-        self._entry = None
+        self._expiry: _JobExpiry | None = None
         if self._timeout > 0:
-            self._entry = _watcher.add(
-                self._timeout, _timeout_class(self._exception, self._timeout)
-            )
+            self._expiry = _JobExpiry(self._timeout, _timeout_class(self._exception, self._timeout))
+            arm(self._expiry)
 
     def cancel_death_penalty(self) -> None:
-        if self._entry is not None:
-            _watcher.cancel(self._entry)
-            self._entry = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+
+class _JobExpiry:
+    """Raises ``exception`` in the thread that made it, once, unless cancelled first."""
+
+    def __init__(self, seconds: float, exception: type[BaseException]) -> None:
+        self.expires_at = time.monotonic() + seconds
+        self.done = False
+        self._thread = threading.get_ident()
+        self._exception = exception
+        self._lock = threading.Lock()
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.done = True
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._thread), ctypes.py_object(self._exception)
+            )
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.done = True
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,54 +160,6 @@ def _timeout_class(base: type[BaseTimeoutException], timeout: int) -> type[BaseE
         base.__init__(self, f"Task exceeded maximum timeout value ({timeout} seconds)")
 
     return type(base.__name__, (base,), {"__init__": init, "__module__": base.__module__})
-
-
-class _Watcher:
-    """Raises a job's timeout exception in its thread once its deadline passes."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int]] = []
-        self._live: dict[int, tuple[int, type[BaseException]]] = {}  # entry → (thread, exc)
-        self._ids = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def add(self, timeout: float, exception: type[BaseException]) -> int:
-        entry = next(self._ids)
-        with self._cond:
-            self._live[entry] = (threading.get_ident(), exception)
-            heapq.heappush(self._heap, (time.monotonic() + timeout, entry))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="job-timeouts", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return entry
-
-    def cancel(self, entry: int) -> None:
-        with self._cond:
-            self._live.pop(entry, None)
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][1] not in self._live:
-                    heapq.heappop(self._heap)  # cancelled
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                due, entry = self._heap[0]
-                left = due - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                heapq.heappop(self._heap)
-                thread, exception = self._live.pop(entry)
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(thread), ctypes.py_object(exception)
-                )
-
-
-_watcher = _Watcher()
 
 
 @dataclass

@@ -3,6 +3,7 @@ for ``requests`` sessions.
 
 Per-read timeouts alone let a server that trickles one byte at a time hold a caller forever; a
 shared watchdog thread shuts the sockets of an expired exchange down, which ends any blocked read.
+The same thread fires the job timeouts of a worker's job runners in threads (``arm``).
 The pools never hand out a connection idle longer than ``max_idle_s``, and each exchange learns
 whether its request went out on a kept-alive (reused) connection.
 """
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -79,16 +80,25 @@ def _shutdown(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+class Expiring(Protocol):
+    """What the watchdog fires: a ``Deadline``, or a worker's job timeout (``workers``)."""
+
+    expires_at: float  # time.monotonic()
+    done: bool  # finished before it expired: skipped
+
+    def fire(self) -> None: ...
+
+
 class _Watchdog:
     """One daemon thread firing deadlines in expiry order (lazily skipping finished ones)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Deadline]] = []
+        self._heap: list[tuple[float, int, Expiring]] = []
         self._order = itertools.count()
         self._pid = 0
 
-    def arm(self, deadline: Deadline) -> None:
+    def arm(self, deadline: Expiring) -> None:
         with self._cond:
             if self._pid != os.getpid():  # first use, or a forked child without the thread
                 self._pid = os.getpid()
@@ -114,6 +124,12 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+
+
+def arm(expiring: Expiring) -> None:
+    """Have the process's watchdog thread call ``expiring.fire()`` at its ``expires_at``, unless
+    it is ``done`` by then."""
+    _watchdog.arm(expiring)
 
 
 @contextmanager

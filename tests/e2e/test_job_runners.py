@@ -9,28 +9,15 @@ from __future__ import annotations
 import json
 import signal
 import time
-from typing import Any
 
 from rq import Worker
 
+from bench.curves import most_at_once
 from tests.e2e.conftest import Bridge, MakeBridge, wait_for
 from tests.fault.conftest import PEOPLE, add_people
 
 SEND_KINDS = ("startMessaging", "sendMessage", "addMessaging")
 DELAY_MS = 150
-
-
-def most_at_once(log: list[dict[str, Any]], kinds: tuple[str, ...]) -> int:
-    """The most requests of ``kinds`` the simulator was serving at one moment."""
-    edges = []
-    for entry in log:
-        if entry["kind"] in kinds and "ms" in entry:
-            edges += [(entry["time"], 1), (entry["time"] + entry["ms"] / 1000, -1)]
-    most = now = 0
-    for _, step in sorted(edges):
-        now += step
-        most = max(most, now)
-    return most
 
 
 def runners_of(bridge: Bridge) -> list[Worker]:
@@ -90,7 +77,7 @@ def test_two_runners_keep_one_request_in_flight_and_send_each_message_once(
     assert sum(1 for e in log if e["kind"] in SEND_KINDS) == len(PEOPLE)
     # One UCWA request in flight for the process, whatever its runners (the rest of the
     # simulator's log is the poller's)...
-    assert most_at_once(log, SEND_KINDS) == 1
+    assert most_at_once(e for e in log if e["kind"] in SEND_KINDS) == 1
     # ...and both runners ran send jobs.
     done = [int(w.successful_job_count) for w in runners_of(bridge)]
     assert len(done) == 2 and all(n > 0 for n in done), done
