@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 # (module, owner, attribute, label): what one send job passes through, in order.
-STEPS = (
+JOB_STEPS = (
     ("workers.rq_worker", "BridgeQueue", "dequeue_any", "take"),
     ("workers.rq_worker", "BridgeWorker", "prepare_execution", "prepare_execution"),
     ("workers.rq_worker", "BridgeWorker", "prepare_job_execution", "prepare_job"),
@@ -40,6 +40,16 @@ STEPS = (
     ("bridge.outbound.sender", "Sender", "_mark_answered", "mark"),
     ("workers.rq_worker", "BridgeWorker", "handle_job_success", "forget"),
 )
+# The worker's UCWA slot changing hands between its job runners (``handover``).
+SLOT_STEPS = (
+    ("bridge.outbound.sender", "_SlotHold", "take", "slot_take"),
+    ("bridge.outbound.sender", "_SlotHold", "release", "slot_release"),
+    ("bridge.outbound.sender", "MessageStore", "update_then_watch", "claim_write"),
+    ("bridge.net.deadline", "DeadlineHTTPConnection", "request", "http_write"),
+    ("urllib3.connection", "HTTPConnection", "getresponse", "http_answer"),
+)
+STEPS = JOB_STEPS + SLOT_STEPS
+JOB_LABELS = frozenset(label for _, _, _, label in JOB_STEPS)
 Stamp = tuple[str, str, float, float]  # label, b(egin) or e(nd), perf_counter, thread CPU
 FIRST = "take"  # a job's first stamp
 SENT = "post"  # a send job's stamp
@@ -110,7 +120,8 @@ def analyse(
         rows = trace.read_text().splitlines()[since.get(trace.name, 0) :]
         by_thread: dict[str, list[Stamp]] = defaultdict(list)
         for label, edge, at, used, thread in map(str.split, rows):
-            by_thread[thread].append((label, edge, float(at), float(used)))
+            if label in JOB_LABELS:
+                by_thread[thread].append((label, edge, float(at), float(used)))
         for stamps in by_thread.values():  # a job runner's jobs, one after another
             jobs: list[list[Stamp]] = []
             for stamp in stamps:
@@ -138,3 +149,65 @@ def analyse(
     ]
     steps.sort(key=lambda step: order[step[0]])
     return len(cycles), statistics.mean(cycles), steps
+
+
+# The slot's way from one runner's answer to the next runner's request on the wire, in order:
+# (label, edge, name of the span that ends there).
+_HANDOVER = (
+    ("http_answer", "e", None),  # the holder has its POST's answer (status and headers)
+    ("slot_release", "b", "the holder reads the rest and gives the slot back"),
+    ("slot_take", "e", "the next runner has the slot"),
+    ("claim_write", "e", "its claim's round trip"),
+    ("http_write", "b", "it prepares its POST"),
+    ("http_write", "e", "it writes its POST"),
+)
+
+
+def handover(folder: str, since: dict[str, int]) -> tuple[int, list[tuple[str, float, float]]]:
+    """(hand-overs, [(span, mean ms, median ms)]): the time a worker's UCWA request stands idle
+    between two send POSTs when the next runner was already waiting for the slot, step by step.
+    Each send's stamps are read in the order of ``_HANDOVER`` from the slot's take; a send that
+    went without them (it stood down, or was not a POST) is left out."""
+    spans: dict[str, list[float]] = defaultdict(list)
+    count = 0
+    for trace in sorted(Path(folder).glob("trace-*.txt")):
+        rows = trace.read_text().splitlines()[since.get(trace.name, 0) :]
+        stamps = sorted(
+            (float(at), label, edge, thread)
+            for label, edge, at, _, thread in map(str.split, rows)
+            if label not in JOB_LABELS or label == FIRST
+        )
+        sends: list[dict[str, float]] = []
+        open_sends: dict[str, dict[str, float]] = {}
+        for at, label, edge, thread in stamps:
+            if label == FIRST and edge == "b":
+                open_sends.pop(thread, None)
+                continue
+            send = open_sends.setdefault(thread, {})
+            key = f"{label} {edge}"
+            if label == "slot_take" and edge == "b" and "asked" not in send:
+                send["asked"] = at
+            elif key == "slot_take e" and key not in send:
+                send[key] = at
+            elif "slot_take e" in send and key not in send:
+                if key == "slot_release b" and "http_answer e" not in send:
+                    open_sends.pop(thread)  # given back without a POST's answer
+                    continue
+                send[key] = at
+                if key == "slot_release b":
+                    sends.append(open_sends.pop(thread))
+        sends.sort(key=lambda send: send["slot_take e"])
+        for held, following in itertools.pairwise(sends):
+            if following["asked"] >= held["slot_release b"]:
+                continue  # the next runner was not waiting: the slot was idle for want of work
+            if not all(f"{label} {edge}" in following for label, edge, _ in _HANDOVER[2:]):
+                continue
+            count += 1
+            walk = [held["http_answer e"], held["slot_release b"]]
+            walk += [following[f"{label} {edge}"] for label, edge, _ in _HANDOVER[2:]]
+            for (_, _, name), (a, b) in zip(_HANDOVER[1:], itertools.pairwise(walk), strict=True):
+                spans[name].append((b - a) * 1000)
+            spans["in all"].append((walk[-1] - walk[0]) * 1000)
+    return count, [
+        (name, statistics.mean(values), statistics.median(values)) for name, values in spans.items()
+    ]

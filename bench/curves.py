@@ -50,7 +50,7 @@ from bench._common import (
     run_main,
     say,
 )
-from bench._job_trace import analyse, stamp_counts
+from bench._job_trace import analyse, handover, stamp_counts
 from bench.floor import noop_job_ms, record_write_ms
 from bench.send_path import Result, SendPath
 from bridge.config.variables import BridgeEnvironment
@@ -84,6 +84,8 @@ class Cycle:
     post_ms: float = 0.0
     # ``--trace-jobs``: (send jobs, mean ms per job, [(from stamp → to stamp, mean ms per job)])
     traced: tuple[int, float, list[tuple[str, float, float]]] | None = None
+    # ``--trace-jobs`` with runners: (hand-overs, [(span, mean ms, median ms)]), ``handover``
+    handed: tuple[int, list[tuple[str, float, float]]] | None = None
     floor: tuple[float, float, float] | None = None  # (RTT, no-op job, record write) ms
     # The most send POSTs the simulator held at once: never more than the workers, whatever
     # their runners (they share one request in flight per worker).
@@ -176,6 +178,7 @@ def measure_workers(
         if args.trace_jobs:
             time.sleep(TRACE_FLUSH_S)
             cycle_trace = analyse(str(traces), since)
+            handed = handover(str(traces), since)
         phase = result.phase("bridge", "burst")
         cpu = {
             role: ratio(phase.cpu_s.get(role, 0.0) * 1000, phase.count) for role in (*ROLES, "sim")
@@ -194,6 +197,7 @@ def measure_workers(
         )
         if args.trace_jobs:
             cycle.traced = cycle_trace
+            cycle.handed = handed
         return phase.rate, workers * 1000 / rtt, rtt, cpu, cycle
 
 
@@ -337,6 +341,18 @@ def main() -> Report:
                 report.raw(
                     f"{workers} workers: traced, {name}",
                     f"{ms:.3f} ms per job (the worker's CPU {cpu_ms:.3f})",
+                )
+        if cycle.handed and cycle.handed[0]:
+            count, spans = cycle.handed
+            report.raw(
+                f"{workers} workers: the slot handed over, traced",
+                f"{count} times a runner waited for the slot as another got its POST's answer: "
+                "the worker's UCWA request stood idle from that answer to the next POST written",
+            )
+            for name, mean_ms, median_ms in spans:
+                report.raw(
+                    f"{workers} workers: handed over, {name}",
+                    f"{mean_ms:.3f} ms mean, {median_ms:.3f} ms median",
                 )
         report.raw(
             f"{workers} workers: CPU-bound rate (cores / total CPU per message)",

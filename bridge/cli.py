@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -43,6 +43,9 @@ from bridge.observability.logging import (
 from bridge.webhooks.admin import url_secrets
 from bridge.webhooks.endpoints import WebhookEndpoint, webhook_config
 from bridge.webhooks.errors import WebhookConfigError
+
+if TYPE_CHECKING:
+    from bridge.session.slot import UcwaSlot
 
 log = logging.getLogger("ucwa_bridge.worker")
 cli_log = logging.getLogger("ucwa_bridge.cli")
@@ -130,11 +133,12 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
     thread (the first in the main thread, with RQ's scheduler and the signal handlers), sharing
     one UCWA request in flight: while one runner's POST is out, another does the Redis part of
     its next job."""
+    from bridge.session.slot import UcwaSlot
     from workers.rq_worker import stopping
 
     knobs = send_settings(env)
     runners = env.worker_runners
-    slot = threading.RLock() if runners > 1 else None
+    slot = UcwaSlot() if runners > 1 else None
     serve_metrics(env.metrics_port)
     outage = Outage(log, "worker")
     threads = [
@@ -180,7 +184,7 @@ def _run_runner(
     settings: Settings,
     env: BridgeEnvironment,
     knobs: Any,
-    slot: threading.RLock | None,
+    slot: UcwaSlot | None,
     outage: Outage,
     burst: bool,
 ) -> int:

@@ -23,6 +23,7 @@ from bridge.outbound.messages import MessageStore
 from bridge.outbound.outcomes import Outbound
 from bridge.outbound.sender import Sender, SendSettings
 from bridge.session.client import UcwaClient
+from bridge.session.slot import UcwaSlot
 from bridge.session.transport import TransportOptions, UcwaTransport
 from bridge.ucwa.auth import Credentials
 
@@ -40,7 +41,7 @@ def configure(sender: Sender) -> None:
 def build_sender(
     settings: Settings,
     send_settings: SendSettings | None = None,
-    slot: threading.RLock | None = None,
+    slot: UcwaSlot | None = None,
 ) -> Sender:
     """One sender per configured account, joined so that any of them sends a message as the
     account it was accepted for; the default account's is returned. ``slot``: held for each

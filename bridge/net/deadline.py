@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -43,12 +43,18 @@ class Deadline:
         self.reused: bool | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        # Called each time a request of this exchange has been written (``UcwaSlot.written``).
+        self.on_written: Callable[[], None] | None = None
 
     def remaining(self) -> float:
         return max(0.0, self.expires_at - time.monotonic())
 
     def note_request(self, reused: bool) -> None:
         self.reused = reused
+
+    def note_written(self) -> None:
+        if self.on_written is not None:
+            self.on_written()
 
     def watch(self, sock: socket.socket | None) -> None:
         if sock is None:
@@ -158,6 +164,12 @@ def _note_current(reused: bool) -> None:
         current.note_request(reused)
 
 
+def _written_current() -> None:
+    current: Deadline | None = getattr(_current, "deadline", None)
+    if current is not None:
+        current.note_written()
+
+
 class DeadlineHTTPConnection(HTTPConnection):
     """Registers its socket with the calling thread's deadline, new or reused alike.
 
@@ -187,6 +199,7 @@ class DeadlineHTTPConnection(HTTPConnection):
         _watch_current(self._handle)
         super().request(*args, **kwargs)
         self._written += 1
+        _written_current()
 
     def close(self) -> None:
         super().close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from bridge.outbound.messages import (
 from bridge.outbound.outcomes import Outbound
 from bridge.session.client import UcwaClient
 from bridge.session.conversations import Conversation, ConversationRegistry
+from bridge.session.slot import UcwaSlot
 from bridge.session.store import Session, SessionStore, SessionUnavailable
 from bridge.session.transport import DeliveryUnknown, NotSent
 from bridge.ucwa import errors as ue
@@ -93,7 +93,7 @@ class Sender:
         outbound: Outbound | None = None,
         rng: random.Random | None = None,
         account_id: str = DEFAULT_ACCOUNT,
-        slot: threading.RLock | None = None,
+        slot: UcwaSlot | None = None,
     ) -> None:
         self.redis = client
         # The worker process's one UCWA request in flight, shared by its job runners (None: the
@@ -777,7 +777,7 @@ class _SlotHold:
     """A send's turn at the UCWA slot (when there is one): taken once by ``take``, however often
     it is called, and given back once by ``release``."""
 
-    def __init__(self, slot: threading.RLock | None) -> None:
+    def __init__(self, slot: UcwaSlot | None) -> None:
         self._slot = slot
         self._held = False
 

@@ -29,6 +29,7 @@ from urllib3.exceptions import LocationValueError, NewConnectionError
 from bridge.net.deadline import Deadline, DeadlineAdapter, deadline, read_capped
 from bridge.net.direct import finish, send
 from bridge.net.prepared import prepared
+from bridge.session.slot import UcwaSlot
 from bridge.ucwa.errors import ResponseTooLarge, TransportError, UcwaError, clean_diagnostics
 from bridge.ucwa.links import resolve
 from bridge.ucwa.messages import HttpRequest, HttpResponse
@@ -131,7 +132,7 @@ class UcwaTransport:
         pool_size: int = 16,
         observer: Observer | None = None,
         options: TransportOptions | None = None,
-        slot: threading.RLock | None = None,
+        slot: UcwaSlot | None = None,
     ) -> None:
         self.options = options or TransportOptions()
         # Held for each exchange when given: the exchanges of every transport sharing it go
@@ -221,6 +222,8 @@ class UcwaTransport:
             total = self.options.timeout_s
             read_timeout = min(self.read_timeout, total)
         with deadline(total) as limit:
+            if self.slot is not None:
+                limit.on_written = self.slot.written
             try:
                 raw = self._exchange_once_more_if_stale(request, data, headers, read_timeout, limit)
             except TransportError:

@@ -25,19 +25,8 @@ from bridge.ucwa import errors as ue
 from bridge.ucwa.auth import Credentials
 from tests.fault.closing_proxy import ClosingProxy
 from tests.integration.hostile_server import HostileServer, reply
+from tests.session.conftest import BOT, PASSWORD
 from ucwasim import SimConfig, Simulator, SimUser
-
-BOT = "sip:bot@contoso.com"
-PASSWORD = "Bot-Passw0rd"
-
-
-@pytest.fixture()
-def sim() -> Iterator[Simulator]:
-    simulator = Simulator(SimConfig(users=[SimUser(BOT, PASSWORD)], time_scale=0.05)).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
 
 
 def control(sim: Simulator, method: str, path: str, body: Any = None) -> Any:
