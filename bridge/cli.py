@@ -45,6 +45,7 @@ from bridge.webhooks.endpoints import WebhookEndpoint, webhook_config
 from bridge.webhooks.errors import WebhookConfigError
 
 if TYPE_CHECKING:
+    from bridge.outbound.holders import ProcessLiveness
     from bridge.session.slot import UcwaSlot
 
 log = logging.getLogger("ucwa_bridge.worker")
@@ -133,6 +134,8 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
     thread (the first in the main thread, with RQ's scheduler and the signal handlers), sharing
     one UCWA request in flight: while one runner's POST is out, another does the Redis part of
     its next job."""
+    from bridge.config.redis_conn import connect
+    from bridge.outbound.holders import ProcessLiveness
     from bridge.session.slot import UcwaSlot
     from workers.rq_worker import stopping
 
@@ -141,10 +144,13 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
     slot = UcwaSlot() if runners > 1 else None
     serve_metrics(env.metrics_port)
     outage = Outage(log, "worker")
+    # The process named in the send locks its runners take, alive while it renews its key: a
+    # lock of this process, killed, is taken over within seconds, not its TTL.
+    alive = ProcessLiveness(connect(settings.redis_url, socket_connect_timeout=5)).start()
     threads = [
         threading.Thread(
             target=_run_thread_runner,
-            args=(settings, env, knobs, slot, outage, burst),
+            args=(settings, env, knobs, (slot, alive), outage, burst),
             name=f"job-runner-{index}",
             daemon=True,
         )
@@ -153,12 +159,13 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
     for thread in threads:
         thread.start()
     try:
-        _run_runner(settings, env, knobs, slot, outage, burst)
+        _run_runner(settings, env, knobs, (slot, alive), outage, burst)
     finally:
         if not burst:
             stopping.set()  # the main runner ended: so do the others, after their jobs
         for thread in threads:
             thread.join()
+        alive.stop()
     return 1 if _runner_failed.is_set() else 0
 
 
@@ -184,7 +191,7 @@ def _run_runner(
     settings: Settings,
     env: BridgeEnvironment,
     knobs: Any,
-    slot: UcwaSlot | None,
+    shared: tuple[UcwaSlot | None, ProcessLiveness],
     outage: Outage,
     burst: bool,
 ) -> int:
@@ -195,7 +202,8 @@ def _run_runner(
     from workers.rq_worker import BridgeWorker, stopping
 
     main = threading.current_thread() is threading.main_thread()
-    send.configure(send.build_sender(settings, knobs, slot=slot))
+    slot, alive = shared
+    send.configure(send.build_sender(settings, knobs, slot=slot, liveness=alive))
     connection = connect(settings.redis_url, socket_connect_timeout=5)
     # Webhook deliveries on the main runner only: a worker process delivers them one at a time,
     # in the order they were staged, whatever its runners.

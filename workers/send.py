@@ -19,6 +19,7 @@ from bridge.config.settings import Settings
 from bridge.hooks import status_events
 from bridge.observability.metrics import observe_ucwa_request, with_send_metrics
 from bridge.outbound.conversation_actions import ConversationActions
+from bridge.outbound.holders import ProcessLiveness
 from bridge.outbound.messages import MessageStore
 from bridge.outbound.outcomes import Outbound
 from bridge.outbound.sender import Sender, SendSettings
@@ -42,10 +43,12 @@ def build_sender(
     settings: Settings,
     send_settings: SendSettings | None = None,
     slot: UcwaSlot | None = None,
+    liveness: ProcessLiveness | None = None,
 ) -> Sender:
     """One sender per configured account, joined so that any of them sends a message as the
     account it was accepted for; the default account's is returned. ``slot``: held for each
-    UCWA exchange, shared with the process's other runners."""
+    UCWA exchange, shared with the process's other runners; ``liveness``: the process named in
+    the send locks it takes."""
     assert settings.accounts, "no UCWA account configured"
     client = connect(settings.redis_url)
     options = TransportOptions.from_settings(settings)
@@ -65,7 +68,14 @@ def build_sender(
             account=account.key,
         )
         sender = Sender(
-            client, ucwa, account.key, knobs, outbound, account_id=account.id, slot=slot
+            client,
+            ucwa,
+            account.key,
+            knobs,
+            outbound,
+            account_id=account.id,
+            slot=slot,
+            liveness=liveness,
         )
         senders.append((account.default, sender))
     first = next(sender for default, sender in senders if default)

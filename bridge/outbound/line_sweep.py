@@ -24,6 +24,7 @@ from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 
 from bridge.config.redis_text import text
+from bridge.outbound.holders import ALIVE_PREFIX, HELD_BY_THE_LIVING, SEPARATOR
 from bridge.outbound.intake import SEND_QUEUE
 from bridge.outbound.message_index import line_account
 from bridge.outbound.messages import (
@@ -174,14 +175,15 @@ def _stalled(
 ) -> list[str]:
     """The suspects nothing will move on, in one round trip: a queued head whose latest job
     will not run it (gone, ended, or started before ``stale_before`` and still unclaimed: its
-    worker died), and a head left mid-POST whose send lock has expired (a new run settles it,
-    adopting what the event channel saw, or resending)."""
+    worker died), and a head left mid-POST whose send lock has expired or whose worker process
+    is gone (``holders``): a new run settles it, adopting what the event channel saw."""
     with client.pipeline(transaction=False) as pipe:
         for _, record in suspects:
             if record.step == "queued":
                 pipe.eval(_LATEST_JOB, 2, _TAKEN, _QUEUE, record.id, QUEUE_LOOK)
             else:
-                pipe.exists(f"lock:send:{record.id}")
+                # held by a live run; a lock whose worker process is gone counts as expired
+                pipe.eval(HELD_BY_THE_LIVING, 1, f"lock:send:{record.id}", ALIVE_PREFIX, SEPARATOR)
         answers = pipe.execute()
     stalled = []
     for (recipient, record), answer in zip(suspects, answers, strict=True):

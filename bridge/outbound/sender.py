@@ -23,6 +23,7 @@ from redis.lock import Lock
 from bridge.config.redis_conn import Watched, read_and_watch
 from bridge.config.redis_faults import redis_unavailable
 from bridge.config.redis_text import text
+from bridge.outbound.holders import ProcessLiveness, queue_lock
 from bridge.outbound.messages import (
     DEFAULT_ACCOUNT,
     OUTCOME_UNKNOWN,
@@ -94,8 +95,12 @@ class Sender:
         rng: random.Random | None = None,
         account_id: str = DEFAULT_ACCOUNT,
         slot: UcwaSlot | None = None,
+        liveness: ProcessLiveness | None = None,
     ) -> None:
         self.redis = client
+        # The worker process named in the send locks this sender takes, so that a run can take
+        # over a lock whose process died (``bridge/outbound/holders.py``); None: plain locks.
+        self.liveness = liveness
         # The worker process's one UCWA request in flight, shared by its job runners (None: the
         # only runner). A send takes it once its claim's transaction is built, just before the
         # claim is written, and holds it until its POST's answer: a claimed message never waits
@@ -143,22 +148,29 @@ class Sender:
         have taken the lock: the lock's value read back is this run's token then, so a retry
         that finds it goes on, and a run that cannot reach Redis any more gives it back once
         Redis answers, instead of leaving the message (and its line) locked for the lock's TTL.
+
+        A lock held by a worker process that is gone is taken over in the same round trip
+        (``holders.LOCK``), instead of waiting out its TTL.
         """
         ttl_s = self.settings.send_lock_ttl_s
         lock = self.redis.lock(f"lock:send:{message_id}", timeout=ttl_s)
-        token = uuid.uuid4().hex.encode()
+        token = self.liveness.token() if self.liveness else uuid.uuid4().hex.encode()
         lock.local.token = token  # as ``Lock.acquire`` keeps it, for ``release``
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(lock.name, token, nx=True, px=int(ttl_s * 1000))
-            pipe.get(lock.name)
+            queue_lock(pipe, lock.name, token, ttl_s)
             pipe.get(record_key(message_id))
             self.sessions.queue_read(pipe)
             try:
-                _, holder, raw, session, leased = pipe.execute()
+                (holder, taken_over), raw, session, leased = pipe.execute()
             except redis.RedisError as exc:
                 if redis_unavailable(exc):
-                    _release(lock)  # taken by a SET whose answer was lost, or not at all
+                    _release(lock)  # taken by a script whose answer was lost, or not at all
                 raise
+        if taken_over:
+            log.info(
+                "took over the send lock of a worker that is gone",
+                extra={"message_id": message_id},
+            )
         if holder != token:
             return "busy"
         held = _HeldLock(lock.name, token)

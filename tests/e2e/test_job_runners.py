@@ -128,3 +128,29 @@ def test_a_message_waiting_for_the_slot_is_not_claimed_until_it_has_it(
     posts = [e for e in bridge.ucwa_requests() if e["kind"] == "startMessaging"]
     assert len(posts) == 2
     assert posts[1]["time"] >= posts[0]["time"] + posts[0]["ms"] / 1000  # one after the other
+
+
+def test_a_message_whose_worker_was_killed_while_it_waited_for_the_slot_goes_soon(
+    make_bridge: MakeBridge,
+) -> None:
+    """The killed worker held the waiting message's send lock (150 s of TTL by default): the
+    next worker takes it over once the dead one's alive key has expired, not the lock."""
+    bridge = make_bridge(env={"BRIDGE_WORKER_RUNNERS": "2"})
+    add_people(bridge)
+    wait_for(lambda: len(runners_of(bridge)) == 2, 15, "two RQ workers", bridge.logs)
+    first, waiting = one_out_one_waiting(bridge, 3000, "out when killed", "waited when killed")
+    lock_ttl_ms = bridge.redis().pttl(f"lock:send:{waiting}")
+    bridge.procs["worker"][0].kill()
+    killed = time.monotonic()
+    bridge.start_worker()
+
+    finals = bridge.wait_final(waiting, timeout=60)
+    took = time.monotonic() - killed
+    assert finals[waiting]["status"] == "delivered", finals
+    assert bridge.texts(PEOPLE[1]) == ["waited when killed"]
+    assert took < 40 < lock_ttl_ms / 1000, (took, lock_ttl_ms)
+    assert "took over the send lock of a worker that is gone" in bridge.logs()
+    # The one that was out: UCWA acted on it; it is never sent again.
+    assert bridge.wait_final(first, timeout=30)[first]["status"] in ("delivered", "failed")
+    assert bridge.texts(PEOPLE[0]) == ["out when killed"]
+    print(f"the waiting message was delivered {took:.1f}s after its worker was killed")
