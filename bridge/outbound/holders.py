@@ -103,11 +103,9 @@ class ProcessLiveness:
         return self
 
     def stop(self) -> None:
-        """Stop renewing; the key expires by itself (a run of this process may still hold a
-        lock while the process ends)."""
+        """Stop renewing; the key expires by itself. Not waited for: a renewal stuck on a Redis
+        that is down must not hold up the process's exit (the thread is a daemon)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.every_s + 1)
 
     def _run(self) -> None:
         failing = False
