@@ -137,11 +137,11 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
     from bridge.config.redis_conn import connect
     from bridge.outbound.holders import ProcessLiveness
     from bridge.session.slot import UcwaSlot
-    from workers.rq_worker import stopping
+    from workers.rq_worker import stopping, stopping_cold
 
     knobs = send_settings(env)
     runners = env.worker_runners
-    slot = UcwaSlot() if runners > 1 else None
+    slot = UcwaSlot(closed=stopping_cold) if runners > 1 else None
     serve_metrics(env.metrics_port)
     outage = Outage(log, "worker")
     # The process named in the send locks its runners take, alive while it renews its key: a
@@ -161,6 +161,13 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
     try:
         _run_runner(settings, env, knobs, (slot, alive), outage, burst)
     finally:
+        if threads and stopping_cold.is_set():
+            # Cold: the runners in threads abandon their jobs too, as the main runner did (RQ
+            # ends its job and its loop). The process ends now, without waiting for them, and
+            # without the interpreter's exit, which daemon threads still logging can abort.
+            log.warning("cold stop: the jobs of the other job runners are abandoned")
+            _flush_logs()
+            os._exit(0)
         if not burst:
             stopping.set()  # the main runner ended: so do the others, after their jobs
         for thread in threads:
@@ -171,6 +178,13 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
 
 # Set when a runner in a thread failed: the worker exits with status 1 once every runner ended.
 _runner_failed = threading.Event()
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
 
 
 def _run_thread_runner(*args: Any) -> None:

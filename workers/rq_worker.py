@@ -18,6 +18,7 @@ import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import redis
@@ -41,6 +42,9 @@ log = logging.getLogger("ucwa_bridge.worker")
 
 # Set when the worker is asked to stop; a job waiting for Redis gives up its wait on it.
 stopping = threading.Event()
+# A second signal: RQ stops the main runner cold (``SystemExit``); the process abandons the jobs
+# of its runners in threads as well (``bridge.cli.run_worker``), and no UCWA request starts.
+stopping_cold = threading.Event()
 
 # The least time between two heartbeats that carry nothing else, and between two looks at
 # ``rq suspend``'s flag: between two jobs RQ would send each several times in a few ms.
@@ -295,6 +299,13 @@ class BridgeWorker(SimpleWorker):
         if stopping.is_set():  # asked to stop while the loop was starting
             self._shutdown_requested_date = now()
             self._stop_requested = True
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        try:
+            super().request_force_stop(signum, frame)
+        except SystemExit:
+            stopping_cold.set()
+            raise
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         stopping.set()

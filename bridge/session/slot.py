@@ -21,8 +21,13 @@ STEP_ASIDE_S = 0.005
 
 
 class UcwaSlot:
-    def __init__(self, step_aside_s: float = STEP_ASIDE_S) -> None:
+    def __init__(
+        self, step_aside_s: float = STEP_ASIDE_S, closed: threading.Event | None = None
+    ) -> None:
         self.step_aside_s = step_aside_s
+        # Once set (a cold stop), a runner that gets the slot anew never returns with it: no
+        # UCWA request starts while the process ends. Its holder's own exchanges go on.
+        self.closed = closed
         self._lock = threading.RLock()
         self._depth = 0  # the holder's nesting (only the holder changes it)
         self._state = threading.Condition(threading.Lock())
@@ -38,6 +43,9 @@ class UcwaSlot:
             finally:
                 with self._state:
                     self._waiting -= 1
+        if self._depth == 0 and self.closed is not None and self.closed.is_set():
+            self._lock.release()
+            threading.Event().wait()  # until the process ends
         self._depth += 1
 
     def release(self) -> None:

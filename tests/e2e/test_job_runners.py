@@ -154,3 +154,32 @@ def test_a_message_whose_worker_was_killed_while_it_waited_for_the_slot_goes_soo
     assert bridge.wait_final(first, timeout=30)[first]["status"] in ("delivered", "failed")
     assert bridge.texts(PEOPLE[0]) == ["out when killed"]
     print(f"the waiting message was delivered {took:.1f}s after its worker was killed")
+
+
+def test_a_second_signal_stops_every_runner_cold(make_bridge: MakeBridge) -> None:
+    """Cold means now for every runner: the one whose POST is out abandons it (whichever thread
+    it runs in), the one waiting for the slot never claims, and a new worker sends each once."""
+    bridge = make_bridge(env={"BRIDGE_WORKER_RUNNERS": "2", "BRIDGE_AMBIGUITY_GRACE_S": "10"})
+    add_people(bridge)
+    wait_for(lambda: len(runners_of(bridge)) == 2, 15, "two RQ workers", bridge.logs)
+    out, waiting = one_out_one_waiting(bridge, 6000, "cut off cold", "waited, stopped cold")
+    worker = bridge.procs["worker"][0]
+    worker.send_signal(signal.SIGTERM)  # warm: would wait for both jobs
+    time.sleep(1.2)  # RQ ignores a second signal within 1 s of the first
+    worker.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    code = worker.wait(timeout=20)
+    took = time.monotonic() - started
+    assert code == 0, bridge.logs()
+    assert took < 3, took  # the POST out answers 6 s after it reached UCWA
+    records = {m: json.loads(bridge.redis().get(f"msg:{m}") or "{}") for m in (out, waiting)}
+    assert records[out]["step"] == "posting_cold", records  # cut off mid-POST
+    assert records[waiting]["step"] == "queued", records  # never claimed
+    assert bridge.request_counts().get("startMessaging") == 1
+
+    bridge.start_worker()
+    finals = bridge.wait_final(out, waiting, timeout=60)
+    assert finals[waiting]["status"] == "delivered", finals
+    assert bridge.texts(PEOPLE[1]) == ["waited, stopped cold"]
+    assert bridge.texts(PEOPLE[0]) == ["cut off cold"]  # UCWA acted on it; never sent again
+    print(f"two runners stopped cold {took:.1f}s after the second signal")

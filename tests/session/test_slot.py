@@ -118,6 +118,21 @@ def test_an_inner_release_never_steps_aside() -> None:
     thread.join(5)
 
 
+def test_once_closed_a_runner_that_gets_the_slot_anew_never_returns_with_it() -> None:
+    """A cold stop: the holder's own exchanges go on, nobody starts a new one."""
+    closed = threading.Event()
+    slot = UcwaSlot(step_aside_s=0.01, closed=closed)
+    slot.acquire()
+    got = threading.Event()
+    other = threading.Thread(target=lambda: (slot.acquire(), got.set()), daemon=True)
+    other.start()
+    closed.set()
+    slot.acquire()  # the holder, again (its transport's exchange)
+    slot.release()
+    slot.release()
+    assert not got.wait(0.5)
+
+
 # -- through the transport -----------------------------------------------------------------------
 
 
