@@ -210,6 +210,7 @@ def _run_runner(
     burst: bool,
 ) -> int:
     from rq import Queue
+    from rq.exceptions import StopRequested
 
     from bridge.config.redis_conn import connect
     from workers import send
@@ -259,7 +260,10 @@ def _run_runner(
             return 0
         if not outage.active:
             log.warning("the RQ worker loop ended without a stop request; restarting it")
-            stopping.wait(1.0)
+            try:
+                stopping.wait(1.0)
+            except StopRequested:  # a SIGTERM in this wait, through RQ's handler still in place
+                return 0
 
 
 def _wait_for_redis(connection: redis.Redis, outage: Outage, stop: threading.Event) -> bool:

@@ -28,6 +28,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 import uuid
 
 import redis
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 ALIVE_PREFIX = "worker:alive:"
 ALIVE_TTL_S = 15.0
 RENEW_S = 3.0
+RETRY_S = 0.5
 SEPARATOR = "|"
 
 # KEYS[1] the lock; ARGV: the run's token, the lock's TTL in ms, ALIVE_PREFIX, SEPARATOR.
@@ -84,20 +86,24 @@ class ProcessLiveness:
         self.key = ALIVE_PREFIX + self.name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renewed_at: float | None = None  # time.monotonic() of the last renewal
 
     def token(self) -> bytes:
-        """A lock value of this process: its name, then a random part."""
+        """A lock value of this process: its name, then a random part. Only while its key was
+        written recently (it certainly still exists): before the first renewal, or after
+        renewals failed, a plain random value, left to the lock's TTL like any other."""
+        last = self._renewed_at
+        if last is None or time.monotonic() - last > self.ttl_s - 2 * self.every_s:
+            return uuid.uuid4().hex.encode()
         return f"{self.name}{SEPARATOR}{uuid.uuid4().hex}".encode()
 
     def renew(self) -> None:
         self.client.set(self.key, b"1", px=int(self.ttl_s * 1000))
+        self._renewed_at = time.monotonic()
 
     def start(self) -> ProcessLiveness:
-        """Say so now (when Redis answers), then every ``every_s`` from a thread."""
-        try:
-            self.renew()
-        except redis.RedisError as exc:
-            log.warning("could not say this worker is alive yet: %s", exc)
+        """Renew from a thread: at once, then every ``every_s`` (every ``RETRY_S`` while Redis
+        does not answer; the worker's own outage lines say so)."""
         self._thread = threading.Thread(target=self._run, name="worker-alive", daemon=True)
         self._thread.start()
         return self
@@ -108,15 +114,12 @@ class ProcessLiveness:
         self._stop.set()
 
     def _run(self) -> None:
-        failing = False
-        while not self._stop.wait(self.every_s):
+        wait = 0.0
+        while not self._stop.wait(wait):
             try:
                 self.renew()
             except redis.RedisError as exc:
-                if not failing:
-                    log.warning("could not renew this worker's alive key: %s", exc)
-                failing = True
+                log.debug("could not renew this worker's alive key: %s", exc)
+                wait = RETRY_S
             else:
-                if failing:
-                    log.info("this worker's alive key is renewed again")
-                failing = False
+                wait = self.every_s

@@ -46,7 +46,9 @@ def alive(client: redis.Redis) -> ProcessLiveness:
 
 def gone(client: redis.Redis) -> ProcessLiveness:
     """A process that named itself in locks and no longer says it is alive."""
-    return ProcessLiveness(client)
+    process = alive(client)
+    client.delete(process.key)
+    return process
 
 
 def held_by_the_living(client: redis.Redis, lock: str) -> bool:
@@ -102,7 +104,13 @@ def test_a_free_lock_is_not_held(redis_client: redis.Redis) -> None:
 def test_a_process_is_alive_while_it_renews_and_gone_soon_after_it_stops(
     redis_client: redis.Redis,
 ) -> None:
-    process = ProcessLiveness(redis_client, ttl_s=0.6, every_s=0.1).start()
+    process = ProcessLiveness(redis_client, ttl_s=0.6, every_s=0.1)
+    assert SEPARATOR.encode() not in process.token()  # not alive yet: a plain lock
+    process.start()
+    deadline = time.monotonic() + 5
+    while not redis_client.exists(process.key):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     token = process.token()
     redis_client.set(LOCK, token, px=150_000)
     time.sleep(1.0)  # longer than the key's TTL: only the renewals keep it
