@@ -295,8 +295,7 @@ def run_api(settings: Settings, bind: str, workers: int) -> int:
         str(workers),
         "bridge.api.wsgi:app",
     ]
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_logs()
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - execv does not return
 

@@ -152,22 +152,15 @@ def deadline(seconds: float) -> Iterator[Deadline]:
         _current.deadline = previous
 
 
+def _current_deadline() -> Deadline | None:
+    """The deadline of the exchange the calling thread is in, if any."""
+    return getattr(_current, "deadline", None)
+
+
 def _watch_current(sock: socket.socket | None) -> None:
-    current: Deadline | None = getattr(_current, "deadline", None)
+    current = _current_deadline()
     if current is not None:
         current.watch(sock)
-
-
-def _note_current(reused: bool) -> None:
-    current: Deadline | None = getattr(_current, "deadline", None)
-    if current is not None:
-        current.note_request(reused)
-
-
-def _written_current() -> None:
-    current: Deadline | None = getattr(_current, "deadline", None)
-    if current is not None:
-        current.note_written()
 
 
 class DeadlineHTTPConnection(HTTPConnection):
@@ -194,12 +187,15 @@ class DeadlineHTTPConnection(HTTPConnection):
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        # A plain-http connection opens its socket inside ``request``: no socket yet is a new one.
-        _note_current(self.sock is not None and self._written > 0)
-        _watch_current(self._handle)
+        current = _current_deadline()
+        if current is not None:
+            # A plain-http connection opens its socket inside ``request``: no socket yet is new.
+            current.note_request(self.sock is not None and self._written > 0)
+            current.watch(self._handle)
         super().request(*args, **kwargs)
         self._written += 1
-        _written_current()
+        if current is not None:
+            current.note_written()
 
     def close(self) -> None:
         super().close()

@@ -85,7 +85,6 @@ class ProcessLiveness:
         self.name = f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
         self.key = ALIVE_PREFIX + self.name
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._renewed_at: float | None = None  # time.monotonic() of the last renewal
 
     def token(self) -> bytes:
@@ -104,8 +103,7 @@ class ProcessLiveness:
     def start(self) -> ProcessLiveness:
         """Renew from a thread: at once, then every ``every_s`` (every ``RETRY_S`` while Redis
         does not answer; the worker's own outage lines say so)."""
-        self._thread = threading.Thread(target=self._run, name="worker-alive", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="worker-alive", daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -104,19 +104,19 @@ def test_a_free_lock_is_not_held(redis_client: redis.Redis) -> None:
 def test_a_process_is_alive_while_it_renews_and_gone_soon_after_it_stops(
     redis_client: redis.Redis,
 ) -> None:
-    process = ProcessLiveness(redis_client, ttl_s=0.6, every_s=0.1)
+    process = ProcessLiveness(redis_client, ttl_s=2.0, every_s=0.2)
     assert SEPARATOR.encode() not in process.token()  # not alive yet: a plain lock
     process.start()
     deadline = time.monotonic() + 5
-    while not redis_client.exists(process.key):
+    while SEPARATOR.encode() not in (token := process.token()):  # its first renewal is done
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    token = process.token()
+    assert redis_client.exists(process.key)
     redis_client.set(LOCK, token, px=150_000)
-    time.sleep(1.0)  # longer than the key's TTL: only the renewals keep it
+    time.sleep(2.5)  # longer than the key's TTL: only the renewals keep it
     assert held_by_the_living(redis_client, LOCK)
     process.stop()
-    time.sleep(0.8)
+    time.sleep(2.5)
     assert not held_by_the_living(redis_client, LOCK)
     assert SEPARATOR not in process.name and token.startswith(process.name.encode())
 
