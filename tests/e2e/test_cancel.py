@@ -55,9 +55,15 @@ def test_cancels_fired_at_random_moments_never_end_cancelled_and_delivered(
     bridge.start_worker()  # two workers: claims race cancels from two processes
     rng = random.Random(14)
     people = (ALICE, BOB)
-    # Both workers up before the race, so that a busy machine's slow start does not let every
-    # cancel win.
-    wait_for(lambda: len(Worker.all(connection=bridge.redis())) == 2, 30, "two workers")
+    # Both worker processes up (each registers an RQ worker per job runner) before the race, so
+    # that a busy machine's slow start does not let every cancel win.
+    pids = {proc.pid for proc in bridge.procs["worker"]}
+    assert len(pids) == 2
+    wait_for(
+        lambda: {w.pid for w in Worker.all(connection=bridge.redis())} == pids,
+        30,
+        "both worker processes",
+    )
     texts = {bridge.send(people[n % 2], f"race {n}"): f"race {n}" for n in range(50)}
 
     def cancel(message_id: str) -> tuple[str, int, Any]:

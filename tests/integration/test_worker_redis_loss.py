@@ -46,19 +46,8 @@ def server() -> Iterator[EmbeddedRedis]:
 def test_worker_survives_redis_loss_under_a_running_job(
     server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "BRIDGE_REDIS_URL": server.url,
-        "BRIDGE_UCWA_DISCOVERY_URL": "https://lyncdiscover.contoso.example",
-        "BRIDGE_UCWA_USERNAME": "sip:bot@contoso.example",
-        "BRIDGE_UCWA_PASSWORD": "not-used-by-this-test",
-        "BRIDGE_MAINTENANCE_INTERVAL_S": "5",
-    }
     log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "worker"], env=env, stdout=log, stderr=log
-        )
+    worker = start_worker(server.url, log_path)
     try:
         client = redis.Redis.from_url(server.url)
         queue = Queue("send", connection=client)
@@ -83,12 +72,7 @@ def test_worker_survives_redis_loss_under_a_running_job(
         assert Job.fetch(after.id, connection=client).return_value() == 3
         assert worker.poll() is None
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            code = worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            raise
+        code, _ = stop_within(worker, 20, log_path)
     assert code == 0, log_path.read_text()
 
 
@@ -125,8 +109,10 @@ def stop_within(
         stacks = ""
         if shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists():
             spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            dump = subprocess.run(
-                [spy, "dump", "--pid", str(worker.pid)], capture_output=True, text=True
+            dump = subprocess.run(  # the worker and what it started
+                [spy, "dump", "--subprocesses", "--pid", str(worker.pid)],
+                capture_output=True,
+                text=True,
             )
             stacks = dump.stdout + dump.stderr
         worker.kill()
