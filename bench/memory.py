@@ -1,9 +1,11 @@
 """Resident memory (VmRSS) of each bridge process: idle, then after each round of messages.
 
 The whole bridge runs against the simulator: api (gunicorn master and workers), one RQ worker
-(and the scheduler process it forks), the poller. 10,000 messages by default, in 4 rounds; each
-figure is read from /proc/<pid>/status in this run. The headline is the ratio after/idle per
-role; the growth per round tells warm-up (the first round only) from a leak (every round).
+(and any process it starts: none since its RQ scheduler is a thread, the forked scheduler child
+of earlier builds otherwise, under "rq scheduler"), the poller. 10,000 messages by default, in
+4 rounds; each figure is read from /proc/<pid>/status in this run. The headline is the ratio
+after/idle per role; the growth per round tells warm-up (the first round only) from a leak
+(every round).
 
     python -m bench.memory [--quick] [--messages N] [--rounds R]
 """

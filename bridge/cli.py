@@ -137,7 +137,7 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
     from bridge.config.redis_conn import connect
     from bridge.outbound.holders import ProcessLiveness
     from bridge.session.slot import UcwaSlot
-    from workers.rq_worker import stopping, stopping_cold
+    from workers.rq_worker import stop_process_scheduler, stopping, stopping_cold
 
     knobs = send_settings(env)
     runners = env.worker_runners
@@ -172,6 +172,7 @@ def run_worker(settings: Settings, env: BridgeEnvironment, burst: bool = False) 
             stopping.set()  # the main runner ended: so do the others, after their jobs
         for thread in threads:
             thread.join()
+        stop_process_scheduler()  # it gives the queues' scheduler locks back
         alive.stop()
     return 1 if _runner_failed.is_set() else 0
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import os
 import threading
 import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
@@ -53,6 +52,9 @@ HEARTBEAT_EVERY_S = 1.0
 # A scheduler that ran this long before failing starts its backoff from the first step again.
 FAILURE_RESET_S = 60.0
 
+# How long the worker's end waits for its scheduler to give its locks back.
+SCHEDULER_STOP_WAIT_S = 5.0
+
 
 # The longest RQ's pubsub thread (kill-horse and shutdown commands) waits between looks at its
 # stop flag. RQ asks for 60 s, and redis-py 8.2+ waits for the thread when it is stopped: a thread
@@ -60,12 +62,10 @@ FAILURE_RESET_S = 60.0
 # end) for up to a minute.
 PUBSUB_WAIT_S = 0.5
 
-# The name of every scheduler this process starts, the owner of the queues' scheduler locks.
-# ``ucwa-bridge worker`` builds a new RQ worker after an outage, and RQ's teardown stops the
-# scheduler child while Redis is still away, so it cannot give its locks back. Under a name of
-# its own, the new worker's scheduler would find them taken for a minute (their TTL) and no
-# retry or rate-limited send would run meanwhile; under this one it takes them back at once.
-# The old child is gone by then: RQ's teardown waits for it.
+# The name of every scheduler this process starts, the owner of the queues' scheduler locks: a
+# scheduler started anew in this process (by RQ's maintenance, after one stopped) takes back the
+# locks of the one before it at once, instead of finding them taken for their TTL, a minute, with
+# no retry or rate-limited send run meanwhile.
 SCHEDULER_NAME = uuid.uuid4().hex
 
 # A job that succeeded with result_ttl=0 (every bridge job: the message record and the delivery
@@ -562,8 +562,15 @@ class BridgeWorker(SimpleWorker):
         date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
         log_format: str = DEFAULT_LOGGING_FORMAT,
     ) -> None:
-        """RQ's own, with a scheduler that outlives Redis outages (RQ names its class inline)."""
-        self.scheduler = BridgeScheduler(
+        """RQ's own, with the scheduler of ``BridgeScheduler`` (RQ names its class inline): one
+        for the process's life, kept when the main runner's loop is built anew after an outage,
+        as it waits the outage out itself."""
+        global _scheduler
+        running = _scheduler
+        if running is not None and running.running and not burst:
+            self.scheduler = running
+            return
+        scheduler = BridgeScheduler(
             self.queues,
             connection=self.connection,
             logging_level=logging_level if logging_level is not None else self.log.level,
@@ -572,34 +579,110 @@ class BridgeWorker(SimpleWorker):
             serializer=self.serializer,
             name=SCHEDULER_NAME,
         )
-        self.scheduler.acquire_locks()
-        if self.scheduler.acquired_locks:
+        self.scheduler = scheduler
+        if not burst:
+            _scheduler = scheduler  # RQ's maintenance starts it later if the locks were taken
+        scheduler.acquire_locks()
+        if scheduler.acquired_locks:
             if burst:
                 try:
-                    self.scheduler.register_birth()
-                    self.scheduler.enqueue_scheduled_jobs()
+                    scheduler.register_birth()
+                    scheduler.enqueue_scheduled_jobs()
                 finally:
-                    self.scheduler.release_locks()
-                    self.scheduler.register_death()
+                    scheduler.release_locks()
+                    scheduler.register_death()
             else:
-                self.scheduler.start()
+                scheduler.start()
+
+    def stop_scheduler(self) -> None:
+        """RQ calls this on a stop request (in its signal handler) and in the teardown of every
+        loop. On a stop, the scheduler is asked to stop (``stop_process_scheduler`` waits for
+        it at the worker's end); a loop that ended on an outage leaves it running."""
+        if self.scheduler is not None and self.stop_requested:
+            self.scheduler.request_stop()
+
+
+# The process's scheduler, once its main runner's first loop built it.
+_scheduler: BridgeScheduler | None = None
+
+
+def stop_process_scheduler(wait_s: float = SCHEDULER_STOP_WAIT_S) -> None:
+    """At the worker's end: stop the process's scheduler, which gives its locks back (Redis
+    permitting), and wait ``wait_s`` at most for it: a scheduler stuck on a Redis that does not
+    answer holds nothing that outlives the process."""
+    scheduler = _scheduler
+    if scheduler is None:
+        return
+    scheduler.request_stop()
+    thread = scheduler.thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(wait_s)
 
 
 class BridgeScheduler(RQScheduler):
-    """RQ's scheduler process ends on any Redis error, and the worker restarts it only at a later
+    """RQ's scheduler, in a thread of the worker process rather than RQ's forked child, and
+    outliving Redis outages.
+
+    A thread: the worker process has other threads (its job runners, the renewal of its alive
+    key, the metrics server), and a fork copies whatever lock one of them held at that moment, a
+    log stream's among them, into a child that then waits on it for ever, its SIGTERM handler
+    never run; RQ's stop waits for that child, and so the worker never exited. The thread also
+    spares a process per worker.
+
+    Outages: RQ's scheduler ends on any Redis error, and the worker restarts it only at a later
     maintenance once the dead one's lock has lapsed (up to a minute and a half without scheduled
-    webhook retries). This one waits for Redis in its process and goes on."""
+    webhook retries). This one waits for Redis and goes on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = threading.Event()  # set by a stop request: every wait of the thread ends
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return cast(threading.Thread | None, self._process)
+
+    @property
+    def running(self) -> bool:
+        thread = self.thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> threading.Thread:
+        """The thread, in RQ's ``_process`` (its maintenance starts a scheduler anew when that
+        is not ``is_alive()``)."""
+        self._status = self.Status.STARTED
+        thread = threading.Thread(target=self.work, name="rq-scheduler", daemon=True)
+        self._process = thread  # type: ignore[assignment]
+        thread.start()
+        return thread
+
+    def request_stop(self, signum: Any = None, frame: Any = None) -> None:
+        self._stop_requested = True
+        self._wake.set()
 
     def work(self) -> None:
-        # Runs in a child process of the worker: it must not outlive it (a worker SIGKILLed, as
-        # a node loss does, would otherwise leave a scheduler holding the queue's lock).
-        self._parent_pid = os.getppid()
+        try:
+            self._work()
+        finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        """At the stop, whatever the loop was doing then (waiting for Redis, or backing off):
+        the queues' locks back and the scheduler's key gone, if Redis answers; otherwise the
+        locks lapse (their TTL, a minute)."""
+        if self._status == self.Status.STOPPED and not self._acquired_locks:
+            return  # the loop's own stop did it
+        try:
+            self.stop()
+        except redis.RedisError as exc:
+            log.debug("the scheduler could not give its locks back: %s", exc)
+
+    def _work(self) -> None:
         outage = Outage(log, "scheduler")
         failures = 0
         while not self._stop_requested:
             started = time.monotonic()
             try:
-                super().work()
+                self._schedule()
                 return
             except Exception as exc:
                 if self._stop_requested:
@@ -615,8 +698,8 @@ class BridgeScheduler(RQScheduler):
                 continue
             # Anything else (a job that cannot be loaded, a bug, Redis refusing our user after a
             # restart with ACLs): one JSON line with the traceback in exc_info, then start again,
-            # instead of a raw traceback on stderr from multiprocessing and no scheduler until
-            # the worker's next maintenance. A run that lasted a while starts the backoff anew.
+            # instead of no scheduler until the worker's next maintenance. A run that lasted a
+            # while starts the backoff anew.
             failures = 1 if time.monotonic() - started > FAILURE_RESET_S else failures + 1
             pause = min(0.5 * 2 ** min(failures, 6), 30.0)
             log.error(
@@ -625,20 +708,32 @@ class BridgeScheduler(RQScheduler):
                 exc_info=failure,
                 extra={"failures": failures},
             )
-            self._sleep_unless_stopped(pause)
+            self._wake.wait(pause)
+
+    def _schedule(self) -> None:
+        """RQ's loop (``RQScheduler.work``), without its signal handlers (the worker's own ask
+        it to stop) and with waits that a stop request ends."""
+        self.register_birth()
+        while not self._stop_requested:
+            if self.should_reacquire_locks:
+                self.acquire_locks()
+            self.heartbeat()
+            self.enqueue_scheduled_jobs()
+            self._wake.wait(self.interval)
+        self.stop()
 
     def _wait_for_redis(self, outage: Outage) -> Exception | None:
         """Probe until Redis takes writes again (None: go on) or answers with an error that is
         no outage (returned, a failure like any other)."""
         delay = 0.2
-        while not self._stop_requested and not self._orphaned():
+        while not self._stop_requested:
             try:
                 probe_writable(self.connection)
             except redis.RedisError as exc:
                 if not redis_unavailable(exc):
                     outage.end()
                     return exc
-                time.sleep(delay)
+                self._wake.wait(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             outage.end()
@@ -680,22 +775,6 @@ class BridgeScheduler(RQScheduler):
                     registry.remove(job_id, pipeline=pipeline)
                 pipeline.execute()
         self._status = self.Status.STARTED
-
-    def _sleep_unless_stopped(self, seconds: float) -> None:
-        until = time.monotonic() + seconds
-        while not self._orphaned() and time.monotonic() < until:
-            time.sleep(min(0.2, until - time.monotonic()))
-
-    def _orphaned(self) -> bool:
-        """The worker that started this scheduler is gone: stop (and give the lock back)."""
-        if os.getppid() != getattr(self, "_parent_pid", os.getppid()):
-            self._stop_requested = True
-        return self._stop_requested
-
-    def heartbeat(self) -> None:
-        if self._orphaned():
-            return
-        super().heartbeat()
 
 
 class _OutageFilter(logging.Filter):

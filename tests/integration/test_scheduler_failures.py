@@ -1,15 +1,15 @@
-"""The worker's RQ scheduler child, whatever stops it, logs one JSON line, backs off and goes on.
+"""The worker's RQ scheduler, whatever stops it, logs one JSON line, backs off and goes on.
 
-RQ runs the scheduler in a forked child; an exception that leaves it makes multiprocessing print
-"Process Scheduler:" and a raw traceback, and the child exits with no scheduler until a later
-maintenance. Two such failures, against a real redis-server: an error of the scheduler itself,
-and Redis back from a restart but refusing the bridge's ACL user a write (NOPERM) while the
-scheduler waits out the outage. And the scheduler of a worker loop started again after an outage,
-which must take back the locks its predecessor could not give back.
+RQ's scheduler ends on an exception that leaves it, with no scheduler until a later maintenance.
+Two such failures, against a real redis-server: an error of the scheduler itself, and Redis back
+from a restart but refusing the bridge's ACL user a write (NOPERM) while the scheduler waits out
+the outage. And the scheduler of a worker whose loop is started again after an outage, which
+must be the same one, scheduling at once.
 
 This module is also the harness (``python -m tests.integration.test_scheduler_failures URL``):
-the worker's logging, a ``BridgeWorker`` that starts its scheduler child as ``ucwa-bridge
-worker`` does, and nothing else touching Redis, so every line is the scheduler's.
+the worker's logging, a ``BridgeWorker`` that starts its scheduler as ``ucwa-bridge worker``
+does (a thread of the process), and nothing else touching Redis, so every line is the
+scheduler's.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -41,9 +41,9 @@ FAULT_KEY = "test:scheduler-fault"
 
 
 def serve(redis_url: str) -> None:
-    """The harness: start a scheduler child the worker's way and wait for SIGTERM."""
+    """The harness: start a scheduler the worker's way and wait for SIGTERM."""
     from bridge.observability.logging import configure_logging, install_excepthooks
-    from workers.rq_worker import BridgeScheduler, BridgeWorker
+    from workers.rq_worker import BridgeScheduler, BridgeWorker, stop_process_scheduler
 
     configure_logging("INFO", json=True, role="worker")
     install_excepthooks()
@@ -61,13 +61,17 @@ def serve(redis_url: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker._start_scheduler(logging_level="WARNING")
-    assert worker.scheduler is not None and worker.scheduler._process is not None
-    child = worker.scheduler._process
-    log.info("scheduler started", extra={"pid": child.pid})
+    assert worker.scheduler is not None
+    thread = cast(BridgeScheduler, worker.scheduler).thread
+    assert thread is not None
+    log.info("scheduler started", extra={"thread_id": thread.ident})
     stop.wait()
-    child.terminate()
-    child.join(20)
-    log.info("scheduler ended", extra={"pid": child.pid, "exitcode": child.exitcode})
+    running = thread.is_alive()
+    stop_process_scheduler(20)
+    log.info(
+        "scheduler ended",
+        extra={"thread_id": thread.ident, "ran_to_the_stop": running, "alive": thread.is_alive()},
+    )
 
 
 class Harness:
@@ -159,7 +163,8 @@ def failed(entry: dict[str, Any]) -> bool:
 def assert_one_scheduler_ran_throughout(entries: list[dict[str, Any]]) -> None:
     (started,) = [e for e in entries if e["message"] == "scheduler started"]
     (ended,) = [e for e in entries if e["message"] == "scheduler ended"]
-    assert ended["pid"] == started["pid"] and ended["exitcode"] == 0, entries
+    assert ended["thread_id"] == started["thread_id"], entries
+    assert ended["ran_to_the_stop"] and not ended["alive"], entries
     assert all(e["level"] != "CRITICAL" for e in entries), entries
 
 
@@ -200,25 +205,36 @@ def test_redis_refusing_the_user_after_a_restart_is_a_failure_like_any_other(
 
 
 def outage_harness(redis_url: str) -> None:
-    """The harness of the outage test, driven line by line on stdin: ``down`` stops the first
-    worker's scheduler child as RQ's teardown does, ``up`` starts a new worker's, ``stop``
-    stops that one. It answers each with a line of JSON on stdout."""
-    from workers.rq_worker import BridgeWorker
+    """The harness of the outage test, driven line by line on stdin: ``down`` is RQ's teardown
+    of the first worker's loop, ``up`` starts a new worker's loop, ``stop`` is the worker's end.
+    It answers each with a line of JSON on stdout."""
+    from workers.rq_worker import BridgeScheduler, BridgeWorker, stop_process_scheduler
 
     connection = redis.Redis.from_url(redis_url)
     queues = [Queue(name, connection=connection) for name in ("send", "webhooks")]
     worker: BridgeWorker | None = None
+    first: BridgeScheduler | None = None
     commands = (line.strip() for line in iter(sys.stdin.readline, ""))
     for command in itertools.chain(["start"], commands):
+        answer: dict[str, Any]
         if command in ("start", "up"):
             worker = BridgeWorker(queues, connection=connection)
             worker._start_scheduler(logging_level="WARNING")
-            assert worker.scheduler is not None
-            answer = {"locks": sorted(worker.scheduler.acquired_locks)}
-        else:  # "down", "stop"
+            scheduler = cast(BridgeScheduler, worker.scheduler)
+            first = first or scheduler
+            answer = {
+                "locks": sorted(scheduler.acquired_locks),
+                "running": scheduler.running,
+                "same": scheduler is first,
+            }
+        elif command == "down":
             assert worker is not None
             worker.stop_scheduler()
-            answer = {"stopped": True}
+            answer = {"running": cast(BridgeScheduler, worker.scheduler).running}
+        else:  # "stop"
+            assert worker is not None
+            stop_process_scheduler(20)
+            answer = {"running": cast(BridgeScheduler, worker.scheduler).running}
         print(json.dumps(answer), flush=True)
         if command == "stop":
             return
@@ -226,10 +242,10 @@ def outage_harness(redis_url: str) -> None:
 
 def test_the_worker_loop_started_again_after_an_outage_schedules_at_once(tmp_path: Path) -> None:
     """``ucwa-bridge worker`` builds a new RQ worker when RQ's loop gives up on an outage, and
-    RQ's teardown stops the old scheduler child while Redis is still away: the child cannot
-    give the queues' locks back. The new worker's scheduler takes them back at once (it runs
-    under the same name) instead of leaving every retry and scheduled send unqueued for the
-    locks' TTL, a minute."""
+    RQ's teardown of the old loop runs while Redis is still away. The process's scheduler is
+    not stopped by it: it waits the outage out, still holding the queues' locks, and the new
+    loop keeps it, so every retry and scheduled send is queued as soon as Redis is back. At the
+    worker's end it stops and gives the locks back."""
     with EmbeddedRedis() as server:
         admin = redis.Redis(port=server.port)
         url = f"redis://127.0.0.1:{server.port}/0"
@@ -252,14 +268,12 @@ def test_the_worker_loop_started_again_after_an_outage_schedules_at_once(tmp_pat
             return json.loads(line)
 
         try:
-            assert ask("") == {"locks": ["send", "webhooks"]}
+            started = {"locks": ["send", "webhooks"], "running": True, "same": True}
+            assert ask("") == started
             server.stop(kill=True)
-            assert ask("down") == {"stopped": True}  # RQ's teardown, Redis away
+            assert ask("down") == {"running": True}  # RQ's teardown, Redis away
             server.start()
-            # the locks survived in the append-only file, with most of their TTL left
-            assert admin.ttl("rq:scheduler-lock:send") > 30
-
-            assert ask("up") == {"locks": ["send", "webhooks"]}
+            assert ask("up") == started  # the same scheduler, its locks still its own
             job = Queue("send", connection=admin).enqueue_at(
                 datetime.now(UTC), "builtins.len", [1, 2]
             )
@@ -269,8 +283,9 @@ def test_the_worker_loop_started_again_after_an_outage_schedules_at_once(tmp_pat
                 "the job due now to be queued",
                 tmp_path / "harness.log",
             )
-            assert ask("stop") == {"stopped": True}
+            assert ask("stop") == {"running": False}
             assert harness.wait(timeout=20) == 0
+            assert admin.keys("rq:scheduler-lock:*") == []  # given back
         finally:
             if harness.poll() is None:
                 harness.kill()

@@ -71,9 +71,22 @@ def test_worker_survives_redis_loss_under_a_running_job(
         )
         assert Job.fetch(after.id, connection=client).return_value() == 3
         assert worker.poll() is None
+        # Its RQ scheduler is a thread, not a child forked from a process with threads, which
+        # could inherit a lock one of them held (the log stream's) and then never exit.
+        assert children(worker.pid) == [], "the worker forked"
+        assert client.exists("rq:scheduler-lock:send")
     finally:
         code, _ = stop_within(worker, 20, log_path)
     assert code == 0, log_path.read_text()
+    assert client.keys("rq:scheduler-lock:*") == []  # the scheduler gave its locks back
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def worker_env(url: str) -> dict[str, str]:
