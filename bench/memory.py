@@ -127,6 +127,8 @@ def main() -> Report:
         f"{totals[-1]:.1f} vs {totals[0]:.1f} MB (all bridge processes)",
     )
     for role in ROLES:
+        if not idle[role] and not last[role]:
+            continue  # no such process (the worker starts none)
         report.ratio(
             f"{role} RSS after {total} / idle",
             ratio(last[role], idle[role]),
