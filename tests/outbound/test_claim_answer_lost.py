@@ -23,17 +23,11 @@ from bridge.outbound.outcomes import Outbound
 from bridge.outbound.sender import Sender
 from bridge.session.client import UcwaClient
 from bridge.ucwa.auth import Credentials
-from tests.outbound.fake_ucwa import Ucwa, publish_session, running_ucwa
+from tests.outbound.fake_ucwa import Ucwa, publish_session
 from tests.redis_cutting_proxy import CuttingProxy
 
 ACCOUNT = "sip:bot@contoso.com"
 ALICE = "sip:alice@contoso.com"
-
-
-@pytest.fixture()
-def ucwa() -> Iterator[Ucwa]:
-    with running_ucwa() as server:
-        yield server
 
 
 def ready(client: redis.Redis, ucwa: Ucwa) -> None:

@@ -5,7 +5,6 @@ stands in for UCWA and counts the POSTs."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -25,17 +24,11 @@ from bridge.outbound.outcomes import Outbound
 from bridge.outbound.sender import Sender
 from bridge.session.client import UcwaClient
 from bridge.ucwa.auth import Credentials
-from tests.outbound.fake_ucwa import Ucwa, publish_session, running_ucwa
+from tests.outbound.fake_ucwa import Ucwa, publish_session
 
 ACCOUNT = "sip:bot@contoso.com"
 ALICE = "sip:alice@contoso.com"
 LOCK = "lock:send:m1"
-
-
-@pytest.fixture()
-def ucwa() -> Iterator[Ucwa]:
-    with running_ucwa() as server:
-        yield server
 
 
 def alive(client: redis.Redis) -> ProcessLiveness:

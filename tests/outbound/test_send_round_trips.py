@@ -9,7 +9,7 @@ A real redis-server behind a counting proxy (``bench/_redis_trips.py``), the wor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ from bridge.session.conversations import Conversation, ConversationRegistry, con
 from bridge.session.transport import DeliveryUnknown, NotSent
 from bridge.ucwa.auth import Credentials
 from bridge.ucwa.errors import UcwaError
-from tests.outbound.fake_ucwa import APP, Ucwa, publish_session, running_ucwa
+from tests.outbound.fake_ucwa import APP, Ucwa, publish_session
 
 ACCOUNT = "sip:bot@contoso.com"
 ALICE = "sip:alice@contoso.com"
@@ -38,12 +38,6 @@ CONV = f"{APP}/communication/conversations/7"
 # the claim's MULTI … EXEC, with the record's WATCH and GET for the step after the POST; that
 # step's MULTI … EXEC, with its watchdog, the lock's release and, warm, the Location race.
 SEND_ROUND_TRIPS = 4
-
-
-@pytest.fixture()
-def ucwa() -> Iterator[Ucwa]:
-    with running_ucwa() as server:
-        yield server
 
 
 def open_conversation(client: redis.Redis, base: str) -> Conversation:
