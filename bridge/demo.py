@@ -222,7 +222,12 @@ class Demo:
         from bridge.config.embedded_redis import EmbeddedRedis
 
         api_port = pick_port(self.args.port, "API")
-        sim_port = pick_port(self.args.sim_port, "simulator")
+        # Unless a free port was asked for, the simulator binds one of its own choosing and names
+        # it in its banner: a port picked here can be taken by another process before it binds.
+        wanted = self.args.sim_port
+        sim_port = wanted if wanted and port_free(wanted) else 0
+        if wanted and not sim_port:
+            say(f"port {wanted} is busy; the simulator uses another")
         self.redis = EmbeddedRedis(data_dir=str(self.workdir / "redis"), appendonly=False)
         Path(self.redis.data_dir).mkdir()
         self.redis.start()
