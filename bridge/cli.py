@@ -82,11 +82,12 @@ def send_settings(env: BridgeEnvironment) -> object:
 
 
 def serve_metrics(port: int | None) -> None:
-    """``BRIDGE_METRICS_PORT``: where the worker or poller serves /metrics (unset: nowhere)."""
+    """``BRIDGE_METRICS_PORT``: where the worker or poller serves /metrics (unset: nowhere; 0:
+    a free port, named in the log line ``serving /metrics``)."""
     if port is not None:
         from bridge.observability.metrics import start_metrics_server
 
-        start_metrics_server(port)
+        log.info("serving /metrics", extra={"port": start_metrics_server(port)})
 
 
 def run_poller(settings: Settings, env: BridgeEnvironment) -> int:

@@ -43,6 +43,11 @@ PEOPLE = (
 ROLES = ("api", "worker", "poller")
 STOP_TIMEOUT_S = 25.0
 READY_TIMEOUT_S = 90.0
+# The roles that serve /metrics of their own, and what each shows.
+METRICS_ROLES = {
+    "worker": "sends it ended, UCWA requests, webhook attempts",
+    "poller": "sends by outcome, delivery latency, quarantined events",
+}
 # The first line ``ucwasim serve`` prints once it listens.
 SIM_BANNER = re.compile(r"ucwasim serving (\S+); discovery URL (\S+)")
 
@@ -114,16 +119,40 @@ def port_free(port: int) -> bool:
         return True
 
 
-def pick_port(wanted: int, what: str) -> int:
-    """``wanted`` if it is free (0 means any), else a free port, saying so."""
-    from bridge.config.embedded_redis import free_port
+def listen(wanted: int, what: str) -> socket.socket:
+    """A socket listening on ``wanted`` if that is free (0 means any), else on a free port,
+    saying so. The demo binds it and hands it to the child that serves on it: a port only
+    looked at here could be taken by another process before the child bound it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+    try:
+        try:
+            sock.bind(("127.0.0.1", wanted))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            say(f"port {wanted} is busy; the {what} uses port {sock.getsockname()[1]} instead")
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
-    if wanted and port_free(wanted):
-        return wanted
-    chosen = free_port()
-    if wanted:
-        say(f"port {wanted} is busy; the {what} uses port {chosen} instead")
-    return chosen
+
+# The line a worker or poller logs with the port its /metrics listens on (BRIDGE_METRICS_PORT=0).
+METRICS_LINE = "serving /metrics"
+
+
+def metrics_port_in(log_text: str) -> int | None:
+    """The port of the last ``serving /metrics`` line in a role's JSON log, if any."""
+    found = None
+    for line in log_text.splitlines():
+        if METRICS_LINE not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("message") == METRICS_LINE and isinstance(record.get("port"), int):
+                found = record["port"]
+    return found
 
 
 class WebhookReceiver:
@@ -214,14 +243,14 @@ class Demo:
         self.discovery_url = ""
         self.receiver: WebhookReceiver | None = None
         self.api_url = ""
-        # Worker and poller serve their own /metrics (BRIDGE_METRICS_PORT) on these ports.
+        # Worker and poller serve their own /metrics on a port each chooses (BRIDGE_METRICS_PORT
+        # 0), read from its log once it is ready.
         self.metrics_ports: dict[str, int] = {}
 
     # -- start-up -------------------------------------------------------------------------------
     def start(self) -> None:
         from bridge.config.embedded_redis import EmbeddedRedis
 
-        api_port = pick_port(self.args.port, "API")
         # Unless a free port was asked for, the simulator binds one of its own choosing and names
         # it in its banner: a port picked here can be taken by another process before it binds.
         wanted = self.args.sim_port
@@ -240,14 +269,18 @@ class Demo:
         if self.receiver is not None:
             say(f"  webhooks:   {self.receiver.url} (signatures verified, events shown below)")
         say(f"  logs:       {self.logs}")
-        self.api_url = f"http://127.0.0.1:{api_port}"
-        self.metrics_ports = {
-            role: pick_port(0, f"{role} metrics") for role in ("worker", "poller")
-        }
-        self._spawn("api", ["api", "--bind", f"127.0.0.1:{api_port}"])
+        with listen(self.args.port, "API") as api_socket:
+            self.api_url = f"http://127.0.0.1:{api_socket.getsockname()[1]}"
+            fd = api_socket.fileno()
+            self._spawn("api", ["api", "--bind", f"fd://{fd}"], keep_fds=(fd,))
         self._spawn("worker", ["worker"])
         self._spawn("poller", ["poller"])
         self._wait_ready()
+        for role in METRICS_ROLES:
+            log_text = (self.logs / f"{role}.log").read_text(encoding="utf-8", errors="replace")
+            port = metrics_port_in(log_text)
+            if port is not None:
+                self.metrics_ports[role] = port
 
     def _start_simulator(self, port: int) -> None:
         """The simulator runs as a process of its own (``bridge`` never imports ``ucwasim``), as a
@@ -313,9 +346,8 @@ class Demo:
         if role == "api":
             env["BRIDGE_API_KEYS"] = self.api_key
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
-        else:
-            if role in self.metrics_ports:
-                env["BRIDGE_METRICS_PORT"] = str(self.metrics_ports[role])
+        elif role in METRICS_ROLES:
+            env["BRIDGE_METRICS_PORT"] = "0"
         webhook_url = self.args.webhook_url or (self.receiver.url if self.receiver else None)
         if webhook_url:
             env.update(
@@ -325,7 +357,7 @@ class Demo:
             )
         return env
 
-    def _spawn(self, role: str, args: list[str]) -> None:
+    def _spawn(self, role: str, args: list[str], keep_fds: Sequence[int] = ()) -> None:
         log = open(self.logs / f"{role}.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             self.children[role] = subprocess.Popen(
@@ -335,6 +367,7 @@ class Demo:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
+                pass_fds=keep_fds,
             )
         finally:
             log.close()
@@ -402,10 +435,7 @@ class Demo:
         say(f"  curl -s $BRIDGE/webhooks/deliveries {auth}")
         say("Metrics (Prometheus text):")
         say(f"  {self.api_url}/metrics  (API requests, queue depth, poller lag, session, Redis)")
-        for role, what in (
-            ("worker", "sends it ended, UCWA requests, webhook attempts"),
-            ("poller", "sends by outcome, delivery latency, quarantined events"),
-        ):
+        for role, what in METRICS_ROLES.items():
             if role in self.metrics_ports:
                 say(f"  http://127.0.0.1:{self.metrics_ports[role]}/metrics  ({role}: {what})")
         say("Other recipients: " + ", ".join(f"{sip} ({b})" for sip, b in PEOPLE if sip != ECHO))

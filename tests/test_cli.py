@@ -170,23 +170,25 @@ def test_required_variables_are_marked() -> None:
 
 def test_the_api_serves_from_a_gevent_patched_interpreter_without_warnings(redis_url: str) -> None:
     """``ucwa-bridge api`` replaces itself with an interpreter that patches before it imports."""
-    from bridge.config.embedded_redis import free_port
+    from bridge.demo import listen
 
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "api", "--bind", f"127.0.0.1:{port}"],
-        env={**CLEAN, **API, "BRIDGE_REDIS_URL": redis_url, "BRIDGE_API_WORKERS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with listen(0, "API") as sock:  # bound here: no other process can take it first
+        port = sock.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "api", "--bind", f"fd://{sock.fileno()}"],
+            env={**CLEAN, **API, "BRIDGE_REDIS_URL": redis_url, "BRIDGE_API_WORKERS": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=(sock.fileno(),),
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
                 answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not serving yet
                 assert time.monotonic() < deadline and process.poll() is None
                 time.sleep(0.1)
         assert answer.status_code == 200

@@ -17,6 +17,7 @@ import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from types import FrameType
 from typing import Any, cast
 
@@ -51,6 +52,10 @@ HEARTBEAT_EVERY_S = 1.0
 
 # A scheduler that ran this long before failing starts its backoff from the first step again.
 FAILURE_RESET_S = 60.0
+
+# How often a scheduler tries for the locks of queues another scheduler held (each try is one
+# SET NX per queue): a lock lapses a minute after its holder died.
+REACQUIRE_LOCKS_S = 5.0
 
 # How long the worker's end waits for its scheduler to give its locks back.
 SCHEDULER_STOP_WAIT_S = 5.0
@@ -636,6 +641,17 @@ class BridgeScheduler(RQScheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake = threading.Event()  # set by a stop request: every wait of the thread ends
+
+    @property
+    def should_reacquire_locks(self) -> bool:
+        """Whether to try for the locks of queues it does not hold now: every
+        ``REACQUIRE_LOCKS_S``. RQ tries ten minutes after its last try (its comparison of the
+        queue names' list with the set of locks is never equal), so a queue whose lock it found
+        taken by another scheduler went unscheduled that long after the other one died."""
+        if set(self._queue_names) <= self._acquired_locks:
+            return False
+        tried = self.lock_acquisition_time
+        return tried is None or (datetime.now() - tried).total_seconds() >= REACQUIRE_LOCKS_S
 
     @property
     def thread(self) -> threading.Thread | None:

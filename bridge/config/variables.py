@@ -289,8 +289,8 @@ class BridgeEnvironment(BaseSettings):
         2, description="job runners per worker process, sharing its one UCWA request in flight"
     )
     metrics_port: Annotated[
-        int | None, Field(ge=1, le=65535), Use(UCWA, shown_default="(not served)")
-    ] = Field(None, description="serve Prometheus /metrics on this port")
+        int | None, Field(ge=0, le=65535), Use(UCWA, shown_default="(not served)")
+    ] = Field(None, description="serve Prometheus /metrics on this port (0: any free one, logged)")
 
     # The poller
     event_timeout_s: Annotated[int, Field(ge=180, le=1800), Use(frozenset({POLLER}))] = Field(

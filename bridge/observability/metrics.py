@@ -366,6 +366,8 @@ def metrics_response(
     return Response(body, status=200, headers={"Content-Type": content_type})
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve this process's metrics on ``port`` (worker and poller; one process each)."""
-    start_http_server(port, addr=addr)
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int:
+    """Serve this process's metrics on ``port`` (worker and poller; one process each); the port
+    it listens on (``port`` 0: one the system chose)."""
+    server, _ = start_http_server(port, addr=addr)
+    return int(server.server_port)

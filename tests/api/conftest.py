@@ -3,6 +3,7 @@ the API under a real gunicorn started the way ``ucwa-bridge api`` starts it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from bridge.api import create_app
-from bridge.config.embedded_redis import free_port
 from bridge.config.settings import Settings
+from bridge.demo import listen
 
 SEND_AND_READ_KEY = "all-rights-key-0123456789"
 SEND_ONLY_KEY = "send-only-key-0123456789"
@@ -65,33 +66,29 @@ def fuzz_client(make_settings: MakeSettings, redis_client: redis.Redis) -> Flask
     return create_app(settings, redis_client).test_client()
 
 
-@pytest.fixture()
-def gunicorn_api(redis_url: str, redis_client: redis.Redis) -> Iterator[int]:
-    port = free_port()
+@contextlib.contextmanager
+def served_api(redis_url: str, **variables: str) -> Iterator[int]:
+    """``ucwa-bridge api`` with one gunicorn worker and these BRIDGE_* ``variables``, on a port
+    bound here and handed over (no other process can take it first); its port, once it serves."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_REDIS_URL=redis_url,
-        BRIDGE_API_KEYS=API_KEYS,
-        BRIDGE_API_WORKERS="1",
-        BRIDGE_MAX_BODY_BYTES="4096",
-        BRIDGE_API_LIMIT_REQUEST_LINE="200",
-        BRIDGE_API_LIMIT_REQUEST_FIELDS="12",
-        BRIDGE_API_LIMIT_REQUEST_FIELD_SIZE="300",
-        BRIDGE_LOG_LEVEL="WARNING",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "api", "--bind", f"127.0.0.1:{port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env.update(BRIDGE_REDIS_URL=redis_url, BRIDGE_API_KEYS=API_KEYS, BRIDGE_API_WORKERS="1")
+    env.update({f"BRIDGE_{name}": value for name, value in variables.items()})
+    with listen(0, "API") as sock:
+        port = sock.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "api", "--bind", f"fd://{sock.fileno()}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(sock.fileno(),),
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
                 requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not serving yet
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise
                 time.sleep(0.1)
@@ -99,6 +96,19 @@ def gunicorn_api(redis_url: str, redis_client: redis.Redis) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture()
+def gunicorn_api(redis_url: str, redis_client: redis.Redis) -> Iterator[int]:
+    with served_api(
+        redis_url,
+        MAX_BODY_BYTES="4096",
+        API_LIMIT_REQUEST_LINE="200",
+        API_LIMIT_REQUEST_FIELDS="12",
+        API_LIMIT_REQUEST_FIELD_SIZE="300",
+        LOG_LEVEL="WARNING",
+    ) as port:
+        yield port
 
 
 def walk_pages(

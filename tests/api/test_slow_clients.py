@@ -24,7 +24,7 @@ import requests
 from gunicorn.http import errors
 
 from bridge.config.embedded_redis import free_port
-from tests.api.conftest import API_KEYS, bearer
+from tests.api.conftest import API_KEYS, bearer, served_api
 
 PROBLEM = "application/problem+json"
 HEADER_TIMEOUT_S = 3
@@ -38,39 +38,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def api_port(redis_url: str) -> Iterator[int]:
     """One gunicorn worker, as ``ucwa-bridge api`` starts it, with short read deadlines."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_REDIS_URL=redis_url,
-        BRIDGE_API_KEYS=API_KEYS,
-        BRIDGE_API_WORKERS="1",
-        BRIDGE_RATE_LIMIT="off",
-        BRIDGE_API_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
-        BRIDGE_API_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
-        BRIDGE_API_LIMIT_REQUEST_LINE="200",
-        BRIDGE_API_LIMIT_REQUEST_FIELDS="12",
-        BRIDGE_LOG_LEVEL="ERROR",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "api", "--bind", f"127.0.0.1:{port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)
+    with served_api(
+        redis_url,
+        RATE_LIMIT="off",
+        API_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
+        API_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
+        API_LIMIT_REQUEST_LINE="200",
+        API_LIMIT_REQUEST_FIELDS="12",
+        LOG_LEVEL="ERROR",
+    ) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def read_answer(sock: socket.socket, timeout: float) -> tuple[int, dict[str, str], bytes]:

@@ -113,6 +113,23 @@ def test_prints_the_api_address_key_and_a_curl_command(demo: DemoRun) -> None:
     assert {p.name for p in Path(demo.logs).iterdir()} >= {"api.log", "worker.log", "poller.log"}
 
 
+def test_the_metrics_addresses_it_prints_answer_with_each_roles_metrics(demo: DemoRun) -> None:
+    """Worker and poller each bind a port of their own choosing (no port picked beforehand that
+    another process could take first); the banner names them."""
+    urls = {
+        role: url
+        for line in demo.lines
+        if (found := re.match(r"^\s+(http://127\.0\.0\.1:\d+/metrics)\s+\((\w+):", line))
+        for url, role in [found.groups()]
+    }
+    assert set(urls) == {"worker", "poller"}, demo.lines
+    assert urls["worker"] != urls["poller"]
+    for role, url in urls.items():
+        answer = requests.get(url, timeout=5)
+        assert answer.status_code == 200, (role, answer.text[:200])
+        assert "# TYPE" in answer.text and "ucwa_bridge" in answer.text, role
+
+
 def test_secrets_other_than_the_api_key_and_webhook_secret_stay_out_of_the_output(
     demo: DemoRun,
 ) -> None:

@@ -15,7 +15,7 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook
 
-from bridge.demo import WebhookReceiver, describe_event, pick_port, port_free
+from bridge.demo import WebhookReceiver, describe_event, listen, metrics_port_in, port_free
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
@@ -77,17 +77,36 @@ def test_a_busy_port_falls_back_to_a_free_one(capsys: object) -> None:
         busy.listen()
         taken = busy.getsockname()[1]
         assert not port_free(taken)
-        chosen = pick_port(taken, "API")
-    assert chosen != taken and chosen > 0
+        with listen(taken, "API") as chosen:
+            port = chosen.getsockname()[1]
+            assert port != taken and port > 0
+            # It is bound and listening already: nobody can take it before the API serves on it.
+            assert not port_free(port)
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
     out = capsys.readouterr().out  # type: ignore[attr-defined]
-    assert f"port {taken} is busy; the API uses port {chosen} instead" in out
+    assert f"port {taken} is busy; the API uses port {port} instead" in out
 
 
 def test_a_free_port_is_kept() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    assert pick_port(port, "API") == port
+    with listen(port, "API") as sock:
+        assert sock.getsockname()[1] == port
+
+
+def test_the_metrics_port_is_read_from_the_roles_log() -> None:
+    log = "\n".join(
+        [
+            '{"message": "worker starting", "port": 1}',
+            "not json, serving /metrics on 2",
+            '{"message": "serving /metrics", "port": 41234}',
+            '{"message": "serving /metrics", "port": "x"}',
+        ]
+    )
+    assert metrics_port_in(log) == 41234
+    assert metrics_port_in('{"message": "worker starting"}') is None
 
 
 def test_webhooks_can_go_to_a_receiver_of_ones_own() -> None:

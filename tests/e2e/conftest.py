@@ -22,7 +22,7 @@ import redis
 import requests
 from standardwebhooks import Webhook
 
-from bridge.config.embedded_redis import free_port
+from bridge.demo import listen
 from bridge.webhooks.payloads import validate_event
 from tests.rewriting_proxy import RewritingProxy
 from tests.webhooks.receiver import WebhookReceiver
@@ -65,7 +65,11 @@ class Bridge:
 
     # -- processes ------------------------------------------------------------------------------
     def spawn(
-        self, role: str, *args: str, env: dict[str, str] | None = None
+        self,
+        role: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        keep_fds: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
         # Numbered by all the processes this bridge ever started: a role restarted after its
         # process exited gets a log of its own instead of truncating a running one's.
@@ -77,6 +81,7 @@ class Bridge:
             env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
+            pass_fds=keep_fds,
         )
         self.procs.setdefault(role, []).append(proc)
         self.log_paths[proc.pid] = path
@@ -90,9 +95,12 @@ class Bridge:
         return "\n".join([f"{name} exited with {proc.returncode}:", *tail])
 
     def start_api(self) -> None:
-        port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}"
-        self.spawn("api", "--bind", f"127.0.0.1:{port}")
+        # Bound here and handed over: a port only looked at could be another's by the time
+        # gunicorn binds it, and a test would then talk to another test's API.
+        with listen(0, "API") as sock:
+            self.api_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            fd = sock.fileno()
+            self.spawn("api", "--bind", f"fd://{fd}", keep_fds=(fd,))
         wait_for(lambda: _up(self.api_url + "/healthz"), 20, "the API to answer")
 
     def start_poller(
@@ -124,6 +132,29 @@ class Bridge:
         for path in sorted(self.workdir.glob("*.log")):
             parts.append(f"----- {path.name}\n{path.read_text(errors='replace')[-4000:]}")
         return "\n".join(parts)
+
+    def jobs(self) -> str:
+        """RQ's state, for a test that timed out waiting for a message: what is queued, started
+        or scheduled (and how far past due), and who holds the queues' scheduler locks."""
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        now = time.time()
+        lines = []
+        try:
+            for key in sorted(k.decode() for k in client.scan_iter("rq:*")):
+                kind = client.type(key).decode()
+                if kind == "list":
+                    items = [v.decode() for v in client.lrange(key, 0, 9)]
+                    lines.append(f"{key} (list {client.llen(key)}): {items}")
+                elif kind == "zset":
+                    scored = client.zrange(key, 0, 9, withscores=True)
+                    items = [f"{m.decode()}@{score - now:+.1f}s" for m, score in scored]
+                    lines.append(f"{key} (zset {client.zcard(key)}): {items}")
+                elif kind == "string" and key.startswith("rq:scheduler-lock:"):
+                    ttl = client.ttl(key)
+                    lines.append(f"{key} = {client.get(key)!r} (ttl {ttl}s)")
+        finally:
+            client.close()
+        return "\n".join(lines)
 
     def full_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))

@@ -77,6 +77,7 @@ def cut_at_each(bridge: Bridge, proxy: CuttingProxy, role: str, commands: tuple[
             ),
             60,
             f"the message sent after the cut at {command}",
+            lambda m=message_id: f"{bridge.message(m)}\n{bridge.jobs()}\n{bridge.logs()}",
         )
         assert process.poll() is None, f"cut at {command}\n{bridge.exit_report(process)}"
         assert bridge.message(message_id)["status"] == "delivered", command

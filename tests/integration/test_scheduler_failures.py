@@ -33,6 +33,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from bridge.config.embedded_redis import EmbeddedRedis
+from workers.rq_worker import REACQUIRE_LOCKS_S
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "bridge", "scheduler-test-password"
@@ -202,6 +203,29 @@ def test_redis_refusing_the_user_after_a_restart_is_a_failure_like_any_other(
     failure = next(e for e in entries if failed(e))
     assert failure["level"] == "ERROR" and "NoPermissionError" in failure["exc_info"]
     assert_one_scheduler_ran_throughout(entries)
+
+
+def test_a_lock_another_scheduler_took_is_taken_back_soon_after_it_lapses(
+    harness: Harness,
+) -> None:
+    """Another scheduler holds the queue's lock for a while (a worker that took it during this
+    one's outage, then died, say). RQ's scheduler drops a queue whose lock it found taken and
+    tries for it again only ten minutes later: scheduled sends and retries would wait that long
+    once the other is gone. This one tries again within seconds of the lock's lapse."""
+    harness.start()
+    harness.schedules_again()
+    lock = "rq:scheduler-lock:webhooks"
+    harness.admin.set(lock, "another-scheduler", ex=3)
+    harness.wait_for_line(
+        lambda e: "taken over by another scheduler" in e["message"], "the lock to be found taken"
+    )
+    lapsed = time.monotonic()
+    harness.schedules_again()
+    took = time.monotonic() - lapsed
+    assert harness.admin.get(lock) not in (None, b"another-scheduler")
+    entries = harness.stop()
+    assert_one_scheduler_ran_throughout(entries)
+    assert took < 3 + 2 * REACQUIRE_LOCKS_S + 5, took
 
 
 def outage_harness(redis_url: str) -> None:

@@ -27,6 +27,7 @@ from rq.job import Job
 
 from bridge.config.accounts import load_accounts
 from bridge.config.embedded_redis import free_port
+from bridge.demo import listen
 from bridge.observability.metrics import (
     BoundedLabel,
     RedisStateCollector,
@@ -153,21 +154,24 @@ def test_counters_from_two_processes_add_up(
 
 @pytest.fixture()
 def gunicorn_app(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "counter_99999.db").write_bytes(b"stale")  # from an earlier run
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gunicorn", "-c", "python:bridge.observability.gunicorn_conf"),
-            *("--bind", f"127.0.0.1:{port}", "--workers", "2"),
-            "tests.observability.metrics_app:app",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with listen(0, "API") as sock:  # bound here: no other process can take it first
+        port = sock.getsockname()[1]
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn"),
+                *("-c", "python:bridge.observability.gunicorn_conf"),
+                *("--bind", f"fd://{sock.fileno()}", "--workers", "2"),
+                "tests.observability.metrics_app:app",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(sock.fileno(),),
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -175,7 +179,7 @@ def gunicorn_app(tmp_path: Path) -> Iterator[str]:
             try:
                 requests.get(f"{url}/metrics", timeout=1)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not serving yet
                 assert process.poll() is None, "gunicorn exited"
                 assert time.monotonic() < deadline, "gunicorn did not start"
                 time.sleep(0.1)
