@@ -30,7 +30,8 @@ from urllib.parse import urlsplit
 
 import redis
 
-from bridge.config.embedded_redis import EmbeddedRedis, free_port
+from bridge.config.embedded_redis import EmbeddedRedis
+from bridge.demo import SIM_BANNER, listen, metrics_port_in
 
 REPO = Path(__file__).resolve().parent.parent
 BOT = "sip:bot@contoso.com"
@@ -273,10 +274,14 @@ class Stack:
         benchmark's GIL; returns the discovery URL."""
         path = self.workdir / "sim.json"
         path.write_text(json.dumps({"users": list(users), **config}))
-        port = free_port()
-        argv = ["-m", "ucwasim", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        self.spawn("sim", [*argv, "--config", str(path)], self._plain_env())
-        self.sim_url = f"http://127.0.0.1:{port}"
+        # Port 0: it binds one of its own choosing and names it in its banner (a port picked
+        # here could be another process's by the time it binds).
+        argv = ["-m", "ucwasim", "serve", "--host", "127.0.0.1", "--port", "0"]
+        child = self.spawn("sim", [*argv, "--config", str(path)], self._plain_env())
+        self.wait_for(lambda: SIM_BANNER.search(_text(child.log)) is not None, 30, "its banner")
+        banner = SIM_BANNER.search(_text(child.log))
+        assert banner is not None
+        self.sim_url = banner.group(1)
         self.wait_for(lambda: _answers(self.sim_url + "/_sim/users"), 30, "the simulator")
         domain = str(config.get("domain", "contoso.com"))
         self.discovery_url = (
@@ -307,13 +312,14 @@ class Stack:
         return env
 
     def start_api(self, workers: int = 2, **env: str) -> Child:
-        port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}"
-        child = self.spawn(
-            "api",
-            ["-m", "bridge.cli", "api", "--bind", f"127.0.0.1:{port}"],
-            self.bridge_env(BRIDGE_API_WORKERS=str(workers), **env),
-        )
+        with listen(0, "API") as sock:  # bound here and handed over: nobody can take it first
+            self.api_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            child = self.spawn(
+                "api",
+                ["-m", "bridge.cli", "api", "--bind", f"fd://{sock.fileno()}"],
+                self.bridge_env(BRIDGE_API_WORKERS=str(workers), **env),
+                keep_fds=(sock.fileno(),),
+            )
         self.wait_for(lambda: _answers(self.api_url + "/healthz"), 30, "the API")
         # /healthz answers as soon as one gunicorn worker is up: wait for all of them.
         self.wait_for(lambda: len(children(child.pid)) >= workers, 30, "the gunicorn workers")
@@ -336,23 +342,32 @@ class Stack:
         from rq import Worker
 
         client = self.redis()
-        port = free_port()  # its metrics, as a deployment scrapes them (``ucwa_request_seconds``)
         try:
             before = Worker.count(connection=client)
+            # Its metrics, as a deployment scrapes them (``ucwa_request_seconds``), on a port it
+            # chooses and logs.
             child = self.spawn(
                 "worker",
                 ["-m", "bridge.cli", "worker"],
-                self.bridge_env(**{"BRIDGE_METRICS_PORT": str(port), **env}),
+                self.bridge_env(**{"BRIDGE_METRICS_PORT": "0", **env}),
             )
-            child.metrics_url = f"http://127.0.0.1:{port}/metrics"
             self.wait_for(
                 lambda: Worker.count(connection=client) > before, 30, "the RQ worker to register"
             )
+            port: int | str | None = env.get("BRIDGE_METRICS_PORT", "0")
+            if port == "0":
+                self.wait_for(
+                    lambda: metrics_port_in(_text(child.log)) is not None, 30, "its /metrics"
+                )
+                port = metrics_port_in(_text(child.log))
+            child.metrics_url = f"http://127.0.0.1:{port}/metrics"
         finally:
             client.close()
         return child
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str], keep_fds: tuple[int, ...] = ()
+    ) -> Child:
         count = sum(1 for c in self.children if c.name == name)
         log = self.workdir / "logs" / f"{name}-{count}.log"
         with open(log, "ab") as out:
@@ -364,6 +379,7 @@ class Stack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=keep_fds,
             )
         child = Child(name, popen, log)
         self.children.append(child)
@@ -466,6 +482,13 @@ def _answers(url: str) -> bool:
         return http("GET", url, timeout=2)[0] == 200
     except OSError:
         return False
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 15) -> str:

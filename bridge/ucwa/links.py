@@ -76,7 +76,11 @@ def embedded_list(resource: Mapping[str, Any] | None, rel: str) -> list[dict[str
 
 # The poller resolves the same few hrefs (a conversation's, its messaging's) many times per
 # event batch; ``urljoin`` was most of that. Long hrefs (hostile ones can be huge) are not kept.
-_RESOLVED_KEPT = 4096
+# An entry takes about 540 bytes, and most hrefs are a message's own, never met again after its
+# batch: 1,024 entries (0.55 MB) keep every active conversation's and the last second's messages'
+# at hundreds of messages a second, and are full within the first minutes (4,096 took 2.2 MB in
+# the worker and the poller each, still filling after 5,000 messages: memory that looked leaked).
+_RESOLVED_KEPT = 1024
 _RESOLVED_MAX_CHARS = 2048
 
 
