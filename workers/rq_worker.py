@@ -586,18 +586,21 @@ class BridgeWorker(SimpleWorker):
         )
         self.scheduler = scheduler
         if not burst:
-            _scheduler = scheduler  # RQ's maintenance starts it later if the locks were taken
+            # Started whether or not another scheduler holds the queues' locks now: it tries for
+            # them every REACQUIRE_LOCKS_S, and takes them within seconds of their lapse (RQ
+            # starts it only at a later maintenance, every BRIDGE_MAINTENANCE_INTERVAL_S).
+            _scheduler = scheduler
+            scheduler.acquire_locks()  # at once, as RQ does
+            scheduler.start()
+            return
         scheduler.acquire_locks()
         if scheduler.acquired_locks:
-            if burst:
-                try:
-                    scheduler.register_birth()
-                    scheduler.enqueue_scheduled_jobs()
-                finally:
-                    scheduler.release_locks()
-                    scheduler.register_death()
-            else:
-                scheduler.start()
+            try:
+                scheduler.register_birth()
+                scheduler.enqueue_scheduled_jobs()
+            finally:
+                scheduler.release_locks()
+                scheduler.register_death()
 
     def stop_scheduler(self) -> None:
         """RQ calls this on a stop request (in its signal handler) and in the teardown of every

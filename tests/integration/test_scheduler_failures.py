@@ -228,6 +228,24 @@ def test_a_lock_another_scheduler_took_is_taken_back_soon_after_it_lapses(
     assert took < 3 + 2 * REACQUIRE_LOCKS_S + 5, took
 
 
+def test_a_worker_started_while_another_holds_the_locks_takes_them_soon_after_they_lapse(
+    harness: Harness,
+) -> None:
+    """A worker starts while another worker's scheduler holds the queues' locks (that worker
+    was just killed, say). RQ starts no scheduler then, only at a later maintenance once the
+    locks are free: up to a maintenance interval more without retries or scheduled sends. This
+    one runs from the start and takes the locks within seconds of their lapse."""
+    lock = "rq:scheduler-lock:webhooks"
+    harness.admin.set(lock, "a-killed-worker", ex=3)
+    harness.start()
+    lapsed = time.monotonic()
+    harness.schedules_again()
+    took = time.monotonic() - lapsed
+    assert harness.admin.get(lock) not in (None, b"a-killed-worker")
+    assert_one_scheduler_ran_throughout(harness.stop())
+    assert took < 3 + 2 * REACQUIRE_LOCKS_S + 5, took
+
+
 def outage_harness(redis_url: str) -> None:
     """The harness of the outage test, driven line by line on stdin: ``down`` is RQ's teardown
     of the first worker's loop, ``up`` starts a new worker's loop, ``stop`` is the worker's end.
