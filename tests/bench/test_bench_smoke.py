@@ -172,7 +172,9 @@ CASES = {
         ],
     ),
     "floor": (
-        ["--messages", "6", "--samples", "20", "--profile"],
+        # 30 messages: a burst long enough for py-spy to sample on a busy machine (6 once ended
+        # before it took a sample).
+        ["--messages", "30", "--samples", "20", "--profile"],
         [
             "CPU per message, bridge / floor, worker",
             "CPU per message, bridge / floor, poller",
