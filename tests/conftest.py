@@ -56,7 +56,7 @@ def redis_url() -> Iterator[str]:
 # The session Redis's URL, once a test asked for it.
 _session_redis: list[str] = []
 # How long a test's workers and pollers have to exit after its teardown asked them to.
-STRAY_GRACE_S = 10.0
+STRAY_GRACE_S = 20.0
 
 
 def _roles_on(redis_url: str) -> list[tuple[int, str]]:
