@@ -27,6 +27,7 @@ from bridge.session.client import UcwaClient
 from bridge.session.slot import UcwaSlot
 from bridge.session.transport import TransportOptions, UcwaTransport
 from bridge.ucwa.auth import Credentials
+from workers.rq_worker import stopping
 
 log = logging.getLogger("ucwa_bridge.send")
 
@@ -76,6 +77,7 @@ def build_sender(
             account_id=account.id,
             slot=slot,
             liveness=liveness,
+            stop=stopping,
         )
         senders.append((account.default, sender))
     first = next(sender for default, sender in senders if default)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -96,8 +97,14 @@ class Sender:
         account_id: str = DEFAULT_ACCOUNT,
         slot: UcwaSlot | None = None,
         liveness: ProcessLiveness | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.redis = client
+        # Set when the worker is asked to stop: a wait for Redis to come back (to give a lock
+        # back or undo a lost claim) ends then, so that SIGTERM during an outage is obeyed at
+        # once. Nothing is lost by it: the lock names this process and is taken over once the
+        # process is gone, and a claim left in place ends as any lost claim does.
+        self.stop = stop
         # The worker process named in the send locks this sender takes, so that a run can take
         # over a lock whose process died (``bridge/outbound/holders.py``); None: plain locks.
         self.liveness = liveness
@@ -164,7 +171,7 @@ class Sender:
                 (holder, taken_over), raw, session, leased = pipe.execute()
             except redis.RedisError as exc:
                 if redis_unavailable(exc):
-                    _release(lock)  # taken by a script whose answer was lost, or not at all
+                    _release(lock, self.stop)  # taken by a script whose answer was lost, or not
                 raise
         if taken_over:
             log.info(
@@ -180,7 +187,7 @@ class Sender:
         finally:
             _held_lock.reset(entered)
             if not held.released:
-                _release(lock)
+                _release(lock, self.stop)
 
     def _session(self, read: _Read | None) -> Session:
         """This account's session: from the job's first round trip when it read this one's."""
@@ -706,7 +713,7 @@ class Sender:
             )
 
         try:
-            undone = _once_redis_answers(lambda: self.store.update(message_id, back))
+            undone = _once_redis_answers(lambda: self.store.update(message_id, back), self.stop)
         except (_ClaimLost, MessageNotFound):
             return  # the claim never committed: nothing to undo
         except redis.RedisError as exc:
@@ -770,18 +777,22 @@ LOCK_RELEASE_WAIT_S = 20.0
 T = TypeVar("T")
 
 
-def _once_redis_answers(step: Callable[[], T]) -> T:
+def _once_redis_answers(step: Callable[[], T], stop: threading.Event | None = None) -> T:
     """``step()``, repeated with a backoff while Redis is unavailable, for up to
-    ``LOCK_RELEASE_WAIT_S``; then, or on any other error, its error is raised."""
+    ``LOCK_RELEASE_WAIT_S`` or until ``stop`` is set; then, or on any other error, its error is
+    raised."""
     deadline = time.monotonic() + LOCK_RELEASE_WAIT_S
     delay = 0.2
+    stop = stop or threading.Event()  # never set
     while True:
         try:
             return step()
         except redis.RedisError as exc:
             if not redis_unavailable(exc) or time.monotonic() + delay > deadline:
                 raise
-            time.sleep(delay)  # Redis, and with it RQ's scheduler, is away: nothing to hand to
+            # Redis, and with it RQ's scheduler, is away: nothing to hand to.
+            if stop.wait(delay):
+                raise
             delay = min(delay * 2, 2.0)
 
 
@@ -818,9 +829,9 @@ class _HeldLock:
 _held_lock: ContextVar[_HeldLock | None] = ContextVar("bridge_send_lock", default=None)
 
 
-def _release(lock: Lock) -> None:
+def _release(lock: Lock, stop: threading.Event | None = None) -> None:
     try:
-        _once_redis_answers(lock.release)
+        _once_redis_answers(lock.release, stop)
     except redis.exceptions.LockError:
         pass  # it expired while we worked (or is another run's now): nothing to undo
     except redis.RedisError:

@@ -150,3 +150,27 @@ def test_a_send_lock_whose_answer_was_lost_is_given_back_once_redis_answers(
     assert ucwa.posts == 0
     assert parts.sender.run(parts.record.id) == "invited"
     assert ucwa.posts == 1
+
+
+@pytest.mark.parametrize("cut", ["lock", "claim"])
+def test_a_stop_ends_a_wait_for_redis_at_once(parts: Parts, ucwa: Ucwa, cut: str) -> None:
+    """Redis goes away for good as a run takes its lock or writes its claim, and the worker is
+    asked to stop while the run waits for Redis to give the lock back or undo the claim: the
+    run ends at once, not after ``LOCK_RELEASE_WAIT_S`` (20 s), which held a worker's SIGTERM
+    that long. Nothing went out."""
+    import threading
+
+    from bridge.outbound.sender import LOCK_RELEASE_WAIT_S
+
+    stop = threading.Event()
+    parts.sender.stop = stop
+    parts.proxy.down_s = 60.0  # away for longer than any wait
+    parts.proxy.cut_when(lock_of if cut == "lock" else claim_of)
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        parts.sender.run(parts.record.id)
+    took = time.monotonic() - started
+    assert parts.proxy.cuts == 1
+    assert ucwa.posts == 0
+    assert stop.is_set() and took < 1.0 + 2.5 < LOCK_RELEASE_WAIT_S, took
