@@ -85,9 +85,9 @@ def serve_metrics(port: int | None) -> None:
     """``BRIDGE_METRICS_PORT``: where the worker or poller serves /metrics (unset: nowhere; 0:
     a free port, named in the log line ``serving /metrics``)."""
     if port is not None:
-        from bridge.observability.metrics import start_metrics_server
+        from bridge.observability.metrics import METRICS_LINE, start_metrics_server
 
-        log.info("serving /metrics", extra={"port": start_metrics_server(port)})
+        log.info(METRICS_LINE, extra={"port": start_metrics_server(port)})
 
 
 def run_poller(settings: Settings, env: BridgeEnvironment) -> int:

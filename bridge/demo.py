@@ -138,12 +138,10 @@ def listen(wanted: int, what: str) -> socket.socket:
     return sock
 
 
-# The line a worker or poller logs with the port its /metrics listens on (BRIDGE_METRICS_PORT=0).
-METRICS_LINE = "serving /metrics"
-
-
 def metrics_port_in(log_text: str) -> int | None:
     """The port of the last ``serving /metrics`` line in a role's JSON log, if any."""
+    from bridge.observability.metrics import METRICS_LINE
+
     found = None
     for line in log_text.splitlines():
         if METRICS_LINE not in line:

@@ -366,6 +366,11 @@ def metrics_response(
     return Response(body, status=200, headers={"Content-Type": content_type})
 
 
+# The log line a worker or poller writes with the port its /metrics listens on (its ``port``
+# field): with BRIDGE_METRICS_PORT=0 the only place that names it.
+METRICS_LINE = "serving /metrics"
+
+
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int:
     """Serve this process's metrics on ``port`` (worker and poller; one process each); the port
     it listens on (``port`` 0: one the system chose)."""
